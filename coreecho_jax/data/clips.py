@@ -1,0 +1,264 @@
+"""Clip sampling for EchoNet-style videos: the one place where the sampling facts live.
+
+numpy only (no TensorFlow), so the prediction path and the tests use it directly; the tf.data
+pipeline (:mod:`coreecho_jax.data.pipeline`) implements the same formulas in TF and its tests
+prove equality with the functions here.
+
+Official behaviour (CoReEcho ``coreecho/dataset.py`` + ``augmentation.py``, docs/REFERENCE.md §5):
+
+1. A clip is ``frames`` (36) frames taken every ``stride`` (4) frames:
+   ``indices = start + stride * arange(frames)``.
+2. A video with fewer than ``frames * stride`` (144, *not* 141) frames is padded at the end with
+   black (raw 0) frames up to exactly 144 frames (:func:`padded_length`).
+3. ``start`` is uniform in ``[0, F_padded - (frames - 1) * stride - 1]``, i.e.
+   ``np.random.choice(F - 140)`` for 36/4; short videos get ``start`` in ``{0..3}``.
+4. Training translation: pad ``pad`` (6) black pixels on each side (``PadIfNeeded(124)`` on a
+   112x112 frame), then crop the original size at offsets ``dy, dx`` in ``{0..2*pad}`` drawn
+   independently, identical for all frames of the clip, applied to the uint8 clip.
+5. Normalisation is last: grayscale is replicated to 3 channels and each channel becomes
+   ``(x - MEAN[c]) / STD[c]`` (x in 0..255), so black padding becomes about -0.65.
+
+Layouts: videos are uint8 ``[F, H, W]`` or ``[F, H, W, C]`` (C = 1 or 3); a clip is
+``[T, H, W, C]`` uint8 before normalisation and float32 ``[T, S, S, 3]`` after it.
+Random draws are expressed as uniforms in ``[0, 1)`` mapped to integers by
+:func:`start_from_uniform` and :func:`offset_from_uniform` (albumentations' ``int(13 * u)``);
+the TF pipeline maps its stateless uniforms with the same formulas.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+#: Official per-channel mean of raw 0..255 pixel values (RGB order).
+MEAN = np.array([0.12741163, 0.1279413, 0.12912785], dtype=np.float32) * np.float32(255.0)
+#: Official per-channel standard deviation of raw 0..255 pixel values (RGB order).
+STD = np.array([0.19557191, 0.19562256, 0.1965878], dtype=np.float32) * np.float32(255.0)
+#: Frames per clip (``--frames``).
+FRAMES = 36
+#: Temporal stride between clip frames (``--frequency``).
+STRIDE = 4
+#: Black border, in pixels per side, of the training translation (``PadIfNeeded(124)`` - 112) / 2.
+PAD = 6
+#: EchoNet-Dynamic frame size and crop size, in pixels.
+CROP = 112
+
+
+def padded_length(num_frames: int, frames: int = FRAMES, stride: int = STRIDE) -> int:
+    """Length of a video after the official end padding: ``max(num_frames, frames * stride)``."""
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    return max(int(num_frames), frames * stride)
+
+
+def num_start_positions(num_frames: int, frames: int = FRAMES, stride: int = STRIDE) -> int:
+    """Number of valid clip starts: ``padded_length - (frames - 1) * stride`` (``F - 140`` for 36/4)."""
+    return padded_length(num_frames, frames, stride) - (frames - 1) * stride
+
+
+def clip_indices(start: int | np.ndarray, frames: int = FRAMES, stride: int = STRIDE) -> np.ndarray:
+    """Frame indices of a clip in the padded video: ``start + stride * arange(frames)``.
+
+    ``start`` may be an array of shape ``[K]``; the result is then int64 ``[K, frames]``.
+    """
+    start = np.asarray(start, dtype=np.int64)
+    return start[..., None] + stride * np.arange(frames, dtype=np.int64)
+
+
+def check_starts(
+        starts: Any, num_frames: int, frames: int = FRAMES, stride: int = STRIDE, *, name: str = "video"
+) -> np.ndarray:
+    """Returns ``starts`` as int64 ``[K]`` after checking each one indexes the padded video.
+
+    Raises:
+        ValueError: a start is not an integer in ``[0, num_start_positions - 1]``.
+    """
+    arr = np.asarray(starts)
+    if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name}: clip starts must be a non-empty 1-D integer array, got {starts!r}")
+    limit = num_start_positions(num_frames, frames, stride)
+    bad = arr[(arr < 0) | (arr >= limit)]
+    if bad.size:
+        raise ValueError(
+                f"{name}: clip start(s) {bad.tolist()} out of range for a video of {num_frames} frames "
+                f"(padded to {padded_length(num_frames, frames, stride)}); valid starts are 0..{limit - 1} "
+                f"for {frames} frames at stride {stride}")
+    return arr.astype(np.int64)
+
+
+def start_from_uniform(u: Any, num_frames: Any, frames: int = FRAMES, stride: int = STRIDE) -> np.ndarray:
+    """Maps uniforms ``u`` in [0, 1) to clip starts: ``floor(u * n)`` with ``n = num_start_positions``.
+
+    Computed in float64 (exact for float32 or float64 ``u``), clipped to ``n - 1``. Vectorised over
+    ``u`` and ``num_frames`` (broadcast). The TF pipeline uses the same formula.
+    """
+    u = np.asarray(u, dtype=np.float64)
+    num_frames = np.asarray(num_frames, dtype=np.int64)
+    n = np.maximum(num_frames, frames * stride) - (frames - 1) * stride
+    return np.minimum(np.floor(u * n).astype(np.int64), n - 1)
+
+
+def offset_from_uniform(u: Any, pad: int = PAD) -> np.ndarray:
+    """Maps uniforms in [0, 1) to crop offsets ``floor(u * (2 * pad + 1))`` in ``{0..2*pad}``.
+
+    This is albumentations' ``RandomCrop`` rule ``int((124 - 112 + 1) * u)``; offset ``pad`` is
+    the identity (no translation).
+    """
+    u = np.asarray(u, dtype=np.float64)
+    return np.minimum(np.floor(u * (2 * pad + 1)).astype(np.int64), 2 * pad)
+
+
+def sample_start(rng: np.random.Generator, num_frames: int, frames: int = FRAMES, stride: int = STRIDE) -> int:
+    """Draws one clip start uniformly from ``{0..num_start_positions - 1}``."""
+    return int(start_from_uniform(rng.random(), num_frames, frames, stride))
+
+
+def sample_offsets(rng: np.random.Generator, pad: int = PAD) -> tuple[int, int]:
+    """Draws the translation crop offsets ``(dy, dx)``, each uniform in ``{0..2*pad}``."""
+    dy, dx = offset_from_uniform(rng.random(2), pad)
+    return int(dy), int(dx)
+
+
+def _as_thwc(video: np.ndarray) -> np.ndarray:
+    video = np.asarray(video)
+    if video.dtype != np.uint8:
+        raise ValueError(f"video must be uint8, got {video.dtype}")
+    if video.ndim == 3:
+        video = video[..., None]
+    if video.ndim != 4 or video.shape[-1] not in (1, 3) or video.shape[0] < 1:
+        raise ValueError(f"video must be [F, H, W] or [F, H, W, C] with C in (1, 3) and F >= 1, got {video.shape}")
+    return video
+
+
+def pad_video(video: np.ndarray, frames: int = FRAMES, stride: int = STRIDE) -> np.ndarray:
+    """Appends black (0) frames to a uint8 video ``[F, H, W(, C)]`` up to :func:`padded_length`."""
+    video = np.asarray(video)
+    missing = padded_length(video.shape[0], frames, stride) - video.shape[0]
+    if missing == 0:
+        return video
+    return np.concatenate([video, np.zeros((missing,) + video.shape[1:], video.dtype)], axis=0)
+
+
+def gather_clip(video: np.ndarray, start: int, frames: int = FRAMES, stride: int = STRIDE) -> np.ndarray:
+    """uint8 clip ``[T, H, W, C]`` at ``start`` of the (black-padded) video ``[F, H, W(, C)]``."""
+    video = _as_thwc(video)
+    start = int(check_starts([start], video.shape[0], frames, stride)[0])
+    return pad_video(video, frames, stride)[clip_indices(start, frames, stride)]
+
+
+def translate(clip: np.ndarray, dy: int, dx: int, pad: int = PAD) -> np.ndarray:
+    """Official translation of a clip ``[T, H, W, C]``: pad ``pad`` black px per side, crop ``H x W`` at ``(dy, dx)``.
+
+    The content moves by ``(pad - dy, pad - dx)`` pixels (down/right positive); uncovered pixels are 0.
+    """
+    if not (0 <= dy <= 2 * pad and 0 <= dx <= 2 * pad):
+        raise ValueError(f"crop offsets must be in 0..{2 * pad}, got dy={dy}, dx={dx}")
+    _, h, w, _ = clip.shape
+    padded = np.pad(clip, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    return padded[:, dy:dy + h, dx:dx + w]
+
+
+def resize_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """float32 ``[out_size, in_size]`` area-resampling matrix (rows sum to 1).
+
+    Output pixel ``i`` averages input pixels over ``[i * s, (i + 1) * s)`` with ``s = in/out``,
+    weighting partial overlaps (box filter; antialiased when shrinking, nearest-like when growing).
+    """
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"sizes must be >= 1, got {in_size} -> {out_size}")
+    scale = in_size / out_size
+    lo = np.arange(out_size)[:, None] * scale
+    hi = lo + scale
+    j = np.arange(in_size)[None, :]
+    overlap = np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0.0, None)
+    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def resize_clip(clip: np.ndarray, image_size: int) -> np.ndarray:
+    """Resizes a clip ``[T, H, W, C]`` to float32 ``[T, S, S, C]`` with :func:`resize_matrix`."""
+    ry = resize_matrix(clip.shape[1], image_size)
+    rx = resize_matrix(clip.shape[2], image_size)
+    return np.einsum("yh,thwc,xw->tyxc", ry, clip.astype(np.float32), rx).astype(np.float32)
+
+
+def normalise(clip: Any, mean: Any = MEAN, std: Any = STD, xp: Any = np) -> Any:
+    """Official normalisation of a clip ``[..., C]`` (0..255 values, C in (1, 3)) -> float32 ``[..., 3]``.
+
+    One channel is replicated to three. ``xp`` may be ``jax.numpy`` to normalise on device
+    (e.g. after a uint8 pipeline).
+    """
+    x = xp.asarray(clip).astype(xp.float32)
+    return (x - xp.asarray(mean, dtype=xp.float32)) / xp.asarray(std, dtype=xp.float32)
+
+
+def _needs_resize(clip: np.ndarray, image_size: int | None) -> bool:
+    return image_size is not None and (clip.shape[1] != image_size or clip.shape[2] != image_size)
+
+
+def make_clip_uint8(
+        video: np.ndarray,
+        start: int,
+        *,
+        offsets: tuple[int, int] | None = None,
+        frames: int = FRAMES,
+        stride: int = STRIDE,
+        pad: int = PAD,
+        image_size: int | None = None,
+) -> np.ndarray:
+    """One un-normalised clip: gather (with black end padding), translate, resize.
+
+    Returns uint8 ``[T, S, S, C]`` if no resize is needed, else float32 (0..255 scale) rounded to
+    uint8 values, which is what the uint8 TF pipeline returns.
+    """
+    clip = gather_clip(video, start, frames, stride)
+    if offsets is not None:
+        clip = translate(clip, int(offsets[0]), int(offsets[1]), pad)
+    if _needs_resize(clip, image_size):
+        clip = np.clip(np.round(resize_clip(clip, image_size)), 0, 255).astype(np.uint8)
+    return clip
+
+
+def make_clip(
+        video: np.ndarray,
+        start: int,
+        *,
+        offsets: tuple[int, int] | None = None,
+        frames: int = FRAMES,
+        stride: int = STRIDE,
+        pad: int = PAD,
+        image_size: int | None = None,
+) -> np.ndarray:
+    """One normalised clip float32 ``[T, S, S, 3]`` from a uint8 video ``[F, H, W(, C)]``.
+
+    Args:
+        video: uint8 frames, any length >= 1 (padded with black frames to ``frames * stride``).
+        start: clip start in the padded video.
+        offsets: translation crop offsets ``(dy, dx)`` in ``{0..2*pad}``; ``None`` = no translation
+            (the same as ``(pad, pad)``).
+        frames, stride, pad: clip length, temporal stride, translation border.
+        image_size: output side S; ``None`` keeps the frame size (112 for EchoNet). A different size
+            resizes after the crop with :func:`resize_matrix` (for the small demo; not official).
+    """
+    clip = gather_clip(video, start, frames, stride)
+    if offsets is not None:
+        clip = translate(clip, int(offsets[0]), int(offsets[1]), pad)
+    if _needs_resize(clip, image_size):
+        clip = resize_clip(clip, image_size)
+    return normalise(clip)
+
+
+def make_clips(
+        video: np.ndarray,
+        starts: Sequence[int] | np.ndarray,
+        *,
+        frames: int = FRAMES,
+        stride: int = STRIDE,
+        image_size: int | None = None,
+) -> np.ndarray:
+    """Evaluation clips (no augmentation) float32 ``[K, T, S, S, 3]`` of one uint8 video at ``starts [K]``."""
+    video = _as_thwc(video)
+    starts = check_starts(starts, video.shape[0], frames, stride)
+    return np.stack([
+            make_clip(video, int(s), frames=frames, stride=stride, image_size=image_size) for s in starts
+    ])
