@@ -1,0 +1,225 @@
+"""Fixed clip-start files for multi-clip evaluation (no TensorFlow).
+
+A start-index mapping is ``{'<FileName>.avi': int64 array [K]}``: the K clip starts of each video,
+indexing the video after black end padding to ``frames * stride`` (144) frames (see
+:mod:`coreecho_jax.data.clips`). Two file forms are read by :func:`load_start_indexes`:
+
+* ``.pkl``: the official CoReEcho ``test_start_indexes.pkl`` (a pickled dict of numpy arrays). It is
+  read with a restricted unpickler that only rebuilds numpy arrays/scalars/dtypes; any other
+  global in the file is refused, so an untrusted pickle cannot run code.
+* ``.json``: ``{"<FileName>.avi": [s1, s2, s3], ...}``, written by :func:`save_start_indexes_json`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import zlib
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from coreecho_jax.data import clips
+
+PathLike = str | os.PathLike
+StartIndexes = dict[str, np.ndarray]
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """The pickle references something other than numpy array reconstruction."""
+
+
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    from numpy._core import multiarray, numeric  # numpy >= 2
+
+    def safe_dtype(*args: Any, **kwargs: Any) -> np.dtype:
+        dtype = np.dtype(*args, **kwargs)
+        if dtype.hasobject:
+            raise UnsafePickleError("object dtypes are not allowed in a start-index pickle")
+        return dtype
+
+    allowed = {}
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        allowed[(module, "_reconstruct")] = multiarray._reconstruct
+        allowed[(module, "scalar")] = multiarray.scalar
+    for module in ("numpy._core.numeric", "numpy.core.numeric"):
+        allowed[(module, "_frombuffer")] = numeric._frombuffer
+    def latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+        # Protocol-2 pickles store array bytes as latin-1 text rebuilt with _codecs.encode.
+        if encoding.lower().replace("-", "") not in ("latin1", "iso88591") or not isinstance(text, str):
+            raise UnsafePickleError(f"_codecs.encode is only allowed with latin1 text, got {encoding!r}")
+        return text.encode("latin1")
+
+    allowed[("_codecs", "encode")] = latin1_encode
+    allowed[("numpy", "ndarray")] = np.ndarray
+    allowed[("numpy", "dtype")] = safe_dtype
+    return allowed
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only numpy array/scalar/dtype reconstruction globals."""
+
+    _allowed = _numpy_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                    f"refusing to load {module}.{name}: a start-index pickle may only contain a dict of "
+                    f"numpy arrays (allowed: {sorted('.'.join(k) for k in self._allowed)})") from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafePickleError("persistent ids are not allowed in a start-index pickle")
+
+
+def _normalise_mapping(obj: Any, source: str) -> StartIndexes:
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{source}: expected a dict {{'<name>.avi': [starts...]}}, got {type(obj).__name__}")
+    out: StartIndexes = {}
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise ValueError(f"{source}: keys must be video file names (str), got {key!r}")
+        arr = np.asarray(value)
+        if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"{source}: starts of {key!r} must be a non-empty 1-D integer list, got {value!r}")
+        if np.any(arr < 0):
+            raise ValueError(f"{source}: starts of {key!r} must be >= 0, got {arr.tolist()}")
+        out[key] = arr.astype(np.int64)
+    if not out:
+        raise ValueError(f"{source}: holds no videos")
+    return out
+
+
+def load_official_pickle(path: PathLike) -> StartIndexes:
+    """Reads a pickled ``{name.avi: int array}`` (the official ``test_start_indexes.pkl``) safely.
+
+    Raises:
+        FileNotFoundError: no such file.
+        UnsafePickleError: the pickle references anything but numpy array reconstruction.
+        ValueError: the content is not a mapping of names to 1-D integer arrays.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"start-index file not found: {path}")
+    data = path.read_bytes()
+    try:
+        obj = _NumpyOnlyUnpickler(io.BytesIO(data)).load()
+    except UnsafePickleError as err:
+        raise UnsafePickleError(f"{path}: {err}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: not a readable start-index pickle ({err})") from err
+    return _normalise_mapping(obj, str(path))
+
+
+def save_start_indexes_json(starts: Mapping[str, Any], path: PathLike) -> Path:
+    """Writes ``{name.avi: [s1, ...]}`` as JSON (sorted keys). Returns the path."""
+    path = Path(path)
+    clean = _normalise_mapping(starts, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({k: [int(x) for x in v] for k, v in sorted(clean.items())}, indent=0) + "\n")
+    return path
+
+
+def load_start_indexes(path: PathLike) -> StartIndexes:
+    """Loads a start-index file by extension: ``.pkl``/``.pickle`` (restricted unpickler) or ``.json``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".pkl", ".pickle"):
+        return load_official_pickle(path)
+    if suffix == ".json":
+        if not path.is_file():
+            raise FileNotFoundError(f"start-index file not found: {path}")
+        try:
+            obj = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from err
+        return _normalise_mapping(obj, str(path))
+    raise ValueError(f"{path}: unknown start-index file type {suffix!r}; expected .pkl or .json")
+
+
+def _video_seed(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))])
+
+
+def draw_start_indexes(
+        num_frames_by_name: Mapping[str, int],
+        k: int = 3,
+        frames: int = clips.FRAMES,
+        stride: int = clips.STRIDE,
+        seed: int = 0,
+) -> StartIndexes:
+    """Draws ``k`` clip starts per video, reproducibly from ``seed``.
+
+    Each video gets its own generator seeded from ``(seed, crc32(name))``, so its starts do not
+    depend on the other videos. Starts are distinct when the video has at least ``k`` valid starts
+    (``clips.num_start_positions``), like the official file; a shorter video (e.g. fewer than
+    ``(frames - 1) * stride + k`` frames after padding: 4 positions for 36/4) gets all its
+    positions in random order followed by repeats drawn with replacement.
+
+    Args:
+        num_frames_by_name: ``{name.avi: number of frames}`` (unpadded).
+        k: clips per video.
+        frames, stride: clip geometry.
+        seed: base seed.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    out: StartIndexes = {}
+    for name, num_frames in num_frames_by_name.items():
+        n = clips.num_start_positions(int(num_frames), frames, stride)
+        rng = _video_seed(seed, name)
+        if n >= k:
+            starts = rng.choice(n, size=k, replace=False)
+        else:
+            starts = np.concatenate([rng.permutation(n), rng.integers(0, n, size=k - n)])
+        out[name] = starts.astype(np.int64)
+    return out
+
+
+def validate_start_indexes(
+        starts: Mapping[str, Any],
+        num_frames_by_name: Mapping[str, int],
+        frames: int = clips.FRAMES,
+        stride: int = clips.STRIDE,
+        *,
+        source: str = "start indexes",
+) -> StartIndexes:
+    """Checks that every video of a split has starts, all in range, and the same count K.
+
+    Keys are matched with or without the ``.avi`` extension. Extra keys (videos not in the split)
+    are ignored.
+
+    Args:
+        starts: ``{name(.avi): starts [K]}``.
+        num_frames_by_name: the split, ``{name(.avi): number of frames}``.
+
+    Returns:
+        ``{name as in num_frames_by_name: int64 [K]}``.
+
+    Raises:
+        ValueError: a video is missing (the message names up to 10 of them), a start is out of
+            range (names the video), or videos have different K.
+    """
+    by_stem = {_stem(k): v for k, v in starts.items()}
+    missing = [n for n in num_frames_by_name if _stem(n) not in by_stem]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
+        raise ValueError(f"{source}: no clip starts for {len(missing)} video(s) of the split: {shown}")
+    out: StartIndexes = {}
+    counts = set()
+    for name, num_frames in num_frames_by_name.items():
+        arr = clips.check_starts(by_stem[_stem(name)], int(num_frames), frames, stride,
+                                 name=f"{source}: {name}")
+        counts.add(arr.size)
+        out[name] = arr
+    if len(counts) > 1:
+        raise ValueError(f"{source}: every video needs the same number of clip starts, found {sorted(counts)}")
+    return out
+
+
+def _stem(name: str) -> str:
+    return name[:-4] if name.lower().endswith(".avi") else name
