@@ -18,6 +18,8 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
+    JPEGLSLossless,
+    MPEG2MPML,
     RLELossless,
     UltrasoundMultiFrameImageStorage,
     generate_uid,
@@ -264,6 +266,14 @@ def test_dicom_without_pixel_data_names_the_file(tmp_path):
         read_video(path)
 
 
+def test_undecodable_dicom_names_file_and_transfer_syntax(tmp_path):
+    path = make_dicom(tmp_path / "jpegls_scan.dcm", np.zeros((2, 8, 8), np.uint8),
+                      photometric="MONOCHROME2", encoded_frames=[b"\xff\xd8\x00\x01"] * 2,
+                      transfer_syntax=JPEGLSLossless)
+    with pytest.raises(VideoReadError, match="jpegls_scan.dcm.*cannot decode.*JPEG-LS"):
+        read_video(path)
+
+
 def test_region_crop_without_regions_is_an_error(tmp_path):
     path = write_video(tmp_path / "plain.avi", smooth_frames(3, 16, 16), fps=30)
     with pytest.raises(ValueError, match="plain.avi.*SequenceOfUltrasoundRegions"):
@@ -330,6 +340,46 @@ def test_dicom_rle_lossless(tmp_path, color):
     np.testing.assert_array_equal(video.frames, frames)
     assert video.fps == pytest.approx(25.0)
     assert video.metadata["fps_source"] == "RecommendedDisplayFrameRate"
+
+
+def test_dicom_mpeg2_video_decodes_through_ffmpeg(tmp_path):
+    frames = smooth_frames(12, 48, 64, color=True, seed=7)
+    stream_path = tmp_path / "stream.m2v"  # raw MPEG-2 elementary stream
+    writer = cv2.VideoWriter(str(stream_path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mpg2"),
+                             25.0, (64, 48), True)
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    stream = stream_path.read_bytes()
+    fragments = [stream[i:i + 4000] for i in range(0, len(stream), 4000)]
+    path = make_dicom(tmp_path / "mpeg2.dcm", frames, photometric="YBR_PARTIAL_420",
+                      encoded_frames=[b"".join(fragments)], transfer_syntax=MPEG2MPML,
+                      FrameTime=40.0)
+    video = read_video(path, color=True)
+    chex.assert_shape(video.frames, (12, 48, 64, 3))
+    assert np.abs(video.frames.astype(float) - frames).mean() < 8.0
+    assert video.fps == pytest.approx(25.0)
+
+
+def test_dicom_single_frame_and_probe(tmp_path):
+    frames = smooth_frames(1, 20, 30)
+    path = make_dicom(tmp_path / "single.dcm", frames, photometric="MONOCHROME2", CineRate=10)
+    video = read_video(path)
+    chex.assert_shape(video.frames, (1, 20, 30))
+    np.testing.assert_array_equal(video.frames, frames)
+    multi = make_dicom(tmp_path / "multi.dcm", smooth_frames(7, 20, 30), photometric="MONOCHROME2",
+                       FrameTime=25.0)
+    info = probe_video(multi)
+    assert (info.num_frames, info.height, info.width) == (7, 20, 30)
+    assert info.fps == pytest.approx(40.0)
+
+
+def test_garbage_dicom_names_the_file(tmp_path):
+    path = tmp_path / "broken_scan.dcm"
+    path.write_bytes(b"\x00" * 128 + b"DICM" + b"\x07" * 64)
+    with pytest.raises(VideoReadError, match="broken_scan.dcm"):
+        read_video(path)
 
 
 def test_dicom_fps_order_and_fallbacks():
