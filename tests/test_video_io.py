@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.pixels import convert_color_space
 from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
@@ -70,6 +71,7 @@ def make_dicom(
     encoded_frames: list[bytes] | None = None,
     transfer_syntax=ExplicitVRLittleEndian,
     pixel_data: bool = True,
+    pixel_bytes: bytes | None = None,
     **tags,
 ):
     """Writes a multi-frame ultrasound DICOM holding ``frames`` (uint8 [T,H,W(,3)])."""
@@ -93,6 +95,8 @@ def make_dicom(
     if pixel_data:
         if encoded_frames is not None:
             ds.PixelData = encapsulate(encoded_frames)
+        elif pixel_bytes is not None:
+            ds.PixelData = pixel_bytes
         else:
             ds.PixelData = np.ascontiguousarray(frames).tobytes()
         ds["PixelData"].VR = "OB"
@@ -324,6 +328,21 @@ def test_dicom_ybr_full_422_jpeg_baseline_decodes_to_rgb(tmp_path):
     assert video.fps == pytest.approx(30.0, rel=1e-3)
     gray = read_video(path)
     assert np.abs(gray.frames.astype(float) - rgb_to_gray(frames)).mean() < 3.0
+
+
+def test_dicom_native_ybr_full_422_is_converted_once(tmp_path):
+    frames = smooth_frames(3, 16, 24, color=True, seed=4)
+    ybr = convert_color_space(frames, "RGB", "YBR_FULL").astype(np.float32)
+    # Native 4:2:2 layout: per horizontal pixel pair Y0 Y1 Cb Cr (chroma averaged).
+    pairs = ybr.reshape(3, 16, 12, 2, 3)
+    packed = np.stack([pairs[..., 0, 0], pairs[..., 1, 0], pairs[..., 1].mean(axis=-1),
+                       pairs[..., 2].mean(axis=-1)], axis=-1)
+    packed = np.clip(np.rint(packed), 0, 255).astype(np.uint8)
+    path = make_dicom(tmp_path / "native422.dcm", frames, photometric="YBR_FULL_422",
+                      pixel_bytes=packed.tobytes(), FrameTime=20.0)
+    video = read_video(path, color=True)
+    chex.assert_shape(video.frames, (3, 16, 24, 3))
+    assert np.abs(video.frames.astype(float) - frames).mean() < 4.0
 
 
 @pytest.mark.parametrize("color", [False, True])

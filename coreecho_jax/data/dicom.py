@@ -5,12 +5,18 @@ Decoding goes through pydicom 3's pixel backend (``pydicom.pixels``):
 * native (uncompressed) MONOCHROME1/2, RGB, YBR_FULL(_422), PALETTE COLOR;
 * RLE Lossless (pydicom's own numpy decoder, no extra package);
 * JPEG Baseline 8-bit (1.2.840.10008.1.2.4.50) through Pillow. pydicom 3 decodes
-    with ``as_rgb=True`` by default, i.e. YBR_FULL / YBR_FULL_422 pixel data comes
-    back already converted to RGB; we only convert ourselves when pydicom reports
-    that the result is still YCbCr.
+  with ``as_rgb=True`` by default, i.e. YBR_FULL / YBR_FULL_422 pixel data comes
+  back already converted to RGB (checked: its decoder reports PhotometricInterpretation
+  RGB afterwards); we convert ourselves only when the decoder reports YCbCr.
 * other JPEG flavours (lossless, JPEG-LS, JPEG 2000) work when the matching pydicom
-    plugin (pylibjpeg-*, gdcm) is installed; otherwise the error names the file, the
-    transfer syntax and pydicom's list of missing packages.
+  plugin (pylibjpeg-*, gdcm) is installed; otherwise the error names the file, the
+  transfer syntax and pydicom's list of missing packages.
+* MPEG-2 / MPEG-4 AVC (H.264) / HEVC video transfer syntaxes, which pydicom cannot
+  decode: the encapsulated bitstream goes through OpenCV's FFmpeg (checked with MPEG-2;
+  H.264/HEVC rely on the FFmpeg decoders bundled with opencv-python-headless).
+
+Pixel data that is not 8-bit is scaled to uint8 (unsigned: value * 255 / (2**BitsStored - 1);
+signed: the data's min..max). MONOCHROME1 is inverted; PALETTE COLOR goes through its LUT.
 
 Frame rate, in order: FrameTime (ms/frame, fps = 1000/FrameTime), CineRate,
 RecommendedDisplayFrameRate, mean of FrameTimeVector (ms, first entry skipped
@@ -26,10 +32,15 @@ import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import cv2
 import numpy as np
 
-from coreecho_jax.data.video_io import CropBox, Video, VideoReadError, rgb_to_gray
+from coreecho_jax.data.video_io import (
+    CropBox,
+    Video,
+    VideoNotFoundError,
+    VideoReadError,
+    rgb_to_gray,
+)
 
 #: RegionSpatialFormat (0018,6012) value of a 2-D tissue/flow image region.
 REGION_FORMAT_2D = 1
@@ -62,7 +73,7 @@ def _read_dataset(path: Path, *, stop_before_pixels: bool = False):
     from pydicom.errors import InvalidDicomError
 
     if not path.exists():
-        raise VideoReadError(f"{path}: file not found (expected a DICOM file)")
+        raise VideoNotFoundError(f"{path}: file not found (expected a DICOM file)")
     try:
         return pydicom.dcmread(
             path, stop_before_pixels=stop_before_pixels, force=not is_dicom_file(path)
@@ -162,9 +173,18 @@ def _to_uint8(arr: np.ndarray, ds: Any) -> np.ndarray:
 
 
 #: Container suffix that lets FFmpeg probe each encapsulated video transfer syntax.
-_VIDEO_SUFFIX = {"1.2.840.10008.1.2.4.10" + str(i): ".h264" for i in range(2, 7)}
-_VIDEO_SUFFIX.update({"1.2.840.10008.1.2.4.100": ".mpg", "1.2.840.10008.1.2.4.101": ".mpg",
-                      "1.2.840.10008.1.2.4.107": ".hevc", "1.2.840.10008.1.2.4.108": ".hevc"})
+#: (FFmpeg probes the content anyway; the suffix is a hint.)
+_VIDEO_SUFFIX = {
+    "1.2.840.10008.1.2.4.100": ".mpg",  # MPEG-2 MP@ML
+    "1.2.840.10008.1.2.4.101": ".mpg",  # MPEG-2 MP@HL
+    "1.2.840.10008.1.2.4.102": ".h264",  # MPEG-4 AVC/H.264 HP@4.1
+    "1.2.840.10008.1.2.4.103": ".h264",  # ... BD-compatible
+    "1.2.840.10008.1.2.4.104": ".h264",  # ... for 2D video
+    "1.2.840.10008.1.2.4.105": ".h264",  # ... for 3D video
+    "1.2.840.10008.1.2.4.106": ".h264",  # ... stereo
+    "1.2.840.10008.1.2.4.107": ".hevc",  # HEVC/H.265 Main
+    "1.2.840.10008.1.2.4.108": ".hevc",  # HEVC/H.265 Main 10
+}
 
 
 def _decode_video_syntax(path: Path, ds: Any, tsyntax: Any) -> np.ndarray:
@@ -283,12 +303,12 @@ def read_dicom(path: str | os.PathLike, *, color: bool = False) -> Video:
     fps, fps_source = dicom_fps(ds)
     tsyntax = _transfer_syntax(ds)
     metadata = {
-            "format": "dicom",
-            "transfer_syntax": None if tsyntax is None else str(tsyntax),
-            "photometric_interpretation": str(ds.get("PhotometricInterpretation", "")),
-            "decoded_photometric_interpretation": pi,
-            "fps_source": fps_source,
-            "ultrasound_regions": dicom_regions(ds),
+        "format": "dicom",
+        "transfer_syntax": None if tsyntax is None else str(tsyntax),
+        "photometric_interpretation": str(ds.get("PhotometricInterpretation", "")),
+        "decoded_photometric_interpretation": pi,
+        "fps_source": fps_source,
+        "ultrasound_regions": dicom_regions(ds),
     }
     return Video(frames=np.ascontiguousarray(arr), fps=fps, path=path, metadata=metadata)
 
@@ -299,9 +319,9 @@ def probe_dicom(path: str | os.PathLike) -> dict[str, Any]:
     ds = _read_dataset(path, stop_before_pixels=True)
     fps, fps_source = dicom_fps(ds)
     return {
-            "num_frames": int(ds.get("NumberOfFrames", 1) or 1),
-            "fps": fps,
-            "height": int(ds.get("Rows", 0) or 0),
-            "width": int(ds.get("Columns", 0) or 0),
-            "fps_source": fps_source,
+        "num_frames": int(ds.get("NumberOfFrames", 1) or 1),
+        "fps": fps,
+        "height": int(ds.get("Rows", 0) or 0),
+        "width": int(ds.get("Columns", 0) or 0),
+        "fps_source": fps_source,
     }

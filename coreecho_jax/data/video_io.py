@@ -39,7 +39,6 @@ DEFAULT_CODEC = "FFV1"
 #: Default codec for .mp4/.mov containers (FFV1 is not a standard MP4 codec).
 DEFAULT_MP4_CODEC = "mp4v"
 
-OPENCV_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
 CropMode = Literal["auto", "region", "none"]
@@ -139,7 +138,8 @@ def write_video(
     if not fps or fps <= 0:
         raise ValueError(f"write_video({path}): fps must be > 0, got {fps}")
     if codec is None:
-        codec = DEFAULT_MP4_CODEC if path.suffix.lower() in (".mp4", ".mov", ".m4v") else DEFAULT_CODEC
+        is_mp4 = path.suffix.lower() in (".mp4", ".mov", ".m4v")
+        codec = DEFAULT_MP4_CODEC if is_mp4 else DEFAULT_CODEC
     if len(codec) != 4:
         raise ValueError(f"write_video({path}): codec must be a 4-character FourCC, got {codec!r}")
     height, width = frames.shape[1:3]
@@ -467,7 +467,8 @@ def load_echo_video(
         crop: ``"region"``: the largest 2-D SequenceOfUltrasoundRegions box (DICOM);
             error if the file has none. ``"auto"``: that region if present, else the
             bounding box of :func:`foreground_mask` (moving sector, ignores static text
-            and bars). ``"none"``: the whole frame.
+            and bars). ``"none"``: the whole frame (use it for videos that are already
+            cropped, e.g. EchoNet-Dynamic's 112x112 AVIs).
         target_fps: resample to this fps by nearest source frame (off by default, to
             stay faithful to the file); needs a known source fps.
         color: RGB ``[T, S, S, 3]`` instead of grayscale ``[T, S, S]``.
@@ -476,7 +477,8 @@ def load_echo_video(
 
     Returns:
         ``Video`` whose metadata adds ``source_shape, crop_mode, crop_box,
-        foreground_method, source_fps, resample_indices`` (None when not resampled).
+        region_spatial_format, foreground_method, source_fps, resample_indices``
+        (None when not used).
 
     Raises:
         VideoReadError: unreadable/missing/empty file.
@@ -516,7 +518,8 @@ def load_echo_video(
         hull = cv2.convexHull(np.argwhere(mask)[:, ::-1].astype(np.int32))
         keep = np.zeros((height, width), dtype=np.uint8)
         cv2.fillConvexPoly(keep, hull, 1)
-        frames = frames * (keep.astype(bool)[..., None] if frames.ndim == 4 else keep.astype(bool))
+        keep = keep.astype(bool)
+        frames = frames * (keep[..., None] if frames.ndim == 4 else keep)
 
     frames = square_crop_resize(frames, box, size)
     fps = video.fps
@@ -533,6 +536,7 @@ def load_echo_video(
     metadata.update(
         crop_mode=mode,
         crop_box=box,
+        region_spatial_format=None if region is None else region.spatial_format,
         foreground_method=method,
         mask_outside=mask_outside,
         source_fps=video.fps,
