@@ -99,7 +99,7 @@ def make_dicom(
             ds.PixelData = pixel_bytes
         else:
             ds.PixelData = np.ascontiguousarray(frames).tobytes()
-        ds["PixelData"].VR = "OB"
+        ds["PixelData"].VR = "OW" if ds.BitsAllocated > 8 and encoded_frames is None else "OB"
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -399,6 +399,19 @@ def test_garbage_dicom_names_the_file(tmp_path):
     path.write_bytes(b"\x00" * 128 + b"DICM" + b"\x07" * 64)
     with pytest.raises(VideoReadError, match="broken_scan.dcm"):
         read_video(path)
+
+
+def test_dicom_monochrome1_and_12_bit(tmp_path):
+    frames = smooth_frames(2, 8, 10)
+    inverted = make_dicom(tmp_path / "mono1.dcm", frames, photometric="MONOCHROME1")
+    np.testing.assert_array_equal(read_video(inverted).frames, 255 - frames)
+    values = frames.astype(np.uint16) * 16  # 12-bit data in 16-bit words
+    path = make_dicom(tmp_path / "mono12.dcm", frames, photometric="MONOCHROME2",
+                      pixel_bytes=values.tobytes(), BitsAllocated=16, BitsStored=12, HighBit=11)
+    decoded = read_video(path).frames
+    assert decoded.dtype == np.uint8
+    expected = np.rint(values * (255 / 4095)).astype(int)
+    np.testing.assert_array_equal(decoded, expected)
 
 
 def test_dicom_fps_order_and_fallbacks():
