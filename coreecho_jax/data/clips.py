@@ -179,7 +179,8 @@ def resize_clip(clip: np.ndarray, image_size: int) -> np.ndarray:
     """Resizes a clip ``[T, H, W, C]`` to float32 ``[T, S, S, C]`` with :func:`resize_matrix`."""
     ry = resize_matrix(clip.shape[1], image_size)
     rx = resize_matrix(clip.shape[2], image_size)
-    return np.einsum("yh,thwc,xw->tyxc", ry, clip.astype(np.float32), rx).astype(np.float32)
+    rows = np.einsum("yh,thwc->tywc", ry, clip.astype(np.float32))
+    return np.einsum("xw,tywc->tyxc", rx, rows).astype(np.float32)
 
 
 def normalise(clip: Any, mean: Any = MEAN, std: Any = STD, xp: Any = np) -> Any:

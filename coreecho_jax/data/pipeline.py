@@ -1,0 +1,328 @@
+"""tf.data clip pipelines over the prepared EchoNet-Dynamic TFDS dataset (CPU only).
+
+Training (:func:`train_dataset`), one epoch per call::
+
+    {'video': float32 [B, V, T, S, S, 3], 'ef', 'edv', 'esv': float32 [B], 'filename': string [B],
+     'starts': int64 [B, V], 'offsets': int64 [B, V, 2], 'num_frames': int32 [B]}
+
+V independent clips per video (2 for stage 1, 1 for stage 2), each with its own start and
+translation. Evaluation (:func:`eval_dataset`) at fixed starts, no augmentation, every video once::
+
+    {'video': float32 [B, K, T, S, S, 3], 'ef', 'edv', 'esv', 'filename', 'starts': int64 [B, K],
+     'num_frames', 'mask': bool [B]}
+
+with the last batch padded to ``B`` (``mask`` False on padding). ``filename`` has no extension.
+With ``output='uint8'`` the video is the un-normalised uint8 ``[..., S, S, 1]`` instead; normalise
+it later (e.g. on device) with ``clips.normalise(x, xp=jnp)``.
+
+The sampling formulas are those of :mod:`coreecho_jax.data.clips` (tests prove equality):
+``start = floor(u0 * n_starts)``, ``offset = floor(u * (2 * pad + 1))``, black end padding to
+``frames * stride`` frames, translation on the uint8 clip, resize (only if ``image_size`` differs
+from the frame size), normalisation last. Only the PNG frames a clip uses are decoded.
+
+Randomness and reproducibility: the uniforms of a clip are ``tf.random.stateless_uniform`` with a
+seed folded from ``(seed, epoch, fingerprint(filename), view)``, so a video's clips depend only on
+those, not on order or parallelism. The epoch order is a seeded file shuffle plus a seeded shuffle
+buffer (seeds from ``(seed, epoch)``), so epoch ``e`` of a resumed run equals epoch ``e`` of an
+uninterrupted one and epochs differ from each other. ``deterministic=True`` turns shuffling off
+(file order; for tests). Deviation from the official ``DataLoader(shuffle=True)``: the order is a
+buffer shuffle (``shuffle_buffer`` videos, after the files are shuffled), not a full permutation;
+it is exact when the buffer holds the whole split.
+
+TensorFlow is kept off the GPU at import.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator, Literal, Mapping
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+try:  # TF must leave the accelerators to JAX.
+    tf.config.set_visible_devices([], "GPU")
+except (RuntimeError, ValueError):  # already initialised or no GPU support
+    pass
+
+import tensorflow_datasets as tfds  # noqa: E402
+
+from coreecho_jax.data import clips, echonet_tfds  # noqa: E402
+from coreecho_jax.data.start_indexes import validate_start_indexes  # noqa: E402
+
+AUTOTUNE = tf.data.AUTOTUNE
+Output = Literal["float32", "uint8"]
+_SEED_SALT = 0x636F7265  # "core"
+
+
+# ------------------------------------------------------------------------------- sampling (TF)
+
+def tf_start_from_uniform(u: tf.Tensor, num_frames: tf.Tensor, frames: int, stride: int) -> tf.Tensor:
+    """TF twin of :func:`clips.start_from_uniform`: ``min(floor(u * n), n - 1)`` in float64, int64 out."""
+    num_frames = tf.cast(num_frames, tf.int64)
+    n = tf.maximum(num_frames, frames * stride) - (frames - 1) * stride
+    start = tf.cast(tf.floor(tf.cast(u, tf.float64) * tf.cast(n, tf.float64)), tf.int64)
+    return tf.minimum(start, n - 1)
+
+
+def tf_offset_from_uniform(u: tf.Tensor, pad: int) -> tf.Tensor:
+    """TF twin of :func:`clips.offset_from_uniform`: ``min(floor(u * (2 pad + 1)), 2 pad)``, int64."""
+    off = tf.cast(tf.floor(tf.cast(u, tf.float64) * float(2 * pad + 1)), tf.int64)
+    return tf.minimum(off, 2 * pad)
+
+
+def video_key(filename: tf.Tensor) -> tf.Tensor:
+    """Stable int64 fingerprint of a file name (FarmHash), the per-video part of the random seed."""
+    return tf.strings.to_hash_bucket_fast(filename, 2**62)
+
+
+def clip_uniforms(seed: int, epoch: tf.Tensor | int, key: tf.Tensor, view: int) -> tf.Tensor:
+    """float64 ``[3]`` uniforms ``(u_start, u_dy, u_dx)`` of one clip, stateless in (seed, epoch, key, view)."""
+    s = tf.constant([int(seed), _SEED_SALT], tf.int64)
+    s = tf.random.experimental.stateless_fold_in(s, tf.cast(epoch, tf.int64))
+    s = tf.random.experimental.stateless_fold_in(s, tf.cast(key, tf.int64))
+    s = tf.random.experimental.stateless_fold_in(s, tf.constant(view, tf.int64))
+    return tf.random.stateless_uniform([3], seed=s, dtype=tf.float64)
+
+
+def _python_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1, np.uint32)[0])
+
+
+# ------------------------------------------------------------------------------- decoding (TF)
+
+def _black_png(height: int, width: int) -> bytes:
+    ok, buf = cv2.imencode(".png", np.zeros((height, width), np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+class _ClipMaker:
+    """Gathers encoded frames of clips and turns them into model input (the TF side of clips.py)."""
+
+    def __init__(self, height: int, width: int, *, frames: int, stride: int, pad: int,
+                 image_size: int | None, output: Output):
+        if output not in ("float32", "uint8"):
+            raise ValueError(f"output must be 'float32' or 'uint8', got {output!r}")
+        if frames < 1 or stride < 1 or pad < 0:
+            raise ValueError(f"need frames >= 1, stride >= 1, pad >= 0; got {frames}, {stride}, {pad}")
+        self.height, self.width = height, width
+        self.frames, self.stride, self.pad, self.output = frames, stride, pad, output
+        self.size = image_size if image_size is not None else height
+        self.resize = image_size is not None and (image_size != height or image_size != width)
+        if self.resize:
+            self.ry = tf.constant(clips.resize_matrix(height, image_size))
+            self.rx = tf.constant(clips.resize_matrix(width, image_size))
+        self.black = tf.constant(_black_png(height, width))
+        self.mean = tf.constant(clips.MEAN)
+        self.std = tf.constant(clips.STD)
+
+    def gather(self, encoded: tf.Tensor, starts: tf.Tensor) -> tf.Tensor:
+        """PNG strings ``[K, T]`` of clips at ``starts [K]``; frames past the end become black PNGs."""
+        num = tf.shape(encoded, out_type=tf.int64)[0]
+        idx = starts[:, None] + self.stride * tf.range(self.frames, dtype=tf.int64)[None, :]
+        strings = tf.gather(encoded, tf.minimum(idx, num - 1))
+        return tf.where(idx < num, strings, self.black)
+
+    def decode(self, strings: tf.Tensor, offsets: tf.Tensor | None) -> tf.Tensor:
+        """``[K, T]`` PNG strings (+ crop offsets ``[K, 2]``) -> clips ``[K, T, S, S, C]``."""
+        k = tf.shape(strings)[0]
+        flat = tf.reshape(strings, [-1])
+        images = tf.map_fn(lambda s: tf.io.decode_png(s, channels=1), flat,
+                           fn_output_signature=tf.TensorSpec([None, None, 1], tf.uint8))
+        images = tf.ensure_shape(images, [None, self.height, self.width, 1])
+        x = tf.reshape(images, [k, self.frames, self.height, self.width, 1])
+        if offsets is not None and self.pad > 0:
+            p = self.pad
+            x = tf.pad(x, [[0, 0], [0, 0], [p, p], [p, p], [0, 0]])
+            rows = offsets[:, 0:1] + tf.range(self.height, dtype=tf.int64)[None, :]  # [K, H]
+            cols = offsets[:, 1:2] + tf.range(self.width, dtype=tf.int64)[None, :]  # [K, W]
+            x = tf.gather(x, rows, axis=2, batch_dims=1)
+            x = tf.gather(x, cols, axis=3, batch_dims=1)
+        if self.resize:
+            x = tf.einsum("yh,kthwc->ktywc", self.ry, tf.cast(x, tf.float32))
+            x = tf.einsum("xw,ktywc->ktyxc", self.rx, x)
+            if self.output == "uint8":
+                x = tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
+        if self.output == "uint8":
+            return tf.ensure_shape(x, [None, self.frames, self.size, self.size, 1])
+        x = (tf.cast(x, tf.float32) - self.mean) / self.std
+        return tf.ensure_shape(x, [None, self.frames, self.size, self.size, 3])
+
+
+def _labels(ex: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    return {"ef": ex["ef"], "edv": ex["edv"], "esv": ex["esv"], "filename": ex["filename"],
+            "num_frames": ex["num_frames"]}
+
+
+def _as_builder(source: Any) -> Any:
+    if isinstance(source, tfds.core.DatasetBuilder):
+        return source
+    raise TypeError(f"expected a prepared EchoNet TFDS builder (prepare_echonet / load_echonet), got {source!r}")
+
+
+def _options() -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = True  # keep the seeded order even with parallel maps
+    options.experimental_optimization.map_parallelization = True
+    return options
+
+
+# ------------------------------------------------------------------------------- datasets
+
+def train_dataset(
+        source: Any,
+        split: str = "train",
+        *,
+        batch_size: int,
+        views: int = 2,
+        frames: int = clips.FRAMES,
+        stride: int = clips.STRIDE,
+        pad: int = clips.PAD,
+        image_size: int | None = clips.CROP,
+        seed: int = 0,
+        epoch: int = 0,
+        deterministic: bool = False,
+        shuffle_buffer: int = 1024,
+        augment: bool = True,
+        output: Output = "float32",
+        num_parallel_calls: int = AUTOTUNE,
+        prefetch: int = 2,
+        process_index: int = 0,
+        process_count: int = 1,
+) -> tf.data.Dataset:
+    """One training epoch of ``views`` random clips per video, batched with ``drop_remainder=True``.
+
+    Args:
+        source: prepared builder (:func:`echonet_tfds.prepare_echonet` / ``load_echonet``).
+        split: ``train`` (official) or another split.
+        batch_size: videos per batch (per process); the last incomplete batch is dropped (official).
+        views: clips per video (2 = stage 1 pair, 1 = stage 2).
+        frames, stride: clip length and temporal stride.
+        pad: translation border in px (official 6); ``augment=False`` disables the translation.
+        image_size: output side; ``None`` or the frame size (112) = no resize.
+        seed, epoch: reproducibility keys (see module doc).
+        deterministic: no shuffling (file order) - for tests; draws still depend on (seed, epoch).
+        shuffle_buffer: videos in the shuffle buffer (each holds ``views * frames`` PNG strings).
+        output: ``'float32'`` normalised 3-channel (official) or ``'uint8'`` 1-channel.
+        num_parallel_calls: parallelism of the decode map.
+        prefetch: batches to prefetch.
+        process_index, process_count: multi-host sharding of the videos (``ds.shard``).
+    """
+    builder = _as_builder(source)
+    if batch_size < 1 or views < 1:
+        raise ValueError(f"batch_size and views must be >= 1, got {batch_size}, {views}")
+    height, width = echonet_tfds.frame_size(builder)
+    maker = _ClipMaker(height, width, frames=frames, stride=stride, pad=pad, image_size=image_size,
+                       output=output)
+    n_videos = len(echonet_tfds.split_videos(builder, split))
+    if n_videos // process_count < batch_size:
+        raise ValueError(f"split {split!r} has {n_videos} videos ({n_videos // process_count} per process): "
+                         f"fewer than one batch of {batch_size} with drop_remainder=True")
+    read_config = tfds.ReadConfig(shuffle_seed=_python_seed(seed, epoch, 1))
+    ds = echonet_tfds.split_dataset(builder, split, shuffle_files=not deterministic, read_config=read_config)
+    if process_count > 1:
+        ds = ds.shard(process_count, process_index)
+
+    def select(ex):
+        key = video_key(ex["filename"])
+        u = tf.stack([clip_uniforms(seed, epoch, key, v) for v in range(views)])  # [V, 3]
+        starts = tf_start_from_uniform(u[:, 0], tf.size(ex["frames"]), frames, stride)
+        if augment:
+            offsets = tf_offset_from_uniform(u[:, 1:], pad)
+        else:
+            offsets = tf.fill([views, 2], tf.constant(pad, tf.int64))
+        out = _labels(ex)
+        out.update(strings=maker.gather(ex["frames"], starts), starts=starts, offsets=offsets)
+        return out
+
+    def decode(ex):
+        ex = dict(ex)
+        ex["video"] = maker.decode(ex.pop("strings"), ex["offsets"])
+        return ex
+
+    ds = ds.map(select, num_parallel_calls=AUTOTUNE)
+    if not deterministic:
+        ds = ds.shuffle(shuffle_buffer, seed=_python_seed(seed, epoch, 2), reshuffle_each_iteration=False)
+    ds = ds.map(decode, num_parallel_calls=num_parallel_calls)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.prefetch(prefetch).with_options(_options())
+
+
+def eval_dataset(
+        source: Any,
+        split: str,
+        starts: Mapping[str, Any],
+        *,
+        batch_size: int,
+        frames: int = clips.FRAMES,
+        stride: int = clips.STRIDE,
+        image_size: int | None = clips.CROP,
+        output: Output = "float32",
+        num_parallel_calls: int = AUTOTUNE,
+        prefetch: int = 2,
+        process_index: int = 0,
+        process_count: int = 1,
+) -> tf.data.Dataset:
+    """Every video of ``split`` once, K clips at fixed ``starts``, no augmentation; last batch padded + masked.
+
+    Args:
+        source: prepared builder.
+        split: ``val`` or ``test`` (any split works).
+        starts: ``{'<name>.avi' (or name): int starts [K]}`` covering every video of the split
+            (e.g. :func:`start_indexes.load_start_indexes` of the official pkl); the same K for all.
+        batch_size: videos per batch.
+        process_index, process_count: multi-host sharding; every process yields the same number of
+            batches (extra batches are fully masked).
+
+    Raises:
+        ValueError: a video of the split has no starts (named), a start is out of range, or K differs.
+    """
+    builder = _as_builder(source)
+    height, width = echonet_tfds.frame_size(builder)
+    maker = _ClipMaker(height, width, frames=frames, stride=stride, pad=0, image_size=image_size, output=output)
+    videos = echonet_tfds.split_videos(builder, split)
+    checked = validate_start_indexes(starts, {f"{n}.avi": f for n, f in videos.items()}, frames, stride,
+                                     source=f"clip starts for split {split!r}")
+    names = list(videos)
+    table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(names), tf.range(len(names), dtype=tf.int64)),
+            default_value=-1)
+    start_matrix = tf.constant(np.stack([checked[f"{n}.avi"] for n in names]))
+    per_process = math.ceil(len(names) / process_count)
+    num_batches = math.ceil(per_process / batch_size)
+
+    ds = echonet_tfds.split_dataset(builder, split, read_config=tfds.ReadConfig(try_autocache=False))
+    if process_count > 1:
+        ds = ds.shard(process_count, process_index)
+
+    def make(ex):
+        row = table.lookup(ex["filename"])
+        tf.debugging.assert_non_negative(row, message="video missing from the start table")
+        clip_starts = tf.gather(start_matrix, row)
+        out = _labels(ex)
+        out["starts"] = clip_starts
+        out["video"] = maker.decode(maker.gather(ex["frames"], clip_starts), None)
+        return out
+
+    def pad_batch(batch):
+        n = tf.shape(batch["ef"])[0]
+        out = {}
+        for key, value in batch.items():
+            paddings = [[0, batch_size - n]] + [[0, 0]] * (len(value.shape) - 1)
+            padded = tf.pad(value, paddings)
+            out[key] = tf.ensure_shape(padded, [batch_size] + value.shape[1:].as_list())
+        out["mask"] = tf.range(batch_size) < n
+        return out
+
+    ds = ds.map(make, num_parallel_calls=num_parallel_calls).batch(batch_size).map(pad_batch)
+    if process_count > 1:  # same number of batches on every process: append fully masked copies
+        empty = ds.take(1).map(lambda b: {**b, "mask": tf.zeros_like(b["mask"])}).repeat()
+        ds = ds.concatenate(empty).take(num_batches)
+    return ds.prefetch(prefetch).with_options(_options())
+
+
+def as_numpy(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
+    """Iterates a dataset as dicts of numpy arrays (strings as ``bytes`` object arrays)."""
+    return iter(tfds.as_numpy(ds))

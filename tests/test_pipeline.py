@@ -1,0 +1,227 @@
+"""Tests for the tf.data clip pipelines (coreecho_jax.data.pipeline)."""
+
+import chex
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from coreecho_jax.data import clips
+from coreecho_jax.data import echonet_tfds as et
+from coreecho_jax.data import pipeline as pl
+from coreecho_jax.data import start_indexes as si
+from coreecho_jax.data.video_io import read_video
+from tests.test_echonet import write_layout
+
+# train: short (90, 143), exactly 144, long (200); val: 5 videos for the eval padding test; test: 2.
+NUM_FRAMES = (90, 143, 144, 200, 100, 150, 160, 170, 180, 120, 210)
+SPLITS = ["TRAIN"] * 4 + ["VAL"] * 5 + ["TEST"] * 2
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    root = write_layout(tmp / "echo", num_frames=NUM_FRAMES, splits=SPLITS)
+    builder = et.prepare_echonet(root, tmp / "tfds")
+    videos = {p.stem: read_video(p).frames for p in sorted((root / "Videos").glob("*.avi"))}
+    return builder, videos
+
+
+def _text(x):
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _batches(ds):
+    return list(pl.as_numpy(ds))
+
+
+def test_tf_sampling_formulas_equal_numpy():
+    rng = np.random.default_rng(0)
+    u = np.concatenate([rng.random(2000), [0.0, np.nextafter(1.0, 0.0), 0.5, 0.25, 0.999999]])
+    u32 = np.concatenate([rng.random(500).astype(np.float32), [np.nextafter(np.float32(1), np.float32(0))]])
+    for uu in (u, u32):
+        for num_frames in (1, 90, 141, 143, 144, 145, 200, 1000):
+            got = pl.tf_start_from_uniform(tf.constant(uu), tf.constant(num_frames), 36, 4).numpy()
+            np.testing.assert_array_equal(got, clips.start_from_uniform(uu, num_frames, 36, 4))
+            got16 = pl.tf_start_from_uniform(tf.constant(uu), tf.constant(num_frames), 16, 4).numpy()
+            np.testing.assert_array_equal(got16, clips.start_from_uniform(uu, num_frames, 16, 4))
+        for pad in (0, 6, 3):
+            np.testing.assert_array_equal(pl.tf_offset_from_uniform(tf.constant(uu), pad).numpy(),
+                                          clips.offset_from_uniform(uu, pad))
+
+
+def test_train_clips_equal_numpy_sampler(prepared):
+    builder, videos = prepared
+    ds = pl.train_dataset(builder, "train", batch_size=2, views=2, seed=3, epoch=1, deterministic=True)
+    batches = _batches(ds)
+    assert len(batches) == 2  # 4 videos, batch 2
+    seen = set()
+    for b in batches:
+        chex.assert_shape(b["video"], (2, 2, 36, 112, 112, 3))
+        assert b["video"].dtype == np.float32
+        chex.assert_shape(b["starts"], (2, 2))
+        chex.assert_shape(b["offsets"], (2, 2, 2))
+        for i, name in enumerate(map(_text, b["filename"])):
+            seen.add(name)
+            frames = videos[name]
+            assert b["num_frames"][i] == len(frames)
+            key = pl.video_key(tf.constant(name))
+            for v in range(2):
+                # Indices and offsets: the numpy sampler applied to the same stateless uniforms.
+                u = pl.clip_uniforms(3, 1, key, v).numpy()
+                assert b["starts"][i, v] == clips.start_from_uniform(u[0], len(frames))
+                np.testing.assert_array_equal(b["offsets"][i, v], clips.offset_from_uniform(u[1:], 6))
+                expected = clips.make_clip(frames, int(b["starts"][i, v]), offsets=tuple(b["offsets"][i, v]))
+                np.testing.assert_allclose(b["video"][i, v], expected, rtol=0, atol=1e-6)
+    assert seen == {f"0XVID{i:04d}" for i in range(4)}
+
+
+def test_short_video_padded_black_and_ranges(prepared):
+    builder, videos = prepared
+    pad_value = -clips.MEAN / clips.STD
+    for seed in range(3):
+        for b in _batches(pl.train_dataset(builder, "train", batch_size=4, seed=seed, deterministic=True)):
+            for i, name in enumerate(map(_text, b["filename"])):
+                n = len(videos[name])
+                assert b["starts"][i].max() < clips.num_start_positions(n)
+                assert b["offsets"][i].min() >= 0 and b["offsets"][i].max() <= 12
+                idx = clips.clip_indices(b["starts"][i, 0])
+                black = idx >= n  # frames past the end of the video
+                assert black.any() == (b["starts"][i, 0] + 140 >= n)
+                if n == 90:
+                    assert black.sum() == 36 - (90 - b["starts"][i, 0] + 3) // 4
+                if black.any():
+                    np.testing.assert_allclose(b["video"][i, 0][black],
+                                               np.broadcast_to(pad_value, b["video"][i, 0][black].shape), rtol=1e-6)
+
+
+def test_translation_same_for_all_frames_and_views_independent(prepared):
+    builder, _ = prepared
+    starts, offsets = [], []
+    for seed in range(6):
+        b = _batches(pl.train_dataset(builder, "train", batch_size=4, seed=seed, frames=8, deterministic=True))[0]
+        starts.append(b["starts"])
+        offsets.append(b["offsets"])
+    starts, offsets = np.concatenate(starts), np.concatenate(offsets)
+    # Two views of a video are drawn independently: they differ somewhere.
+    assert np.any(starts[:, 0] != starts[:, 1]) and np.any(offsets[:, 0] != offsets[:, 1])
+    assert len(np.unique(offsets)) > 5
+
+
+def test_no_augmentation_and_single_view(prepared):
+    builder, videos = prepared
+    b = _batches(pl.train_dataset(builder, "train", batch_size=2, views=1, augment=False, deterministic=True))[0]
+    chex.assert_shape(b["video"], (2, 1, 36, 112, 112, 3))
+    assert (b["offsets"] == 6).all()
+    name = _text(b["filename"][0])
+    np.testing.assert_allclose(b["video"][0, 0], clips.make_clip(videos[name], int(b["starts"][0, 0])), atol=1e-6)
+
+
+def test_resize_and_uint8_output(prepared):
+    builder, videos = prepared
+    kw = dict(batch_size=2, frames=16, seed=1, deterministic=True)
+    bf = _batches(pl.train_dataset(builder, "train", image_size=64, **kw))[0]
+    bu = _batches(pl.train_dataset(builder, "train", image_size=64, output="uint8", **kw))[0]
+    bn = _batches(pl.train_dataset(builder, "train", output="uint8", **kw))[0]
+    chex.assert_shape(bf["video"], (2, 2, 16, 64, 64, 3))
+    chex.assert_shape(bu["video"], (2, 2, 16, 64, 64, 1))
+    assert bu["video"].dtype == np.uint8
+    np.testing.assert_array_equal(bf["starts"], bu["starts"])
+    for i, name in enumerate(map(_text, bf["filename"])):
+        for v in range(2):
+            st, off = int(bf["starts"][i, v]), tuple(bf["offsets"][i, v])
+            ref = clips.make_clip(videos[name], st, offsets=off, frames=16, image_size=64)
+            np.testing.assert_allclose(bf["video"][i, v], ref, atol=1e-4)
+            np.testing.assert_array_equal(
+                    bu["video"][i, v], clips.make_clip_uint8(videos[name], st, offsets=off, frames=16, image_size=64))
+            raw = clips.make_clip_uint8(videos[name], st, offsets=off, frames=16)
+            np.testing.assert_array_equal(bn["video"][i, v], raw)
+            # Normalising the uint8 output later gives the float output.
+            np.testing.assert_allclose(clips.normalise(bn["video"][i, v]),
+                                       clips.make_clip(videos[name], st, offsets=off, frames=16), atol=1e-6)
+
+
+def _fingerprint(batches):
+    return [(tuple(map(_text, b["filename"])), b["starts"].tolist(), b["offsets"].tolist()) for b in batches]
+
+
+def test_seeded_shuffle_is_reproducible_and_epochs_differ(prepared):
+    builder, _ = prepared
+
+    def run(seed, epoch):
+        return _fingerprint(_batches(pl.train_dataset(builder, "train", batch_size=2, seed=seed, epoch=epoch,
+                                                      frames=8, shuffle_buffer=16)))
+
+    a = run(0, 0)
+    assert a == run(0, 0)  # same seed and epoch: same batches (a resumed run reproduces the epoch)
+    assert a != run(1, 0)  # another seed
+    epochs = [run(0, e) for e in range(4)]
+    assert all(epochs[i] != epochs[j] for i in range(4) for j in range(i))
+    orders = {tuple(n for names, _, _ in e for n in names) for e in epochs + [run(0, e) for e in range(4, 6)]}
+    assert len(orders) > 1  # the order is re-shuffled across epochs
+    # A video's clips depend on (seed, epoch, video), not on its position in the order.
+    det = {n: (s, o) for names, s, o in _fingerprint(_batches(pl.train_dataset(
+            builder, "train", batch_size=2, seed=0, epoch=2, frames=8, deterministic=True))) for n, s, o in
+           zip(names, s, o)}
+    shuf = {n: (s, o) for names, s, o in epochs[2] for n, s, o in zip(names, s, o)}
+    assert det == shuf
+
+
+def test_drop_remainder_and_too_small_split(prepared):
+    builder, _ = prepared
+    assert len(_batches(pl.train_dataset(builder, "train", batch_size=3, frames=8, deterministic=True))) == 1
+    with pytest.raises(ValueError, match="fewer than one batch of 5"):
+        pl.train_dataset(builder, "train", batch_size=5)
+
+
+def test_eval_padding_mask_and_exact_clips(prepared):
+    builder, videos = prepared
+    nf = {f"{n}.avi": f for n, f in et.split_videos(builder, "val").items()}
+    starts = si.draw_start_indexes(nf, k=3, seed=0)
+    batches = _batches(pl.eval_dataset(builder, "val", starts, batch_size=4))
+    assert len(batches) == 2
+    np.testing.assert_array_equal(batches[0]["mask"], [True, True, True, True])
+    np.testing.assert_array_equal(batches[1]["mask"], [True, False, False, False])
+    names = []
+    for b in batches:
+        chex.assert_shape(b["video"], (4, 3, 36, 112, 112, 3))
+        chex.assert_shape(b["starts"], (4, 3))
+        for i in np.nonzero(b["mask"])[0]:
+            name = _text(b["filename"][i])
+            names.append(name)
+            np.testing.assert_array_equal(b["starts"][i], starts[name + ".avi"])
+            np.testing.assert_allclose(b["video"][i], clips.make_clips(videos[name], starts[name + ".avi"]), atol=1e-6)
+    assert sorted(names) == sorted(n[:-4] for n in nf)
+    assert list(map(_text, batches[1]["filename"][1:])) == ["", "", ""]
+    assert not batches[1]["video"][1:].any()
+
+
+def test_eval_start_errors(prepared):
+    builder, _ = prepared
+    nf = {f"{n}.avi": f for n, f in et.split_videos(builder, "val").items()}
+    starts = si.draw_start_indexes(nf, k=3, seed=0)
+    missing = dict(starts)
+    del missing["0XVID0006.avi"]
+    with pytest.raises(ValueError, match=r"no clip starts for 1 video\(s\).*0XVID0006"):
+        pl.eval_dataset(builder, "val", missing, batch_size=4)
+    bad = dict(starts)
+    bad["0XVID0004.avi"] = np.array([0, 1, 4])  # 100 frames -> starts 0..3
+    with pytest.raises(ValueError, match=r"0XVID0004.*\[4\] out of range"):
+        pl.eval_dataset(builder, "val", bad, batch_size=4)
+
+
+def test_eval_multi_process_same_batch_count(prepared):
+    builder, _ = prepared
+    nf = {f"{n}.avi": f for n, f in et.split_videos(builder, "val").items()}
+    starts = si.draw_start_indexes(nf, k=1, seed=0)
+    names, counts = [], []
+    for p in range(2):
+        bs = _batches(pl.eval_dataset(builder, "val", starts, batch_size=2, frames=8, process_index=p,
+                                      process_count=2))
+        counts.append(len(bs))
+        names += [_text(n) for b in bs for n, m in zip(b["filename"], b["mask"]) if m]
+    assert counts == [2, 2]
+    assert sorted(names) == sorted(n[:-4] for n in nf)
+
+
+def test_tf_keeps_off_gpus():
+    assert tf.config.get_visible_devices("GPU") == []
