@@ -28,6 +28,9 @@ def main(argv):
   del argv
   from coreecho_jax import cli  # after flag parsing: keeps --help fast and TensorFlow off the GPU
 
+  if not FLAGS["verbosity"].present:  # library INFO logs (Orbax, TFDS) only when asked: -v 0
+    logging.set_verbosity(logging.WARNING)
+
   cli.hide_gpus_from_tensorflow()
   logging.info("config:\n%s", FLAGS.config)
   cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, checkpoint=FLAGS.checkpoint, video=FLAGS.video)

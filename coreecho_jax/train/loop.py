@@ -171,8 +171,10 @@ class Trainer:
       if improved:
         ckpts.save_best(epoch + 1, {"model": state["model"]}, meta)
       ckpts.save_latest(epoch + 1, state, meta)
-      self._log((stage - 1) * 10**6 + epoch, {f"val/{k}": v for k, v in val.items()
-                                              if isinstance(v, (int, float))}, stage=stage, epoch=epoch)
+      self._log((epoch + 1) * steps_per_epoch,
+                {**{f"epoch/train_{k}": v for k, v in train_metrics.items()},
+                 **{f"epoch/val_{k}": val[k] for k in ("mae", "rmse", "r2", "pearson")},
+                 "epoch/best_val_mae": best_mae}, stage=stage, epoch=epoch)
       logging.info("stage %d epoch %d: train loss %.4f | val MAE %.3f RMSE %.3f R2 %.3f%s",
                    stage, epoch, train_metrics.get("loss", float("nan")), val["mae"], val["rmse"],
                    val["r2"], "  (best)" if improved else "")

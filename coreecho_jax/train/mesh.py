@@ -27,7 +27,10 @@ def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
   n = num_devices or jax.device_count()
   if n > jax.device_count():
     raise ValueError(f"asked for a mesh of {n} devices but only {jax.device_count()} are visible")
-  return jax.make_mesh((n,), (DATA_AXIS,), devices=jax.devices()[:n])
+  # Auto axes: GSPMD propagates the batch sharding through the model (reshapes of the view axis,
+  # BatchNorm and RnC reductions over the global batch) without per-op sharding annotations.
+  return jax.make_mesh((n,), (DATA_AXIS,), devices=jax.devices()[:n],
+                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def data_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
