@@ -225,3 +225,32 @@ def test_eval_multi_process_same_batch_count(prepared):
 
 def test_tf_keeps_off_gpus():
     assert tf.config.get_visible_devices("GPU") == []
+
+
+def test_multi_epoch_dataset_equals_separate_epochs(prepared):
+    builder, _ = prepared
+    kw = dict(batch_size=2, frames=8, seed=5, shuffle_buffer=16)
+    joined = _batches(pl.train_dataset(builder, "train", epoch=3, num_epochs=2, **kw))
+    separate = _batches(pl.train_dataset(builder, "train", epoch=3, **kw)) + _batches(
+            pl.train_dataset(builder, "train", epoch=4, **kw))
+    assert _fingerprint(joined) == _fingerprint(separate)
+    assert [b["epoch"].tolist() for b in joined] == [[3, 3], [3, 3], [4, 4], [4, 4]]
+    np.testing.assert_array_equal(joined[3]["video"], separate[3]["video"])
+    assert pl.steps_per_epoch(builder, "train", 2) == 2 and pl.steps_per_epoch(builder, "train", 3) == 1
+
+
+def test_raw_frame_format_gives_identical_batches(prepared, tmp_path):
+    builder, videos = prepared
+    raw = et.prepare_echonet(builder.info.metadata["source_root"], tmp_path / "tfds_raw", frame_format="raw")
+    assert et.frame_format(raw) == "raw" and et.frame_format(builder) == "png"
+    kw = dict(batch_size=4, seed=2, deterministic=True)
+    a = _batches(pl.train_dataset(builder, "train", **kw))[0]
+    b = _batches(pl.train_dataset(raw, "train", **kw))[0]
+    order = [list(map(_text, a["filename"])).index(n) for n in map(_text, b["filename"])]
+    np.testing.assert_array_equal(a["video"][order], b["video"])
+    nf = {f"{n}.avi": f for n, f in et.split_videos(raw, "test").items()}
+    starts = si.draw_start_indexes(nf, k=2, seed=0)
+    for batch in _batches(pl.eval_dataset(raw, "test", starts, batch_size=2)):
+        for i, name in enumerate(map(_text, batch["filename"])):
+            np.testing.assert_allclose(batch["video"][i], clips.make_clips(videos[name], starts[name + ".avi"]),
+                                       atol=1e-6)
