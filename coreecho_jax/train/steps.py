@@ -76,7 +76,7 @@ def stage1_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict, spec: 
   grad_fn = nnx.value_and_grad(stage1_loss, argnums=nnx.DiffState(0, ALL_PARAMS), has_aux=True)
   (_, metrics), grads = grad_fn(model, batch["video"], batch["ef"], spec)
   optimizer.update(model, grads)
-  metrics["grad_norm"] = optax.global_norm(grads)
+  metrics["grad_norm"] = optax.tree.norm(grads)
   return metrics
 
 
