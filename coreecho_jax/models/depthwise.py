@@ -1,0 +1,205 @@
+"""Depthwise (one filter per channel) 3-D convolution, channels-last, stride 1.
+
+UniFormer's stages 1-2 are dominated by depthwise 3x3x3 and 5x5x5 convolutions. XLA:CPU lowers a
+``feature_group_count=C`` 3-D convolution through a slow generic path (about 15x slower than the
+same operator written out by hand), so this module offers interchangeable implementations behind
+one function, :func:`depthwise_conv3d`:
+
+- ``'lax'``: ``lax.conv_general_dilated`` with ``feature_group_count=C`` (the reference; the right
+  choice on GPU, where cuDNN has depthwise kernels).
+- ``'shifted'``: the correlation written as a sum of ``kt*kh*kw`` shifted slices times per-channel
+  weights, with a hand-written backward pass (``jax.custom_vjp``): the input gradient is the same
+  shifted sum over the padded output gradient with the flipped kernel, the kernel gradient a sum of
+  shifted products. Large kernels loop over the temporal offset (``lax.fori_loop``) because XLA:CPU
+  generates very slow code for one fused loop with 125 shifted operands.
+- ``'shifted_autodiff'``: the same forward, differentiated by JAX (for tests and benchmarks only).
+- ``'auto'``: ``'shifted'`` on CPU, ``'lax'`` elsewhere (the GPU choice is not measured here).
+
+All implementations compute ``y[b,t,h,w,c] = bias[c] + sum_{i,j,k} xpad[b,t+i,h+j,w+k,c] * kernel[i,j,k,c]``
+(a correlation, like ``torch.nn.Conv3d``), with ``xpad`` the zero-padded input.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Padding = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+
+IMPLEMENTATIONS = ("auto", "lax", "shifted", "shifted_autodiff")
+
+# Kernels with more taps than this are summed per temporal offset inside a loop (see module doc).
+_MAX_UNROLLED_TAPS = 48
+
+
+def resolve_impl(impl: str) -> str:
+    """Map ``'auto'`` to the measured best implementation on the default backend."""
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"depthwise implementation must be one of {IMPLEMENTATIONS}, got {impl!r}")
+    if impl == "auto":
+        return "shifted" if jax.default_backend() == "cpu" else "lax"
+    return impl
+
+
+def _normalize_padding(padding: Sequence[Sequence[int]] | int) -> Padding:
+    if isinstance(padding, int):
+        return ((padding, padding),) * 3  # type: ignore[return-value]
+    pads = tuple(tuple(int(v) for v in p) for p in padding)
+    if len(pads) != 3 or any(len(p) != 2 for p in pads):
+        raise ValueError(f"padding must be three (low, high) pairs for (T, H, W), got {padding!r}")
+    return pads  # type: ignore[return-value]
+
+
+def _acc_dtype(dtype: jnp.dtype) -> jnp.dtype:
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _correlate_valid(xp: jax.Array, w: jax.Array) -> jax.Array:
+    """VALID correlation of ``xp`` [B,Tp,Hp,Wp,C] with a per-channel kernel ``w`` [kt,kh,kw,C].
+
+    Returns [B, Tp-kt+1, Hp-kh+1, Wp-kw+1, C], accumulated in at least float32, in that dtype.
+    """
+    kt, kh, kw, _ = w.shape
+    b, tp, hp, wp, c = xp.shape
+    to, ho, wo = tp - kt + 1, hp - kh + 1, wp - kw + 1
+    acc_dtype = _acc_dtype(xp.dtype)
+    w = w.astype(acc_dtype)
+
+    def plane_sum(x_t: jax.Array, w_t: jax.Array) -> jax.Array:
+        # x_t: [B, To, Hp, Wp, C] (already shifted in time); w_t: [kh, kw, C]
+        acc = None
+        for j in range(kh):
+            for k in range(kw):
+                term = x_t[:, :, j:j + ho, k:k + wo, :].astype(acc_dtype) * w_t[j, k]
+                acc = term if acc is None else acc + term
+        return acc
+
+    if kt * kh * kw <= _MAX_UNROLLED_TAPS:
+        acc = None
+        for i in range(kt):
+            term = plane_sum(xp[:, i:i + to], w[i])
+            acc = term if acc is None else acc + term
+        return acc
+
+    def body(i, acc):
+        x_t = lax.dynamic_slice_in_dim(xp, i, to, axis=1)
+        w_t = lax.dynamic_index_in_dim(w, i, axis=0, keepdims=False)
+        return acc + plane_sum(x_t, w_t)
+
+    return lax.fori_loop(0, kt, body, jnp.zeros((b, to, ho, wo, c), acc_dtype))
+
+
+def _kernel_grad(xp: jax.Array, g: jax.Array, kernel_shape: tuple[int, int, int]) -> jax.Array:
+    """d(loss)/d(kernel) [kt,kh,kw,C] = sum over (b,t,h,w) of xp[b,t+i,h+j,w+k] * g[b,t,h,w].
+
+    Loops over (batch, output frame) so that each step's operands ([kt,Hp,Wp,C] and [Ho,Wo,C]) stay in
+    cache; the ``kt*kh*kw`` products per step are reduced over (h, w) only.
+    """
+    kt, kh, kw = kernel_shape
+    b, to, ho, wo, c = g.shape
+    _, _, hp, wp, _ = xp.shape
+    acc_dtype = _acc_dtype(g.dtype)
+
+    def body(idx, acc):
+        n, t = idx // to, idx % to
+        xs = lax.dynamic_slice(xp, (n, t, 0, 0, 0), (1, kt, hp, wp, c))[0].astype(acc_dtype)
+        gs = lax.dynamic_slice(g, (n, t, 0, 0, 0), (1, 1, ho, wo, c))[0, 0].astype(acc_dtype)
+        rows = []
+        for j in range(kh):
+            cols = [(xs[:, j:j + ho, k:k + wo, :] * gs).sum(axis=(1, 2)) for k in range(kw)]
+            rows.append(jnp.stack(cols, axis=1))  # [kt, kw, C]
+        return acc + jnp.stack(rows, axis=1)  # [kt, kh, kw, C]
+
+    return lax.fori_loop(0, b * to, body, jnp.zeros((kt, kh, kw, c), acc_dtype))
+
+
+def _pad(x: jax.Array, padding: Padding) -> jax.Array:
+    # lax.pad accepts negative padding (cropping), which the backward pass may need.
+    cfg = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding] + [(0, 0, 0)]
+    return lax.pad(x, jnp.zeros((), x.dtype), cfg)
+
+
+def _shifted_forward(x: jax.Array, w: jax.Array, padding: Padding) -> jax.Array:
+    return _correlate_valid(_pad(x, padding), w).astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _shifted_custom(x: jax.Array, w: jax.Array, padding: Padding) -> jax.Array:
+    return _shifted_forward(x, w, padding)
+
+
+def _shifted_custom_fwd(x, w, padding):
+    return _shifted_forward(x, w, padding), (x, w)
+
+
+def _shifted_custom_bwd(padding, residuals, g):
+    x, w = residuals
+    kt, kh, kw, _ = w.shape
+    # Input gradient: full correlation of g with the flipped kernel, cropped to the input extent.
+    back_pad = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip((kt, kh, kw), padding))
+    dx = _correlate_valid(_pad(g, back_pad), w[::-1, ::-1, ::-1]).astype(x.dtype)
+    dw = _kernel_grad(_pad(x, padding), g, (kt, kh, kw)).astype(w.dtype)
+    return dx, dw
+
+
+_shifted_custom.defvjp(_shifted_custom_fwd, _shifted_custom_bwd)
+
+
+def _lax_depthwise(x: jax.Array, w: jax.Array, padding: Padding) -> jax.Array:
+    c = x.shape[-1]
+    return lax.conv_general_dilated(
+        x,
+        w[:, :, :, None, :].astype(x.dtype),
+        window_strides=(1, 1, 1),
+        padding=padding,
+        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+        feature_group_count=c,
+    )
+
+
+def depthwise_conv3d(
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None,
+    padding: Sequence[Sequence[int]] | int,
+    impl: str = "auto",
+) -> jax.Array:
+    """Depthwise 3-D correlation with stride 1 (``torch.nn.Conv3d(C, C, k, padding=p, groups=C)``).
+
+    Args:
+      x: input ``[B, T, H, W, C]``.
+      kernel: ``[kt, kh, kw, 1, C]`` (Flax grouped-conv layout) or ``[kt, kh, kw, C]``.
+      bias: ``[C]`` or None.
+      padding: ``((t_lo, t_hi), (h_lo, h_hi), (w_lo, w_hi))`` zero padding, or one int for all sides.
+      impl: ``'auto'``, ``'lax'``, ``'shifted'`` or ``'shifted_autodiff'`` (see module docstring).
+
+    Returns:
+      ``[B, T', H', W', C]`` in ``x.dtype``, with ``T' = T + t_lo + t_hi - kt + 1`` (and so on).
+    """
+    if x.ndim != 5:
+        raise ValueError(f"depthwise_conv3d expects x of shape [B, T, H, W, C], got {x.shape}")
+    if kernel.ndim == 5:
+        if kernel.shape[3] != 1:
+            raise ValueError(f"depthwise kernel must have in/groups == 1, got kernel shape {kernel.shape}")
+        kernel = kernel[:, :, :, 0, :]
+    if kernel.ndim != 4 or kernel.shape[-1] != x.shape[-1]:
+        raise ValueError(
+            f"depthwise kernel shape {kernel.shape} does not match input channels {x.shape[-1]} "
+            "(expected [kt, kh, kw, C] or [kt, kh, kw, 1, C])"
+        )
+    pads = _normalize_padding(padding)
+    impl = resolve_impl(impl)
+    kernel = kernel.astype(x.dtype)
+    if impl == "lax":
+        y = _lax_depthwise(x, kernel, pads)
+    elif impl == "shifted":
+        y = _shifted_custom(x, kernel, pads)
+    else:
+        y = _shifted_forward(x, kernel, pads)
+    if bias is not None:
+        y = y + bias.astype(y.dtype)
+    return y
