@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from coreecho_jax.data import clips
+from coreecho_jax.data import clips, echonet
 from coreecho_jax.data import echonet_tfds as et
 from coreecho_jax.data import pipeline as pl
 from coreecho_jax.data import start_indexes as si
@@ -97,8 +97,7 @@ def test_short_video_padded_black_and_ranges(prepared):
 def test_translation_same_for_all_frames_and_views_independent(prepared):
     builder, _ = prepared
     starts, offsets = [], []
-    for seed in range(6):
-        b = _batches(pl.train_dataset(builder, "train", batch_size=4, seed=seed, frames=8, deterministic=True))[0]
+    for b in _batches(pl.train_dataset(builder, "train", batch_size=4, num_epochs=6, frames=8, deterministic=True)):
         starts.append(b["starts"])
         offsets.append(b["offsets"])
     starts, offsets = np.concatenate(starts), np.concatenate(offsets)
@@ -147,21 +146,25 @@ def _fingerprint(batches):
 def test_seeded_shuffle_is_reproducible_and_epochs_differ(prepared):
     builder, _ = prepared
 
-    def run(seed, epoch):
-        return _fingerprint(_batches(pl.train_dataset(builder, "train", batch_size=2, seed=seed, epoch=epoch,
-                                                      frames=8, shuffle_buffer=16)))
+    def run(seed, epoch, num_epochs=1, **kw):
+        batches = _batches(pl.train_dataset(builder, "train", batch_size=2, seed=seed, epoch=epoch,
+                                            num_epochs=num_epochs, frames=8, shuffle_buffer=16, **kw))
+        by_epoch = {}
+        for b in batches:
+            assert len(set(b["epoch"].tolist())) == 1  # batches never straddle epochs
+            by_epoch.setdefault(int(b["epoch"][0]), []).append(b)
+        return [_fingerprint(by_epoch[e]) for e in sorted(by_epoch)]
 
-    a = run(0, 0)
-    assert a == run(0, 0)  # same seed and epoch: same batches (a resumed run reproduces the epoch)
-    assert a != run(1, 0)  # another seed
-    epochs = [run(0, e) for e in range(4)]
-    assert all(epochs[i] != epochs[j] for i in range(4) for j in range(i))
-    orders = {tuple(n for names, _, _ in e for n in names) for e in epochs + [run(0, e) for e in range(4, 6)]}
+    epochs = run(0, 0, num_epochs=6)
+    assert len(epochs) == 6
+    assert run(0, 0) == epochs[:1]  # same seed and epoch: same batches
+    assert run(0, 2) == epochs[2:3]  # a run resumed at epoch 2 reproduces epoch 2
+    assert run(1, 0) != epochs[:1]  # another seed
+    assert all(epochs[i] != epochs[j] for i in range(6) for j in range(i))
+    orders = {tuple(n for names, _, _ in e for n in names) for e in epochs}
     assert len(orders) > 1  # the order is re-shuffled across epochs
     # A video's clips depend on (seed, epoch, video), not on its position in the order.
-    det = {n: (s, o) for names, s, o in _fingerprint(_batches(pl.train_dataset(
-            builder, "train", batch_size=2, seed=0, epoch=2, frames=8, deterministic=True))) for n, s, o in
-           zip(names, s, o)}
+    det = {n: (s, o) for names, s, o in run(0, 2, deterministic=True)[0] for n, s, o in zip(names, s, o)}
     shuf = {n: (s, o) for names, s, o in epochs[2] for n, s, o in zip(names, s, o)}
     assert det == shuf
 
@@ -254,3 +257,31 @@ def test_raw_frame_format_gives_identical_batches(prepared, tmp_path):
         for i, name in enumerate(map(_text, batch["filename"])):
             np.testing.assert_allclose(batch["video"][i], clips.make_clips(videos[name], starts[name + ".avi"]),
                                        atol=1e-6)
+
+
+def test_end_to_end_on_synthetic_echonet_set(tmp_path):
+    from coreecho_jax.data import synthetic
+
+    root = synthetic.write_echonet_dataset(tmp_path / "synthetic", n_videos=12, seed=3, min_frames=60,
+                                           max_frames=160, progress=False)
+    builder = et.prepare_echonet(root, tmp_path / "tfds")
+    videos = {p.stem: read_video(p).frames for p in (root / "Videos").glob("*.avi")}
+    train = et.split_videos(builder, "train")
+    assert train and all(videos[n].shape[0] == f for n, f in train.items())
+    b = _batches(pl.train_dataset(builder, "train", batch_size=2, seed=0))[0]
+    labels = {r.filename: r for r in echonet.read_echonet(root).records}
+    for i, name in enumerate(map(_text, b["filename"])):
+        assert b["ef"][i] == np.float32(labels[name].ef) and b["edv"][i] == np.float32(labels[name].edv)
+        for v in range(2):
+            ref = clips.make_clip(videos[name], int(b["starts"][i, v]), offsets=tuple(b["offsets"][i, v]))
+            np.testing.assert_allclose(b["video"][i, v], ref, atol=1e-6)
+    test = {f"{n}.avi": f for n, f in et.split_videos(builder, "test").items()}
+    starts = si.draw_start_indexes(test, k=3, seed=0)
+    seen = []
+    for batch in _batches(pl.eval_dataset(builder, "test", starts, batch_size=4)):
+        for i in np.nonzero(batch["mask"])[0]:
+            name = _text(batch["filename"][i])
+            seen.append(name)
+            np.testing.assert_allclose(batch["video"][i], clips.make_clips(videos[name], starts[name + ".avi"]),
+                                       atol=1e-6)
+    assert sorted(seen) == sorted(n[:-4] for n in test)

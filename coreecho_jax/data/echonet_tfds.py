@@ -9,9 +9,10 @@ Usage::
 Each example stores a video as a sequence of separately encoded grayscale frames, so the clip
 pipeline reads the encoded strings with ``tfds.decode.SkipDecoding()`` and decodes only the 36
 frames of a clip. ``frame_format='png'`` (default): ``frames = Sequence(Image(shape=(H, W, 1),
-encoding_format='png'))``, lossless and compact. ``frame_format='raw'``: each frame is its ``H*W``
-uint8 bytes (``Sequence(Tensor((), string))``, read with ``tf.io.decode_raw``), about 1.6x the disk
-space of PNG and ~30x cheaper to decode (see bench/bench_input.py).
+encoding_format='png'))``, lossless and compact. ``frame_format='raw'``: ``frames`` is one byte
+string holding the ``[F, H, W]`` uint8 video (``Tensor((), string)``); a clip cuts its frames out
+with ``tf.strings.substr`` and ``tf.io.decode_raw``. Raw takes ~1.6x the disk space of PNG and
+needs about half the CPU per clip (see bench/bench_input.py and /work/notes/pipeline.md).
 Plus ``filename`` (no extension), ``ef`` (%), ``edv``/``esv`` (mL, NaN if absent), ``num_frames``
 (decoded count) and ``fps`` (container fps, else FileList.csv, else NaN).
 
@@ -145,12 +146,12 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         config = self.builder_config
         if getattr(config, "frame_format", "png") == "raw":
-            frame = tfds.features.Tensor(shape=(), dtype=np.object_, doc="H*W uint8 bytes of one frame")
+            frames = tfds.features.Tensor(shape=(), dtype=np.object_, doc="[F, H, W] uint8 video as bytes")
         else:
-            frame = tfds.features.Image(shape=(None, None, 1), encoding_format="png")
+            frames = tfds.features.Sequence(tfds.features.Image(shape=(None, None, 1), encoding_format="png"))
         return self.dataset_info_from_configs(
                 features=tfds.features.FeaturesDict({
-                        "frames": tfds.features.Sequence(frame),
+                        "frames": frames,
                         "filename": tfds.features.Text(),
                         "ef": tfds.features.Scalar(np.float32, doc="ejection fraction, percent"),
                         "edv": tfds.features.Scalar(np.float32, doc="end-diastolic volume, mL (NaN if absent)"),
@@ -190,7 +191,12 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, records: Sequence[echonet.EchoNetRecord], split: str):
         meta = self.info.metadata
-        encode = _png if self.builder_config.frame_format == "png" else (lambda f: f.tobytes())
+        if self.builder_config.frame_format == "png":
+            def encode(video):
+                return [_png(f) for f in video]
+        else:
+            def encode(video):
+                return np.ascontiguousarray(video).tobytes()
         skipped: list[dict[str, str]] = []
         names: list[str] = []
         counts: list[int] = []
@@ -216,7 +222,7 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
             names.append(record.filename)
             counts.append(int(frames.shape[0]))
             yield record.filename, {
-                    "frames": [encode(f) for f in frames],
+                    "frames": encode(frames),
                     "filename": record.filename,
                     "ef": np.float32(record.ef),
                     "edv": np.float32(record.edv),
@@ -360,6 +366,18 @@ def split_videos(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, int
     return dict(zip(videos["filename"], (int(n) for n in videos["num_frames"])))
 
 
+def split_files(builder: tfds.core.DatasetBuilder, split: str) -> list[str]:
+    """Paths of the TFRecord shards of a split (whole files), in storage order."""
+    key = str(split).strip().lower()
+    split_videos(builder, key)  # validates the split name
+    out = []
+    for fi in builder.info.splits[key].file_instructions:
+        if fi.skip != 0 or fi.take != fi.examples_in_shard:
+            raise ValueError(f"split {key!r}: partial shard {fi.filename} is not supported")
+        out.append(os.fspath(fi.filename))
+    return out
+
+
 def frame_format(builder: tfds.core.DatasetBuilder) -> str:
     """How frames are stored: ``'png'`` or ``'raw'``."""
     return str(builder.info.metadata.get("frame_format", "png"))
@@ -378,9 +396,10 @@ def split_dataset(
         shuffle_files: bool = False,
         read_config: tfds.ReadConfig | None = None,
 ) -> tf.data.Dataset:
-    """A split as ``tf.data`` with still-encoded frames: ``{'frames': tf.string [F], 'filename', 'ef', ...}``.
+    """A split as ``tf.data`` with still-encoded frames: ``{'frames', 'filename', 'ef', ...}``.
 
-    Each frame string is a PNG or raw ``H*W`` bytes (:func:`frame_format`).
+    ``frames`` is tf.string ``[F]`` of PNGs, or (``frame_format == 'raw'``) one tf.string of the
+    ``F * H * W`` video bytes.
     """
     key = str(split).strip().lower()
     split_videos(builder, key)  # validates the split name

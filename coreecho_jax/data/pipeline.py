@@ -22,12 +22,13 @@ from the frame size), normalisation last. Only the frames a clip uses are decode
 
 Randomness and reproducibility: the uniforms of a clip are ``tf.random.stateless_uniform`` with a
 seed folded from ``(seed, epoch, fingerprint(filename), view)``, so a video's clips depend only on
-those, not on order or parallelism. The epoch order is a seeded file shuffle plus a seeded shuffle
-buffer (seeds from ``(seed, epoch)``), so epoch ``e`` of a resumed run equals epoch ``e`` of an
-uninterrupted one and epochs differ from each other. ``deterministic=True`` turns shuffling off
-(file order; for tests). Deviation from the official ``DataLoader(shuffle=True)``: the order is a
-buffer shuffle (``shuffle_buffer`` videos, after the files are shuffled), not a full permutation;
-it is exact when the buffer holds the whole split.
+those, not on order or parallelism. The epoch order is a stateless function of ``(seed, epoch)``:
+the TFRecord shards are permuted, up to 16 are interleaved, and each run of ``shuffle_buffer``
+consecutive videos is permuted. Epoch ``e`` of a resumed run therefore equals epoch ``e`` of an
+uninterrupted one, and epochs differ. ``deterministic=True`` turns shuffling off (storage order;
+for tests). Deviation from the official ``DataLoader(shuffle=True)``: the order is a full uniform
+permutation only when the epoch fits in one window (``shuffle_buffer`` >= videos per process);
+beyond that it is a shard shuffle plus windowed permutations.
 
 TensorFlow is kept off the GPU at import.
 """
@@ -125,11 +126,19 @@ class _ClipMaker:
         self.std = tf.constant(clips.STD)
         self.lut = tf.constant(clips.normalise(np.arange(256, dtype=np.uint8)[:, None]))  # [256, 3]
 
-    def gather(self, encoded: tf.Tensor, starts: tf.Tensor) -> tf.Tensor:
-        """Encoded frames ``[K, T]`` of clips at ``starts [K]``; frames past the end become black frames."""
-        num = tf.shape(encoded, out_type=tf.int64)[0]
+    def gather(self, encoded: tf.Tensor, num_frames: tf.Tensor, starts: tf.Tensor) -> tf.Tensor:
+        """Encoded frames ``[K, T]`` of clips at ``starts [K]``; frames past the end become black frames.
+
+        ``encoded`` is the stored ``frames`` feature: PNG strings ``[F]``, or one raw video string.
+        """
+        num = tf.cast(num_frames, tf.int64)
         idx = starts[:, None] + self.stride * tf.range(self.frames, dtype=tf.int64)[None, :]
-        strings = tf.gather(encoded, tf.minimum(idx, num - 1))
+        safe = tf.minimum(idx, num - 1)
+        if self.frame_format == "raw":
+            size = self.height * self.width
+            strings = tf.strings.substr(encoded, safe * size, tf.fill(tf.shape(safe), tf.constant(size, tf.int64)))
+        else:
+            strings = tf.gather(encoded, safe)
         return tf.where(idx < num, strings, self.black)
 
     def _translate(self, x: tf.Tensor, dy: tf.Tensor, dx: tf.Tensor) -> tf.Tensor:
@@ -198,6 +207,26 @@ def _options() -> tf.data.Options:
 
 # ------------------------------------------------------------------------------- datasets
 
+def _epoch_seed(seed: int, epoch: tf.Tensor, salt: int) -> tf.Tensor:
+    s = tf.constant([int(seed), _SEED_SALT + salt], tf.int64)
+    return tf.random.experimental.stateless_fold_in(s, tf.cast(epoch, tf.int64))
+
+
+def _window_shuffle(ds: tf.data.Dataset, window: int, seed: int, epoch: tf.Tensor) -> tf.data.Dataset:
+    """Permutes each run of ``window`` consecutive elements with a stateless seed from (seed, epoch, run).
+
+    A full uniform permutation of the epoch when ``window`` >= its length. Unlike
+    ``Dataset.shuffle``, the permutation is a pure function of (seed, epoch), also inside ``flat_map``.
+    """
+
+    def permute(i, batch):
+        s = tf.random.experimental.stateless_fold_in(_epoch_seed(seed, epoch, 2), i)
+        order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(batch["ef"])[0]), seed=s)
+        return tf.data.Dataset.from_tensor_slices({k: tf.gather(v, order) for k, v in batch.items()})
+
+    return ds.batch(window).enumerate().flat_map(permute)
+
+
 def train_dataset(
         source: Any,
         split: str = "train",
@@ -210,7 +239,7 @@ def train_dataset(
         image_size: int | None = clips.CROP,
         seed: int = 0,
         epoch: int = 0,
-        num_epochs: int = 1,
+        num_epochs: int | None = 1,
         deterministic: bool = False,
         shuffle_buffer: int = 1024,
         augment: bool = True,
@@ -220,76 +249,88 @@ def train_dataset(
         process_index: int = 0,
         process_count: int = 1,
 ) -> tf.data.Dataset:
-    """Training epochs ``epoch .. epoch + num_epochs - 1`` of ``views`` random clips per video.
+    """Training epochs ``epoch, epoch + 1, ...`` of ``views`` random clips per video, as one stream.
 
-    Each epoch is shuffled and batched on its own (``drop_remainder=True``), then the epochs are
-    concatenated, so ``num_epochs > 1`` keeps the pipeline warm across epoch boundaries and gives
-    exactly the batches of separate one-epoch calls. Batches carry ``'epoch'`` int32 ``[B]``.
+    Each epoch is shuffled on its own and holds ``steps_per_epoch`` full batches (the remainder of
+    the epoch is dropped, ``drop_remainder=True`` per epoch, as the official loader does); batches
+    never straddle epochs, and epoch ``e`` is the same whether the stream starts at ``e`` or before.
+    Batches carry ``'epoch'`` int32 ``[B]``.
 
     Args:
         source: prepared builder (:func:`echonet_tfds.prepare_echonet` / ``load_echonet``).
         split: ``train`` (official) or another split.
-        batch_size: videos per batch (per process); the last incomplete batch is dropped (official).
+        batch_size: videos per batch (per process).
         views: clips per video (2 = stage 1 pair, 1 = stage 2).
         frames, stride: clip length and temporal stride.
         pad: translation border in px (official 6); ``augment=False`` disables the translation.
         image_size: output side; ``None`` or the frame size (112) = no resize.
         seed, epoch: reproducibility keys (see module doc); ``epoch`` is the first epoch.
-        num_epochs: epochs in this dataset (>= 1).
+        num_epochs: epochs in the stream (``None`` = endless).
         deterministic: no shuffling (file order) - for tests; draws still depend on (seed, epoch).
-        shuffle_buffer: videos in the shuffle buffer (each holds ``views * frames`` encoded frames,
-            ~7 KB each as PNG, 12.5 KB raw: 1024 videos x 72 frames ~ 0.5-0.9 GB).
+        shuffle_buffer: shuffle window in videos (each holds ``views * frames`` encoded frames,
+            ~7 KB each as PNG, 12.5 KB raw: 1024 videos x 72 frames ~ 0.5-0.9 GB). An epoch no longer
+            than the window is a full uniform permutation.
         output: ``'float32'`` normalised 3-channel (official) or ``'uint8'`` 1-channel.
         num_parallel_calls: parallelism of the decode map.
         prefetch: batches to prefetch.
-        process_index, process_count: multi-host sharding of the videos (``ds.shard``).
+        process_index, process_count: multi-host sharding of the videos.
     """
     builder = _as_builder(source)
     if batch_size < 1 or views < 1:
         raise ValueError(f"batch_size and views must be >= 1, got {batch_size}, {views}")
+    if num_epochs is not None and num_epochs < 1:
+        raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}")
     height, width = echonet_tfds.frame_size(builder)
     maker = _ClipMaker(height, width, frames=frames, stride=stride, pad=pad, image_size=image_size,
                        output=output, frame_format=echonet_tfds.frame_format(builder))
-    n_videos = len(echonet_tfds.split_videos(builder, split))
-    if n_videos // process_count < batch_size:
+    steps = steps_per_epoch(builder, split, batch_size, process_count)
+    if steps < 1:
+        n_videos = len(echonet_tfds.split_videos(builder, split))
         raise ValueError(f"split {split!r} has {n_videos} videos ({n_videos // process_count} per process): "
                          f"fewer than one batch of {batch_size} with drop_remainder=True")
-    if num_epochs < 1:
-        raise ValueError(f"num_epochs must be >= 1, got {num_epochs}")
+    files = tf.constant(echonet_tfds.split_files(builder, split))
+    features = builder.info.features
+    decoders = {"frames": tfds.decode.SkipDecoding()}
+    cycle = 1 if deterministic else min(16, int(files.shape[0]))
 
-    def one_epoch(e: int) -> tf.data.Dataset:
-        read_config = tfds.ReadConfig(shuffle_seed=_python_seed(seed, e, 1))
-        ds = echonet_tfds.split_dataset(builder, split, shuffle_files=not deterministic, read_config=read_config)
+    def select(e, serialized):
+        ex = features.deserialize_example(serialized, decoders=decoders)
+        key = video_key(ex["filename"])
+        u = tf.stack([clip_uniforms(seed, e, key, v) for v in range(views)])  # [V, 3]
+        starts = tf_start_from_uniform(u[:, 0], ex["num_frames"], frames, stride)
+        if augment:
+            offsets = tf_offset_from_uniform(u[:, 1:], pad)
+        else:
+            offsets = tf.fill([views, 2], tf.constant(pad, tf.int64))
+        out = _labels(ex)
+        out.update(strings=maker.gather(ex["frames"], ex["num_frames"], starts), starts=starts, offsets=offsets,
+                   epoch=tf.cast(e, tf.int32))
+        return out
+
+    def one_epoch(e):
+        order = files if deterministic else tf.random.experimental.stateless_shuffle(files, _epoch_seed(seed, e, 1))
+        ds = tf.data.Dataset.from_tensor_slices(order)
+        if cycle > 1:
+            ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20), cycle_length=cycle,
+                               block_length=1, num_parallel_calls=cycle, deterministic=True)
+        else:
+            ds = ds.flat_map(lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20))
         if process_count > 1:
             ds = ds.shard(process_count, process_index)
-
-        def select(ex):
-            key = video_key(ex["filename"])
-            u = tf.stack([clip_uniforms(seed, e, key, v) for v in range(views)])  # [V, 3]
-            starts = tf_start_from_uniform(u[:, 0], tf.size(ex["frames"]), frames, stride)
-            if augment:
-                offsets = tf_offset_from_uniform(u[:, 1:], pad)
-            else:
-                offsets = tf.fill([views, 2], tf.constant(pad, tf.int64))
-            out = _labels(ex)
-            out.update(strings=maker.gather(ex["frames"], starts), starts=starts, offsets=offsets,
-                       epoch=tf.constant(e, tf.int32))
-            return out
-
-        def decode(ex):
-            ex = dict(ex)
-            ex["video"] = maker.decode(ex.pop("strings"), ex["offsets"], views)
-            return ex
-
-        ds = ds.map(select, num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda r: select(e, r), num_parallel_calls=AUTOTUNE, deterministic=True)
         if not deterministic:
-            ds = ds.shuffle(shuffle_buffer, seed=_python_seed(seed, e, 2), reshuffle_each_iteration=False)
-        ds = ds.map(decode, num_parallel_calls=num_parallel_calls)
-        return ds.batch(batch_size, drop_remainder=True)
+            ds = _window_shuffle(ds, shuffle_buffer, seed, e)
+        return ds.take(steps * batch_size)
 
-    ds = one_epoch(epoch)
-    for e in range(epoch + 1, epoch + num_epochs):
-        ds = ds.concatenate(one_epoch(e))
+    def decode(ex):
+        ex = dict(ex)
+        ex["video"] = maker.decode(ex.pop("strings"), ex["offsets"], views)
+        return ex
+
+    last = 2**62 if num_epochs is None else epoch + num_epochs
+    ds = tf.data.Dataset.range(epoch, last).flat_map(one_epoch)
+    ds = ds.map(decode, num_parallel_calls=num_parallel_calls, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=True)
     ds = ds.map(lambda b: {**b, "video": maker.finish(b["video"])}, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(prefetch).with_options(_options())
 
@@ -355,7 +396,7 @@ def eval_dataset(
         clip_starts = tf.gather(start_matrix, row)
         out = _labels(ex)
         out["starts"] = clip_starts
-        out["video"] = maker.decode(maker.gather(ex["frames"], clip_starts), None, k)
+        out["video"] = maker.decode(maker.gather(ex["frames"], ex["num_frames"], clip_starts), None, k)
         return out
 
     def pad_batch(batch):
