@@ -147,7 +147,7 @@ def test_missing_video_file(tmp_path):
 
 def test_tfds_round_trip(tmp_path):
     root = write_layout(tmp_path / "echo")
-    builder = et.prepare_echonet(root, tmp_path / "tfds")
+    builder = et.prepare_echonet(root, tmp_path / "tfds", frame_format="png")
     meta = builder.info.metadata
     assert meta["source_root"] == str(root.resolve()) and meta["frame_size"] == [112, 112]
     assert et.split_videos(builder, "val") == {"0XVID0001": 150, "0XVID0004": 160}
@@ -169,8 +169,13 @@ def test_tfds_round_trip(tmp_path):
     report = json.loads((Path(builder.data_dir) / "skipped.json").read_text())
     assert report["num_skipped_unreadable"] == 0 and report["num_dropped_untraced"] == 0
     # Reuse: loading by root or as the only dataset in data_dir.
-    assert Path(et.load_echonet(tmp_path / "tfds", root).data_dir) == Path(builder.data_dir)
+    assert Path(et.load_echonet(tmp_path / "tfds", root, frame_format="png").data_dir) == Path(builder.data_dir)
     assert et.split_videos(et.load_echonet(tmp_path / "tfds"), "test") == {"0XVID0002": 200, "0XVID0005": 210}
+    # The default raw format: one byte string per video, [F, H, W] uint8.
+    raw = et.prepare_echonet(root, tmp_path / "tfds")
+    assert et.frame_format(raw) == "raw" and raw.data_dir != builder.data_dir
+    ex = next(iter(et.tfds.as_numpy(et.split_dataset(raw, "train").filter(lambda e: e["filename"] == "0XVID0003"))))
+    np.testing.assert_array_equal(np.frombuffer(ex["frames"], np.uint8).reshape(90, 112, 112), expected)
 
 
 def test_tfds_other_source_or_options_do_not_reuse(tmp_path):

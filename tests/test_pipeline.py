@@ -242,18 +242,18 @@ def test_multi_epoch_dataset_equals_separate_epochs(prepared):
     assert pl.steps_per_epoch(builder, "train", 2) == 2 and pl.steps_per_epoch(builder, "train", 3) == 1
 
 
-def test_raw_frame_format_gives_identical_batches(prepared, tmp_path):
-    builder, videos = prepared
-    raw = et.prepare_echonet(builder.info.metadata["source_root"], tmp_path / "tfds_raw", frame_format="raw")
+def test_png_and_raw_frame_formats_give_identical_batches(prepared, tmp_path):
+    raw, videos = prepared
+    builder = et.prepare_echonet(raw.info.metadata["source_root"], tmp_path / "tfds_png", frame_format="png")
     assert et.frame_format(raw) == "raw" and et.frame_format(builder) == "png"
     kw = dict(batch_size=4, seed=2, deterministic=True)
     a = _batches(pl.train_dataset(builder, "train", **kw))[0]
     b = _batches(pl.train_dataset(raw, "train", **kw))[0]
     order = [list(map(_text, a["filename"])).index(n) for n in map(_text, b["filename"])]
     np.testing.assert_array_equal(a["video"][order], b["video"])
-    nf = {f"{n}.avi": f for n, f in et.split_videos(raw, "test").items()}
+    nf = {f"{n}.avi": f for n, f in et.split_videos(builder, "test").items()}
     starts = si.draw_start_indexes(nf, k=2, seed=0)
-    for batch in _batches(pl.eval_dataset(raw, "test", starts, batch_size=2)):
+    for batch in _batches(pl.eval_dataset(builder, "test", starts, batch_size=2)):
         for i, name in enumerate(map(_text, batch["filename"])):
             np.testing.assert_allclose(batch["video"][i], clips.make_clips(videos[name], starts[name + ".avi"]),
                                        atol=1e-6)

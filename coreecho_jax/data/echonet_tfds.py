@@ -4,20 +4,25 @@ Usage::
 
     builder = prepare_echonet("/data/EchoNet-Dynamic", "/data/tfds")   # once: decodes every AVI
     builder = load_echonet("/data/tfds", "/data/EchoNet-Dynamic")      # later runs
-    ds = split_dataset(builder, "train")   # frames stay PNG-encoded: tf.string [F]
+    ds = split_dataset(builder, "train")   # frames stay encoded (raw bytes or PNGs)
 
-Each example stores a video as a sequence of separately encoded grayscale frames, so the clip
-pipeline reads the encoded strings with ``tfds.decode.SkipDecoding()`` and decodes only the 36
-frames of a clip. ``frame_format='png'`` (default): ``frames = Sequence(Image(shape=(H, W, 1),
-encoding_format='png'))``, lossless and compact. ``frame_format='raw'``: ``frames`` is one byte
-string holding the ``[F, H, W]`` uint8 video (``Tensor((), string)``); a clip cuts its frames out
-with ``tf.strings.substr`` and ``tf.io.decode_raw``. Raw takes ~1.6x the disk space of PNG and
-needs about half the CPU per clip (see bench/bench_input.py and /work/notes/pipeline.md).
+Each example stores a video so that a clip reads only the frames it uses, with
+``decoders={'frames': tfds.decode.SkipDecoding()}`` in the clip pipeline:
+
+* ``frame_format='raw'`` (default): ``frames`` is one byte string holding the ``[F, H, W]`` uint8
+  video (``Tensor((), string)``); a clip cuts its 36 frames out with ``tf.strings.substr`` and
+  ``tf.io.decode_raw``, i.e. nothing is decompressed. ~2.5x cheaper per clip than PNG (the only
+  format meeting the 150 clips/s/core target, see bench/bench_input.py), ~1.6x PNG's disk space
+  (about 22 GB for EchoNet-Dynamic).
+* ``frame_format='png'``: ``frames = Sequence(Image(shape=(H, W, 1), encoding_format='png'))``,
+  lossless and compact; the pipeline decodes only the clip's PNGs, and plain
+  ``builder.as_dataset()`` returns decoded ``uint8 [F, H, W, 1]`` frames.
+
 Plus ``filename`` (no extension), ``ef`` (%), ``edv``/``esv`` (mL, NaN if absent), ``num_frames``
 (decoded count) and ``fps`` (container fps, else FileList.csv, else NaN).
 
 One prepared dataset per source: the builder config name is a hash of the absolute source path, the
-options (``drop_untraced``) and the content of FileList.csv / VolumeTracings.csv, so a different
+options (``drop_untraced``, ``frame_format``) and the content of FileList.csv / VolumeTracings.csv, so a different
 source or option prepares a new dataset instead of silently reusing an old one; the source path and
 options are also stored in the dataset metadata and checked on load.
 
@@ -86,7 +91,7 @@ def _file_sha1(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def config_for(root: PathLike, *, drop_untraced: bool = True, frame_format: str = "png") -> EchonetDynamicConfig:
+def config_for(root: PathLike, *, drop_untraced: bool = True, frame_format: str = "raw") -> EchonetDynamicConfig:
     """The builder config of a source folder: name = hash of (path, options, CSV contents).
 
     Raises:
@@ -262,7 +267,7 @@ def prepare_echonet(
         data_dir: PathLike,
         *,
         drop_untraced: bool = True,
-        frame_format: str = "png",
+        frame_format: str = "raw",
         max_shard_size: int = 128 << 20,
 ) -> tfds.core.DatasetBuilder:
     """Prepares EchoNet-Dynamic once into ``data_dir`` (a no-op when already prepared) and returns the builder.
@@ -272,7 +277,7 @@ def prepare_echonet(
         data_dir: TFDS data directory; the dataset lands in
             ``<data_dir>/echonet_dynamic/src_<hash>/1.0.0``.
         drop_untraced: drop videos with < 2 traced frames (official; needs VolumeTracings.csv).
-        frame_format: ``'png'`` (compact) or ``'raw'`` (faster clips, ~1.6x disk); see module doc.
+        frame_format: ``'raw'`` (default, fastest clips) or ``'png'`` (~0.6x the disk); see module doc.
         max_shard_size: bytes per TFRecord shard (more shards = better file-level shuffling).
 
     Returns:
@@ -313,7 +318,7 @@ def write_report(builder: tfds.core.DatasetBuilder) -> Path:
 
 def load_echonet(
         data_dir: PathLike, root: PathLike | None = None, *, drop_untraced: bool = True,
-        frame_format: str = "png",
+        frame_format: str = "raw",
 ) -> tfds.core.DatasetBuilder:
     """Opens a prepared EchoNet-Dynamic dataset.
 

@@ -224,7 +224,8 @@ def _window_shuffle(ds: tf.data.Dataset, window: int, seed: int, epoch: tf.Tenso
         order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(batch["ef"])[0]), seed=s)
         return tf.data.Dataset.from_tensor_slices({k: tf.gather(v, order) for k, v in batch.items()})
 
-    return ds.batch(window).enumerate().flat_map(permute)
+    # prefetch(1): the next window is read while this one is consumed (memory: two windows).
+    return ds.batch(window).prefetch(1).enumerate().flat_map(permute)
 
 
 def train_dataset(
@@ -267,9 +268,10 @@ def train_dataset(
         seed, epoch: reproducibility keys (see module doc); ``epoch`` is the first epoch.
         num_epochs: epochs in the stream (``None`` = endless).
         deterministic: no shuffling (file order) - for tests; draws still depend on (seed, epoch).
-        shuffle_buffer: shuffle window in videos (each holds ``views * frames`` encoded frames,
-            ~7 KB each as PNG, 12.5 KB raw: 1024 videos x 72 frames ~ 0.5-0.9 GB). An epoch no longer
-            than the window is a full uniform permutation.
+        shuffle_buffer: shuffle window in videos. Each video holds ``views * frames`` encoded
+            frames (~5-8 KB each as PNG, 12.5 KB raw) and up to two windows are in memory: 1024
+            videos x 72 frames ~ 1-2 GB. An epoch no longer than the window is a full uniform
+            permutation, but its first batch then waits until the whole epoch has been read.
         output: ``'float32'`` normalised 3-channel (official) or ``'uint8'`` 1-channel.
         num_parallel_calls: parallelism of the decode map.
         prefetch: batches to prefetch.
