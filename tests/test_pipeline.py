@@ -224,6 +224,11 @@ def test_eval_multi_process_same_batch_count(prepared):
         names += [_text(n) for b in bs for n, m in zip(b["filename"], b["mask"]) if m]
     assert counts == [2, 2]
     assert sorted(names) == sorted(n[:-4] for n in nf)
+    # More processes than videos: every process still yields the same number of (masked) batches.
+    for p in (0, 6):
+        bs = _batches(pl.eval_dataset(builder, "val", starts, batch_size=2, frames=8, process_index=p,
+                                      process_count=7))
+        assert len(bs) == 1 and bs[0]["mask"].sum() == (1 if p < 5 else 0)
 
 
 def test_tf_keeps_off_gpus():

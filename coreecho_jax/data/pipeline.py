@@ -87,10 +87,6 @@ def clip_uniforms(seed: int, epoch: tf.Tensor | int, key: tf.Tensor, view: int) 
     return tf.random.stateless_uniform([3], seed=s, dtype=tf.float64)
 
 
-def _python_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1, np.uint32)[0])
-
-
 # ------------------------------------------------------------------------------- decoding (TF)
 
 def _black_frame(height: int, width: int, frame_format: str) -> bytes:
@@ -113,8 +109,8 @@ class _ClipMaker:
             raise ValueError(f"need frames >= 1, stride >= 1, pad >= 0; got {frames}, {stride}, {pad}")
         self.height, self.width = height, width
         self.frames, self.stride, self.pad, self.output = frames, stride, pad, output
-        self.size = image_size if image_size is not None else height
         self.resize = image_size is not None and (image_size != height or image_size != width)
+        self.out_hw = (image_size, image_size) if self.resize else (height, width)
         if self.resize:
             self.ry = tf.constant(clips.resize_matrix(height, image_size))
             self.rx = tf.constant(clips.resize_matrix(width, image_size))
@@ -172,7 +168,7 @@ class _ClipMaker:
             x = tf.einsum("xw,ktywc->ktyxc", self.rx, x)
             if self.output == "uint8":
                 x = tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
-        return tf.ensure_shape(x, [k, self.frames, self.size, self.size, 1])
+        return tf.ensure_shape(x, [k, self.frames, *self.out_hw, 1])
 
     def finish(self, x: tf.Tensor) -> tf.Tensor:
         """Normalises a batch of decoded clips ``[..., 1]`` -> float32 ``[..., 3]`` (or keeps uint8).
@@ -414,9 +410,10 @@ def eval_dataset(
 
     ds = ds.map(make, num_parallel_calls=num_parallel_calls).batch(batch_size).map(pad_batch,
                                                                                    num_parallel_calls=AUTOTUNE)
-    if process_count > 1:  # same number of batches on every process: append fully masked copies
-        empty = ds.take(1).map(lambda b: {**b, "mask": tf.zeros_like(b["mask"])}).repeat()
-        ds = ds.concatenate(empty).take(num_batches)
+    if process_count > 1:  # same number of batches on every process: append fully masked blank batches
+        blank = {key: tf.fill(spec.shape, "") if spec.dtype == tf.string else tf.zeros(spec.shape, spec.dtype)
+                 for key, spec in ds.element_spec.items()}
+        ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat()).take(num_batches)
     return ds.prefetch(prefetch).with_options(_options())
 
 
