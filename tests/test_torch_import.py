@@ -1,4 +1,4 @@
-"""PyTorch checkpoint import: fixture .pth files through reader + key map reproduce tiny_io.npz; CLI round trip."""
+"""Import of PyTorch checkpoints: fixture .pth files reproduce tiny_io.npz; CLI round trip."""
 
 from __future__ import annotations
 
@@ -98,10 +98,12 @@ def test_cli_round_trip(ref, tmp_path, capsys):
     out = tmp_path / "imported"
     assert main(["--pth", str(CKPT / "tiny_coreecho_best.pth"), "--out", str(out), "--head-dim", "16"]) == 0
     printed = capsys.readouterr().out
-    assert "keys mapped: 100" in printed and "parameters:" in printed and "regressor.3.num_batches_tracked" in printed
+    assert "keys mapped: 100" in printed and "parameters:" in printed
+    assert "regressor.3.num_batches_tracked" in printed
     spec = json.loads((out / "model_config.json").read_text())
     assert spec["model_type"] == "coreecho" and spec["has_head"] is True
-    assert spec["uniformer_config"]["head_dim"] == 16 and spec["uniformer_config"]["dims"] == [16, 32, 64, 128]
+    assert spec["uniformer_config"]["head_dim"] == 16
+    assert spec["uniformer_config"]["dims"] == [16, 32, 64, 128]
     assert spec["meta"]["epoch"] == 12 and spec["meta"]["best_error"] == 4.125
     assert spec["source"] == str(CKPT / "tiny_coreecho_best.pth")
 
@@ -121,7 +123,8 @@ def test_cli_round_trip(ref, tmp_path, capsys):
 
 def test_cli_k400_round_trip_keeps_classifier(tmp_path, capsys):
     out = tmp_path / "k400"
-    argv = ["--pth", str(CKPT / "tiny_k400_legacy.pth"), "--out", str(out), "--head-dim", "16", "--with-classifier"]
+    argv = ["--pth", str(CKPT / "tiny_k400_legacy.pth"), "--out", str(out), "--head-dim", "16"]
+    argv.append("--with-classifier")
     assert main(argv) == 0
     assert "keys mapped: 90" in capsys.readouterr().out
     restored = restore_imported(out)
@@ -160,4 +163,5 @@ def test_imported_model_is_concrete_with_dropout_streams():
     leaves = jax.tree.leaves(nnx.state(model))
     assert leaves and all(isinstance(leaf, jax.Array) for leaf in leaves)
     keys = jax.tree.leaves(nnx.state(model, nnx.RngKey))
-    assert len(keys) >= 2 and len({str(jax.random.key_data(k)) for k in keys}) == len(keys)  # distinct streams
+    distinct = {str(jax.random.key_data(k)) for k in keys}
+    assert len(keys) >= 2 and len(distinct) == len(keys)  # one stream per dropout layer

@@ -260,10 +260,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--pth", required=True, help="input .pth file")
     parser.add_argument("--out", required=True, help="output directory (gets model/ and model_config.json)")
-    parser.add_argument("--head-dim", type=int, default=64, help="attention head width (64 for UniFormer-S/B)")
+    parser.add_argument(
+        "--head-dim", type=int, default=64, help="attention head width (64 for UniFormer-S/B)"
+    )
     parser.add_argument("--with-classifier", action="store_true", help="keep the Kinetics classifier head")
     parser.add_argument(
-        "--allow-namespace", action="store_true", help="read a pickled argparse.Namespace (last.pth 'opt') as a dict"
+        "--allow-namespace",
+        action="store_true",
+        help="read a pickled argparse.Namespace (last.pth 'opt') as a dict",
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing OUT/model")
     args = parser.parse_args(argv)
