@@ -63,7 +63,9 @@ def initialize_from(model: CoReEcho, path: str | Path | None) -> str:
     if isinstance(imported, CoReEcho):
       load_model_state_dict(model, model_state_dict(imported))
       return f"{path} (imported CoReEcho)"
-    load_model_state_dict(model.encoder, model_state_dict(imported))
+    state = model_state_dict(imported)
+    state.pop("head", None)  # an encoder imported --with-classifier: its Kinetics classifier is not used
+    load_model_state_dict(model.encoder, state)
     return f"{path} (imported encoder)"
   if _is_run_dir(path):
     stage_dir = _best_stage_dir(path)
