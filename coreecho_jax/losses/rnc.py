@@ -41,16 +41,31 @@ Temperature
 
 Two implementations, one contract
     * :func:`rnc_loss_pairwise` builds the ``[n, n, n]`` membership mask ``l in S(i, m)`` and reduces
-      it in one fused computation: O(n^3) time and memory, fastest for small batches (CoReEcho's
-      2N = 32).
-    * :func:`rnc_loss_sorted` sorts each anchor's candidates by label distance (descending) and takes
-      a prefix log-sum-exp (an associative scan of ``logaddexp``); a label-distance tie group reads
-      the prefix at its *last* member, so it sees every candidate with distance >= its own.
-      O(n^2 log n) time, O(n^2) memory: large batches.
-    * :func:`rnc_loss` picks one by batch size (``implementation='auto'``) or by name.
+      each set with its own max as shift, in one fused computation: O(n^3) time and memory, the
+      fastest form for small batches (CoReEcho's 2N = 32) and the fastest to compile.
+    * :func:`rnc_loss_sorted`: O(n^2 log n) time, O(n^2) memory, for large batches. Per anchor, the
+      candidates ordered by label distance make every ``S(i, m)`` a prefix, so all denominators
+      come from prefix sums; a tie group reads the prefix at its *last* member, so it sees every
+      candidate with distance >= its own.
 
-Both are jitted, accept any float dtype (bfloat16 / float16 inputs are computed in float32, float64
-stays float64), and are differentiable with respect to ``features`` (labels get no gradient).
+      - Scalar labels (``K = 1``, the RnC / CoReEcho case): the rows are sorted by label once.
+        Anchor ``i``'s candidates then lie on two sides, ``S(i, m)`` is a prefix of the left side
+        plus a suffix of the right side, and one side's bound is a binary search. Denominators come
+        from row-max-shifted ``exp`` prefix / suffix sums with a hand-written backward pass; rows
+        whose logits spread more than 60 (float32; 600 in float64) below their max switch to
+        log-space ``logaddexp`` scans (``lax.cond``), so extreme distances stay exact.
+      - Multi-dimensional labels: each anchor's candidates are sorted (``argsort``) and a
+        ``logaddexp`` associative scan gives the prefix log-sum-exps.
+
+      Ties are decided by the same float comparison ``d(y_i, y_l) >= d(y_i, y_m)`` as in the
+      pairwise form (and the official code), including distinct labels whose distances round to
+      the same float.
+    * :func:`rnc_loss` picks one by batch size (``implementation='auto'``: pairwise for
+      ``2N <= 128``) or by name.
+
+All forms are jitted, accept any float dtype (bfloat16 / float16 inputs are computed in float32,
+float64 stays float64), are differentiable with respect to ``features`` (labels get no gradient)
+and agree with each other and with the official code's float64 values (``shared/fixtures/rnc``).
 
 Pairwise feature distances
     ``pairwise_distance='difference'`` forms ``E_i - E_j`` (exact, ``[n, n, D]`` work);
@@ -201,10 +216,29 @@ def _safe_sqrt(sq: jax.Array) -> jax.Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
+@jax.custom_vjp
 def _squared_distances_difference(x: jax.Array) -> jax.Array:
-    """``[n, n]`` squared Euclidean distances from the exact differences ``x_i - x_j``."""
+    """``[n, n]`` squared Euclidean distances from the exact differences ``x_i - x_j``.
+
+    The forward pass is one fused ``[n, n, D]`` reduction (exact, as the official code). The
+    backward pass ``dx_i = 2 sum_j (G + G^T)_ij (x_i - x_j)`` is evaluated as two matmuls: XLA:CPU's
+    autodiff of the broadcast form is 100x slower, and the matmul form agrees to ~1e-7 relative.
+    """
     diff = x[:, None, :] - x[None, :, :]
     return jnp.sum(diff * diff, axis=-1)
+
+
+def _squared_distances_difference_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return _squared_distances_difference(x), x
+
+
+def _squared_distances_difference_bwd(x: jax.Array, cotangent: jax.Array) -> tuple[jax.Array]:
+    sym = cotangent + cotangent.T
+    grad = 2.0 * (jnp.sum(sym, axis=1)[:, None] * x - jnp.matmul(sym, x, precision=lax.Precision.HIGHEST))
+    return (grad,)
+
+
+_squared_distances_difference.defvjp(_squared_distances_difference_fwd, _squared_distances_difference_bwd)
 
 
 def _squared_distances_gram(x: jax.Array, valid: jax.Array) -> jax.Array:
@@ -287,13 +321,15 @@ def _row_scan(fn, x: jax.Array, reverse: bool = False) -> jax.Array:
     return lax.associative_scan(fn, x, reverse=reverse, axis=1)
 
 
-def _sorted_term_sum(logits: jax.Array, ld: jax.Array, cand: jax.Array, pair: jax.Array) -> jax.Array:
-    """Sum of the RnC terms via per-anchor sorting: O(n^2 log n) time, O(n^2) memory.
+def _per_anchor_sort_term_sum(
+    logits: jax.Array, ld: jax.Array, cand: jax.Array, pair: jax.Array
+) -> jax.Array:
+    """Sum of the RnC terms via a per-anchor sort: O(n^2 log n) time, O(n^2) memory, any label dim.
 
     Per anchor, candidates are sorted by label distance, descending, with non-candidates last.
     ``S(i, m)`` is then the prefix up to the end of ``m``'s tie group, so the denominator of every
-    member of a tie group is the prefix log-sum-exp read at the group's last element.
-    Non-candidates sit after every candidate, so no prefix that is read includes them.
+    member of a tie group is the prefix log-sum-exp (a ``logaddexp`` scan) read at the group's last
+    element. Non-candidates sit after every candidate, so no prefix that is read includes them.
     """
     n = logits.shape[0]
     key = jnp.where(cand, ld, -jnp.inf)
@@ -307,6 +343,207 @@ def _sorted_term_sum(logits: jax.Array, ld: jax.Array, cand: jax.Array, pair: ja
     group_end = _row_scan(jnp.minimum, jnp.where(is_last, position, n - 1), reverse=True)
     lse = jnp.take_along_axis(prefix, group_end, axis=1)
     return jnp.sum(jnp.where(pair_s, lse - logit_s, 0.0))
+
+
+# Scalar labels: one global sort instead of one per anchor --------------------------------------
+#
+# With rows sorted by label (z_0 <= ... <= z_{n-1}), anchor i's candidates split into a left side
+# [0, c_i) (z_k <= z_i, distance non-increasing in k) and a right side [c_i, n) (distance
+# non-decreasing). S(i, m) = {l: |z_i - z_l| >= r}, r = |z_i - z_m|, is then a prefix [0, a) of the
+# left side plus a suffix [b, n) of the right side, and its sum is P[i, a] + Q[i, b] with P / Q the
+# row prefix / suffix sums: no per-anchor sort. One side's bound is the edge of m's equal-label
+# group; the other is a binary search. Every comparison is the float ``|z_i - z_k| >= r`` itself, so
+# ties are exactly those of the pairwise form, including distinct labels whose distances round to
+# the same float (the group edges are then extended over them).
+
+# Largest logit spread below a row's max for which exp(logit - max) stays a normal float:
+# the direct (exp-and-cumsum) path is exact there; wider rows use log-space scans.
+_DIRECT_SPREAD = {4: 60.0, 8: 600.0}
+
+
+def _first_false(predicate, lo: jax.Array, hi: jax.Array, steps: int) -> jax.Array:
+    """Elementwise binary search: first ``k`` in ``[lo, hi)`` with ``predicate(k)`` False (a true-prefix
+    predicate), ``hi`` if none. ``steps >= bit_length(hi - lo)``."""
+    for _ in range(steps):
+        active = lo < hi
+        mid = (lo + hi) // 2
+        holds = predicate(mid)
+        lo = jnp.where(active & holds, mid + 1, lo)
+        hi = jnp.where(active & ~holds, mid, hi)
+    return lo
+
+
+def _extend(index: jax.Array, can_move, move) -> jax.Array:
+    """Apply ``move`` where ``can_move`` holds until it holds nowhere (usually zero iterations)."""
+
+    def body(idx):
+        return jnp.where(can_move(idx), move(idx), idx)
+
+    return lax.while_loop(lambda idx: jnp.any(can_move(idx)), body, index)
+
+
+def _cumsum_rows(x: jax.Array, block: int = 16) -> jax.Array:
+    """Inclusive cumulative sum along axis 1 as two small matmuls (in-block triangular, then block
+    offsets). On XLA:CPU this is several times faster than ``jnp.cumsum`` / ``associative_scan`` for
+    large rows and compiles in a fraction of the time; each output sums at most ``block`` terms plus
+    the block offsets, so it is as accurate as a pairwise summation."""
+    rows, cols = x.shape
+    block = min(block, cols)
+    n_blocks = -(-cols // block)
+    padded = jnp.pad(x, ((0, 0), (0, n_blocks * block - cols))).reshape(rows, n_blocks, block)
+    upper = jnp.triu(jnp.ones((block, block), x.dtype))
+    within = jnp.einsum("rbk,kj->rbj", padded, upper, precision=lax.Precision.HIGHEST)
+    strict_upper = jnp.triu(jnp.ones((n_blocks, n_blocks), x.dtype), 1)
+    offsets = jnp.matmul(within[:, :, -1], strict_upper, precision=lax.Precision.HIGHEST)
+    return (within + offsets[:, :, None]).reshape(rows, n_blocks * block)[:, :cols]
+
+
+def _exclusive_prefix(x: jax.Array) -> jax.Array:
+    """``[n, n + 1]``: column ``k`` = sum of columns ``< k`` (computed without subtraction)."""
+    zero = jnp.zeros((x.shape[0], 1), x.dtype)
+    return jnp.concatenate([zero, _cumsum_rows(x)], axis=1)
+
+
+def _suffix(x: jax.Array) -> jax.Array:
+    """``[n, n + 1]``: column ``k`` = sum of columns ``>= k``."""
+    zero = jnp.zeros((x.shape[0], 1), x.dtype)
+    return jnp.concatenate([jnp.flip(_cumsum_rows(jnp.flip(x, axis=1)), axis=1), zero], axis=1)
+
+
+def _log_exclusive_prefix(x: jax.Array) -> jax.Array:
+    ninf = jnp.full((x.shape[0], 1), -jnp.inf, x.dtype)
+    return jnp.concatenate([ninf, _row_scan(jnp.logaddexp, x)], axis=1)
+
+
+def _log_suffix(x: jax.Array) -> jax.Array:
+    ninf = jnp.full((x.shape[0], 1), -jnp.inf, x.dtype)
+    return jnp.concatenate([_row_scan(jnp.logaddexp, x, reverse=True), ninf], axis=1)
+
+
+def _take(table: jax.Array, index: jax.Array) -> jax.Array:
+    return jnp.take_along_axis(table, index, axis=1, mode="clip")
+
+
+class _LabelOrder:
+    """Index structure of the sorted labels ``z [n]`` shared by the forward and backward pass."""
+
+    def __init__(self, z: jax.Array, valid: jax.Array):
+        n = z.shape[0]
+        self.n = n
+        self.z = z
+        self.position = jnp.arange(n, dtype=jnp.int32)
+        # upper / lower edge of each row's equal-label group
+        self.upper = jnp.searchsorted(z, z, side="right").astype(jnp.int32)
+        self.lower = jnp.searchsorted(z, z, side="left").astype(jnp.int32)
+        self.split = self.upper[:, None]  # c_i: anchor i's left side is [0, c_i)
+        self.right = self.position[None, :] >= self.split  # [i, m]: m on anchor i's right side
+        off_diagonal = self.position[:, None] != self.position[None, :]
+        self.cand = valid[None, :] & off_diagonal
+        self.pair = valid[:, None] & self.cand
+        self.radius = jnp.abs(z[:, None] - z[None, :])  # r[i, m] = |z_i - z_m|
+
+    def distance_to(self, k: jax.Array) -> jax.Array:
+        """``|z_i - z_k|`` for a ``[n(i), n]`` position array ``k`` (clipped into range)."""
+        return jnp.abs(self.z[:, None] - jnp.take(self.z, k, mode="clip"))
+
+    def outer_bounds(self) -> tuple[jax.Array, jax.Array]:
+        """``S(i, m) = [0, a) u [b, n)``: ``a`` = #left with distance >= r, ``b`` = first right one."""
+        n, r, right, split = self.n, self.radius, self.right, self.split
+        dist = self.distance_to
+        cross = _first_false(
+            lambda k: (dist(k) < r) != right,
+            jnp.where(right, 0, split),
+            jnp.where(right, split, n),
+            n.bit_length(),
+        )
+        start_a = jnp.broadcast_to(self.upper[None, :], (n, n))
+        same_a = _extend(start_a, lambda a: (a < split) & (dist(a) >= r), lambda a: jnp.take(self.upper, a, mode="clip"))
+        start_b = jnp.broadcast_to(self.lower[None, :], (n, n))
+        same_b = _extend(
+            start_b, lambda b: (b > split) & (dist(b - 1) >= r), lambda b: jnp.take(self.lower, b - 1, mode="clip")
+        )
+        return jnp.where(right, cross, same_a), jnp.where(right, same_b, cross)
+
+    def inner_bounds(self, a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``{m: r_m <= r_l} = [a', b')`` for every ``(i, l)``, from the outer bounds."""
+        n, r, right = self.n, self.radius, self.right
+        dist = self.distance_to
+        start_a = jnp.where(right, a, self.lower[None, :])
+        inner_a = _extend(start_a, lambda k: (k > 0) & (dist(k - 1) <= r), lambda k: jnp.take(self.lower, k - 1, mode="clip"))
+        start_b = jnp.where(right, self.upper[None, :], b)
+        inner_b = _extend(start_b, lambda k: (k < n) & (dist(k) <= r), lambda k: jnp.take(self.upper, k, mode="clip"))
+        return inner_a, inner_b
+
+
+def _row_max(logits: jax.Array, cand: jax.Array) -> jax.Array:
+    top = jnp.max(jnp.where(cand, logits, -jnp.inf), axis=1, keepdims=True)
+    return jnp.where(jnp.isfinite(top), top, 0.0)
+
+
+def _use_direct(logits: jax.Array, row_max: jax.Array, pair: jax.Array) -> jax.Array:
+    spread = _DIRECT_SPREAD[np.dtype(logits.dtype).itemsize]
+    return jnp.all(jnp.where(pair, logits - row_max >= -spread, True))
+
+
+@jax.custom_vjp
+def _label_order_direct(logits, z, valid, a, b):
+    """Direct path: row-max-shifted ``exp``, prefix / suffix sums, hand-written backward pass.
+
+    Exact while every valid pair's logit is within ``_DIRECT_SPREAD`` of its row's max (then every
+    ``exp`` that matters is a normal float); :func:`_label_order_term_sum` checks that.
+    """
+    return _label_order_direct_fwd(logits, z, valid, a, b)[0]
+
+
+def _label_order_direct_fwd(logits, z, valid, a, b):
+    order = _LabelOrder(z, valid)
+    row_max = _row_max(logits, order.cand)
+    e = jnp.where(order.cand, jnp.exp(logits - row_max), 0.0)
+    total = _take(_exclusive_prefix(e), a) + _take(_suffix(e), b)
+    lse = row_max + jnp.log(jnp.where(order.pair, total, 1.0))
+    value = jnp.sum(jnp.where(order.pair, lse - logits, 0.0))
+    return value, (logits, z, valid, a, b, lse, row_max)
+
+
+def _label_order_direct_bwd(residuals, cotangent):
+    # d value / d logit[i, l] = -pair[i, l] + cand[i, l] sum_{m: r_m <= r_l, pair} exp(logit[i, l] - lse[i, m])
+    logits, z, valid, a, b, lse, row_max = residuals
+    order = _LabelOrder(z, valid)
+    inner_a, inner_b = order.inner_bounds(a, b)
+    w = jnp.where(order.pair, jnp.exp(row_max - lse), 0.0)
+    inner = _take(_suffix(jnp.where(order.right, 0.0, w)), inner_a) + _take(
+        _exclusive_prefix(jnp.where(order.right, w, 0.0)), inner_b
+    )
+    grad = jnp.where(order.cand, jnp.exp(logits - row_max) * inner, 0.0) - order.pair.astype(logits.dtype)
+    return cotangent * grad, None, None, None, None
+
+
+_label_order_direct.defvjp(_label_order_direct_fwd, _label_order_direct_bwd)
+
+
+def _label_order_log(logits, z, valid, a, b):
+    """Log-space path (``logaddexp`` scans, autodiff): exact for any spread, slower."""
+    order = _LabelOrder(z, valid)
+    masked = jnp.where(order.cand, logits, -jnp.inf)
+    lse = jnp.logaddexp(_take(_log_exclusive_prefix(masked), a), _take(_log_suffix(masked), b))
+    return jnp.sum(jnp.where(order.pair, lse - logits, 0.0))
+
+
+def _label_order_term_sum(logits: jax.Array, z: jax.Array, valid: jax.Array, mode: str = "auto") -> jax.Array:
+    """Sum of the RnC terms for rows sorted by a scalar label ``z`` (ascending): O(n^2 log n) time
+    (the binary searches), O(n^2) memory.
+
+    ``mode``: 'direct', 'log', or 'auto' (direct when every row's logit spread allows it).
+    """
+    order = _LabelOrder(z, valid)
+    a, b = order.outer_bounds()
+    operands = (logits, z, valid, a, b)
+    if mode == "direct":
+        return _label_order_direct(*operands)
+    if mode == "log":
+        return _label_order_log(*operands)
+    use_direct = _use_direct(logits, lax.stop_gradient(_row_max(logits, order.cand)), order.pair)
+    return lax.cond(use_direct, _label_order_direct, _label_order_log, *operands)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -336,18 +573,28 @@ def _rnc_flat(
     valid = jnp.ones((n,), bool) if valid is None else valid.astype(bool)
     temperature = jnp.asarray(temperature, dtype)
 
-    logits = _logits(x, valid, temperature, similarity, distance_method)
-    ld = _label_distances(y, label_distance)
-    off_diagonal = ~jnp.eye(n, dtype=bool)
-    cand = valid[None, :] & off_diagonal
-    pair = valid[:, None] & cand
+    y = jnp.where(valid[:, None], y, 0)  # padded rows' labels play no role; keep them finite
 
     if implementation == "auto":
         implementation = "pairwise" if n <= PAIRWISE_MAX_ROWS else "sorted"
-    if implementation == "pairwise":
-        total = _pairwise_term_sum(logits, ld, cand, pair)
+    if implementation == "sorted" and y.shape[1] == 1:
+        implementation = "sorted_label_order"
+    if implementation.startswith("sorted_label_order"):
+        # the loss is invariant to a joint permutation of the rows: sort them by label once
+        rows = jnp.argsort(y[:, 0], stable=True)
+        x, y, valid = x[rows], y[rows], valid[rows]
+        logits = _logits(x, valid, temperature, similarity, distance_method)
+        mode = implementation.partition(":")[2] or "auto"
+        total = _label_order_term_sum(logits, lax.stop_gradient(y[:, 0]), valid, mode)
     else:
-        total = _sorted_term_sum(logits, ld, cand, pair)
+        logits = _logits(x, valid, temperature, similarity, distance_method)
+        ld = _label_distances(y, label_distance)
+        cand = valid[None, :] & ~jnp.eye(n, dtype=bool)
+        pair = valid[:, None] & cand
+        if implementation == "pairwise":
+            total = _pairwise_term_sum(logits, ld, cand, pair)
+        else:
+            total = _per_anchor_sort_term_sum(logits, ld, cand, pair)
     n_valid = jnp.sum(valid.astype(dtype))
     return total / jnp.maximum(n_valid * (n_valid - 1.0), 1.0)
 
