@@ -51,9 +51,11 @@ Two implementations, one contract
       - Scalar labels (``K = 1``, the RnC / CoReEcho case): the rows are sorted by label once.
         Anchor ``i``'s candidates then lie on two sides, ``S(i, m)`` is a prefix of the left side
         plus a suffix of the right side, and one side's bound is a binary search. Denominators come
-        from row-max-shifted ``exp`` prefix / suffix sums with a hand-written backward pass; rows
-        whose logits spread more than 60 (float32; 600 in float64) below their max switch to
-        log-space ``logaddexp`` scans (``lax.cond``), so extreme distances stay exact.
+        from row-max-shifted ``exp`` prefix / suffix sums with a hand-written backward pass. If a
+        valid pair's logit lies more than 60 (float32; 600 in float64) below its row's max, where
+        ``exp`` could underflow, a ``lax.cond`` switches the whole batch to an exact stable form
+        (the pairwise one for 2N <= 128, else the per-anchor sort below), so extreme distances
+        stay exact; only speed changes.
       - Multi-dimensional labels: each anchor's candidates are sorted (``argsort``) and a
         ``logaddexp`` associative scan gives the prefix log-sum-exps.
 
@@ -195,6 +197,20 @@ def flatten_views(
     raise ValueError(
         f"rnc_loss: features must be [N, 2, D] (sample, view, dim) or flat [2N, D]; got shape {f_shape}"
     )
+
+
+def _replicated(a: jax.Array) -> jax.Array:
+    """``a`` replicated if it is sharded along an *explicit* mesh axis (``jax.make_mesh``'s default
+    axis type): the loss compares every row with every other, so it needs the whole batch, and
+    explicit sharding does not insert that all-gather by itself. Auto-axis (GSPMD) and unsharded
+    arrays pass through unchanged."""
+    sharding = getattr(jax.typeof(a), "sharding", None)
+    if not isinstance(sharding, jax.sharding.NamedSharding) or sharding.mesh.empty:
+        return a
+    explicit = any(t == jax.sharding.AxisType.Explicit for t in sharding.mesh.axis_types)
+    if not explicit or all(axis is None for axis in sharding.spec):
+        return a
+    return jax.sharding.reshard(a, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec()))
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
@@ -340,7 +356,7 @@ def _per_anchor_sort_term_sum(
     prefix = _row_scan(jnp.logaddexp, logit_s)
     position = lax.broadcasted_iota(jnp.int32, (n, n), 1)
     is_last = jnp.concatenate([key_s[:, 1:] != key_s[:, :-1], jnp.ones((n, 1), bool)], axis=1)
-    group_end = _row_scan(jnp.minimum, jnp.where(is_last, position, n - 1), reverse=True)
+    group_end = lax.cummin(jnp.where(is_last, position, n - 1), axis=1, reverse=True)
     lse = jnp.take_along_axis(prefix, group_end, axis=1)
     return jnp.sum(jnp.where(pair_s, lse - logit_s, 0.0))
 
@@ -357,7 +373,7 @@ def _per_anchor_sort_term_sum(
 # the same float (the group edges are then extended over them).
 
 # Largest logit spread below a row's max for which exp(logit - max) stays a normal float:
-# the direct (exp-and-cumsum) path is exact there; wider rows use log-space scans.
+# the direct (exp-and-cumsum) path is exact there; wider rows take an exact stable form.
 _DIRECT_SPREAD = {4: 60.0, 8: 600.0}
 
 
@@ -408,16 +424,6 @@ def _suffix(x: jax.Array) -> jax.Array:
     """``[n, n + 1]``: column ``k`` = sum of columns ``>= k``."""
     zero = jnp.zeros((x.shape[0], 1), x.dtype)
     return jnp.concatenate([jnp.flip(_cumsum_rows(jnp.flip(x, axis=1)), axis=1), zero], axis=1)
-
-
-def _log_exclusive_prefix(x: jax.Array) -> jax.Array:
-    ninf = jnp.full((x.shape[0], 1), -jnp.inf, x.dtype)
-    return jnp.concatenate([ninf, _row_scan(jnp.logaddexp, x)], axis=1)
-
-
-def _log_suffix(x: jax.Array) -> jax.Array:
-    ninf = jnp.full((x.shape[0], 1), -jnp.inf, x.dtype)
-    return jnp.concatenate([_row_scan(jnp.logaddexp, x, reverse=True), ninf], axis=1)
 
 
 def _take(table: jax.Array, index: jax.Array) -> jax.Array:
@@ -500,6 +506,9 @@ def _label_order_direct_fwd(logits, z, valid, a, b):
     row_max = _row_max(logits, order.cand)
     e = jnp.where(order.cand, jnp.exp(logits - row_max), 0.0)
     total = _take(_exclusive_prefix(e), a) + _take(_suffix(e), b)
+    # total >= exp(-spread) wherever this path is chosen; the clamp only keeps the values finite
+    # where it is not (a vmapped lax.cond evaluates both branches and differentiates both).
+    total = jnp.maximum(total, jnp.finfo(total.dtype).tiny)
     lse = row_max + jnp.log(jnp.where(order.pair, total, 1.0))
     value = jnp.sum(jnp.where(order.pair, lse - logits, 0.0))
     return value, (logits, z, valid, a, b, lse, row_max)
@@ -514,6 +523,7 @@ def _label_order_direct_bwd(residuals, cotangent):
     inner = _take(_suffix(jnp.where(order.right, 0.0, w)), inner_a) + _take(
         _exclusive_prefix(jnp.where(order.right, w, 0.0)), inner_b
     )
+    inner = jnp.minimum(inner, jnp.finfo(inner.dtype).max)  # finite even off this path's domain
     grad = jnp.where(order.cand, jnp.exp(logits - row_max) * inner, 0.0) - order.pair.astype(logits.dtype)
     return cotangent * grad, None, None, None, None
 
@@ -521,29 +531,28 @@ def _label_order_direct_bwd(residuals, cotangent):
 _label_order_direct.defvjp(_label_order_direct_fwd, _label_order_direct_bwd)
 
 
-def _label_order_log(logits, z, valid, a, b):
-    """Log-space path (``logaddexp`` scans, autodiff): exact for any spread, slower."""
-    order = _LabelOrder(z, valid)
-    masked = jnp.where(order.cand, logits, -jnp.inf)
-    lse = jnp.logaddexp(_take(_log_exclusive_prefix(masked), a), _take(_log_suffix(masked), b))
-    return jnp.sum(jnp.where(order.pair, lse - logits, 0.0))
-
-
 def _label_order_term_sum(logits: jax.Array, z: jax.Array, valid: jax.Array, mode: str = "auto") -> jax.Array:
     """Sum of the RnC terms for rows sorted by a scalar label ``z`` (ascending): O(n^2 log n) time
     (the binary searches), O(n^2) memory.
 
-    ``mode``: 'direct', 'log', or 'auto' (direct when every row's logit spread allows it).
+    ``mode='auto'`` takes the direct path when every row's logit spread allows it (the usual case)
+    and otherwise an exact stable form chosen by ``lax.cond``: the pairwise form for
+    ``n <= PAIRWISE_MAX_ROWS``, else the per-anchor sort with ``logaddexp`` scans. ``'direct'``
+    forces the direct path (tests and benchmarks).
     """
     order = _LabelOrder(z, valid)
     a, b = order.outer_bounds()
-    operands = (logits, z, valid, a, b)
     if mode == "direct":
-        return _label_order_direct(*operands)
-    if mode == "log":
-        return _label_order_log(*operands)
+        return _label_order_direct(logits, z, valid, a, b)
     use_direct = _use_direct(logits, lax.stop_gradient(_row_max(logits, order.cand)), order.pair)
-    return lax.cond(use_direct, _label_order_direct, _label_order_log, *operands)
+
+    def stable(logits, z, valid, a, b):
+        del z, valid, a, b
+        if logits.shape[0] <= PAIRWISE_MAX_ROWS:
+            return _pairwise_term_sum(logits, order.radius, order.cand, order.pair)
+        return _per_anchor_sort_term_sum(logits, order.radius, order.cand, order.pair)
+
+    return lax.cond(use_direct, _label_order_direct, stable, logits, z, valid, a, b)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -639,10 +648,10 @@ def rnc_loss(
         _check_choice(name, value, allowed)
     if isinstance(temperature, (int, float)) and not temperature > 0:
         raise ValueError(f"rnc_loss: temperature must be > 0, got {temperature}")
-    features = jnp.asarray(features)
-    labels = jnp.asarray(labels)
+    features = _replicated(jnp.asarray(features))
+    labels = _replicated(jnp.asarray(labels))
     if valid is not None:
-        valid = jnp.asarray(valid)
+        valid = _replicated(jnp.asarray(valid))
     x, y, valid = flatten_views(features, labels, valid)
     return _rnc_flat(
         x,
