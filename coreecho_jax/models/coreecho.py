@@ -40,7 +40,13 @@ class CoReEcho(nnx.Module):
         if config.num_classes is not None:
             config = dataclasses.replace(config, num_classes=None)
         self.encoder = UniFormer(config, rngs=rngs)
-        self.head = RegressionHead(config.dims[-1], dropout=head_dropout, out_bias_init=head_bias_init, rngs=rngs)
+        self.head = RegressionHead(
+            config.dims[-1],
+            dropout=head_dropout,
+            out_bias_init=head_bias_init,
+            dropout_rng=config.dropout_rng,
+            rngs=rngs,
+        )
 
     def __call__(self, x: jax.Array, *, detach_embedding: bool = True) -> tuple[jax.Array, jax.Array]:
         embedding = self.encoder(x)
@@ -62,6 +68,7 @@ MODEL_CONFIG_KEYS = (
     "dtype",
     "remat",
     "depthwise",
+    "dropout_rng",
     "seed",
     "rng_impl",
 )
@@ -86,6 +93,7 @@ def build_coreecho(config: Mapping[str, Any] | Any) -> CoReEcho:
       dtype: 'float32' (default) or 'bfloat16' compute dtype.
       remat: rematerialise each encoder stage (False).
       depthwise: 'auto' (default), 'lax', 'shifted' or 'shifted_autodiff'.
+      dropout_rng: dropout mask generator for encoder and head, 'hash' (default) or 'jax'.
       seed: integer seed for parameter init and dropout (0).
       rng_impl: JAX key implementation of the init/dropout streams, 'rbg' (default, fast to compile on
         CPU) or 'threefry2x32' (see :mod:`coreecho_jax.models.rngs`).
@@ -95,7 +103,9 @@ def build_coreecho(config: Mapping[str, Any] | Any) -> CoReEcho:
     unknown = set(cfg) - set(MODEL_CONFIG_KEYS)
     if unknown:
         raise ValueError(f"unknown model config keys {sorted(unknown)}; accepted: {list(MODEL_CONFIG_KEYS)}")
-    enc_keys = ("dims", "depth", "head_dim", "mlp_ratio", "dropout", "drop_path", "dtype", "remat", "depthwise")
+    enc_keys = (
+        "dims", "depth", "head_dim", "mlp_ratio", "dropout", "drop_path", "dtype", "remat", "depthwise", "dropout_rng"
+    )
     overrides = {k: cfg[k] for k in enc_keys if cfg.get(k) is not None}
     encoder_cfg = uniformer_config(cfg.get("preset") or "small", **overrides)
     head_kw: dict[str, Any] = {}

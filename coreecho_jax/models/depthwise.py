@@ -33,7 +33,9 @@ Padding = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 IMPLEMENTATIONS = ("auto", "lax", "shifted", "shifted_autodiff")
 
 # Kernels with more taps than this are summed per temporal offset inside a loop (see module doc).
-_MAX_UNROLLED_TAPS = 48
+_MAX_UNROLLED_TAPS = 0
+# Terms per fused sum in the kernel gradient (same XLA:CPU limitation).
+_W_CHUNK = 14
 
 
 def resolve_impl(impl: str) -> str:
@@ -96,8 +98,11 @@ def _correlate_valid(xp: jax.Array, w: jax.Array) -> jax.Array:
 def _kernel_grad(xp: jax.Array, g: jax.Array, kernel_shape: tuple[int, int, int]) -> jax.Array:
     """d(loss)/d(kernel) [kt,kh,kw,C] = sum over (b,t,h,w) of xp[b,t+i,h+j,w+k] * g[b,t,h,w].
 
-    Loops over (batch, output frame) so that each step's operands ([kt,Hp,Wp,C] and [Ho,Wo,C]) stay in
-    cache; the ``kt*kh*kw`` products per step are reduced over (h, w) only.
+    XLA:CPU emits slow code for reductions that keep the channel axis minor, so the sum over w is
+    written out as an elementwise sum of shifted products (vectorised over channels) into an
+    accumulator ``[kh, kt, Ho, kw, C]``, looping over (batch, output frame) so that each step's
+    operands stay in cache; only the final sum over ``Ho`` is an XLA reduction (7-9x faster than
+    per-offset reductions on 2 cores, and much faster to compile).
     """
     kt, kh, kw = kernel_shape
     b, to, ho, wo, c = g.shape
@@ -106,15 +111,22 @@ def _kernel_grad(xp: jax.Array, g: jax.Array, kernel_shape: tuple[int, int, int]
 
     def body(idx, acc):
         n, t = idx // to, idx % to
-        xs = lax.dynamic_slice(xp, (n, t, 0, 0, 0), (1, kt, hp, wp, c))[0].astype(acc_dtype)
-        gs = lax.dynamic_slice(g, (n, t, 0, 0, 0), (1, 1, ho, wo, c))[0, 0].astype(acc_dtype)
+        xs = lax.dynamic_slice(xp, (n, t, 0, 0, 0), (1, kt, hp, wp, c))[0].astype(acc_dtype)  # [kt,Hp,Wp,C]
+        gs = lax.dynamic_slice(g, (n, t, 0, 0, 0), (1, 1, ho, wo, c))[0, 0].astype(acc_dtype)  # [Ho,Wo,C]
         rows = []
         for j in range(kh):
-            cols = [(xs[:, j:j + ho, k:k + wo, :] * gs).sum(axis=(1, 2)) for k in range(kw)]
-            rows.append(jnp.stack(cols, axis=1))  # [kt, kw, C]
-        return acc + jnp.stack(rows, axis=1)  # [kt, kh, kw, C]
+            row = acc[j]  # [kt, Ho, kw, C]
+            for w0 in range(0, wo, _W_CHUNK):
+                part = None
+                for w in range(w0, min(wo, w0 + _W_CHUNK)):
+                    term = xs[:, j:j + ho, w:w + kw, :] * gs[:, w][:, None, :]
+                    part = term if part is None else part + term
+                row = row + part
+            rows.append(row)
+        return jnp.stack(rows)
 
-    return lax.fori_loop(0, b * to, body, jnp.zeros((kt, kh, kw, c), acc_dtype))
+    acc = lax.fori_loop(0, b * to, body, jnp.zeros((kh, kt, ho, kw, c), acc_dtype))
+    return jnp.transpose(acc.sum(axis=2), (1, 0, 2, 3))
 
 
 def _pad(x: jax.Array, padding: Padding) -> jax.Array:

@@ -14,14 +14,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from coreecho_jax.models.layers import BatchNorm, torch_linear
+from coreecho_jax.models.layers import BatchNorm, Dropout, torch_linear
 
 
 class RegressionHead(nnx.Module):
     """The CoReEcho regressor on an embedding ``[B, dim]``.
 
     Returns ``[B]`` when ``num_outputs == 1`` (EF in percent for CoReEcho), else ``[B, num_outputs]``.
-    ``out_bias_init=None`` keeps torch's default uniform init for the final bias. BatchNorm uses batch
+    ``out_bias_init=None`` keeps torch's default uniform init for the final bias. ``dropout_rng`` picks
+    the mask generator (:class:`coreecho_jax.models.layers.Dropout`). BatchNorm uses batch
     statistics in train mode (so a training batch needs at least 2 samples) and running statistics
     in eval mode; Dropout is active in train mode only.
     """
@@ -33,6 +34,7 @@ class RegressionHead(nnx.Module):
         dropout: float = 0.4,
         out_bias_init: float | None = 55.6,
         num_outputs: int = 1,
+        dropout_rng: str = "hash",
         rngs: nnx.Rngs,
     ):
         if num_outputs < 1:
@@ -40,10 +42,10 @@ class RegressionHead(nnx.Module):
         self.dim = dim
         self.num_outputs = num_outputs
         self.norm1 = BatchNorm(dim)
-        self.drop1 = nnx.Dropout(dropout, rngs=rngs)
+        self.drop1 = Dropout(dropout, rng=dropout_rng, rngs=rngs)
         self.fc1 = torch_linear(dim, dim, rngs=rngs)
         self.norm2 = BatchNorm(dim)
-        self.drop2 = nnx.Dropout(dropout, rngs=rngs)
+        self.drop2 = Dropout(dropout, rng=dropout_rng, rngs=rngs)
         bias_init = None
         if out_bias_init is not None:
             value = float(out_bias_init)
@@ -64,5 +66,5 @@ class ClassificationHead(RegressionHead):
 
     Returns logits ``[B]`` (apply ``jax.nn.sigmoid`` for probabilities)."""
 
-    def __init__(self, dim: int, *, dropout: float = 0.4, rngs: nnx.Rngs):
-        super().__init__(dim, dropout=dropout, out_bias_init=0.0, num_outputs=1, rngs=rngs)
+    def __init__(self, dim: int, *, dropout: float = 0.4, dropout_rng: str = "hash", rngs: nnx.Rngs):
+        super().__init__(dim, dropout=dropout, out_bias_init=0.0, num_outputs=1, dropout_rng=dropout_rng, rngs=rngs)

@@ -5,6 +5,8 @@
 - :class:`Conv3d`: a 3-D convolution whose parameters use the Flax layout ``[kt, kh, kw, in/groups, out]``
   and PyTorch's default initialisation; depthwise, pointwise and patch-embedding cases run through
   faster formulations (see :func:`conv3d`).
+- :class:`Dropout`: element-wise dropout whose mask comes from a counter-based hash by default
+  (25x cheaper than ``jax.random.bernoulli`` on XLA:CPU), with ``nnx.Dropout``'s train/eval switch.
 - :class:`DropPath`: per-sample stochastic depth.
 - :func:`torch_linear`: an ``nnx.Linear`` initialised like ``torch.nn.Linear``.
 """
@@ -150,6 +152,92 @@ class BatchNorm(nnx.Module):
         """Used by ``nnx.view``: ``use_running_average=True`` selects eval mode."""
         if use_running_average is not None:
             self.use_running_average = use_running_average
+
+
+DROPOUT_RNGS = ("hash", "jax")
+
+_GOLDEN = 0x9E3779B9
+
+
+def _fmix32(x: jax.Array) -> jax.Array:
+    """MurmurHash3's 32-bit finaliser (a bijection with full avalanche) on uint32 arrays."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def hash_bernoulli(key: jax.Array, keep_prob: float, shape: Sequence[int]) -> jax.Array:
+    """Boolean mask, True with probability ``keep_prob`` (resolution 2^-32), from a counter-based hash.
+
+    ``bits[i] = fmix32(fmix32(i * golden + s0) ^ s1)`` over the flat index ``i``, with ``(s0, s1)`` mixed
+    from the key's data. One fused elementwise pass, no PRNG kernel: on 2 CPU cores a mask for
+    [2,18,28,28,256] takes ~4 ms against ~100-140 ms with ``jax.random.bernoulli`` (threefry or rbg).
+    The masks are a deterministic function of the key, identical on every backend for the same key
+    data, and partition trivially under sharding. Statistical quality is that of a good hash, ample
+    for dropout masks (not for cryptography or Monte Carlo estimates).
+    """
+    n = math.prod(shape)
+    if n >= 2**32:
+        raise ValueError(f"hash_bernoulli supports fewer than 2**32 elements, got shape {tuple(shape)}")
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    words = jnp.asarray(key).astype(jnp.uint32).reshape(-1)
+    s0 = _fmix32(words[0] ^ jnp.uint32(0x3C6EF372))
+    s1 = _fmix32(words[-1] + jnp.uint32(0xA54FF53A))
+    for extra in range(1, words.shape[0] - 1):
+        s0 = _fmix32(s0 ^ words[extra])
+    idx = jnp.zeros(tuple(shape), jnp.uint32)
+    stride = 1
+    for ax in reversed(range(len(shape))):
+        idx = idx + lax.broadcasted_iota(jnp.uint32, tuple(shape), ax) * jnp.uint32(stride)
+        stride = (stride * shape[ax]) % 2**32
+    bits = _fmix32(_fmix32(idx * jnp.uint32(_GOLDEN) + s0) ^ s1)
+    threshold = min(int(round(keep_prob * 2**32)), 2**32 - 1)
+    return bits < jnp.uint32(threshold)
+
+
+class Dropout(nnx.Module):
+    """Element-wise dropout (``torch.nn.Dropout``): in train mode zero each element with probability
+    ``rate`` and scale the rest by ``1 / (1 - rate)``; identity in eval mode (``deterministic=True``).
+
+    ``rng='hash'`` (default) draws the mask with :func:`hash_bernoulli` (same Bernoulli distribution as
+    torch, a far cheaper generator on CPU); ``rng='jax'`` uses ``jax.random.bernoulli`` exactly like
+    ``nnx.Dropout``. Each call consumes one key from the ``dropout`` stream. ``model.train()`` /
+    ``model.eval()`` / ``nnx.view(..., deterministic=...)`` switch the mode.
+    """
+
+    def __init__(self, rate: float, *, rng: str = "hash", deterministic: bool = False, rngs: nnx.Rngs | None = None):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        if rng not in DROPOUT_RNGS:
+            raise ValueError(f"dropout rng must be one of {DROPOUT_RNGS}, got {rng!r}")
+        self.rate = rate
+        self.rng = rng
+        self.deterministic = deterministic
+        if rate > 0.0:
+            if rngs is None:
+                raise ValueError("Dropout with rate > 0 needs rngs")
+            self.rngs = rngs["dropout"].fork()
+        else:
+            self.rngs = nnx.data(None)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.rate == 0.0 or self.deterministic:
+            return x
+        keep = 1.0 - self.rate
+        key = self.rngs()
+        if self.rng == "hash":
+            mask = hash_bernoulli(key, keep, x.shape)
+        else:
+            mask = jax.random.bernoulli(key, keep, x.shape)
+        return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
+
+    def set_view(self, deterministic: bool | None = None):
+        """Used by ``nnx.view``: ``deterministic=True`` selects eval mode."""
+        if deterministic is not None:
+            self.deterministic = deterministic
 
 
 class DropPath(nnx.Module):

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from coreecho_jax.models.depthwise import IMPLEMENTATIONS
-from coreecho_jax.models.layers import BatchNorm, Conv3d, DropPath, torch_linear
+from coreecho_jax.models.layers import DROPOUT_RNGS, BatchNorm, Conv3d, Dropout, DropPath, torch_linear
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -58,6 +58,8 @@ class UniFormerConfig:
       dtype: compute dtype, 'float32' or 'bfloat16'; parameters always stay float32.
       remat: rematerialise each stage during the backward pass.
       depthwise: depthwise conv implementation: 'auto', 'lax', 'shifted' or 'shifted_autodiff'.
+      dropout_rng: 'hash' (counter-hash masks, fast on CPU) or 'jax' (``jax.random.bernoulli``), see
+        :class:`coreecho_jax.models.layers.Dropout`; both drop with probability ``dropout``.
     """
 
     depth: tuple[int, ...] = (3, 4, 8, 3)
@@ -71,6 +73,7 @@ class UniFormerConfig:
     dtype: str = "float32"
     remat: bool = False
     depthwise: str = "auto"
+    dropout_rng: str = "hash"
 
     def __post_init__(self):
         object.__setattr__(self, "depth", tuple(int(d) for d in self.depth))
@@ -86,6 +89,8 @@ class UniFormerConfig:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.depthwise not in IMPLEMENTATIONS:
             raise ValueError(f"depthwise must be one of {IMPLEMENTATIONS}, got {self.depthwise!r}")
+        if self.dropout_rng not in DROPOUT_RNGS:
+            raise ValueError(f"dropout_rng must be one of {DROPOUT_RNGS}, got {self.dropout_rng!r}")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.drop_path < 1.0:
             raise ValueError(f"dropout and drop_path must be in [0, 1): got {self.dropout}, {self.drop_path}")
         if self.num_classes is not None and self.num_classes < 1:
@@ -149,10 +154,10 @@ class PatchEmbed(nnx.Module):
 class CMlp(nnx.Module):
     """Pointwise-conv MLP: fc1 (1x1x1) -> GELU -> Dropout -> fc2 (1x1x1) -> Dropout."""
 
-    def __init__(self, dim: int, hidden: int, dropout: float, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, dim: int, hidden: int, dropout: float, *, dtype, dropout_rng: str, rngs: nnx.Rngs):
         self.fc1 = Conv3d(dim, hidden, 1, dtype=dtype, rngs=rngs)
         self.fc2 = Conv3d(hidden, dim, 1, dtype=dtype, rngs=rngs)
-        self.drop = nnx.Dropout(dropout, rngs=rngs)
+        self.drop = Dropout(dropout, rng=dropout_rng, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.drop(self.fc2(self.drop(_gelu(self.fc1(x)))))
@@ -172,7 +177,7 @@ class CBlock(nnx.Module):
         self.attn = Conv3d(dim, dim, 5, padding=2, groups=dim, impl=cfg.depthwise, dtype=dt, rngs=rngs)
         self.drop_path = DropPath(drop_path, rngs=rngs)
         self.norm2 = BatchNorm(dim, dtype=dt)
-        self.mlp = CMlp(dim, int(dim * cfg.mlp_ratio), cfg.dropout, dtype=dt, rngs=rngs)
+        self.mlp = CMlp(dim, int(dim * cfg.mlp_ratio), cfg.dropout, dtype=dt, dropout_rng=cfg.dropout_rng, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x + self.pos_embed(x)
@@ -183,14 +188,14 @@ class CBlock(nnx.Module):
 class Attention(nnx.Module):
     """Multi-head self-attention over tokens ``[B, N, C]`` (qkv Linear(C, 3C), proj Linear(C, C))."""
 
-    def __init__(self, dim: int, num_heads: int, dropout: float, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, dim: int, num_heads: int, dropout: float, *, dtype, dropout_rng: str, rngs: nnx.Rngs):
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.dtype = dtype
         linear = dict(kernel_init=_LINEAR_KERNEL_INIT, bias_init=_ZEROS, dtype=dtype, rngs=rngs)
         self.qkv = torch_linear(dim, 3 * dim, **linear)
         self.proj = torch_linear(dim, dim, **linear)
-        self.proj_drop = nnx.Dropout(dropout, rngs=rngs)
+        self.proj_drop = Dropout(dropout, rng=dropout_rng, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, n, c = x.shape
@@ -206,11 +211,11 @@ class Attention(nnx.Module):
 class Mlp(nnx.Module):
     """Token MLP: fc1 -> GELU -> Dropout -> fc2 -> Dropout."""
 
-    def __init__(self, dim: int, hidden: int, dropout: float, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, dim: int, hidden: int, dropout: float, *, dtype, dropout_rng: str, rngs: nnx.Rngs):
         linear = dict(kernel_init=_LINEAR_KERNEL_INIT, bias_init=_ZEROS, dtype=dtype, rngs=rngs)
         self.fc1 = torch_linear(dim, hidden, **linear)
         self.fc2 = torch_linear(hidden, dim, **linear)
-        self.drop = nnx.Dropout(dropout, rngs=rngs)
+        self.drop = Dropout(dropout, rng=dropout_rng, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.drop(self.fc2(self.drop(_gelu(self.fc1(x)))))
@@ -224,10 +229,10 @@ class SABlock(nnx.Module):
         dt = cfg.compute_dtype
         self.pos_embed = Conv3d(dim, dim, 3, padding=1, groups=dim, impl=cfg.depthwise, dtype=dt, rngs=rngs)
         self.norm1 = _layer_norm(dim, 1e-6, dt, rngs)
-        self.attn = Attention(dim, num_heads, cfg.dropout, dtype=dt, rngs=rngs)
+        self.attn = Attention(dim, num_heads, cfg.dropout, dtype=dt, dropout_rng=cfg.dropout_rng, rngs=rngs)
         self.drop_path = DropPath(drop_path, rngs=rngs)
         self.norm2 = _layer_norm(dim, 1e-6, dt, rngs)
-        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.dropout, dtype=dt, rngs=rngs)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.dropout, dtype=dt, dropout_rng=cfg.dropout_rng, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x + self.pos_embed(x)
@@ -238,7 +243,7 @@ class SABlock(nnx.Module):
         return tokens.reshape(b, t, h, w, c)
 
 
-def _run_stage(patch_embed: PatchEmbed, pos_drop: nnx.Dropout | None, blocks: nnx.List, x: jax.Array):
+def _run_stage(patch_embed: PatchEmbed, pos_drop: Dropout | None, blocks: nnx.List, x: jax.Array):
     x = patch_embed(x)
     embedded = x
     if pos_drop is not None:
@@ -273,7 +278,7 @@ class UniFormer(nnx.Module):
         self.patch_embed2 = PatchEmbed(d[0], d[1], (1, 2, 2), (1, 2, 2), 0, impl=imp, dtype=dt, rngs=rngs)
         self.patch_embed3 = PatchEmbed(d[1], d[2], (1, 2, 2), (1, 2, 2), 0, impl=imp, dtype=dt, rngs=rngs)
         self.patch_embed4 = PatchEmbed(d[2], d[3], (1, 2, 2), (1, 2, 2), 0, impl=imp, dtype=dt, rngs=rngs)
-        self.pos_drop = nnx.Dropout(cfg.dropout, rngs=rngs)
+        self.pos_drop = Dropout(cfg.dropout, rng=cfg.dropout_rng, rngs=rngs)
         total = sum(cfg.depth)
         dpr = [cfg.drop_path * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
         offs = [sum(cfg.depth[:i]) for i in range(4)]
