@@ -379,23 +379,27 @@ _DIRECT_SPREAD = {4: 60.0, 8: 600.0}
 
 def _first_false(predicate, lo: jax.Array, hi: jax.Array, steps: int) -> jax.Array:
     """Elementwise binary search: first ``k`` in ``[lo, hi)`` with ``predicate(k)`` False (a true-prefix
-    predicate), ``hi`` if none. ``steps >= bit_length(hi - lo)``."""
-    for _ in range(steps):
-        active = lo < hi
-        mid = (lo + hi) // 2
-        holds = predicate(mid)
-        lo = jnp.where(active & holds, mid + 1, lo)
-        hi = jnp.where(active & ~holds, mid, hi)
-    return lo
+    predicate), ``hi`` if none. ``steps >= bit_length(hi - lo)``. Branchless (one carried array):
+    try to advance by ``2^(steps-1), ..., 2, 1`` while everything passed over satisfies the predicate."""
+    # a loop, not unrolled: XLA would fuse the unrolled chain into each user and repeat it (10x)
+
+    def body(s, pos):
+        candidate = pos + jnp.left_shift(1, steps - 1 - s).astype(pos.dtype)
+        return jnp.where((candidate <= hi) & predicate(candidate - 1), candidate, pos)
+
+    return lax.fori_loop(0, steps, body, lo)
 
 
-def _extend(index: jax.Array, can_move, move) -> jax.Array:
-    """Apply ``move`` where ``can_move`` holds until it holds nowhere (usually zero iterations)."""
+def _extend(index: jax.Array, can_move, move, first: jax.Array) -> jax.Array:
+    """Apply ``move`` where ``can_move`` holds until it holds nowhere; ``first = can_move(index)``,
+    passed in because callers get it cheaply. Usually it is all False and the loop body never runs."""
 
-    def body(idx):
-        return jnp.where(can_move(idx), move(idx), idx)
+    def body(state):
+        idx, moving = state
+        idx = jnp.where(moving, move(idx), idx)
+        return idx, can_move(idx)
 
-    return lax.while_loop(lambda idx: jnp.any(can_move(idx)), body, index)
+    return lax.while_loop(lambda state: jnp.any(state[1]), body, (index, first))[0]
 
 
 def _cumsum_rows(x: jax.Array, block: int = 16) -> jax.Array:
@@ -453,8 +457,12 @@ class _LabelOrder:
         return jnp.abs(self.z[:, None] - jnp.take(self.z, k, mode="clip"))
 
     def outer_bounds(self) -> tuple[jax.Array, jax.Array]:
-        """``S(i, m) = [0, a) u [b, n)``: ``a`` = #left with distance >= r, ``b`` = first right one."""
-        n, r, right, split = self.n, self.radius, self.right, self.split
+        """``S(i, m) = [0, a) u [b, n)``: ``a`` = #left with distance >= r, ``b`` = first right one.
+
+        The side opposite to ``m`` needs a binary search; on ``m``'s own side the bound is the edge
+        of ``m``'s equal-label group, pushed further only over distinct labels whose distance
+        rounds to the same float (checked per column, so the usual case costs no gather)."""
+        n, r, right, split, z = self.n, self.radius, self.right, self.split, self.z
         dist = self.distance_to
         cross = _first_false(
             lambda k: (dist(k) < r) != right,
@@ -462,11 +470,21 @@ class _LabelOrder:
             jnp.where(right, split, n),
             n.bit_length(),
         )
-        start_a = jnp.broadcast_to(self.upper[None, :], (n, n))
-        same_a = _extend(start_a, lambda a: (a < split) & (dist(a) >= r), lambda a: jnp.take(self.upper, a, mode="clip"))
-        start_b = jnp.broadcast_to(self.lower[None, :], (n, n))
+        upper = jnp.broadcast_to(self.upper[None, :], (n, n))
+        z_upper = jnp.take(z, self.upper, mode="clip")[None, :]
+        same_a = _extend(
+            upper,
+            lambda a: (a < split) & (dist(a) >= r),
+            lambda a: jnp.take(self.upper, a, mode="clip"),
+            (upper < split) & (jnp.abs(z[:, None] - z_upper) >= r),
+        )
+        lower = jnp.broadcast_to(self.lower[None, :], (n, n))
+        z_below = jnp.take(z, self.lower - 1, mode="clip")[None, :]
         same_b = _extend(
-            start_b, lambda b: (b > split) & (dist(b - 1) >= r), lambda b: jnp.take(self.lower, b - 1, mode="clip")
+            lower,
+            lambda b: (b > split) & (dist(b - 1) >= r),
+            lambda b: jnp.take(self.lower, b - 1, mode="clip"),
+            (lower > split) & (jnp.abs(z[:, None] - z_below) >= r),
         )
         return jnp.where(right, cross, same_a), jnp.where(right, same_b, cross)
 
@@ -475,9 +493,19 @@ class _LabelOrder:
         n, r, right = self.n, self.radius, self.right
         dist = self.distance_to
         start_a = jnp.where(right, a, self.lower[None, :])
-        inner_a = _extend(start_a, lambda k: (k > 0) & (dist(k - 1) <= r), lambda k: jnp.take(self.lower, k - 1, mode="clip"))
+        inner_a = _extend(
+            start_a,
+            lambda k: (k > 0) & (dist(k - 1) <= r),
+            lambda k: jnp.take(self.lower, k - 1, mode="clip"),
+            (start_a > 0) & (dist(start_a - 1) <= r),
+        )
         start_b = jnp.where(right, self.upper[None, :], b)
-        inner_b = _extend(start_b, lambda k: (k < n) & (dist(k) <= r), lambda k: jnp.take(self.upper, k, mode="clip"))
+        inner_b = _extend(
+            start_b,
+            lambda k: (k < n) & (dist(k) <= r),
+            lambda k: jnp.take(self.upper, k, mode="clip"),
+            (start_b < n) & (dist(start_b) <= r),
+        )
         return inner_a, inner_b
 
 
