@@ -109,11 +109,14 @@ def main() -> None:
                 )
                 continue
             result[form] = time_form(form, n, args.dim, repeats, args.check_memory)
-            print(f"  2N={n:5d} {form:8s} {result[form]['ms']:10.2f} ms  (compile {result[form]['compile_s']:.1f} s)",
-                  flush=True)
+            timing = result[form]
+            print(f"  2N={n:5d} {form:8s} {timing['ms']:10.2f} ms  (compile {timing['compile_s']:.1f} s)", flush=True)
         rows.append((n, result))
 
-    header = "| 2N | torch baseline ms | pairwise ms | sorted ms | auto picks | speedup (auto vs torch) | compile s (pairwise / sorted) |"
+    header = (
+        "| 2N | torch baseline ms | pairwise ms | sorted ms | auto picks | speedup (auto vs torch) "
+        "| compile s (pairwise / sorted) |"
+    )
     if args.check_memory:
         header += " XLA temp MiB (pairwise / sorted) |"
     print()

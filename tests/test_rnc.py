@@ -24,8 +24,6 @@ from tests.paths import FIXTURES, REPO
 CASES_FILE = FIXTURES / "rnc" / "rnc_cases.npz"
 PAD_N, PAD_D = 16, 32  # every fixture case fits: N <= 16, D <= 32
 
-# private forms of the 'sorted' implementation (rnc._rnc_flat accepts them)
-SORTED_VARIANTS = ("sorted_label_order", "sorted_label_order:direct", "sorted_per_anchor")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,7 +200,9 @@ def test_fixtures_float64(cases, implementation):
 
 def test_fixtures_per_anchor_sort(cases):
     """The per-anchor sort (used for K > 1 labels, and as the large-batch stable fallback)."""
-    _check_against_fixtures(cases, "sorted_per_anchor", jnp.float32, loss_rtol=1e-5, grad_rtol=1e-4, layouts=("official",))
+    _check_against_fixtures(
+        cases, "sorted_per_anchor", jnp.float32, loss_rtol=1e-5, grad_rtol=1e-4, layouts=("official",)
+    )
 
 
 def test_large_batch_stable_fallback(monkeypatch):
@@ -214,7 +214,8 @@ def test_large_batch_stable_fallback(monkeypatch):
     x, y, valid = x[:20], y[:20], valid[:20]
     x = x.at[3].multiply(300.0)  # spread >> 60 at tau = 1
     ref_loss, ref_grad = jax.value_and_grad(lambda x: _reference_loss_pairwise(x, y, valid))(x)
-    loss, grad = jax.jit(jax.value_and_grad(lambda x: rnc.rnc_loss(x, y, valid=valid, temperature=1.0, implementation="sorted")))(x)
+    sorted_loss = lambda x: rnc.rnc_loss(x, y, valid=valid, temperature=1.0, implementation="sorted")  # noqa: E731
+    loss, grad = jax.jit(jax.value_and_grad(sorted_loss))(x)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
     # the 300x row's distance gradients carry float32 rounding of its large norm (~1e-5 relative)
     np.testing.assert_allclose(grad, ref_grad, atol=2e-5 * float(jnp.abs(ref_grad).max()))
@@ -248,7 +249,10 @@ def test_gram_distances_match_fixtures(cases):
 
     feats, labels, valid, tau, ref_loss, ref_grad = _padded_stack(cases)
     loss, grad = jax.jit(jax.vmap(jax.value_and_grad(fn)))(
-        jnp.asarray(feats, jnp.float32), jnp.asarray(labels, jnp.float32), jnp.asarray(valid), jnp.asarray(tau, jnp.float32)
+        jnp.asarray(feats, jnp.float32),
+        jnp.asarray(labels, jnp.float32),
+        jnp.asarray(valid),
+        jnp.asarray(tau, jnp.float32),
     )
     np.testing.assert_allclose(np.asarray(loss), ref_loss, rtol=1e-5)
     for k in range(len(ref_loss)):
@@ -380,7 +384,9 @@ def test_fewer_than_two_valid_rows_gives_zero():
     assert float(loss) == 0.0 and np.all(np.asarray(grad) == 0.0)
 
 
-@pytest.mark.parametrize("dtype,implementations", [(jnp.bfloat16, ("pairwise", "sorted")), (jnp.float16, ("pairwise",))])
+@pytest.mark.parametrize(
+    "dtype,implementations", [(jnp.bfloat16, ("pairwise", "sorted")), (jnp.float16, ("pairwise",))]
+)
 def test_half_precision_inputs(dtype, implementations):
     x, y, valid = _standard_batch(100)
     low = x.astype(dtype)
