@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from coreecho_jax.models.layers import BatchNorm, DropPath
+from coreecho_jax.models.layers import BatchNorm, Dropout, DropPath, hash_bernoulli
 from coreecho_jax.models.rngs import make_rngs
 from coreecho_jax.models.uniformer import (
     PRESETS,
     UniFormer,
     UniFormerConfig,
+    attention_core,
     stage_shapes,
     uniformer_config,
 )
@@ -224,3 +225,45 @@ def test_remat_gives_the_same_gradients_and_statistics():
     chex.assert_trees_all_close(g_remat, g_plain, rtol=1e-5, atol=1e-7)
     assert any(np.any(np.asarray(v) != 0) for v in jax.tree.leaves(g_plain))
     chex.assert_trees_all_close(nnx.state(remat, nnx.BatchStat), nnx.state(plain, nnx.BatchStat), rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.3])
+def test_attention_core_custom_vjp_matches_autodiff(scale):
+    rng = np.random.default_rng(6)
+    q, k, v = (jnp.asarray(rng.standard_normal((2, 3, 11, 8)), jnp.float32) for _ in range(3))
+
+    def reference(q, k, v):
+        p = jax.nn.softmax(jnp.einsum("bhqd,bhkd->bhqk", q, k) * scale, axis=-1)
+        return jnp.einsum("bhqk,bhkd->bhqd", p, v)
+
+    cot = jnp.asarray(rng.standard_normal((2, 3, 11, 8)), jnp.float32)
+    out, pull = jax.vjp(lambda *a: attention_core(*a, scale), q, k, v)
+    ref_out, ref_pull = jax.vjp(reference, q, k, v)
+    chex.assert_trees_all_close(out, ref_out, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(pull(cot), ref_pull(cot), rtol=1e-5, atol=1e-5)
+
+
+def test_hash_dropout_masks():
+    keep = 0.9
+    key = jax.random.key(11)
+    mask = np.asarray(hash_bernoulli(key, keep, (1000, 1000)))
+    assert abs(mask.mean() - keep) < 2e-3  # binomial sd 3e-4
+    assert abs(mask[:, :500].mean() - mask[:, 500:].mean()) < 4e-3  # no drift along the index
+    np.testing.assert_array_equal(mask, np.asarray(hash_bernoulli(key, keep, (1000, 1000))))
+    other = np.asarray(hash_bernoulli(jax.random.key(12), keep, (1000, 1000)))
+    assert abs((mask == other).mean() - (keep**2 + (1 - keep) ** 2)) < 3e-3  # independent masks
+    np.testing.assert_array_equal(np.asarray(hash_bernoulli(jax.random.key(11, impl="rbg"), 0.0, (5,))), False)
+
+
+@pytest.mark.parametrize("rng", ["hash", "jax"])
+def test_dropout_module(rng):
+    drop = Dropout(0.25, rng=rng, rngs=make_rngs(0))
+    x = jnp.ones((400, 50))
+    y1, y2 = np.asarray(drop(x)), np.asarray(drop(x))
+    assert set(np.unique(y1)) == {0.0, np.float32(1 / 0.75)}
+    assert abs((y1 == 0).mean() - 0.25) < 0.02
+    assert not np.array_equal(y1, y2)  # each call draws a new key
+    drop.eval()
+    chex.assert_trees_all_equal(drop(x), x)
+    with pytest.raises(ValueError, match="dropout rng must be one of"):
+        Dropout(0.1, rng="philox", rngs=make_rngs(0))

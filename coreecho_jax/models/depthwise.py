@@ -32,8 +32,8 @@ Padding = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 
 IMPLEMENTATIONS = ("auto", "lax", "shifted", "shifted_autodiff")
 
-# Kernels with more taps than this are summed per temporal offset inside a loop (see module doc).
-_MAX_UNROLLED_TAPS = 0
+# Kernels with more taps than this are summed per temporal offset inside a loop (see _correlate_valid).
+_MAX_UNROLLED_TAPS = 48
 # Terms per fused sum in the kernel gradient (same XLA:CPU limitation).
 _W_CHUNK = 14
 
@@ -64,6 +64,14 @@ def _correlate_valid(xp: jax.Array, w: jax.Array) -> jax.Array:
     """VALID correlation of ``xp`` [B,Tp,Hp,Wp,C] with a per-channel kernel ``w`` [kt,kh,kw,C].
 
     Returns [B, Tp-kt+1, Hp-kh+1, Wp-kw+1, C], accumulated in at least float32, in that dtype.
+
+    Always written as a ``lax.fori_loop`` so that ``xp`` is a materialised loop operand: if XLA fused
+    the producers of ``xp`` (residual adds, dropout masks, norm backward...) into the shifted sum,
+    it would recompute them once per tap, which compounded over the blocks of a stage (8 SABlocks
+    with dropout: 14 s instead of 3 s CPU per step, measured). Kernels with at most
+    ``_MAX_UNROLLED_TAPS`` taps loop over output frames with all taps in one fused sum; larger ones
+    loop over the temporal offset (XLA:CPU generates very slow code for a single fused sum of 125
+    shifted operands).
     """
     kt, kh, kw, _ = w.shape
     b, tp, hp, wp, c = xp.shape
@@ -71,28 +79,29 @@ def _correlate_valid(xp: jax.Array, w: jax.Array) -> jax.Array:
     acc_dtype = _acc_dtype(xp.dtype)
     w = w.astype(acc_dtype)
 
-    def plane_sum(x_t: jax.Array, w_t: jax.Array) -> jax.Array:
-        # x_t: [B, To, Hp, Wp, C] (already shifted in time); w_t: [kh, kw, C]
+    def taps(x: jax.Array, w_: jax.Array, t_len: int) -> jax.Array:
+        # x: [B, t_len + kt_ - 1, Hp, Wp, C]; w_: [kt_, kh, kw, C] -> [B, t_len, Ho, Wo, C]
         acc = None
-        for j in range(kh):
-            for k in range(kw):
-                term = x_t[:, :, j:j + ho, k:k + wo, :].astype(acc_dtype) * w_t[j, k]
-                acc = term if acc is None else acc + term
+        for i in range(w_.shape[0]):
+            for j in range(kh):
+                for k in range(kw):
+                    term = x[:, i:i + t_len, j:j + ho, k:k + wo, :].astype(acc_dtype) * w_[i, j, k]
+                    acc = term if acc is None else acc + term
         return acc
 
     if kt * kh * kw <= _MAX_UNROLLED_TAPS:
-        acc = None
-        for i in range(kt):
-            term = plane_sum(xp[:, i:i + to], w[i])
-            acc = term if acc is None else acc + term
-        return acc
+        def frame(t, out):
+            x_t = lax.dynamic_slice_in_dim(xp, t, kt, axis=1)
+            return lax.dynamic_update_slice_in_dim(out, taps(x_t, w, 1), t, axis=1)
 
-    def body(i, acc):
+        return lax.fori_loop(0, to, frame, jnp.zeros((b, to, ho, wo, c), acc_dtype))
+
+    def offset(i, acc):
         x_t = lax.dynamic_slice_in_dim(xp, i, to, axis=1)
-        w_t = lax.dynamic_index_in_dim(w, i, axis=0, keepdims=False)
-        return acc + plane_sum(x_t, w_t)
+        w_t = lax.dynamic_index_in_dim(w, i, axis=0, keepdims=True)
+        return acc + taps(x_t, w_t, to)
 
-    return lax.fori_loop(0, kt, body, jnp.zeros((b, to, ho, wo, c), acc_dtype))
+    return lax.fori_loop(0, kt, offset, jnp.zeros((b, to, ho, wo, c), acc_dtype))
 
 
 def _kernel_grad(xp: jax.Array, g: jax.Array, kernel_shape: tuple[int, int, int]) -> jax.Array:
