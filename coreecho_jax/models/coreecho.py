@@ -45,6 +45,7 @@ class CoReEcho(nnx.Module):
             dropout=head_dropout,
             out_bias_init=head_bias_init,
             dropout_rng=config.dropout_rng,
+            unbiased_running_var=config.unbiased_running_var,
             rngs=rngs,
         )
 
@@ -69,6 +70,7 @@ MODEL_CONFIG_KEYS = (
     "remat",
     "depthwise",
     "dropout_rng",
+    "unbiased_running_var",
     "seed",
     "rng_impl",
 )
@@ -94,6 +96,8 @@ def build_coreecho(config: Mapping[str, Any] | Any) -> CoReEcho:
       remat: rematerialise each encoder stage (False).
       depthwise: 'auto' (default), 'lax', 'shifted' or 'shifted_autodiff'.
       dropout_rng: dropout mask generator for encoder and head, 'hash' (default) or 'jax'.
+      unbiased_running_var: BatchNorm running variance updated torch-style (True, default) or
+        Flax-style (False), encoder and head.
       seed: integer seed for parameter init and dropout (0).
       rng_impl: JAX key implementation of the init/dropout streams, 'rbg' (default, fast to compile on
         CPU) or 'threefry2x32' (see :mod:`coreecho_jax.models.rngs`).
@@ -104,7 +108,8 @@ def build_coreecho(config: Mapping[str, Any] | Any) -> CoReEcho:
     if unknown:
         raise ValueError(f"unknown model config keys {sorted(unknown)}; accepted: {list(MODEL_CONFIG_KEYS)}")
     enc_keys = (
-        "dims", "depth", "head_dim", "mlp_ratio", "dropout", "drop_path", "dtype", "remat", "depthwise", "dropout_rng"
+        "dims", "depth", "head_dim", "mlp_ratio", "dropout", "drop_path", "dtype", "remat", "depthwise",
+        "dropout_rng", "unbiased_running_var",
     )
     overrides = {k: cfg[k] for k in enc_keys if cfg.get(k) is not None}
     encoder_cfg = uniformer_config(cfg.get("preset") or "small", **overrides)

@@ -22,7 +22,8 @@ class RegressionHead(nnx.Module):
 
     Returns ``[B]`` when ``num_outputs == 1`` (EF in percent for CoReEcho), else ``[B, num_outputs]``.
     ``out_bias_init=None`` keeps torch's default uniform init for the final bias. ``dropout_rng`` picks
-    the mask generator (:class:`coreecho_jax.models.layers.Dropout`). BatchNorm uses batch
+    the mask generator (:class:`coreecho_jax.models.layers.Dropout`); ``unbiased_running_var=False``
+    switches the BatchNorms to Flax's biased running-variance update. BatchNorm uses batch
     statistics in train mode (so a training batch needs at least 2 samples) and running statistics
     in eval mode; Dropout is active in train mode only.
     """
@@ -35,16 +36,17 @@ class RegressionHead(nnx.Module):
         out_bias_init: float | None = 55.6,
         num_outputs: int = 1,
         dropout_rng: str = "hash",
+        unbiased_running_var: bool = True,
         rngs: nnx.Rngs,
     ):
         if num_outputs < 1:
             raise ValueError(f"num_outputs must be positive, got {num_outputs}")
         self.dim = dim
         self.num_outputs = num_outputs
-        self.norm1 = BatchNorm(dim)
+        self.norm1 = BatchNorm(dim, unbiased_running_var=unbiased_running_var)
         self.drop1 = Dropout(dropout, rng=dropout_rng, rngs=rngs)
         self.fc1 = torch_linear(dim, dim, rngs=rngs)
-        self.norm2 = BatchNorm(dim)
+        self.norm2 = BatchNorm(dim, unbiased_running_var=unbiased_running_var)
         self.drop2 = Dropout(dropout, rng=dropout_rng, rngs=rngs)
         bias_init = None
         if out_bias_init is not None:

@@ -62,6 +62,8 @@ class UniFormerConfig:
       depthwise: depthwise conv implementation: 'auto', 'lax', 'shifted' or 'shifted_autodiff'.
       dropout_rng: 'hash' (counter-hash masks, fast on CPU) or 'jax' (``jax.random.bernoulli``), see
         :class:`coreecho_jax.models.layers.Dropout`; both drop with probability ``dropout``.
+      unbiased_running_var: BatchNorm running-variance update with the unbiased batch variance, as
+        torch (True), or the biased one, as Flax (False).
     """
 
     depth: tuple[int, ...] = (3, 4, 8, 3)
@@ -76,6 +78,7 @@ class UniFormerConfig:
     remat: bool = False
     depthwise: str = "auto"
     dropout_rng: str = "hash"
+    unbiased_running_var: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "depth", tuple(int(d) for d in self.depth))
@@ -173,12 +176,12 @@ class CBlock(nnx.Module):
     def __init__(self, dim: int, cfg: UniFormerConfig, drop_path: float, *, rngs: nnx.Rngs):
         dt = cfg.compute_dtype
         self.pos_embed = Conv3d(dim, dim, 3, padding=1, groups=dim, impl=cfg.depthwise, dtype=dt, rngs=rngs)
-        self.norm1 = BatchNorm(dim, dtype=dt)
+        self.norm1 = BatchNorm(dim, unbiased_running_var=cfg.unbiased_running_var, dtype=dt)
         self.conv1 = Conv3d(dim, dim, 1, dtype=dt, rngs=rngs)
         self.conv2 = Conv3d(dim, dim, 1, dtype=dt, rngs=rngs)
         self.attn = Conv3d(dim, dim, 5, padding=2, groups=dim, impl=cfg.depthwise, dtype=dt, rngs=rngs)
         self.drop_path = DropPath(drop_path, rngs=rngs)
-        self.norm2 = BatchNorm(dim, dtype=dt)
+        self.norm2 = BatchNorm(dim, unbiased_running_var=cfg.unbiased_running_var, dtype=dt)
         self.mlp = CMlp(dim, int(dim * cfg.mlp_ratio), cfg.dropout, dtype=dt, dropout_rng=cfg.dropout_rng, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -344,7 +347,7 @@ class UniFormer(nnx.Module):
         self.blocks4 = nnx.List(
             [SABlock(d[3], heads[3], cfg, dpr[offs[3] + i], rngs=rngs) for i in range(cfg.depth[3])]
         )
-        self.norm = BatchNorm(d[3], dtype=dt)
+        self.norm = BatchNorm(d[3], unbiased_running_var=cfg.unbiased_running_var, dtype=dt)
         if cfg.num_classes is not None:
             self.head = torch_linear(d[3], cfg.num_classes, kernel_init=_LINEAR_KERNEL_INIT, bias_init=_ZEROS, rngs=rngs)
         else:
