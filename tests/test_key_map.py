@@ -155,8 +155,10 @@ def test_load_coreecho_checkpoint_layout(tiny_keys):
     assert head.ignored == ("0.num_batches_tracked", "3.num_batches_tracked")
     np.testing.assert_array_equal(model.head.fc1.kernel[...], reg_state["module.2.weight"].T)
     np.testing.assert_array_equal(model.head.norm2.mean[...], reg_state["module.3.running_mean"])
-    np.testing.assert_array_equal(model.encoder.blocks4[0].mlp.fc2.bias[...], model_state["module.blocks4.0.mlp.fc2.bias"])
-    with pytest.raises(KeyMapError, match=r"head state does not fit RegressionHead:\n  missing keys \(2\): 6.bias, 6.weight"):
+    np.testing.assert_array_equal(
+        model.encoder.blocks4[0].mlp.fc2.bias[...], model_state["module.blocks4.0.mlp.fc2.bias"])
+    msg = r"head state does not fit RegressionHead:\n  missing keys \(2\): 6.bias, 6.weight"
+    with pytest.raises(KeyMapError, match=msg):
         load_head_weights(model.head, {k: v for k, v in strip_prefix(reg_state).items() if not k.startswith("6.")})
 
 

@@ -174,9 +174,10 @@ def load_torch_state(
             continue
         array = np.asarray(state[key])
         if tuple(array.shape) != target.torch_shape:
+            nnx_name = ".".join(map(str, target.path))
             problems.append(
                 f"shape mismatch for {key}: {what} has {tuple(array.shape)}, model expects "
-                f"{target.torch_shape} (torch layout; NNX {'.'.join(map(str, target.path))} {tuple(target.variable.shape)})"
+                f"{target.torch_shape} (torch layout; NNX {nnx_name} {tuple(target.variable.shape)})"
             )
             continue
         if not np.issubdtype(array.dtype, np.floating):

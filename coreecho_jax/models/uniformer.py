@@ -330,7 +330,9 @@ class UniFormer(nnx.Module):
         dt = cfg.compute_dtype
         d = cfg.dims
         imp = cfg.depthwise
-        self.patch_embed1 = PatchEmbed(cfg.in_chans, d[0], (3, 4, 4), (2, 4, 4), (1, 0, 0), impl=imp, dtype=dt, rngs=rngs)
+        self.patch_embed1 = PatchEmbed(
+            cfg.in_chans, d[0], (3, 4, 4), (2, 4, 4), (1, 0, 0), impl=imp, dtype=dt, rngs=rngs
+        )
         self.patch_embed2 = PatchEmbed(d[0], d[1], (1, 2, 2), (1, 2, 2), 0, impl=imp, dtype=dt, rngs=rngs)
         self.patch_embed3 = PatchEmbed(d[1], d[2], (1, 2, 2), (1, 2, 2), 0, impl=imp, dtype=dt, rngs=rngs)
         self.patch_embed4 = PatchEmbed(d[2], d[3], (1, 2, 2), (1, 2, 2), 0, impl=imp, dtype=dt, rngs=rngs)
@@ -349,7 +351,9 @@ class UniFormer(nnx.Module):
         )
         self.norm = BatchNorm(d[3], unbiased_running_var=cfg.unbiased_running_var, dtype=dt)
         if cfg.num_classes is not None:
-            self.head = torch_linear(d[3], cfg.num_classes, kernel_init=_LINEAR_KERNEL_INIT, bias_init=_ZEROS, rngs=rngs)
+            self.head = torch_linear(
+                d[3], cfg.num_classes, kernel_init=_LINEAR_KERNEL_INIT, bias_init=_ZEROS, rngs=rngs
+            )
         else:
             self.head = nnx.data(None)
 
