@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from coreecho_jax.checkpoints.torch_pth import strip_module_prefix
 from coreecho_jax.models.head import RegressionHead
 from coreecho_jax.models.layers import BatchNorm
 from coreecho_jax.models.uniformer import UniFormer, UniFormerConfig
@@ -223,15 +224,13 @@ def load_coreecho_weights(
     return enc, head
 
 
-def strip_prefix(state: Mapping[str, np.ndarray], prefix: str = "module.") -> dict[str, np.ndarray]:
-    """Remove ``prefix`` from the keys that carry it (DataParallel's ``module.``)."""
-    out: dict[str, np.ndarray] = {}
-    for k, v in state.items():
-        nk = k[len(prefix):] if k.startswith(prefix) else k
-        if nk in out:
-            raise KeyMapError(f"key {k!r} collides with another key after stripping {prefix!r}")
-        out[nk] = v
-    return out
+def strip_prefix(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Remove DataParallel's ``module.`` from the keys that carry it (the reader's
+    :func:`~coreecho_jax.checkpoints.torch_pth.strip_module_prefix`, raising :class:`KeyMapError`)."""
+    try:
+        return strip_module_prefix(state)
+    except ValueError as e:
+        raise KeyMapError(f"a key collides with another key after stripping 'module.': {e}") from e
 
 
 def _require(state: Mapping[str, np.ndarray], key: str, ndim: int) -> np.ndarray:
