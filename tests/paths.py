@@ -1,7 +1,6 @@
-"""Where the shared reference material lies: ``shared/`` beside the repository checkout."""
+"""Where the tests' reference material lies: ``tests/fixtures/`` inside the repository (see its README)."""
 
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-FIXTURES = SHARED / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"

@@ -2,30 +2,59 @@
 
 import os
 import pickle
+import pickletools
 
 import numpy as np
 import pytest
 
 from coreecho_jax.data import start_indexes as si
-from tests.paths import FIXTURES
-
-OFFICIAL_PKL = FIXTURES / "coreecho" / "test_start_indexes.pkl"
 
 
-def test_official_pickle_loads():
-    starts = si.load_start_indexes(OFFICIAL_PKL)
+def official_format_pickle(path, n: int = 1276, seed: int = 0):
+    """Writes a file in the format of CoReEcho's published ``test_start_indexes.pkl``.
+
+    That file (CC BY-NC 4.0, so not shipped here) is a protocol-4 pickle of ``{name.avi: int64[3]}``
+    written by numpy 1.x, whose arrays are rebuilt through ``numpy.core.multiarray._reconstruct``.
+    numpy 2 writes ``numpy._core``; the stream is rewritten to the 1.x module name (frames removed, as
+    the protocol allows), so the reader sees the official structure.
+    """
+    rng = np.random.default_rng(seed)
+    starts = {f"0X{i:016X}.avi": rng.choice(803, size=3, replace=False).astype(np.int64) for i in range(n)}
+    data = pickle.dumps(starts, protocol=4)
+    new, old = b"numpy.core.multiarray", b"numpy._core.multiarray"
+    if old in data:  # numpy 2: SHORT_BINUNICODE <len> name; drop the framing so lengths stay valid
+        body = _unframe(data)
+        data = body.replace(bytes([0x8C, len(old)]) + old, bytes([0x8C, len(new)]) + new)
+    assert b"numpy.core.multiarray" in data and b"numpy._core" not in data
+    path.write_bytes(data)
+    return starts
+
+
+def _unframe(data: bytes) -> bytes:
+    """Removes protocol-4 FRAME opcodes (optional by the spec) so edited frames need no new lengths."""
+    ops = list(pickletools.genops(data))
+    bounds = [pos for _, _, pos in ops] + [len(data)]
+    return b"".join(data[bounds[i] : bounds[i + 1]] for i, (op, _, _) in enumerate(ops) if op.name != "FRAME")
+
+
+@pytest.fixture(scope="module")
+def official_pkl(tmp_path_factory):
+    path = tmp_path_factory.mktemp("official") / "test_start_indexes.pkl"
+    return path, official_format_pickle(path)
+
+
+def test_official_pickle_loads(official_pkl):
+    path, expected = official_pkl
+    starts = si.load_start_indexes(path)
     assert len(starts) == 1276
     assert all(k.endswith(".avi") for k in starts)
     values = np.stack(list(starts.values()))
     assert values.shape == (1276, 3) and values.dtype == np.int64
     assert values.min() >= 0 and values.max() <= 802
     assert all(len(set(v.tolist())) == 3 for v in values)
-    # Same content as an (unsafe) plain pickle load of this trusted fixture.
-    with open(OFFICIAL_PKL, "rb") as f:
-        plain = pickle.load(f)
-    assert plain.keys() == starts.keys()
-    for k in plain:
-        np.testing.assert_array_equal(plain[k], starts[k])
+    assert expected.keys() == starts.keys()
+    for k in expected:
+        np.testing.assert_array_equal(expected[k], starts[k])
 
 
 class _Evil:
@@ -78,8 +107,8 @@ def test_bad_content_and_missing_file(tmp_path):
         si.load_start_indexes(tmp_path / "x.csv")
 
 
-def test_json_round_trip_of_official_file(tmp_path):
-    starts = si.load_start_indexes(OFFICIAL_PKL)
+def test_json_round_trip_of_official_file(tmp_path, official_pkl):
+    starts = si.load_start_indexes(official_pkl[0])
     path = si.save_start_indexes_json(starts, tmp_path / "starts.json")
     back = si.load_start_indexes(path)
     assert back.keys() == starts.keys()
