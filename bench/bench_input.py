@@ -31,13 +31,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coreecho_jax.data import clips, echonet  # noqa: E402
+from coreecho_jax.data import clips, echonet
 
 MEAN3 = clips.MEAN.reshape(3, 1, 1, 1)
 STD3 = clips.STD.reshape(3, 1, 1, 1)
 
 
-def official_clip(path: Path, rng: np.random.Generator, frames: int = 36, stride: int = 4, pad: int = 6) -> np.ndarray:
+def official_clip(
+    path: Path, rng: np.random.Generator, frames: int = 36, stride: int = 4, pad: int = 6
+) -> np.ndarray:
     """One training clip the way the official loader makes it: float32 ``(3, T, 112, 112)``."""
     capture = cv2.VideoCapture(str(path))
     decoded = []
@@ -57,7 +59,7 @@ def official_clip(path: Path, rng: np.random.Generator, frames: int = 36, stride
     image = clip.reshape(c * frames, h, w).transpose(1, 2, 0)
     image = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
     dy, dx = (int((2 * pad + 1) * rng.random()) for _ in range(2))
-    image = image[dy:dy + h, dx:dx + w]
+    image = image[dy : dy + h, dx : dx + w]
     clip = image.transpose(2, 0, 1).reshape(c, frames, h, w)
     return (clip - MEAN3) / STD3
 
@@ -119,7 +121,9 @@ def main() -> None:
 
     root = args.workdir / f"synthetic_{args.videos}"
     t0 = time.perf_counter()
-    synthetic.write_echonet_dataset(root, synthetic.SyntheticConfig(n_videos=args.videos, seed=0), progress=False)
+    synthetic.write_echonet_dataset(
+        root, synthetic.SyntheticConfig(n_videos=args.videos, seed=0), progress=False
+    )
     t_write = time.perf_counter() - t0
     builders, t_prep = {}, {}
     for fmt in ("png", "raw"):
@@ -129,32 +133,51 @@ def main() -> None:
     train = echonet.read_echonet(root).split("train")
     paths = [r.path for r in train]
     frames = list(echonet_tfds.split_videos(builders["png"], "train").values())
-    sizes = {fmt: sum(p.stat().st_size for p in Path(b.data_dir).glob("*train.tfrecord*")) / len(paths)
-             for fmt, b in builders.items()}
+    sizes = {
+        fmt: sum(p.stat().st_size for p in Path(b.data_dir).glob("*train.tfrecord*")) / len(paths)
+        for fmt, b in builders.items()
+    }
     avi = sum(p.stat().st_size for p in paths) / len(paths)
 
     cores = os.cpu_count() or 1
-    print(f"synthetic set: {args.videos} videos ({len(paths)} train, {min(frames)}..{max(frames)} frames, "
-          f"mean {np.mean(frames):.0f}), written in {t_write:.1f} s")
-    print(f"TFDS preparation: png {t_prep['png']:.1f} s, raw {t_prep['raw']:.1f} s (0 s = already prepared); "
-          f"bytes per video: AVI {avi / 1e3:.0f} kB, png {sizes['png'] / 1e3:.0f} kB, raw {sizes['raw'] / 1e3:.0f} kB")
-    print(f"cores: {cores}, baseline threads: {args.threads}, batch {args.batch_size} videos x 2 views, "
-          f"{args.seconds:.0f} s per row")
+    print(
+        f"synthetic set: {args.videos} videos ({len(paths)} train, {min(frames)}..{max(frames)} frames, "
+        f"mean {np.mean(frames):.0f}), written in {t_write:.1f} s"
+    )
+    print(
+        f"TFDS preparation: png {t_prep['png']:.1f} s, raw {t_prep['raw']:.1f} s (0 s = already prepared); "
+        f"bytes per video: AVI {avi / 1e3:.0f} kB, png {sizes['png'] / 1e3:.0f} kB, raw {sizes['raw'] / 1e3:.0f} kB"
+    )
+    print(
+        f"cores: {cores}, baseline threads: {args.threads}, batch {args.batch_size} videos x 2 views, "
+        f"{args.seconds:.0f} s per row"
+    )
     base, base_cpu = bench_baseline(paths, args.threads, args.seconds)
     rows = [("official: whole-AVI decode per clip (numpy, threads)", base, base, base_cpu)]
     for fmt in ("png", "raw"):
         for output in ("float32", "uint8"):
-            rows.append((f"ours: TFDS {fmt} frames, {output} output",
-                         *bench_ours(builders[fmt], args.seconds, args.batch_size, output)))
-    print(f"\n{'input pipeline (stage 1, 36x112x112 clips)':54s} {'clips/s':>8s} {'steady':>8s} {'wall/core':>9s} "
-          f"{'per CPU-s':>9s} {'vs base':>8s} {'CPU vs base':>11s}")
+            rows.append(
+                (
+                    f"ours: TFDS {fmt} frames, {output} output",
+                    *bench_ours(builders[fmt], args.seconds, args.batch_size, output),
+                )
+            )
+    print(
+        f"\n{'input pipeline (stage 1, 36x112x112 clips)':54s} {'clips/s':>8s} {'steady':>8s} {'wall/core':>9s} "
+        f"{'per CPU-s':>9s} {'vs base':>8s} {'CPU vs base':>11s}"
+    )
     for name, total, steady, per_cpu in rows:
-        print(f"{name:54s} {total:8.1f} {steady:8.1f} {total / cores:9.1f} {per_cpu:9.1f} {total / base:7.2f}x "
-              f"{per_cpu / base_cpu:10.2f}x")
-    print("\nclips/s: whole epochs streamed by one dataset, including its construction and first-batch latency; "
-          "steady: after the first batch; wall/core: clips/s divided by the machine's cores; per CPU-s: clips per "
-          "CPU-second this process used (the per-core rate when the cores are shared with other work). float32 = the official normalised 3-channel clips; uint8 = 1-channel "
-          "clips to normalise on device.")
+        print(
+            f"{name:54s} {total:8.1f} {steady:8.1f} {total / cores:9.1f} {per_cpu:9.1f} {total / base:7.2f}x "
+            f"{per_cpu / base_cpu:10.2f}x"
+        )
+    print(
+        "\nclips/s: whole epochs streamed by one dataset, including its construction and first-batch latency; "
+        "steady: after the first batch; wall/core: clips/s divided by the machine's cores; per CPU-s: clips per "
+        "CPU-second this process used (the per-core rate when the cores are shared with other work). "
+        "float32 = the official normalised 3-channel clips; uint8 = 1-channel "
+        "clips to normalise on device."
+    )
 
 
 if __name__ == "__main__":

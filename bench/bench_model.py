@@ -96,15 +96,21 @@ def worker(args) -> dict:
     try:
         from coreecho_jax.losses.rnc import rnc_loss
     except ImportError:  # stand-in: mean squared embedding
-        rnc_loss = lambda f, y, **kw: jnp.mean(f**2)  # noqa: E731
+        rnc_loss = lambda f, y, **kw: jnp.mean(f**2)
 
     b = args.batch
     model = build_coreecho(dict(preset="small", dtype=args.dtype, depthwise=args.impl, seed=0))
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((b, args.frames, args.size, args.size, 3)), jnp.float32)
     y = jnp.asarray(rng.uniform(20, 80, b), jnp.float32)
-    row = dict(impl=args.impl, phase=args.phase, batch=b, dtype=args.dtype, backend=jax.default_backend(),
-               devices=jax.device_count())
+    row = dict(
+        impl=args.impl,
+        phase=args.phase,
+        batch=b,
+        dtype=args.dtype,
+        backend=jax.default_backend(),
+        devices=jax.device_count(),
+    )
 
     if args.phase == "forward":
         model.eval()
@@ -120,7 +126,9 @@ def worker(args) -> dict:
         row["flops_per_step"] = _flops(compiled)
         if not args.compile_only:
             jax.block_until_ready(compiled(state, x))
-            row["step_s"], row["cpu_s"] = _timed(lambda: jax.block_until_ready(compiled(state, x)), args.steps)
+            row["step_s"], row["cpu_s"] = _timed(
+                lambda: jax.block_until_ready(compiled(state, x)), args.steps
+            )
     else:
         model.train()
         optimizer = nnx.Optimizer(model, optax.adamw(1e-4, weight_decay=1e-4), wrt=nnx.Param)
@@ -161,8 +169,25 @@ def worker(args) -> dict:
 
 def _run_worker(args, impl: str, phase: str, compile_only: bool = False) -> dict:
     steps = args.lax_steps if impl == "lax" else args.steps
-    cmd = [sys.executable, __file__, "--_worker", "--impl", impl, "--phase", phase, "--batch", str(args.batch),
-           "--dtype", args.dtype, "--frames", str(args.frames), "--size", str(args.size), "--steps", str(steps)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--_worker",
+        "--impl",
+        impl,
+        "--phase",
+        phase,
+        "--batch",
+        str(args.batch),
+        "--dtype",
+        args.dtype,
+        "--frames",
+        str(args.frames),
+        "--size",
+        str(args.size),
+        "--steps",
+        str(steps),
+    ]
     if compile_only:
         cmd.append("--compile-only")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
@@ -180,7 +205,9 @@ def main(argv=None) -> None:
     p.add_argument("--size", type=int, default=112)
     p.add_argument("--impl", default="shifted,lax", help="comma-separated depthwise implementations")
     p.add_argument("--phases", default="forward,train", help="comma-separated: forward, train")
-    p.add_argument("--steps", type=int, default=3, help="timed steps (the best is reported) after one warm-up")
+    p.add_argument(
+        "--steps", type=int, default=3, help="timed steps (the best is reported) after one warm-up"
+    )
     p.add_argument("--lax-steps", type=int, default=1, help="timed steps for 'lax' (slow on CPU)")
     p.add_argument("--phase", help=argparse.SUPPRESS)
     p.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
@@ -202,20 +229,31 @@ def main(argv=None) -> None:
     ref = lax_fwd[0] if lax_fwd else _run_worker(args, "lax", "forward", compile_only=True)
     model_flops = {"forward": ref["flops_per_step"] / args.batch}
     model_flops["train"] = 3 * model_flops["forward"]
-    xla_train = [r["flops_per_step"] / args.batch for r in rows if r["phase"] == "train" and r["impl"] == "lax"]
+    xla_train = [
+        r["flops_per_step"] / args.batch for r in rows if r["phase"] == "train" and r["impl"] == "lax"
+    ]
     cores = len(os.sched_getaffinity(0))
 
     b = args.batch
-    print(f"\nUniFormer-S CoReEcho, clips {args.frames}x{args.size}x{args.size}, batch {b}, {args.dtype}, "
-          f"backend {rows[0]['backend']} ({cores} cores), load average before/after "
-          f"{load0[0]:.1f}/{os.getloadavg()[0]:.1f}")
-    print(f"model GFLOP per clip: forward {model_flops['forward'] / 1e9:.1f} (XLA cost analysis, 'lax' variant), "
-          f"train step {model_flops['train'] / 1e9:.1f} (3x forward)"
-          + (f"; XLA's count for the 'lax' train step: {xla_train[0] / 1e9:.1f} (inflated, see docstring)"
-             if xla_train else ""))
-    head = (f"{'phase':8s} {'impl':17s} {'compile s':>9s} {'s/step':>7s} {'s/clip':>7s} {'clips/s':>7s} "
-            f"{'cpu s/clip/core':>15s} {'torch s/clip':>12s} {'speed-up':>8s} {'target':>6s} {'GFLOP/s':>7s} "
-            f"{'matmul GFLOP/s':>14s} {'% matmul':>8s} {'peak RSS GiB':>12s}")
+    print(
+        f"\nUniFormer-S CoReEcho, clips {args.frames}x{args.size}x{args.size}, batch {b}, {args.dtype}, "
+        f"backend {rows[0]['backend']} ({cores} cores), load average before/after "
+        f"{load0[0]:.1f}/{os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"model GFLOP per clip: forward {model_flops['forward'] / 1e9:.1f} (XLA cost analysis, 'lax' variant), "
+        f"train step {model_flops['train'] / 1e9:.1f} (3x forward)"
+        + (
+            f"; XLA's count for the 'lax' train step: {xla_train[0] / 1e9:.1f} (inflated, see docstring)"
+            if xla_train
+            else ""
+        )
+    )
+    head = (
+        f"{'phase':8s} {'impl':17s} {'compile s':>9s} {'s/step':>7s} {'s/clip':>7s} {'clips/s':>7s} "
+        f"{'cpu s/clip/core':>15s} {'torch s/clip':>12s} {'speed-up':>8s} {'target':>6s} {'GFLOP/s':>7s} "
+        f"{'matmul GFLOP/s':>14s} {'% matmul':>8s} {'peak RSS GiB':>12s}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -223,12 +261,16 @@ def main(argv=None) -> None:
         gflops = model_flops[r["phase"]] * b / r["step_s"] / 1e9
         torch_s = TORCH_BASELINE_S_PER_CLIP[r["phase"]]
         cpu_clip = r["cpu_s"] / b / cores
-        print(f"{r['phase']:8s} {r['impl']:17s} {r['compile_s']:9.1f} {r['step_s']:7.3f} {s_clip:7.3f} "
-              f"{1 / s_clip:7.2f} {cpu_clip:15.3f} {torch_s:12.2f} {torch_s / s_clip:7.2f}x "
-              f"{TARGET_S_PER_CLIP[r['phase']]:6.2f} {gflops:7.1f} {r['matmul_gflops']:14.1f} "
-              f"{100 * gflops / r['matmul_gflops']:7.1f}% {r['peak_rss_gib']:12.2f}")
-    print("\ntorch s/clip: official PyTorch UniFormer-S on the same 2-core machine (batch 2, 2 threads); "
-          "speed-up = torch s/clip / ours. The CPU may be shared with other jobs.")
+        print(
+            f"{r['phase']:8s} {r['impl']:17s} {r['compile_s']:9.1f} {r['step_s']:7.3f} {s_clip:7.3f} "
+            f"{1 / s_clip:7.2f} {cpu_clip:15.3f} {torch_s:12.2f} {torch_s / s_clip:7.2f}x "
+            f"{TARGET_S_PER_CLIP[r['phase']]:6.2f} {gflops:7.1f} {r['matmul_gflops']:14.1f} "
+            f"{100 * gflops / r['matmul_gflops']:7.1f}% {r['peak_rss_gib']:12.2f}"
+        )
+    print(
+        "\ntorch s/clip: official PyTorch UniFormer-S on the same 2-core machine (batch 2, 2 threads); "
+        "speed-up = torch s/clip / ours. The CPU may be shared with other jobs."
+    )
 
 
 if __name__ == "__main__":

@@ -33,10 +33,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+import jax
+import jax.numpy as jnp
 
-from coreecho_jax.losses import rnc  # noqa: E402
+from coreecho_jax.losses import rnc
 
 # Official RnCLoss, fwd+bwd median in ms, 2 threads, D = 512, float32 (shared/docs/RNC.md, section 4).
 TORCH_BASELINE_MS = {32: 4.98, 64: 14.5, 128: 80.8, 256: 281.0}
@@ -83,7 +83,9 @@ def fmt_ms(value: float | None) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256, 1024, 4096])
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=15)
@@ -110,7 +112,10 @@ def main() -> None:
                 continue
             result[form] = time_form(form, n, args.dim, repeats, args.check_memory)
             timing = result[form]
-            print(f"  2N={n:5d} {form:8s} {timing['ms']:10.2f} ms  (compile {timing['compile_s']:.1f} s)", flush=True)
+            print(
+                f"  2N={n:5d} {form:8s} {timing['ms']:10.2f} ms  (compile {timing['compile_s']:.1f} s)",
+                flush=True,
+            )
         rows.append((n, result))
 
     header = (
@@ -139,7 +144,9 @@ def main() -> None:
         if args.check_memory:
             cells.append(
                 " / ".join(
-                    f"{result[f]['temp_bytes'] / 2**20:.1f}" if f in result and result[f]['temp_bytes'] else "-"
+                    f"{result[f]['temp_bytes'] / 2**20:.1f}"
+                    if f in result and result[f]["temp_bytes"]
+                    else "-"
                     for f in FORMS
                 )
             )

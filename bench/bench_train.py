@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
-from coreecho_jax.models.coreecho import build_coreecho  # noqa: E402
-from coreecho_jax.train import mesh as mesh_lib  # noqa: E402
-from coreecho_jax.train import steps  # noqa: E402
+from coreecho_jax.models.coreecho import build_coreecho
+from coreecho_jax.train import mesh as mesh_lib
+from coreecho_jax.train import steps
 
 CONFIGS = {
     # name: (model preset, frames, image size, videos per step)
@@ -38,60 +38,84 @@ ECHONET_TRAIN_VIDEOS = 7465
 
 
 def bench(name: str, args) -> dict:
-  preset, frames, size, batch = CONFIGS[name]
-  batch = args.batch or batch
-  model = build_coreecho({"preset": preset, "dtype": args.dtype, "remat": args.remat, "seed": 0})
-  model.train()
-  optimizer = steps.make_optimizer(model, 1e-4, 1e-4)
-  mesh = mesh_lib.make_mesh()
-  from flax import nnx
+    preset, frames, size, batch = CONFIGS[name]
+    batch = args.batch or batch
+    model = build_coreecho({"preset": preset, "dtype": args.dtype, "remat": args.remat, "seed": 0})
+    model.train()
+    optimizer = steps.make_optimizer(model, 1e-4, 1e-4)
+    mesh = mesh_lib.make_mesh()
+    from flax import nnx
 
-  nnx.update(model, mesh_lib.replicate(nnx.state(model), mesh))
-  nnx.update(optimizer, mesh_lib.replicate(nnx.state(optimizer), mesh))
-  rng = np.random.default_rng(0)
-  batches = [mesh_lib.shard_batch({
-      "video": rng.normal(size=(batch, 2, frames, size, size, 3)).astype(np.float32),
-      "ef": rng.uniform(10, 85, size=(batch,)).astype(np.float32)}, mesh) for _ in range(2)]
-  spec = steps.LossSpec(temperature=1.0)
-  step = steps.bind(steps.stage1_step, model, optimizer)
-  t0 = time.perf_counter()
-  jax.block_until_ready(step(batches[0], spec))
-  compile_s = time.perf_counter() - t0
-  for i in range(args.warmup):
-    jax.block_until_ready(step(batches[i % 2], spec))
-  times = []
-  for i in range(args.steps):
+    nnx.update(model, mesh_lib.replicate(nnx.state(model), mesh))
+    nnx.update(optimizer, mesh_lib.replicate(nnx.state(optimizer), mesh))
+    rng = np.random.default_rng(0)
+    batches = [
+        mesh_lib.shard_batch(
+            {
+                "video": rng.normal(size=(batch, 2, frames, size, size, 3)).astype(np.float32),
+                "ef": rng.uniform(10, 85, size=(batch,)).astype(np.float32),
+            },
+            mesh,
+        )
+        for _ in range(2)
+    ]
+    spec = steps.LossSpec(temperature=1.0)
+    step = steps.bind(steps.stage1_step, model, optimizer)
     t0 = time.perf_counter()
-    jax.block_until_ready(step(batches[i % 2], spec))
-    times.append(time.perf_counter() - t0)
-  s = float(np.median(times))
-  steps_per_epoch = ECHONET_TRAIN_VIDEOS // batch
-  return {"config": name, "videos": batch, "clips": 2 * batch, "frames": frames, "size": size,
-          "compile_s": compile_s, "s_per_step": s, "steps_per_s": 1 / s, "clips_per_s": 2 * batch / s,
-          "echonet_epoch_s": steps_per_epoch * s}
+    jax.block_until_ready(step(batches[0], spec))
+    compile_s = time.perf_counter() - t0
+    for i in range(args.warmup):
+        jax.block_until_ready(step(batches[i % 2], spec))
+    times = []
+    for i in range(args.steps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(step(batches[i % 2], spec))
+        times.append(time.perf_counter() - t0)
+    s = float(np.median(times))
+    steps_per_epoch = ECHONET_TRAIN_VIDEOS // batch
+    return {
+        "config": name,
+        "videos": batch,
+        "clips": 2 * batch,
+        "frames": frames,
+        "size": size,
+        "compile_s": compile_s,
+        "s_per_step": s,
+        "steps_per_s": 1 / s,
+        "clips_per_s": 2 * batch / s,
+        "echonet_epoch_s": steps_per_epoch * s,
+    }
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--configs", default="demo,paper")
-  parser.add_argument("--batch", type=int, default=0, help="videos per step (0: the configuration's)")
-  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-  parser.add_argument("--remat", action="store_true")
-  parser.add_argument("--steps", type=int, default=3)
-  parser.add_argument("--warmup", type=int, default=1)
-  args = parser.parse_args()
-  dev = jax.devices()[0]
-  print(f"# stage-1 step benchmark | {dev.platform}:{dev.device_kind} x{jax.device_count()} | "
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--configs", default="demo,paper")
+    parser.add_argument("--batch", type=int, default=0, help="videos per step (0: the configuration's)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--remat", action="store_true")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    args = parser.parse_args()
+    dev = jax.devices()[0]
+    print(
+        f"# stage-1 step benchmark | {dev.platform}:{dev.device_kind} x{jax.device_count()} | "
         f"{platform.processor() or platform.machine()} cores={os.cpu_count()} | jax {jax.__version__} | "
-        f"dtype={args.dtype} remat={args.remat}")
-  print(f"{'config':<8}{'clips/step':>11}{'clip':>14}{'compile s':>11}{'s/step':>9}{'steps/s':>9}"
-        f"{'clips/s':>9}{'EchoNet epoch':>15}")
-  for name in args.configs.split(","):
-    r = bench(name, args)
-    print(f"{r['config']:<8}{r['clips']:>11}{r['frames']:>6}x{r['size']}x{r['size']:<4}{r['compile_s']:>11.1f}"
-          f"{r['s_per_step']:>9.3f}{r['steps_per_s']:>9.3f}{r['clips_per_s']:>9.1f}{r['echonet_epoch_s']:>13.0f} s",
-          flush=True)
+        f"dtype={args.dtype} remat={args.remat}"
+    )
+    print(
+        f"{'config':<8}{'clips/step':>11}{'clip':>14}{'compile s':>11}{'s/step':>9}{'steps/s':>9}"
+        f"{'clips/s':>9}{'EchoNet epoch':>15}"
+    )
+    for name in args.configs.split(","):
+        r = bench(name, args)
+        print(
+            f"{r['config']:<8}{r['clips']:>11}{r['frames']:>6}x{r['size']}x{r['size']:<4}{r['compile_s']:>11.1f}"
+            f"{r['s_per_step']:>9.3f}{r['steps_per_s']:>9.3f}{r['clips_per_s']:>9.1f}{r['echonet_epoch_s']:>13.0f} s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
-  main()
+    main()

@@ -13,21 +13,21 @@ from configs import echonet
 
 
 def get_config() -> ml_collections.ConfigDict:
-  c = echonet.get_config()
-  c.data.synthetic.enabled = True
-  c.data.synthetic.n_videos = 512
-  c.data.frames = 16
-  c.data.stride = 4
-  c.data.image_size = 64
-  c.data.shuffle_buffer = 1024
+    c = echonet.get_config()
+    c.data.synthetic.enabled = True
+    c.data.synthetic.n_videos = 512
+    c.data.frames = 16
+    c.data.stride = 4
+    c.data.image_size = 64
+    c.data.shuffle_buffer = 1024
 
-  c.model.preset = "tiny"  # depth [1,1,1,1], dims [16,32,64,128], head_dim 16
+    c.model.preset = "tiny"  # depth [1,1,1,1], dims [16,32,64,128], head_dim 16
 
-  c.stage1.epochs = 29
-  c.stage1.lr = 1e-3  # small models on small data need a larger step than the paper's 1e-4
-  c.stage1.lr_decay_epoch = 22
-  c.stage2.epochs = 3
-  c.stage2.lr = 1e-3
-  c.eval.batch_size = 32
-  c.eval.bootstrap = 200
-  return c
+    c.stage1.epochs = 29
+    c.stage1.lr = 1e-3  # small models on small data need a larger step than the paper's 1e-4
+    c.stage1.lr_decay_epoch = 22
+    c.stage2.epochs = 3
+    c.stage2.lr = 1e-3
+    c.eval.batch_size = 32
+    c.eval.bootstrap = 200
+    return c

@@ -9,7 +9,9 @@ from coreecho_jax.data import clips
 
 def _video(num_frames, size=112, channels=None):
     """uint8 video whose frame i has all pixels = i + 1 (so black padding is distinguishable)."""
-    v = np.broadcast_to((np.arange(num_frames) % 250 + 1).astype(np.uint8)[:, None, None], (num_frames, size, size))
+    v = np.broadcast_to(
+        (np.arange(num_frames) % 250 + 1).astype(np.uint8)[:, None, None], (num_frames, size, size)
+    )
     v = np.ascontiguousarray(v)
     return v if channels is None else np.repeat(v[..., None], channels, axis=-1)
 
@@ -20,8 +22,10 @@ def test_constants_are_official():
     assert (clips.FRAMES, clips.STRIDE, clips.PAD, clips.CROP) == (36, 4, 6, 112)
 
 
-@pytest.mark.parametrize("num_frames,padded,positions", [(1, 144, 4), (100, 144, 4), (141, 144, 4), (143, 144, 4),
-                                                         (144, 144, 4), (145, 145, 5), (200, 200, 60)])
+@pytest.mark.parametrize(
+    "num_frames,padded,positions",
+    [(1, 144, 4), (100, 144, 4), (141, 144, 4), (143, 144, 4), (144, 144, 4), (145, 145, 5), (200, 200, 60)],
+)
 def test_padded_length_and_start_positions(num_frames, padded, positions):
     assert clips.padded_length(num_frames) == padded
     assert clips.num_start_positions(num_frames) == positions
@@ -44,13 +48,16 @@ def test_offsets_cover_0_to_12():
     u = np.linspace(0.0, 1.0, 1301, endpoint=False)
     offs = clips.offset_from_uniform(u, 6)
     assert offs.min() == 0 and offs.max() == 12 and len(set(offs.tolist())) == 13
-    np.testing.assert_array_equal(clips.offset_from_uniform(u, 6), (13 * u).astype(int))  # albumentations rule
+    np.testing.assert_array_equal(
+        clips.offset_from_uniform(u, 6), (13 * u).astype(int)
+    )  # albumentations rule
 
 
 def test_clip_indices():
     np.testing.assert_array_equal(clips.clip_indices(3), 3 + 4 * np.arange(36))
-    np.testing.assert_array_equal(clips.clip_indices(np.array([0, 59])), np.stack([4 * np.arange(36),
-                                                                                   59 + 4 * np.arange(36)]))
+    np.testing.assert_array_equal(
+        clips.clip_indices(np.array([0, 59])), np.stack([4 * np.arange(36), 59 + 4 * np.arange(36)])
+    )
 
 
 def test_sample_start_ranges():
@@ -150,8 +157,9 @@ def test_make_clips_for_prediction():
     video = _video(200)
     out = clips.make_clips(video, [0, 10, 59])
     chex.assert_shape(out, (3, 36, 112, 112, 3))
-    np.testing.assert_allclose(out[1, :, 0, 0, 0], (10 + 4 * np.arange(36) + 1 - clips.MEAN[0]) / clips.STD[0],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        out[1, :, 0, 0, 0], (10 + 4 * np.arange(36) + 1 - clips.MEAN[0]) / clips.STD[0], rtol=1e-6
+    )
     # RGB and [F,H,W,1] inputs give the same clips for gray content.
     np.testing.assert_array_equal(clips.make_clips(_video(200, channels=3), [0, 10, 59]), out)
     np.testing.assert_array_equal(clips.make_clips(_video(200, channels=1), [0, 10, 59]), out)

@@ -45,7 +45,7 @@ def test_depthwise_values_match_numpy_and_lax(shape, ksize, padding):
     x, w, b = _inputs(shape, ksize)
     ref = _numpy_depthwise(x, w, b, padding)
     for impl in ("lax", "shifted", "shifted_autodiff"):
-        y = jax.jit(lambda x, w, b: depthwise_conv3d(x, w, b, padding, impl))(x, w, b)
+        y = jax.jit(lambda x, w, b, impl=impl: depthwise_conv3d(x, w, b, padding, impl))(x, w, b)
         chex.assert_shape(y, ref.shape)
         np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-5, atol=1e-5, err_msg=impl)
 
@@ -55,7 +55,7 @@ def test_depthwise_gradients_match_lax(shape, ksize, padding):
     x, w, b = _inputs(shape, ksize, seed=1)
 
     def vjp(impl):
-        f = lambda x, w, b: depthwise_conv3d(x, w, b, padding, impl)  # noqa: E731
+        f = lambda x, w, b: depthwise_conv3d(x, w, b, padding, impl)
         y, pullback = jax.vjp(f, x, w, b)
         cot = jnp.asarray(np.random.default_rng(2).standard_normal(y.shape), jnp.float32)
         return jax.jit(pullback)(cot)
@@ -120,7 +120,7 @@ def test_dense_conv_matmul_form_matches_lax(shape, ksize, strides, padding, cout
     b = jnp.asarray(rng.standard_normal(cout), jnp.float32)
 
     def run(impl):
-        f = lambda x, w, b: conv3d(x, w, b, strides=strides, padding=padding, impl=impl)  # noqa: E731
+        f = lambda x, w, b: conv3d(x, w, b, strides=strides, padding=padding, impl=impl)
         y, pullback = jax.vjp(f, x, w, b)
         cot = jnp.asarray(np.random.default_rng(4).standard_normal(y.shape), jnp.float32)
         return y, pullback(cot)

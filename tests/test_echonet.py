@@ -21,12 +21,20 @@ def video_frames(index: int, num_frames: int, size: int = 112) -> np.ndarray:
     base = ((yy + 2 * xx + 7 * index) % 200).astype(np.uint8)
     frames = np.repeat(base[None], num_frames, axis=0)
     for t in range(num_frames):
-        frames[t, (t * 3) % (size - 8):(t * 3) % (size - 8) + 8, 10:18] = 250 - (t % 50)
+        frames[t, (t * 3) % (size - 8) : (t * 3) % (size - 8) + 8, 10:18] = 250 - (t % 50)
     return frames
 
 
-def write_layout(root: Path, num_frames=(100, 150, 200, 90, 160, 210, 120), splits=None, *,
-                 tracings=True, untraced=(), ef=None, size=112) -> Path:
+def write_layout(
+    root: Path,
+    num_frames=(100, 150, 200, 90, 160, 210, 120),
+    splits=None,
+    *,
+    tracings=True,
+    untraced=(),
+    ef=None,
+    size=112,
+) -> Path:
     """Writes a tiny EchoNet-Dynamic folder (lossless FFV1 AVIs) and returns root."""
     root = Path(root)
     (root / "Videos").mkdir(parents=True, exist_ok=True)
@@ -35,12 +43,25 @@ def write_layout(root: Path, num_frames=(100, 150, 200, 90, 160, 210, 120), spli
     for i, (n, split) in enumerate(zip(num_frames, splits)):
         name = f"0XVID{i:04d}"
         write_video(root / "Videos" / f"{name}.avi", video_frames(i, n, size), fps=50.0)
-        rows.append({"FileName": name, "EF": 40.0 + i if ef is None else ef[i], "ESV": 30.0 + i, "EDV": 80.0 + i,
-                     "FrameHeight": size, "FrameWidth": size, "FPS": 50, "NumberOfFrames": n, "Split": split})
+        rows.append(
+            {
+                "FileName": name,
+                "EF": 40.0 + i if ef is None else ef[i],
+                "ESV": 30.0 + i,
+                "EDV": 80.0 + i,
+                "FrameHeight": size,
+                "FrameWidth": size,
+                "FPS": 50,
+                "NumberOfFrames": n,
+                "Split": split,
+            }
+        )
         traced = [5] if name in untraced else [5, 20]
         for frame in traced:
             for _ in range(3):
-                traces.append({"FileName": name + ".avi", "X1": 1.0, "Y1": 2.0, "X2": 3.0, "Y2": 4.0, "Frame": frame})
+                traces.append(
+                    {"FileName": name + ".avi", "X1": 1.0, "Y1": 2.0, "X2": 3.0, "Y2": 4.0, "Frame": frame}
+                )
     pd.DataFrame(rows).to_csv(root / "FileList.csv", index=False)
     if tracings:
         pd.DataFrame(traces).to_csv(root / "VolumeTracings.csv", index=False)
@@ -49,13 +70,21 @@ def write_layout(root: Path, num_frames=(100, 150, 200, 90, 160, 210, 120), spli
 
 # ----------------------------------------------------------------------------- reader
 
+
 def test_read_echonet_records(tmp_path):
     root = write_layout(tmp_path / "echo")
     index = echonet.read_echonet(root)
     assert len(index.records) == 7 and index.has_tracings and index.dropped_untraced == ()
     r = index.records[1]
-    assert (r.filename, r.split, r.ef, r.edv, r.esv, r.num_frames, r.fps) == ("0XVID0001", "val", 41.0, 81.0, 31.0,
-                                                                              150, 50.0)
+    assert (r.filename, r.split, r.ef, r.edv, r.esv, r.num_frames, r.fps) == (
+        "0XVID0001",
+        "val",
+        41.0,
+        81.0,
+        31.0,
+        150,
+        50.0,
+    )
     assert r.path == root / "Videos" / "0XVID0001.avi" and r.avi_name == "0XVID0001.avi"
     assert [x.filename for x in index.split("TEST")] == ["0XVID0002", "0XVID0005"]
 
@@ -68,13 +97,19 @@ def test_filename_with_extension_lowercase_split_and_optional_columns(tmp_path):
     df.drop(columns=["EDV", "ESV", "FPS"]).to_csv(root / "FileList.csv", index=False)
     index = echonet.read_echonet(root)
     assert index.records[0].filename == "0XVID0000" and not index.has_tracings
-    assert math.isnan(index.records[0].edv) and math.isnan(index.records[0].esv) and math.isnan(index.records[0].fps)
+    assert (
+        math.isnan(index.records[0].edv)
+        and math.isnan(index.records[0].esv)
+        and math.isnan(index.records[0].fps)
+    )
 
 
 def test_untraced_videos_dropped_and_reported(tmp_path, caplog):
     root = write_layout(tmp_path / "echo", untraced=("0XVID0003",))
     tr = pd.read_csv(root / "VolumeTracings.csv")
-    tr[tr["FileName"] != "0XVID0006.avi"].to_csv(root / "VolumeTracings.csv", index=False)  # absent -> dropped
+    tr[tr["FileName"] != "0XVID0006.avi"].to_csv(
+        root / "VolumeTracings.csv", index=False
+    )  # absent -> dropped
     with caplog.at_level("WARNING"):
         index = echonet.read_echonet(root)
     assert index.dropped_untraced == ("0XVID0003", "0XVID0006")
@@ -87,7 +122,9 @@ def test_missing_directory_and_filelist(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"(?s)folder not found.*nowhere.*FileList.csv"):
         echonet.read_echonet(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"(?s)FileList.csv not found in .*empty.*Videos/<FileName>.avi"):
+    with pytest.raises(
+        FileNotFoundError, match=r"(?s)FileList.csv not found in .*empty.*Videos/<FileName>.avi"
+    ):
         echonet.read_echonet(tmp_path / "empty")
 
 
@@ -100,7 +137,9 @@ def test_missing_column(tmp_path):
 
 def test_bad_tracings_header(tmp_path):
     root = write_layout(tmp_path / "echo", num_frames=(100, 100, 100))
-    pd.DataFrame({"FileName": ["a.avi"], "X": [1], "Frame": [2]}).to_csv(root / "VolumeTracings.csv", index=False)
+    pd.DataFrame({"FileName": ["a.avi"], "X": [1], "Frame": [2]}).to_csv(
+        root / "VolumeTracings.csv", index=False
+    )
     with pytest.raises(echonet.EchoNetLayoutError, match="VolumeTracings.csv: header must be exactly"):
         echonet.read_echonet(root)
 
@@ -118,13 +157,18 @@ def test_empty_split(tmp_path):
 @pytest.mark.parametrize("bad", [float("nan"), 100.0, 0.0, -3.0, 150.0, "abc"])
 def test_bad_ef(tmp_path, bad):
     root = write_layout(tmp_path / "echo", num_frames=(100, 100, 100), ef=[50.0, bad, 60.0])
-    with pytest.raises(echonet.EchoNetLayoutError, match=r"EF must be a number in \(0, 100\).*row 3 \(FileName "
-                                                         r"0XVID0001"):
+    with pytest.raises(
+        echonet.EchoNetLayoutError,
+        match=r"EF must be a number in \(0, 100\).*row 3 \(FileName "
+        r"0XVID0001",
+    ):
         echonet.read_echonet(root)
 
 
 def test_unknown_split_and_duplicates(tmp_path):
-    root = write_layout(tmp_path / "echo", num_frames=(100, 100, 100, 100), splits=["TRAIN", "VAL", "TEST", "EXTRA"])
+    root = write_layout(
+        tmp_path / "echo", num_frames=(100, 100, 100, 100), splits=["TRAIN", "VAL", "TEST", "EXTRA"]
+    )
     with pytest.raises(echonet.EchoNetLayoutError, match=r"row 5 \(FileName 0XVID0003, Split 'EXTRA'\)"):
         echonet.read_echonet(root)
     df = pd.read_csv(root / "FileList.csv")
@@ -138,7 +182,9 @@ def test_unknown_split_and_duplicates(tmp_path):
 def test_missing_video_file(tmp_path):
     root = write_layout(tmp_path / "echo", num_frames=(100, 100, 100))
     (root / "Videos" / "0XVID0002.avi").unlink()
-    with pytest.raises(FileNotFoundError, match=r"1 video\(s\) listed in FileList.csv are missing.*0XVID0002.avi"):
+    with pytest.raises(
+        FileNotFoundError, match=r"1 video\(s\) listed in FileList.csv are missing.*0XVID0002.avi"
+    ):
         echonet.read_echonet(root)
 
 
@@ -151,10 +197,14 @@ def test_tfds_round_trip(tmp_path):
     meta = builder.info.metadata
     assert meta["source_root"] == str(root.resolve()) and meta["frame_size"] == [112, 112]
     assert et.split_videos(builder, "val") == {"0XVID0001": 150, "0XVID0004": 160}
-    assert {s: builder.info.splits[s].num_examples for s in ("train", "val", "test")} == {"train": 3, "val": 2,
-                                                                                         "test": 2}
-    examples = {ex["filename"].decode(): ex for ex in
-                et.tfds.as_numpy(builder.as_dataset(split="train"))}  # fully decoded frames
+    assert {s: builder.info.splits[s].num_examples for s in ("train", "val", "test")} == {
+        "train": 3,
+        "val": 2,
+        "test": 2,
+    }
+    examples = {
+        ex["filename"].decode(): ex for ex in et.tfds.as_numpy(builder.as_dataset(split="train"))
+    }  # fully decoded frames
     ex = examples["0XVID0003"]
     expected = read_video(root / "Videos" / "0XVID0003.avi").frames
     assert ex["frames"].shape == (90, 112, 112, 1) and ex["num_frames"] == 90
@@ -162,19 +212,30 @@ def test_tfds_round_trip(tmp_path):
     np.testing.assert_array_equal(expected, video_frames(3, 90))  # FFV1 is lossless
     assert (ex["ef"], ex["edv"], ex["esv"], ex["fps"]) == (43.0, 83.0, 33.0, 50.0)
     # Encoded access: one string per frame, decodable on its own.
-    enc = next(iter(et.tfds.as_numpy(et.split_dataset(builder, "train").filter(
-            lambda e: e["filename"] == "0XVID0003"))))
+    enc = next(
+        iter(
+            et.tfds.as_numpy(
+                et.split_dataset(builder, "train").filter(lambda e: e["filename"] == "0XVID0003")
+            )
+        )
+    )
     assert enc["frames"].shape == (90,) and enc["frames"].dtype == object
-    np.testing.assert_array_equal(et.tf.io.decode_png(enc["frames"][17], channels=1).numpy()[..., 0], expected[17])
+    np.testing.assert_array_equal(
+        et.tf.io.decode_png(enc["frames"][17], channels=1).numpy()[..., 0], expected[17]
+    )
     report = json.loads((Path(builder.data_dir) / "skipped.json").read_text())
     assert report["num_skipped_unreadable"] == 0 and report["num_dropped_untraced"] == 0
     # Reuse: loading by root or as the only dataset in data_dir.
-    assert Path(et.load_echonet(tmp_path / "tfds", root, frame_format="png").data_dir) == Path(builder.data_dir)
+    assert Path(et.load_echonet(tmp_path / "tfds", root, frame_format="png").data_dir) == Path(
+        builder.data_dir
+    )
     assert et.split_videos(et.load_echonet(tmp_path / "tfds"), "test") == {"0XVID0002": 200, "0XVID0005": 210}
     # The default raw format: one byte string per video, [F, H, W] uint8.
     raw = et.prepare_echonet(root, tmp_path / "tfds")
     assert et.frame_format(raw) == "raw" and raw.data_dir != builder.data_dir
-    ex = next(iter(et.tfds.as_numpy(et.split_dataset(raw, "train").filter(lambda e: e["filename"] == "0XVID0003"))))
+    ex = next(
+        iter(et.tfds.as_numpy(et.split_dataset(raw, "train").filter(lambda e: e["filename"] == "0XVID0003")))
+    )
     np.testing.assert_array_equal(np.frombuffer(ex["frames"], np.uint8).reshape(90, 112, 112), expected)
 
 

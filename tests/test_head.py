@@ -18,7 +18,7 @@ DIM = 16
 def _torch_regressor_state(seed=0, dim=DIM):
     """A random state_dict with the keys and shapes of get_shallow_mlp_head(dim, 1)."""
     rng = np.random.default_rng(seed)
-    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)
     state = {}
     for i in (0, 3):
         state[f"{i}.weight"] = 1 + 0.2 * f(dim)
@@ -38,7 +38,8 @@ def _erf(x):
 def _numpy_regressor_eval(state, z):
     def bn(x, i):
         return (x - state[f"{i}.running_mean"]) / np.sqrt(state[f"{i}.running_var"] + 1e-5) * state[
-            f"{i}.weight"] + state[f"{i}.bias"]
+            f"{i}.weight"
+        ] + state[f"{i}.bias"]
 
     h = bn(z, 0) @ state["2.weight"].T + state["2.bias"]
     h = bn(h, 3)

@@ -44,7 +44,10 @@ def _abstract(cfg):
 
 def _random_state(shapes, seed=0):
     rng = np.random.default_rng(seed)
-    return {k: rng.standard_normal(s).astype(np.float32) if s else np.array(7, np.int64) for k, s in shapes.items()}
+    return {
+        k: rng.standard_normal(s).astype(np.float32) if s else np.array(7, np.int64)
+        for k, s in shapes.items()
+    }
 
 
 def _params(model):
@@ -61,10 +64,15 @@ def test_round_trip_reproduces_the_fixture_state(fixture_state):
         np.testing.assert_array_equal(v, fixture_state[k], err_msg=k)
     # layouts: Conv3d [out, in/groups, kt, kh, kw] -> [kt, kh, kw, in/groups, out]; Linear transposed
     np.testing.assert_array_equal(
-        model.patch_embed1.proj.kernel[...], fixture_state["patch_embed1.proj.weight"].transpose(2, 3, 4, 1, 0))
-    np.testing.assert_array_equal(model.blocks1[0].attn.kernel[...][:, :, :, 0, 5],
-                                  fixture_state["blocks1.0.attn.weight"][5, 0])
-    np.testing.assert_array_equal(model.blocks3[1].attn.qkv.kernel[...], fixture_state["blocks3.1.attn.qkv.weight"].T)
+        model.patch_embed1.proj.kernel[...],
+        fixture_state["patch_embed1.proj.weight"].transpose(2, 3, 4, 1, 0),
+    )
+    np.testing.assert_array_equal(
+        model.blocks1[0].attn.kernel[...][:, :, :, 0, 5], fixture_state["blocks1.0.attn.weight"][5, 0]
+    )
+    np.testing.assert_array_equal(
+        model.blocks3[1].attn.qkv.kernel[...], fixture_state["blocks3.1.attn.qkv.weight"].T
+    )
     np.testing.assert_array_equal(model.norm.var[...], fixture_state["norm.running_var"])
 
 
@@ -88,10 +96,15 @@ def test_errors_name_keys_and_shapes_and_leave_the_model_untouched(fixture_state
     with pytest.raises(KeyMapError, match=r"missing keys \(1\): blocks3.1.attn.proj.bias"):
         load_uniformer_weights(model, missing)
     bad = dict(fixture_state, **{"blocks2.0.mlp.fc1.weight": np.zeros((512, 128, 1, 1, 2), np.float32)})
-    with pytest.raises(KeyMapError, match=r"blocks2.0.mlp.fc1.weight: .* has \(512, 128, 1, 1, 2\), model expects "
-                                          r"\(512, 128, 1, 1, 1\)"):
+    with pytest.raises(
+        KeyMapError,
+        match=r"blocks2.0.mlp.fc1.weight: .* has \(512, 128, 1, 1, 2\), model expects "
+        r"\(512, 128, 1, 1, 1\)",
+    ):
         load_uniformer_weights(model, bad)
-    extra = dict(fixture_state, **{"blocks5.0.norm1.weight": np.zeros(3, np.float32), "pos_embed": np.zeros(1)})
+    extra = dict(
+        fixture_state, **{"blocks5.0.norm1.weight": np.zeros(3, np.float32), "pos_embed": np.zeros(1)}
+    )
     with pytest.raises(KeyMapError, match=r"unexpected keys \(2\): blocks5.0.norm1.weight, pos_embed"):
         load_uniformer_weights(model, extra)
     ints = dict(fixture_state, **{"norm.bias": fixture_state["norm.bias"].astype(np.int32)})
@@ -156,10 +169,13 @@ def test_load_coreecho_checkpoint_layout(tiny_keys):
     np.testing.assert_array_equal(model.head.fc1.kernel[...], reg_state["module.2.weight"].T)
     np.testing.assert_array_equal(model.head.norm2.mean[...], reg_state["module.3.running_mean"])
     np.testing.assert_array_equal(
-        model.encoder.blocks4[0].mlp.fc2.bias[...], model_state["module.blocks4.0.mlp.fc2.bias"])
+        model.encoder.blocks4[0].mlp.fc2.bias[...], model_state["module.blocks4.0.mlp.fc2.bias"]
+    )
     msg = r"head state does not fit RegressionHead:\n  missing keys \(2\): 6.bias, 6.weight"
     with pytest.raises(KeyMapError, match=msg):
-        load_head_weights(model.head, {k: v for k, v in strip_prefix(reg_state).items() if not k.startswith("6.")})
+        load_head_weights(
+            model.head, {k: v for k, v in strip_prefix(reg_state).items() if not k.startswith("6.")}
+        )
 
 
 def test_strip_prefix():

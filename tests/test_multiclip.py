@@ -9,40 +9,47 @@ from coreecho_jax.evaluation import multiclip
 
 
 def _batches():
-  # 5 videos, batch 4, K=3: the second batch has 3 padded rows.
-  names = [b"a.avi", b"b.avi", b"c.avi", b"d.avi", b"e.avi", b"", b"", b""]
-  ef = np.array([50, 60, 70, 40, 30, 0, 0, 0], np.float32)
-  mask = np.array([1, 1, 1, 1, 1, 0, 0, 0], bool)
-  starts = np.arange(24).reshape(8, 3)
-  for lo in (0, 4):
-    sl = slice(lo, lo + 4)
-    yield {"video": np.zeros((4, 3, 1)), "ef": ef[sl], "mask": mask[sl], "filename": names[sl],
-           "starts": starts[sl], "offset": np.full(4, lo)}
+    # 5 videos, batch 4, K=3: the second batch has 3 padded rows.
+    names = [b"a.avi", b"b.avi", b"c.avi", b"d.avi", b"e.avi", b"", b"", b""]
+    ef = np.array([50, 60, 70, 40, 30, 0, 0, 0], np.float32)
+    mask = np.array([1, 1, 1, 1, 1, 0, 0, 0], bool)
+    starts = np.arange(24).reshape(8, 3)
+    for lo in (0, 4):
+        sl = slice(lo, lo + 4)
+        yield {
+            "video": np.zeros((4, 3, 1)),
+            "ef": ef[sl],
+            "mask": mask[sl],
+            "filename": names[sl],
+            "starts": starts[sl],
+            "offset": np.full(4, lo),
+        }
 
 
 def _predict(batch):
-  # clip k of video i predicts label + (k - 1): mean equals the label, spread is known.
-  return batch["ef"][:, None] + np.array([-1.0, 0.0, 1.0])[None, :]
+    # clip k of video i predicts label + (k - 1): mean equals the label, spread is known.
+    return batch["ef"][:, None] + np.array([-1.0, 0.0, 1.0])[None, :]
 
 
 def test_predict_videos_drops_padding_and_averages(tmp_path):
-  result = multiclip.predict_videos(_predict, _batches())
-  assert result.filenames == ["a.avi", "b.avi", "c.avi", "d.avi", "e.avi"]
-  np.testing.assert_allclose(result.prediction, [50, 60, 70, 40, 30])
-  assert result.clip_predictions.shape == (5, 3)
-  np.testing.assert_array_equal(result.starts[4], [12, 13, 14])
-  summary = multiclip.summarize(result, train_mean=55.0, n_resamples=20)
-  assert summary["mae"] == 0.0 and summary["r2_x100"] == 100.0 and summary["n"] == 5
-  assert summary["mae_of_predicting_train_mean"] == pytest.approx(np.mean([5, 5, 15, 15, 25]))
-  multiclip.write_csv(result, tmp_path / "p.csv")
-  rows = list(csv.DictReader(open(tmp_path / "p.csv")))
-  assert [r["FileName"] for r in rows] == result.filenames
-  assert float(rows[2]["EF_pred_clip_2"]) == 71.0
+    result = multiclip.predict_videos(_predict, _batches())
+    assert result.filenames == ["a.avi", "b.avi", "c.avi", "d.avi", "e.avi"]
+    np.testing.assert_allclose(result.prediction, [50, 60, 70, 40, 30])
+    assert result.clip_predictions.shape == (5, 3)
+    np.testing.assert_array_equal(result.starts[4], [12, 13, 14])
+    summary = multiclip.summarize(result, train_mean=55.0, n_resamples=20)
+    assert summary["mae"] == 0.0 and summary["r2_x100"] == 100.0 and summary["n"] == 5
+    assert summary["mae_of_predicting_train_mean"] == pytest.approx(np.mean([5, 5, 15, 15, 25]))
+    multiclip.write_csv(result, tmp_path / "p.csv")
+    with open(tmp_path / "p.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["FileName"] for r in rows] == result.filenames
+    assert float(rows[2]["EF_pred_clip_2"]) == 71.0
 
 
 def test_predict_videos_rejects_duplicates_and_empty():
-  batch = {"ef": np.ones(2), "mask": np.ones(2, bool), "filename": [b"x", b"x"], "starts": np.zeros((2, 1))}
-  with pytest.raises(ValueError, match="twice"):
-    multiclip.predict_videos(lambda b: np.ones((2, 1)), [batch])
-  with pytest.raises(ValueError, match="no videos"):
-    multiclip.predict_videos(lambda b: np.ones((2, 1)), [])
+    batch = {"ef": np.ones(2), "mask": np.ones(2, bool), "filename": [b"x", b"x"], "starts": np.zeros((2, 1))}
+    with pytest.raises(ValueError, match="twice"):
+        multiclip.predict_videos(lambda b: np.ones((2, 1)), [batch])
+    with pytest.raises(ValueError, match="no videos"):
+        multiclip.predict_videos(lambda b: np.ones((2, 1)), [])

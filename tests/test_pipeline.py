@@ -45,8 +45,9 @@ def test_tf_sampling_formulas_equal_numpy():
             got16 = pl.tf_start_from_uniform(tf.constant(uu), tf.constant(num_frames), 16, 4).numpy()
             np.testing.assert_array_equal(got16, clips.start_from_uniform(uu, num_frames, 16, 4))
         for pad in (0, 6, 3):
-            np.testing.assert_array_equal(pl.tf_offset_from_uniform(tf.constant(uu), pad).numpy(),
-                                          clips.offset_from_uniform(uu, pad))
+            np.testing.assert_array_equal(
+                pl.tf_offset_from_uniform(tf.constant(uu), pad).numpy(), clips.offset_from_uniform(uu, pad)
+            )
 
 
 def test_train_clips_equal_numpy_sampler(prepared):
@@ -90,14 +91,19 @@ def test_short_video_padded_black_and_ranges(prepared):
                 if n == 90:
                     assert black.sum() == 36 - (90 - b["starts"][i, 0] + 3) // 4
                 if black.any():
-                    np.testing.assert_allclose(b["video"][i, 0][black],
-                                               np.broadcast_to(pad_value, b["video"][i, 0][black].shape), rtol=1e-6)
+                    np.testing.assert_allclose(
+                        b["video"][i, 0][black],
+                        np.broadcast_to(pad_value, b["video"][i, 0][black].shape),
+                        rtol=1e-6,
+                    )
 
 
 def test_translation_same_for_all_frames_and_views_independent(prepared):
     builder, _ = prepared
     starts, offsets = [], []
-    for b in _batches(pl.train_dataset(builder, "train", batch_size=4, num_epochs=6, frames=8, deterministic=True)):
+    for b in _batches(
+        pl.train_dataset(builder, "train", batch_size=4, num_epochs=6, frames=8, deterministic=True)
+    ):
         starts.append(b["starts"])
         offsets.append(b["offsets"])
     starts, offsets = np.concatenate(starts), np.concatenate(offsets)
@@ -108,11 +114,15 @@ def test_translation_same_for_all_frames_and_views_independent(prepared):
 
 def test_no_augmentation_and_single_view(prepared):
     builder, videos = prepared
-    b = _batches(pl.train_dataset(builder, "train", batch_size=2, views=1, augment=False, deterministic=True))[0]
+    b = _batches(
+        pl.train_dataset(builder, "train", batch_size=2, views=1, augment=False, deterministic=True)
+    )[0]
     chex.assert_shape(b["video"], (2, 1, 36, 112, 112, 3))
     assert (b["offsets"] == 6).all()
     name = _text(b["filename"][0])
-    np.testing.assert_allclose(b["video"][0, 0], clips.make_clip(videos[name], int(b["starts"][0, 0])), atol=1e-6)
+    np.testing.assert_allclose(
+        b["video"][0, 0], clips.make_clip(videos[name], int(b["starts"][0, 0])), atol=1e-6
+    )
 
 
 def test_resize_and_uint8_output(prepared):
@@ -131,12 +141,17 @@ def test_resize_and_uint8_output(prepared):
             ref = clips.make_clip(videos[name], st, offsets=off, frames=16, image_size=64)
             np.testing.assert_allclose(bf["video"][i, v], ref, atol=1e-4)
             np.testing.assert_array_equal(
-                    bu["video"][i, v], clips.make_clip_uint8(videos[name], st, offsets=off, frames=16, image_size=64))
+                bu["video"][i, v],
+                clips.make_clip_uint8(videos[name], st, offsets=off, frames=16, image_size=64),
+            )
             raw = clips.make_clip_uint8(videos[name], st, offsets=off, frames=16)
             np.testing.assert_array_equal(bn["video"][i, v], raw)
             # Normalising the uint8 output later gives the float output.
-            np.testing.assert_allclose(clips.normalise(bn["video"][i, v]),
-                                       clips.make_clip(videos[name], st, offsets=off, frames=16), atol=1e-6)
+            np.testing.assert_allclose(
+                clips.normalise(bn["video"][i, v]),
+                clips.make_clip(videos[name], st, offsets=off, frames=16),
+                atol=1e-6,
+            )
 
 
 def _fingerprint(batches):
@@ -147,8 +162,19 @@ def test_seeded_shuffle_is_reproducible_and_epochs_differ(prepared):
     builder, _ = prepared
 
     def run(seed, epoch, num_epochs=1, **kw):
-        batches = _batches(pl.train_dataset(builder, "train", batch_size=2, seed=seed, epoch=epoch,
-                                            num_epochs=num_epochs, frames=8, shuffle_buffer=16, **kw))
+        batches = _batches(
+            pl.train_dataset(
+                builder,
+                "train",
+                batch_size=2,
+                seed=seed,
+                epoch=epoch,
+                num_epochs=num_epochs,
+                frames=8,
+                shuffle_buffer=16,
+                **kw,
+            )
+        )
         by_epoch = {}
         for b in batches:
             assert len(set(b["epoch"].tolist())) == 1  # batches never straddle epochs
@@ -192,7 +218,9 @@ def test_eval_padding_mask_and_exact_clips(prepared):
             name = _text(b["filename"][i])
             names.append(name)
             np.testing.assert_array_equal(b["starts"][i], starts[name + ".avi"])
-            np.testing.assert_allclose(b["video"][i], clips.make_clips(videos[name], starts[name + ".avi"]), atol=1e-6)
+            np.testing.assert_allclose(
+                b["video"][i], clips.make_clips(videos[name], starts[name + ".avi"]), atol=1e-6
+            )
     assert sorted(names) == sorted(n[:-4] for n in nf)
     assert list(map(_text, batches[1]["filename"][1:])) == ["", "", ""]
     assert not batches[1]["video"][1:].any()
@@ -218,16 +246,18 @@ def test_eval_multi_process_same_batch_count(prepared):
     starts = si.draw_start_indexes(nf, k=1, seed=0)
     names, counts = [], []
     for p in range(2):
-        bs = _batches(pl.eval_dataset(builder, "val", starts, batch_size=2, frames=8, process_index=p,
-                                      process_count=2))
+        bs = _batches(
+            pl.eval_dataset(builder, "val", starts, batch_size=2, frames=8, process_index=p, process_count=2)
+        )
         counts.append(len(bs))
         names += [_text(n) for b in bs for n, m in zip(b["filename"], b["mask"]) if m]
     assert counts == [2, 2]
     assert sorted(names) == sorted(n[:-4] for n in nf)
     # More processes than videos: every process still yields the same number of (masked) batches.
     for p in (0, 6):
-        bs = _batches(pl.eval_dataset(builder, "val", starts, batch_size=2, frames=8, process_index=p,
-                                      process_count=7))
+        bs = _batches(
+            pl.eval_dataset(builder, "val", starts, batch_size=2, frames=8, process_index=p, process_count=7)
+        )
         assert len(bs) == 1 and bs[0]["mask"].sum() == (1 if p < 5 else 0)
 
 
@@ -240,7 +270,8 @@ def test_multi_epoch_dataset_equals_separate_epochs(prepared):
     kw = dict(batch_size=2, frames=8, seed=5, shuffle_buffer=16)
     joined = _batches(pl.train_dataset(builder, "train", epoch=3, num_epochs=2, **kw))
     separate = _batches(pl.train_dataset(builder, "train", epoch=3, **kw)) + _batches(
-            pl.train_dataset(builder, "train", epoch=4, **kw))
+        pl.train_dataset(builder, "train", epoch=4, **kw)
+    )
     assert _fingerprint(joined) == _fingerprint(separate)
     assert [b["epoch"].tolist() for b in joined] == [[3, 3], [3, 3], [4, 4], [4, 4]]
     np.testing.assert_array_equal(joined[3]["video"], separate[3]["video"])
@@ -260,15 +291,17 @@ def test_png_and_raw_frame_formats_give_identical_batches(prepared, tmp_path):
     starts = si.draw_start_indexes(nf, k=2, seed=0)
     for batch in _batches(pl.eval_dataset(builder, "test", starts, batch_size=2)):
         for i, name in enumerate(map(_text, batch["filename"])):
-            np.testing.assert_allclose(batch["video"][i], clips.make_clips(videos[name], starts[name + ".avi"]),
-                                       atol=1e-6)
+            np.testing.assert_allclose(
+                batch["video"][i], clips.make_clips(videos[name], starts[name + ".avi"]), atol=1e-6
+            )
 
 
 def test_end_to_end_on_synthetic_echonet_set(tmp_path):
     from coreecho_jax.data import synthetic
 
-    root = synthetic.write_echonet_dataset(tmp_path / "synthetic", n_videos=12, seed=3, min_frames=60,
-                                           max_frames=160, progress=False)
+    root = synthetic.write_echonet_dataset(
+        tmp_path / "synthetic", n_videos=12, seed=3, min_frames=60, max_frames=160, progress=False
+    )
     builder = et.prepare_echonet(root, tmp_path / "tfds")
     videos = {p.stem: read_video(p).frames for p in (root / "Videos").glob("*.avi")}
     train = et.split_videos(builder, "train")
@@ -287,6 +320,7 @@ def test_end_to_end_on_synthetic_echonet_set(tmp_path):
         for i in np.nonzero(batch["mask"])[0]:
             name = _text(batch["filename"][i])
             seen.append(name)
-            np.testing.assert_allclose(batch["video"][i], clips.make_clips(videos[name], starts[name + ".avi"]),
-                                       atol=1e-6)
+            np.testing.assert_allclose(
+                batch["video"][i], clips.make_clips(videos[name], starts[name + ".avi"]), atol=1e-6
+            )
     assert sorted(seen) == sorted(n[:-4] for n in test)

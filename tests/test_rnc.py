@@ -25,7 +25,6 @@ CASES_FILE = FIXTURES / "rnc" / "rnc_cases.npz"
 PAD_N, PAD_D = 16, 32  # every fixture case fits: N <= 16, D <= 32
 
 
-
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
@@ -83,7 +82,14 @@ def _loss_fn(implementation, layout):
             return rnc.rnc_loss(features, labels, temperature=tau, valid=valid, implementation=implementation)
         x, y, v = rnc.flatten_views(features, labels, valid)
         return rnc._rnc_flat(
-            x, y, v, tau, similarity="l2", label_distance="l1", implementation=implementation, distance_method="auto"
+            x,
+            y,
+            v,
+            tau,
+            similarity="l2",
+            label_distance="l1",
+            implementation=implementation,
+            distance_method="auto",
         )
 
     return fn
@@ -106,7 +112,11 @@ def _check_against_fixtures(cases, implementation, dtype, loss_rtol, grad_rtol, 
             np.testing.assert_allclose(float(loss[k]), ref_loss[k], rtol=loss_rtol, err_msg=f"loss of {msg}")
             scale = np.abs(ref_grad[k]).max()
             np.testing.assert_allclose(
-                np.asarray(grad[k], np.float64), ref_grad[k], rtol=0, atol=grad_rtol * scale, err_msg=f"grad of {msg}"
+                np.asarray(grad[k], np.float64),
+                ref_grad[k],
+                rtol=0,
+                atol=grad_rtol * scale,
+                err_msg=f"grad of {msg}",
             )
 
 
@@ -132,7 +142,7 @@ def _reference_numpy(x, y, valid, tau, similarity="l2", label_distance="l1"):
         for m in rows:
             if m == i:
                 continue
-            denom = [sim(x[i], x[l]) / tau for l in rows if l != i and dist(y[i], y[l]) >= dist(y[i], y[m])]
+            denom = [sim(x[i], x[j]) / tau for j in rows if j != i and dist(y[i], y[j]) >= dist(y[i], y[m])]
             top = max(denom)
             total += -(sim(x[i], x[m]) / tau) + top + np.log(np.sum(np.exp(np.array(denom) - top)))
     return total / (len(rows) * (len(rows) - 1))
@@ -154,8 +164,14 @@ def _vg(implementation, similarity="l2", label_distance="l1"):
                 label_distance=label_distance,
             )
         return rnc._rnc_flat(
-            x, y, valid, tau, similarity=similarity, label_distance=label_distance,
-            implementation=implementation, distance_method="auto",
+            x,
+            y,
+            valid,
+            tau,
+            similarity=similarity,
+            label_distance=label_distance,
+            implementation=implementation,
+            distance_method="auto",
         )
 
     return jax.jit(jax.value_and_grad(loss))
@@ -214,7 +230,7 @@ def test_large_batch_stable_fallback(monkeypatch):
     x, y, valid = x[:20], y[:20], valid[:20]
     x = x.at[3].multiply(300.0)  # spread >> 60 at tau = 1
     ref_loss, ref_grad = jax.value_and_grad(lambda x: _reference_loss_pairwise(x, y, valid))(x)
-    sorted_loss = lambda x: rnc.rnc_loss(x, y, valid=valid, temperature=1.0, implementation="sorted")  # noqa: E731
+    sorted_loss = lambda x: rnc.rnc_loss(x, y, valid=valid, temperature=1.0, implementation="sorted")
     loss, grad = jax.jit(jax.value_and_grad(sorted_loss))(x)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
     # the 300x row's distance gradients carry float32 rounding of its large norm (~1e-5 relative)
@@ -224,7 +240,14 @@ def test_large_batch_stable_fallback(monkeypatch):
 
 def _reference_loss_pairwise(x, y, valid):
     return rnc._rnc_flat(
-        x, y, valid, 1.0, similarity="l2", label_distance="l1", implementation="pairwise", distance_method="auto"
+        x,
+        y,
+        valid,
+        1.0,
+        similarity="l2",
+        label_distance="l1",
+        implementation="pairwise",
+        distance_method="auto",
     )
 
 
@@ -244,7 +267,14 @@ def test_gram_distances_match_fixtures(cases):
     def fn(features, labels, valid, tau):
         x, y, v = rnc.flatten_views(features, labels, valid)
         return rnc._rnc_flat(
-            x, y, v, tau, similarity="l2", label_distance="l1", implementation="pairwise", distance_method="gram"
+            x,
+            y,
+            v,
+            tau,
+            similarity="l2",
+            label_distance="l1",
+            implementation="pairwise",
+            distance_method="gram",
         )
 
     feats, labels, valid, tau, ref_loss, ref_grad = _padded_stack(cases)
@@ -276,7 +306,9 @@ def test_forms_agree_with_ties_and_padding(label_dim):
         for impl in variants:
             loss, grad = _vg(impl)(x, y, valid, 1.0)
             np.testing.assert_allclose(loss, ref_loss, rtol=2e-6, err_msg=impl)
-            np.testing.assert_allclose(grad, ref_grad, atol=1e-6 * float(jnp.abs(ref_grad).max()), err_msg=impl)
+            np.testing.assert_allclose(
+                grad, ref_grad, atol=1e-6 * float(jnp.abs(ref_grad).max()), err_msg=impl
+            )
         expected = _reference_numpy(x, y, np.asarray(valid), 1.0)
         np.testing.assert_allclose(float(ref_loss), expected, rtol=2e-6, err_msg="numpy reference")
 
@@ -324,7 +356,9 @@ def test_invariances(implementation):
     np.testing.assert_allclose(grad_p, grad[perm], atol=1e-6, err_msg="gradient follows the permutation")
     np.testing.assert_allclose(vg(x, y + 1000.0, valid, 2.0)[0], base, rtol=1e-6, err_msg="label shift")
     shift = 3.0 * jax.random.normal(jax.random.key(72), (DIM,))
-    np.testing.assert_allclose(vg(x + shift, y, valid, 2.0)[0], base, rtol=1e-5, err_msg="feature translation")
+    np.testing.assert_allclose(
+        vg(x + shift, y, valid, 2.0)[0], base, rtol=1e-5, err_msg="feature translation"
+    )
 
 
 def test_view_major_row_order():
@@ -407,7 +441,9 @@ def test_bad_inputs_raise_clear_errors():
         rnc.rnc_loss(jnp.zeros((8,)), y)
     with pytest.raises(ValueError, match=r"axis 1 has 3 views; expected exactly 2"):
         rnc.rnc_loss(jnp.zeros((4, 3, 8)), y)
-    with pytest.raises(ValueError, match=r"need labels of shape \[N\] or \[N, K\], i.e. \(4,\).*got labels \(8,\)"):
+    with pytest.raises(
+        ValueError, match=r"need labels of shape \[N\] or \[N, K\], i.e. \(4,\).*got labels \(8,\)"
+    ):
         rnc.rnc_loss(f, jnp.zeros((8,)))
     with pytest.raises(ValueError, match=r"flat features \(8, 8\).*\(8,\) or \(8, K\); got labels \(4, 1\)"):
         rnc.rnc_loss(jnp.zeros((8, 8)), jnp.zeros((4, 1)))
@@ -415,7 +451,9 @@ def test_bad_inputs_raise_clear_errors():
         rnc.rnc_loss(f, y, valid=jnp.ones((8,), bool))
     with pytest.raises(ValueError, match=r"need valid of shape \[2N\] = \(8,\); got valid \(4,\)"):
         rnc.rnc_loss(jnp.zeros((8, 8)), jnp.zeros((8,)), valid=jnp.ones((4,), bool))
-    with pytest.raises(ValueError, match=r"implementation='fast' is not one of \('auto', 'pairwise', 'sorted'\)"):
+    with pytest.raises(
+        ValueError, match=r"implementation='fast' is not one of \('auto', 'pairwise', 'sorted'\)"
+    ):
         rnc.rnc_loss(f, y, implementation="fast")
     with pytest.raises(ValueError, match=r"feature_similarity='dot'"):
         rnc.rnc_loss(f, y, feature_similarity="dot")

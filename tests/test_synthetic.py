@@ -39,7 +39,8 @@ def _tracings(root: Path) -> dict[str, list[tuple[int, np.ndarray]]]:
     out: dict[str, dict[int, list]] = {}
     for r in _rows(root / "VolumeTracings.csv"):
         out.setdefault(r["FileName"], {}).setdefault(int(r["Frame"]), []).append(
-            [float(r[k]) for k in ("X1", "Y1", "X2", "Y2")])
+            [float(r[k]) for k in ("X1", "Y1", "X2", "Y2")]
+        )
     return {name: [(f, np.array(v)) for f, v in frames.items()] for name, frames in out.items()}
 
 
@@ -56,7 +57,7 @@ def _disc_volume_ml(chords: np.ndarray, cm_per_px: float) -> float:
     (x1, y1, x2, y2), discs = chords[0], chords[1:]
     length = math.hypot(x2 - x1, y2 - y1)
     d = np.hypot(discs[:, 2] - discs[:, 0], discs[:, 3] - discs[:, 1])
-    return float(np.sum(np.pi * (d / 2) ** 2) * length / len(discs) * cm_per_px ** 3)
+    return float(np.sum(np.pi * (d / 2) ** 2) * length / len(discs) * cm_per_px**3)
 
 
 # ------------------------------------------------------------------------------------ layout
@@ -118,7 +119,7 @@ def test_tracings_two_frames_per_video_at_ed_and_es(dataset):
         row = rows[name[:-4]]
         assert len(frames) == 2, name
         (es_frame, es), (ed_frame, ed) = frames  # EchoNet order: small (ES) first, large (ED) last
-        assert 0 <= min(es_frame, ed_frame) and max(es_frame, ed_frame) < int(row["NumberOfFrames"])
+        assert min(es_frame, ed_frame) >= 0 and max(es_frame, ed_frame) < int(row["NumberOfFrames"])
         assert ed_frame < es_frame  # one beat: ED then its ES
         assert es.shape == ed.shape == (1 + syn.NUM_CHORDS, 4)
         # Simpson's discs of the tracing give back the listed volumes (20 discs: ~0.2 % error).
@@ -170,7 +171,7 @@ def test_volumes_in_range_and_ef_from_drawn_frames():
         assert labels["ef"] == pytest.approx(100 * (labels["edv"] - labels["esv"]) / labels["edv"])
         # The traced frames are the extremes of their beat.
         assert labels["ed_frame"] < labels["es_frame"]
-        beat = vol[labels["ed_frame"]:labels["es_frame"] + 1]
+        beat = vol[labels["ed_frame"] : labels["es_frame"] + 1]
         assert beat.max() == labels["edv"] and beat.min() == labels["esv"]
 
 
@@ -215,8 +216,7 @@ def test_same_seed_same_bytes_and_frames(tmp_path, dataset):
     for name in ("FileList.csv", "VolumeTracings.csv"):
         assert (again / name).read_bytes() == (dataset / name).read_bytes()
     for avi in sorted((dataset / "Videos").iterdir())[:4]:
-        np.testing.assert_array_equal(read_video(again / "Videos" / avi.name).frames,
-                                      read_video(avi).frames)
+        np.testing.assert_array_equal(read_video(again / "Videos" / avi.name).frames, read_video(avi).frames)
     # Any single video can be reproduced from (seed, index) alone.
     rows = _rows(dataset / "FileList.csv")
     for index in (0, cfg.n_videos - 1):
@@ -224,7 +224,8 @@ def test_same_seed_same_bytes_and_frames(tmp_path, dataset):
         assert rows[index]["FileName"] == syn.video_file_name(cfg.seed, index)
         assert float(rows[index]["EF"]) == labels["ef"]
         np.testing.assert_array_equal(
-            read_video(dataset / "Videos" / f"{rows[index]['FileName']}.avi").frames, frames)
+            read_video(dataset / "Videos" / f"{rows[index]['FileName']}.avi").frames, frames
+        )
 
 
 def test_other_seed_other_data():
@@ -277,8 +278,21 @@ def test_interrupted_write_is_redone(tmp_path):
 
 
 def test_cli(tmp_path):
-    root = syn.main(["--root", str(tmp_path / "cli"), "--n", "3", "--seed", "4", "--min-frames", "20",
-                     "--max-frames", "22", "--quiet"])
+    root = syn.main(
+        [
+            "--root",
+            str(tmp_path / "cli"),
+            "--n",
+            "3",
+            "--seed",
+            "4",
+            "--min-frames",
+            "20",
+            "--max-frames",
+            "22",
+            "--quiet",
+        ]
+    )
     rows = _rows(root / "FileList.csv")
     assert [r["FileName"] for r in rows] == [syn.video_file_name(4, i) for i in range(3)]
     assert all(20 <= int(r["NumberOfFrames"]) <= 22 for r in rows)

@@ -120,7 +120,7 @@ def test_coreecho_best_checkpoint():
 
     ckpt = read_state_dicts(CKPT / "tiny_coreecho_best.pth")
     keys = _keys_json()
-    strip = lambda layout: [[k.removeprefix("module."), s, d] for k, s, d in layout]  # noqa: E731
+    strip = lambda layout: [[k.removeprefix("module."), s, d] for k, s, d in layout]
     assert _layout(ckpt.encoder) == strip(keys["tiny_coreecho_best.pth:model"])
     assert not any(k.startswith("module.") for k in ckpt.encoder)
     assert len(ckpt.head) == 14
@@ -194,10 +194,12 @@ def test_storage_dtypes_strides_and_byteorder(tmp_path, storage, dtype, byteorde
     raw = values.tobytes()
     if byteorder == "big":  # every element's bytes reversed, as a big-endian machine writes them
         raw = values.view(f"u{values.itemsize}").byteswap().tobytes()
-    pkl = _dict_pkl({
-        "t": _tensor_ops(storage, "0", 12, 1, (3, 2), (1, 3)),   # transposed view starting at element 1
-        "s": _tensor_ops(storage, "0", 12, 11, (), ()),           # 0-d tensor on the same storage
-    })
+    pkl = _dict_pkl(
+        {
+            "t": _tensor_ops(storage, "0", 12, 1, (3, 2), (1, 3)),  # transposed view starting at element 1
+            "s": _tensor_ops(storage, "0", 12, 11, (), ()),  # 0-d tensor on the same storage
+        }
+    )
     out = load_pth(_write_zip(tmp_path / "x.pth", pkl, {"0": raw}, byteorder=byteorder))
     expect = np.lib.stride_tricks.as_strided(values[1:], (3, 2), (values.itemsize, 3 * values.itemsize))
     assert out["t"].dtype == np.dtype(dtype) and out["t"].flags.c_contiguous

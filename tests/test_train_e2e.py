@@ -18,115 +18,127 @@ from coreecho_jax.train import loop
 from tests.paths import REPO
 
 OVERRIDES = {
-    "data.synthetic.n_videos": 40, "data.frames": 8, "data.image_size": 32,
-    "stage1.epochs": 3, "stage1.batch_size": 4, "stage1.lr_decay_epoch": 2,
-    "stage2.epochs": 1, "stage2.batch_size": 4, "eval.batch_size": 4, "eval.bootstrap": 20,
+    "data.synthetic.n_videos": 40,
+    "data.frames": 8,
+    "data.image_size": 32,
+    "stage1.epochs": 3,
+    "stage1.batch_size": 4,
+    "stage1.lr_decay_epoch": 2,
+    "stage2.epochs": 1,
+    "stage2.batch_size": 4,
+    "eval.batch_size": 4,
+    "eval.bootstrap": 20,
     "run.log_every": 1,
 }
 
 
 def _config(root: Path):
-  config = demo.get_config()
-  config.data.root = str(root)
-  for key, value in OVERRIDES.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+    config = demo.get_config()
+    config.data.root = str(root)
+    for key, value in OVERRIDES.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
 
 
 def _flags(root: Path, workdir: Path) -> list[str]:
-  flags = [f"--config={REPO / 'configs' / 'demo.py'}", f"--workdir={workdir}", f"--config.data.root={root}"]
-  return flags + [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+    flags = [f"--config={REPO / 'configs' / 'demo.py'}", f"--workdir={workdir}", f"--config.data.root={root}"]
+    return flags + [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
-  path = tmp_path_factory.mktemp("synthetic")
-  synthetic.write_echonet_dataset(path, n_videos=40, seed=0, progress=False)
-  return path
+    path = tmp_path_factory.mktemp("synthetic")
+    synthetic.write_echonet_dataset(path, n_videos=40, seed=0, progress=False)
+    return path
 
 
 @pytest.fixture(scope="module")
 def finished_run(root, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("run")
-  results = loop.train_and_evaluate(_config(root), workdir)
-  return workdir, results
+    workdir = tmp_path_factory.mktemp("run")
+    results = loop.train_and_evaluate(_config(root), workdir)
+    return workdir, results
 
 
 def test_run_writes_everything_a_user_needs(finished_run):
-  workdir, results = finished_run
-  for name in ("config.json", "metrics.jsonl", "results.json", "test_predictions_final.csv",
-               "test_start_indexes.json"):
-    assert (workdir / name).is_file(), name
-  assert list((workdir / "tensorboard").iterdir())
-  saved = json.loads((workdir / "results.json").read_text())
-  for key in ("mae", "mae_ci_low", "mae_ci_high", "rmse", "r2", "r2_x100", "mae_of_predicting_train_mean"):
-    assert np.isfinite(saved[key]), key
-  assert saved["n"] == 5 and saved["clips_per_video"] == 3  # every test video, 3 clips each
-  assert saved["mae_ci_low"] <= saved["mae"] <= saved["mae_ci_high"]
-  records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  epochs = [(r["stage"], r["epoch"]) for r in records if "epoch/val_mae" in r]
-  assert epochs == [(1, 0), (1, 1), (1, 2), (2, 0)]
-  # Learning, at the scale CI affords (RnC needs ~15 demo epochs before val MAE moves; the demo in the
-  # README shows that): the RnC loss falls from the first to the last stage-1 epoch on the training set.
-  rnc = [r["epoch/train_rnc"] for r in records if r.get("stage") == 1 and "epoch/train_rnc" in r]
-  assert rnc[-1] < rnc[0], rnc
+    workdir, results = finished_run
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "results.json",
+        "test_predictions_final.csv",
+        "test_start_indexes.json",
+    ):
+        assert (workdir / name).is_file(), name
+    assert list((workdir / "tensorboard").iterdir())
+    saved = json.loads((workdir / "results.json").read_text())
+    for key in ("mae", "mae_ci_low", "mae_ci_high", "rmse", "r2", "r2_x100", "mae_of_predicting_train_mean"):
+        assert np.isfinite(saved[key]), key
+    assert saved["n"] == 5 and saved["clips_per_video"] == 3  # every test video, 3 clips each
+    assert saved["mae_ci_low"] <= saved["mae"] <= saved["mae_ci_high"]
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [(r["stage"], r["epoch"]) for r in records if "epoch/val_mae" in r]
+    assert epochs == [(1, 0), (1, 1), (1, 2), (2, 0)]
+    # Learning, at the scale CI affords (RnC needs ~15 demo epochs before val MAE moves; the demo in the
+    # README shows that): the RnC loss falls from the first to the last stage-1 epoch on the training set.
+    rnc = [r["epoch/train_rnc"] for r in records if r.get("stage") == 1 and "epoch/train_rnc" in r]
+    assert rnc[-1] < rnc[0], rnc
 
 
 def test_resume_after_kill_ends_like_an_uninterrupted_run(root, finished_run, tmp_path):
-  _, reference = finished_run
-  workdir = tmp_path / "killed"
-  cmd = [sys.executable, str(REPO / "main.py")] + _flags(root, workdir)
-  # The same numerics as this process (tests/conftest.py): devices and matmul precision.
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DEFAULT_MATMUL_PRECISION="highest")
-  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-  metrics = workdir / "metrics.jsonl"
-  killed_in_epoch = None
-  deadline = time.time() + 600
-  while time.time() < deadline and proc.poll() is None:
-    if metrics.exists():
-      for line in metrics.read_text().splitlines():
-        record = json.loads(line)
-        if record.get("stage") == 1 and record.get("epoch") == 1 and "train/loss" in record:
-          killed_in_epoch = 1
-      if killed_in_epoch is not None:
-        proc.send_signal(signal.SIGKILL)
-        break
-    time.sleep(0.02)
-  proc.wait()
-  assert killed_in_epoch == 1, proc.stderr.read().decode()[-3000:]
-  assert not (workdir / "results.json").exists()
-  resumed = loop.train_and_evaluate(_config(root), workdir)
-  # Same batches, dropout masks, optimizer and BatchNorm state; the killed run compiled its steps in
-  # another process, so float32 reductions may be ordered differently: equal to ~1e-5 relative.
-  for key in ("mae", "rmse", "r2", "stage1_best_val_mae", "stage2_best_val_mae"):
-    np.testing.assert_allclose(resumed[key], reference[key], rtol=1e-4, err_msg=key)
-  assert resumed["stage1_best_epoch"] == reference["stage1_best_epoch"]
+    _, reference = finished_run
+    workdir = tmp_path / "killed"
+    cmd = [sys.executable, str(REPO / "main.py")] + _flags(root, workdir)
+    # The same numerics as this process (tests/conftest.py): devices and matmul precision.
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DEFAULT_MATMUL_PRECISION="highest")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = workdir / "metrics.jsonl"
+    killed_in_epoch = None
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists():
+            for line in metrics.read_text().splitlines():
+                record = json.loads(line)
+                if record.get("stage") == 1 and record.get("epoch") == 1 and "train/loss" in record:
+                    killed_in_epoch = 1
+            if killed_in_epoch is not None:
+                proc.send_signal(signal.SIGKILL)
+                break
+        time.sleep(0.02)
+    proc.wait()
+    assert killed_in_epoch == 1, proc.stderr.read().decode()[-3000:]
+    assert not (workdir / "results.json").exists()
+    resumed = loop.train_and_evaluate(_config(root), workdir)
+    # Same batches, dropout masks, optimizer and BatchNorm state; the killed run compiled its steps in
+    # another process, so float32 reductions may be ordered differently: equal to ~1e-5 relative.
+    for key in ("mae", "rmse", "r2", "stage1_best_val_mae", "stage2_best_val_mae"):
+        np.testing.assert_allclose(resumed[key], reference[key], rtol=1e-4, err_msg=key)
+    assert resumed["stage1_best_epoch"] == reference["stage1_best_epoch"]
 
 
 def test_evaluate_mode_reproduces_the_run(root, finished_run, tmp_path):
-  workdir, reference = finished_run
-  results = loop.evaluate_checkpoint(_config(root), tmp_path / "eval", str(workdir))
-  np.testing.assert_allclose(results["mae"], reference["mae"], rtol=1e-6)
+    workdir, reference = finished_run
+    results = loop.evaluate_checkpoint(_config(root), tmp_path / "eval", str(workdir))
+    np.testing.assert_allclose(results["mae"], reference["mae"], rtol=1e-6)
 
 
 def test_predict_on_a_short_video_pads_and_answers(root, finished_run, tmp_path):
-  workdir, _ = finished_run
-  from coreecho_jax.data import video_io
+    workdir, _ = finished_run
+    from coreecho_jax.data import video_io
 
-  video = video_io.read_video(next((root / "Videos").glob("*.avi")))
-  short = tmp_path / "short.avi"
-  video_io.write_video(short, video.frames[:20], fps=50.0)
-  out = predict.predict_file(_config(root), short, workdir)
-  assert len(out["ef_per_clip"]) == 3 and np.isfinite(out["ef_mean"])
-  assert out["num_frames"] == 20 and "padded" in out["notes"][0]
+    video = video_io.read_video(next((root / "Videos").glob("*.avi")))
+    short = tmp_path / "short.avi"
+    video_io.write_video(short, video.frames[:20], fps=50.0)
+    out = predict.predict_file(_config(root), short, workdir)
+    assert len(out["ef_per_clip"]) == 3 and np.isfinite(out["ef_mean"])
+    assert out["num_frames"] == 20 and "padded" in out["notes"][0]
 
 
 def test_bad_root_is_a_clear_error(tmp_path):
-  config = _config(tmp_path / "nowhere")
-  config.data.synthetic.enabled = False
-  with pytest.raises(FileNotFoundError, match="nowhere"):
-    loop.train_and_evaluate(config, tmp_path / "w")
+    config = _config(tmp_path / "nowhere")
+    config.data.synthetic.enabled = False
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        loop.train_and_evaluate(config, tmp_path / "w")

@@ -34,13 +34,23 @@ def _model(seed=0, **overrides):
 def test_presets_match_the_official_factories():
     small = uniformer_config("small")
     assert (small.depth, small.dims, small.head_dim, small.dropout, small.drop_path) == (
-        (3, 4, 8, 3), (64, 128, 320, 512), 64, 0.1, 0.0)
+        (3, 4, 8, 3),
+        (64, 128, 320, 512),
+        64,
+        0.1,
+        0.0,
+    )
     assert small.num_heads == (1, 2, 5, 8)
     assert small.num_classes is None and small.dtype == "float32" and not small.remat
     base = uniformer_config("base")
     assert (base.depth, base.dims, base.dropout) == ((5, 8, 20, 7), (64, 128, 320, 512), 0.3)
     tiny = uniformer_config("tiny")
-    assert (tiny.depth, tiny.dims, tiny.head_dim, tiny.num_heads) == ((1, 1, 1, 1), (16, 32, 64, 128), 16, (1, 2, 4, 8))
+    assert (tiny.depth, tiny.dims, tiny.head_dim, tiny.num_heads) == (
+        (1, 1, 1, 1),
+        (16, 32, 64, 128),
+        16,
+        (1, 2, 4, 8),
+    )
     assert uniformer_config("small_d1121").depth == (1, 1, 2, 1)
     assert uniformer_config("small", dtype="bfloat16", remat=True).compute_dtype == jnp.bfloat16
     assert set(PRESETS) == {"small", "base", "tiny", "small_d1121"}
@@ -64,7 +74,11 @@ def test_config_validation_errors():
 def test_stage_shapes_for_coreecho_clips():
     # UNIFORMER.md: 36x112x112 -> [18,28,28,64] -> [18,14,14,128] -> [18,7,7,320] -> [18,3,3,512]
     assert stage_shapes(uniformer_config("small"), 36, 112, 112) == [
-        (18, 28, 28, 64), (18, 14, 14, 128), (18, 7, 7, 320), (18, 3, 3, 512)]
+        (18, 28, 28, 64),
+        (18, 14, 14, 128),
+        (18, 7, 7, 320),
+        (18, 3, 3, 512),
+    ]
 
 
 def test_output_and_feature_shapes():
@@ -110,10 +124,13 @@ def test_train_mode_updates_final_batchnorm_like_torch():
     n = np.prod(s4.shape[:-1])
     # torch momentum 0.1 from the initial (0, 1): running_var uses the unbiased batch variance
     np.testing.assert_allclose(model.norm.mean[...], 0.1 * mean, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(model.norm.var[...], 0.9 + 0.1 * var_biased * n / (n - 1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model.norm.var[...], 0.9 + 0.1 * var_biased * n / (n - 1), rtol=1e-5, atol=1e-6
+    )
     # the output is normalised with the biased batch variance (scale 1, bias 0 at init)
     np.testing.assert_allclose(
-        feats["final_norm"], (s4 - mean) / np.sqrt(var_biased + 1e-5), rtol=1e-4, atol=1e-4)
+        feats["final_norm"], (s4 - mean) / np.sqrt(var_biased + 1e-5), rtol=1e-4, atol=1e-4
+    )
     # every BatchNorm moved away from its initial statistics; eval mode leaves them alone
     stats = nnx.state(model, nnx.BatchStat)
     assert all(np.any(np.asarray(v) != 0.0) for k, v in nnx.to_flat_state(stats) if k[-1] == "mean")
@@ -130,14 +147,15 @@ def test_batchnorm_matches_numpy_torch_semantics():
     bn.bias.set_value(jnp.asarray(rng.standard_normal(6), jnp.float32))
     flax_like = BatchNorm(6, unbiased_running_var=False)
     run_mean, run_var, run_var_b = np.zeros(6), np.ones(6), np.ones(6)
-    for step in range(2):
+    for _ in range(2):
         x = rng.standard_normal((3, 2, 4, 6)) * 2 + 1
         y = bn(jnp.asarray(x, jnp.float32))
         flax_like(jnp.asarray(x, jnp.float32))
         m, v = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
         n = 3 * 2 * 4
         np.testing.assert_allclose(
-            y, (x - m) / np.sqrt(v + 1e-5) * bn.scale[...] + bn.bias[...], rtol=1e-5, atol=1e-5)
+            y, (x - m) / np.sqrt(v + 1e-5) * bn.scale[...] + bn.bias[...], rtol=1e-5, atol=1e-5
+        )
         run_mean = 0.9 * run_mean + 0.1 * m
         run_var = 0.9 * run_var + 0.1 * v * n / (n - 1)
         run_var_b = 0.9 * run_var_b + 0.1 * v
@@ -148,7 +166,10 @@ def test_batchnorm_matches_numpy_torch_semantics():
     x = rng.standard_normal((4, 6))
     np.testing.assert_allclose(
         bn(jnp.asarray(x, jnp.float32)),
-        (x - run_mean) / np.sqrt(run_var + 1e-5) * bn.scale[...] + bn.bias[...], rtol=1e-5, atol=1e-5)
+        (x - run_mean) / np.sqrt(run_var + 1e-5) * bn.scale[...] + bn.bias[...],
+        rtol=1e-5,
+        atol=1e-5,
+    )
     np.testing.assert_allclose(bn.var[...], run_var, rtol=1e-5)  # unchanged in eval mode
     assert nnx.view(bn, use_running_average=False).use_running_average is False
     bn.train()
@@ -252,7 +273,9 @@ def test_hash_dropout_masks():
     np.testing.assert_array_equal(mask, np.asarray(hash_bernoulli(key, keep, (1000, 1000))))
     other = np.asarray(hash_bernoulli(jax.random.key(12), keep, (1000, 1000)))
     assert abs((mask == other).mean() - (keep**2 + (1 - keep) ** 2)) < 3e-3  # independent masks
-    np.testing.assert_array_equal(np.asarray(hash_bernoulli(jax.random.key(11, impl="rbg"), 0.0, (5,))), False)
+    np.testing.assert_array_equal(
+        np.asarray(hash_bernoulli(jax.random.key(11, impl="rbg"), 0.0, (5,))), False
+    )
 
 
 @pytest.mark.parametrize("rng", ["hash", "jax"])

@@ -54,13 +54,27 @@ def test_outputs_and_head_init():
 
 def test_build_coreecho_from_dict_and_configdict():
     cfg = ml_collections.ConfigDict(
-        dict(SMALL, dropout=0.2, head_dropout=0.3, head_bias_init=50.0, dtype="bfloat16", remat=True,
-             unbiased_running_var=False)
+        dict(
+            SMALL,
+            dropout=0.2,
+            head_dropout=0.3,
+            head_bias_init=50.0,
+            dtype="bfloat16",
+            remat=True,
+            unbiased_running_var=False,
+        )
     )
     model = build_coreecho(cfg)
     enc = model.encoder.config
     assert (enc.dims, enc.depth, enc.head_dim, enc.dropout, enc.dtype, enc.remat, enc.depthwise) == (
-        (8, 16, 32, 64), (1, 1, 1, 1), 16, 0.2, "bfloat16", True, "lax")
+        (8, 16, 32, 64),
+        (1, 1, 1, 1),
+        16,
+        0.2,
+        "bfloat16",
+        True,
+        "lax",
+    )
     assert model.head.drop1.rate == 0.3 and model.head.drop2.rate == 0.3
     bns = [model.encoder.norm, model.encoder.blocks1[0].norm1, model.head.norm1, model.head.norm2]
     assert not any(bn.unbiased_running_var for bn in bns)

@@ -17,16 +17,16 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import convert_color_space
 from pydicom.uid import (
+    MPEG2MPML,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
     JPEGLSLossless,
-    MPEG2MPML,
     RLELossless,
     UltrasoundMultiFrameImageStorage,
     generate_uid,
 )
 
-from coreecho_jax.data.dicom import dicom_fps, dicom_regions, largest_2d_region, read_dicom
+from coreecho_jax.data.dicom import dicom_fps, dicom_regions, largest_2d_region
 from coreecho_jax.data.video_io import (
     CropBox,
     Video,
@@ -56,8 +56,10 @@ def smooth_frames(t: int, h: int, w: int, *, color: bool = False, seed: int = 0)
     out = np.empty((t, h, w, channels), dtype=np.uint8)
     for i in range(t):
         for c in range(channels):
-            img = 128 + 60 * np.sin(xx / (6 + 3 * c) + i / 4 + phases[c, 0]) + 50 * np.cos(
-                yy / (8 + 2 * c) - i / 5 + phases[c, 1]
+            img = (
+                128
+                + 60 * np.sin(xx / (6 + 3 * c) + i / 4 + phases[c, 0])
+                + 50 * np.cos(yy / (8 + 2 * c) - i / 5 + phases[c, 1])
             )
             out[i, ..., c] = np.clip(img, 0, 255).astype(np.uint8)
     return out if color else out[..., 0]
@@ -254,8 +256,7 @@ def test_garbage_avi_names_the_file(tmp_path):
 
 def test_zero_frame_avi_names_the_file(tmp_path):
     path = tmp_path / "empty_clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"FFV1"), 30.0,
-                             (32, 32), True)
+    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"FFV1"), 30.0, (32, 32), True)
     assert writer.isOpened()
     writer.release()
     assert path.exists()
@@ -264,16 +265,25 @@ def test_zero_frame_avi_names_the_file(tmp_path):
 
 
 def test_dicom_without_pixel_data_names_the_file(tmp_path):
-    path = make_dicom(tmp_path / "no_pixels.dcm", np.zeros((2, 8, 8), np.uint8),
-                      photometric="MONOCHROME2", pixel_data=False, FrameTime=20.0)
+    path = make_dicom(
+        tmp_path / "no_pixels.dcm",
+        np.zeros((2, 8, 8), np.uint8),
+        photometric="MONOCHROME2",
+        pixel_data=False,
+        FrameTime=20.0,
+    )
     with pytest.raises(VideoReadError, match="no_pixels.dcm.*no PixelData"):
         read_video(path)
 
 
 def test_undecodable_dicom_names_file_and_transfer_syntax(tmp_path):
-    path = make_dicom(tmp_path / "jpegls_scan.dcm", np.zeros((2, 8, 8), np.uint8),
-                      photometric="MONOCHROME2", encoded_frames=[b"\xff\xd8\x00\x01"] * 2,
-                      transfer_syntax=JPEGLSLossless)
+    path = make_dicom(
+        tmp_path / "jpegls_scan.dcm",
+        np.zeros((2, 8, 8), np.uint8),
+        photometric="MONOCHROME2",
+        encoded_frames=[b"\xff\xd8\x00\x01"] * 2,
+        transfer_syntax=JPEGLSLossless,
+    )
     with pytest.raises(VideoReadError, match="jpegls_scan.dcm.*cannot decode.*JPEG-LS"):
         read_video(path)
 
@@ -313,8 +323,11 @@ def test_dicom_rgb_uncompressed_and_magic_without_suffix(tmp_path):
 def test_dicom_ybr_full_422_jpeg_baseline_decodes_to_rgb(tmp_path):
     frames = smooth_frames(4, 32, 48, color=True, seed=3)
     path = make_dicom(
-        tmp_path / "ybr.dcm", frames, photometric="YBR_FULL_422",
-        encoded_frames=jpeg_ybr422_frames(frames), transfer_syntax=JPEGBaseline8Bit,
+        tmp_path / "ybr.dcm",
+        frames,
+        photometric="YBR_FULL_422",
+        encoded_frames=jpeg_ybr422_frames(frames),
+        transfer_syntax=JPEGBaseline8Bit,
         FrameTime=33.3333,
     )
     assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == JPEGBaseline8Bit
@@ -323,8 +336,10 @@ def test_dicom_ybr_full_422_jpeg_baseline_decodes_to_rgb(tmp_path):
     error = np.abs(video.frames.astype(float) - frames)
     assert error.mean() < 4.0  # JPEG q95 with 4:2:2 chroma: small error, no YCbCr left
     for c in range(3):  # each channel matches its own source channel best
-        assert error[..., c].mean() < np.abs(video.frames[..., c].astype(float)
-                                             - frames[..., (c + 1) % 3]).mean()
+        assert (
+            error[..., c].mean()
+            < np.abs(video.frames[..., c].astype(float) - frames[..., (c + 1) % 3]).mean()
+        )
     assert video.fps == pytest.approx(30.0, rel=1e-3)
     gray = read_video(path)
     assert np.abs(gray.frames.astype(float) - rgb_to_gray(frames)).mean() < 3.0
@@ -335,11 +350,18 @@ def test_dicom_native_ybr_full_422_is_converted_once(tmp_path):
     ybr = convert_color_space(frames, "RGB", "YBR_FULL").astype(np.float32)
     # Native 4:2:2 layout: per horizontal pixel pair Y0 Y1 Cb Cr (chroma averaged).
     pairs = ybr.reshape(3, 16, 12, 2, 3)
-    packed = np.stack([pairs[..., 0, 0], pairs[..., 1, 0], pairs[..., 1].mean(axis=-1),
-                       pairs[..., 2].mean(axis=-1)], axis=-1)
+    packed = np.stack(
+        [pairs[..., 0, 0], pairs[..., 1, 0], pairs[..., 1].mean(axis=-1), pairs[..., 2].mean(axis=-1)],
+        axis=-1,
+    )
     packed = np.clip(np.rint(packed), 0, 255).astype(np.uint8)
-    path = make_dicom(tmp_path / "native422.dcm", frames, photometric="YBR_FULL_422",
-                      pixel_bytes=packed.tobytes(), FrameTime=20.0)
+    path = make_dicom(
+        tmp_path / "native422.dcm",
+        frames,
+        photometric="YBR_FULL_422",
+        pixel_bytes=packed.tobytes(),
+        FrameTime=20.0,
+    )
     video = read_video(path, color=True)
     chex.assert_shape(video.frames, (3, 16, 24, 3))
     assert np.abs(video.frames.astype(float) - frames).mean() < 4.0
@@ -349,8 +371,7 @@ def test_dicom_native_ybr_full_422_is_converted_once(tmp_path):
 def test_dicom_rle_lossless(tmp_path, color):
     frames = smooth_frames(4, 20, 28, color=color, seed=5)
     path = tmp_path / "rle.dcm"
-    make_dicom(path, frames, photometric="RGB" if color else "MONOCHROME2",
-               RecommendedDisplayFrameRate=25)
+    make_dicom(path, frames, photometric="RGB" if color else "MONOCHROME2", RecommendedDisplayFrameRate=25)
     ds = pydicom.dcmread(path)
     ds.compress(RLELossless)
     ds.save_as(path, enforce_file_format=True)
@@ -364,17 +385,23 @@ def test_dicom_rle_lossless(tmp_path, color):
 def test_dicom_mpeg2_video_decodes_through_ffmpeg(tmp_path):
     frames = smooth_frames(12, 48, 64, color=True, seed=7)
     stream_path = tmp_path / "stream.m2v"  # raw MPEG-2 elementary stream
-    writer = cv2.VideoWriter(str(stream_path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mpg2"),
-                             25.0, (64, 48), True)
+    writer = cv2.VideoWriter(
+        str(stream_path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mpg2"), 25.0, (64, 48), True
+    )
     assert writer.isOpened()
     for frame in frames:
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
     stream = stream_path.read_bytes()
-    fragments = [stream[i:i + 4000] for i in range(0, len(stream), 4000)]
-    path = make_dicom(tmp_path / "mpeg2.dcm", frames, photometric="YBR_PARTIAL_420",
-                      encoded_frames=[b"".join(fragments)], transfer_syntax=MPEG2MPML,
-                      FrameTime=40.0)
+    fragments = [stream[i : i + 4000] for i in range(0, len(stream), 4000)]
+    path = make_dicom(
+        tmp_path / "mpeg2.dcm",
+        frames,
+        photometric="YBR_PARTIAL_420",
+        encoded_frames=[b"".join(fragments)],
+        transfer_syntax=MPEG2MPML,
+        FrameTime=40.0,
+    )
     video = read_video(path, color=True)
     chex.assert_shape(video.frames, (12, 48, 64, 3))
     assert np.abs(video.frames.astype(float) - frames).mean() < 8.0
@@ -387,8 +414,9 @@ def test_dicom_single_frame_and_probe(tmp_path):
     video = read_video(path)
     chex.assert_shape(video.frames, (1, 20, 30))
     np.testing.assert_array_equal(video.frames, frames)
-    multi = make_dicom(tmp_path / "multi.dcm", smooth_frames(7, 20, 30), photometric="MONOCHROME2",
-                       FrameTime=25.0)
+    multi = make_dicom(
+        tmp_path / "multi.dcm", smooth_frames(7, 20, 30), photometric="MONOCHROME2", FrameTime=25.0
+    )
     info = probe_video(multi)
     assert (info.num_frames, info.height, info.width) == (7, 20, 30)
     assert info.fps == pytest.approx(40.0)
@@ -406,8 +434,15 @@ def test_dicom_monochrome1_and_12_bit(tmp_path):
     inverted = make_dicom(tmp_path / "mono1.dcm", frames, photometric="MONOCHROME1")
     np.testing.assert_array_equal(read_video(inverted).frames, 255 - frames)
     values = frames.astype(np.uint16) * 16  # 12-bit data in 16-bit words
-    path = make_dicom(tmp_path / "mono12.dcm", frames, photometric="MONOCHROME2",
-                      pixel_bytes=values.tobytes(), BitsAllocated=16, BitsStored=12, HighBit=11)
+    path = make_dicom(
+        tmp_path / "mono12.dcm",
+        frames,
+        photometric="MONOCHROME2",
+        pixel_bytes=values.tobytes(),
+        BitsAllocated=16,
+        BitsStored=12,
+        HighBit=11,
+    )
     decoded = read_video(path).frames
     assert decoded.dtype == np.uint8
     expected = np.rint(values * (255 / 4095)).astype(int)
@@ -449,12 +484,20 @@ def test_ultrasound_regions_pick_the_largest_2d_box(tmp_path):
         region_item(30, 10, 99, 69),  # large 2-D region
         region_item(0, 72, 129, 89, spatial_format=4),  # larger but a waveform (ECG)
     ]
-    path = make_dicom(tmp_path / "regions.dcm", frames, photometric="MONOCHROME2",
-                      FrameTime=20.0, SequenceOfUltrasoundRegions=regions)
+    path = make_dicom(
+        tmp_path / "regions.dcm",
+        frames,
+        photometric="MONOCHROME2",
+        FrameTime=20.0,
+        SequenceOfUltrasoundRegions=regions,
+    )
     ds = pydicom.dcmread(path)
     parsed = dicom_regions(ds)
-    assert [r.box for r in parsed] == [CropBox(2, 2, 21, 21), CropBox(30, 10, 100, 70),
-                                       CropBox(0, 72, 130, 90)]
+    assert [r.box for r in parsed] == [
+        CropBox(2, 2, 21, 21),
+        CropBox(30, 10, 100, 70),
+        CropBox(0, 72, 130, 90),
+    ]
     assert largest_2d_region(parsed).box == CropBox(30, 10, 100, 70)
     for mode in ("auto", "region"):
         video = load_echo_video(path, crop=mode)
@@ -500,7 +543,7 @@ def test_mask_outside_blacks_out_corners(tmp_path):
     frames, sector = echo_like()
     box = mask_box(sector)
     row, col = box.y1 - 2, box.x0 + 1  # bottom-left corner of the sector's box, outside the fan
-    frames[:, row - 2:row + 2, col - 1:col + 3] = 250  # a static mark there
+    frames[:, row - 2 : row + 2, col - 1 : col + 3] = 250  # a static mark there
     path = write_video(tmp_path / "echo.avi", frames, fps=50.0)
     # crop="none", size=None: 120x160 frame padded to 160x160, 20 black rows on top.
     plain = load_echo_video(path, crop="none", size=None)
@@ -508,8 +551,9 @@ def test_mask_outside_blacks_out_corners(tmp_path):
     assert plain.frames[:, row + 20, col].min() == 250
     assert masked.frames[:, row + 20, col].max() == 0
     inside = np.argwhere(sector)[len(np.argwhere(sector)) // 2]
-    np.testing.assert_array_equal(masked.frames[:, inside[0] + 20, inside[1]],
-                                  plain.frames[:, inside[0] + 20, inside[1]])
+    np.testing.assert_array_equal(
+        masked.frames[:, inside[0] + 20, inside[1]], plain.frames[:, inside[0] + 20, inside[1]]
+    )
     assert masked.metadata["mask_outside"] is True
 
 

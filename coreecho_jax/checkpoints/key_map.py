@@ -44,7 +44,13 @@ HEAD_IGNORE = frozenset({"*num_batches_tracked"})
 # 5 Dropout, 6 Linear.
 HEAD_RENAMES: Mapping[str, str] = {"norm1": "0", "fc1": "2", "norm2": "3", "fc2": "6"}
 
-_LEAF_NAMES = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
+_LEAF_NAMES = {
+    "kernel": "weight",
+    "scale": "weight",
+    "bias": "bias",
+    "mean": "running_mean",
+    "var": "running_var",
+}
 
 
 class KeyMapError(ValueError):
@@ -142,7 +148,9 @@ def torch_state_shapes(
     return shapes
 
 
-def export_torch_state(module: nnx.Module, *, renames: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+def export_torch_state(
+    module: nnx.Module, *, renames: Mapping[str, str] | None = None
+) -> dict[str, np.ndarray]:
     """The module's parameters and batch statistics as a torch-named, torch-layout dict of float32 arrays
     (without ``num_batches_tracked``)."""
     return {
@@ -238,7 +246,9 @@ def _require(state: Mapping[str, np.ndarray], key: str, ndim: int) -> np.ndarray
         raise KeyMapError(f"cannot infer the UniFormer config: key {key} is missing")
     a = np.asarray(state[key])
     if a.ndim != ndim:
-        raise KeyMapError(f"cannot infer the UniFormer config: {key} has shape {a.shape}, expected {ndim} dims")
+        raise KeyMapError(
+            f"cannot infer the UniFormer config: {key} has shape {a.shape}, expected {ndim} dims"
+        )
     return a
 
 
@@ -261,7 +271,9 @@ def infer_uniformer_config(
                 "(only std=False UniFormer video models are supported)"
             )
         if i > 1 and w.shape[1] != dims[-1]:
-            raise KeyMapError(f"patch_embed{i}.proj.weight has {w.shape[1]} input channels, expected {dims[-1]}")
+            raise KeyMapError(
+                f"patch_embed{i}.proj.weight has {w.shape[1]} input channels, expected {dims[-1]}"
+            )
         dims.append(int(w.shape[0]))
     in_chans = int(np.asarray(state["patch_embed1.proj.weight"]).shape[1])
     depth = []

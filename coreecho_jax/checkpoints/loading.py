@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import ml_collections
-from flax import nnx
 
 from coreecho_jax.checkpoints import key_map, torch_import, torch_pth
 from coreecho_jax.checkpoints.manager import RunCheckpoints, load_model_state_dict, model_state_dict
@@ -24,84 +23,91 @@ PTH_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt")
 
 
 def build_model(model_config: ml_collections.ConfigDict | dict, seed: int = 0) -> CoReEcho:
-  """A fresh CoReEcho model from ``config.model`` (``init_from`` is applied separately)."""
-  cfg = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
-  cfg.pop("init_from", None)
-  cfg["seed"] = seed
-  return build_coreecho(cfg)
+    """A fresh CoReEcho model from ``config.model`` (``init_from`` is applied separately)."""
+    cfg = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
+    cfg.pop("init_from", None)
+    cfg["seed"] = seed
+    return build_coreecho(cfg)
 
 
 def _is_run_dir(path: Path) -> bool:
-  return (path / "checkpoints").is_dir()
+    return (path / "checkpoints").is_dir()
 
 
 def _best_stage_dir(path: Path) -> Path:
-  for stage in ("stage2", "stage1"):
-    d = path / "checkpoints" / stage
-    if (d / "best").is_dir() and any((d / "best").iterdir()):
-      return d
-  raise FileNotFoundError(f"{path}: a run workdir without any best checkpoint under checkpoints/stage{{1,2}}/best")
+    for stage in ("stage2", "stage1"):
+        d = path / "checkpoints" / stage
+        if (d / "best").is_dir() and any((d / "best").iterdir()):
+            return d
+    raise FileNotFoundError(
+        f"{path}: a run workdir without any best checkpoint under checkpoints/stage{{1,2}}/best"
+    )
 
 
 def initialize_from(model: CoReEcho, path: str | Path | None) -> str:
-  """Loads weights named by ``path`` into ``model`` in place; returns what was loaded (for logs)."""
-  if not path:
-    return "random initialisation"
-  path = Path(path)
-  if not path.exists():
-    raise FileNotFoundError(f"{path}: checkpoint not found (expected a .pth file, an imported Orbax "
-                            f"folder or a run workdir)")
-  if path.is_file():
-    ckpt = torch_pth.read_state_dicts(path)
-    key_map.load_uniformer_weights(model.encoder, ckpt.encoder)
-    if ckpt.head is not None:
-      key_map.load_head_weights(model.head, ckpt.head)
-      return f"{path} (encoder and regression head, {ckpt.meta.get('format')})"
-    return f"{path} (encoder; the head keeps its initialisation)"
-  if (path / torch_import.CONFIG_FILE).is_file():
-    imported = torch_import.restore_imported(path)
-    if isinstance(imported, CoReEcho):
-      load_model_state_dict(model, model_state_dict(imported))
-      return f"{path} (imported CoReEcho)"
-    state = model_state_dict(imported)
-    state.pop("head", None)  # an encoder imported --with-classifier: its Kinetics classifier is not used
-    load_model_state_dict(model.encoder, state)
-    return f"{path} (imported encoder)"
-  if _is_run_dir(path):
-    stage_dir = _best_stage_dir(path)
-    ckpts = RunCheckpoints(stage_dir, async_save=False)
-    restored = ckpts.restore_best({"model": model_state_dict(model)})
-    ckpts.close()
-    assert restored is not None
-    load_model_state_dict(model, restored[0]["model"])
-    return f"{stage_dir}/best (epoch {restored[1]['epoch']})"
-  raise ValueError(f"{path}: not a .pth file, an imported folder (with {torch_import.CONFIG_FILE}) "
-                   f"or a run workdir (with checkpoints/)")
+    """Loads weights named by ``path`` into ``model`` in place; returns what was loaded (for logs)."""
+    if not path:
+        return "random initialisation"
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: checkpoint not found (expected a .pth file, an imported Orbax folder or a run workdir)"
+        )
+    if path.is_file():
+        ckpt = torch_pth.read_state_dicts(path)
+        key_map.load_uniformer_weights(model.encoder, ckpt.encoder)
+        if ckpt.head is not None:
+            key_map.load_head_weights(model.head, ckpt.head)
+            return f"{path} (encoder and regression head, {ckpt.meta.get('format')})"
+        return f"{path} (encoder; the head keeps its initialisation)"
+    if (path / torch_import.CONFIG_FILE).is_file():
+        imported = torch_import.restore_imported(path)
+        if isinstance(imported, CoReEcho):
+            load_model_state_dict(model, model_state_dict(imported))
+            return f"{path} (imported CoReEcho)"
+        state = model_state_dict(imported)
+        state.pop("head", None)  # an encoder imported --with-classifier: its Kinetics classifier is not used
+        load_model_state_dict(model.encoder, state)
+        return f"{path} (imported encoder)"
+    if _is_run_dir(path):
+        stage_dir = _best_stage_dir(path)
+        ckpts = RunCheckpoints(stage_dir, async_save=False)
+        restored = ckpts.restore_best({"model": model_state_dict(model)})
+        ckpts.close()
+        assert restored is not None
+        load_model_state_dict(model, restored[0]["model"])
+        return f"{stage_dir}/best (epoch {restored[1]['epoch']})"
+    raise ValueError(
+        f"{path}: not a .pth file, an imported folder (with {torch_import.CONFIG_FILE}) "
+        f"or a run workdir (with checkpoints/)"
+    )
 
 
 def load_for_inference(config: ml_collections.ConfigDict, path: str | Path) -> tuple[CoReEcho, str]:
-  """The model a checkpoint describes, in eval mode, and a description of its origin.
+    """The model a checkpoint describes, in eval mode, and a description of its origin.
 
-  ``.pth`` and imported folders carry their own architecture; a run workdir is rebuilt from its saved
-  ``config.json`` (falling back to ``config.model``).
-  """
-  path = Path(path)
-  if path.is_file():
-    model, info = torch_import.import_pth(path)
-    if not isinstance(model, CoReEcho):
-      raise ValueError(f"{path}: holds an encoder without a regression head (e.g. Kinetics-400 "
-                       f"weights); it cannot predict EF. Train from it with --config.model.init_from")
-    return model, f"{path} ({info.meta.get('format')})"
-  if (path / torch_import.CONFIG_FILE).is_file():
-    model = torch_import.restore_imported(path)
-    if not isinstance(model, CoReEcho):
-      raise ValueError(f"{path}: an imported encoder without a regression head cannot predict EF")
-    return model, str(path)
-  model_config = config.model
-  saved = path / "config.json"
-  if saved.is_file():
-    model_config = ml_collections.ConfigDict(json.loads(saved.read_text())["model"])
-  model = build_model(model_config, seed=int(config.seed))
-  origin = initialize_from(model, path)
-  model.eval()
-  return model, origin
+    ``.pth`` and imported folders carry their own architecture; a run workdir is rebuilt from its saved
+    ``config.json`` (falling back to ``config.model``).
+    """
+    path = Path(path)
+    if path.is_file():
+        model, info = torch_import.import_pth(path)
+        if not isinstance(model, CoReEcho):
+            raise ValueError(
+                f"{path}: holds an encoder without a regression head (e.g. Kinetics-400 "
+                f"weights); it cannot predict EF. Train from it with --config.model.init_from"
+            )
+        return model, f"{path} ({info.meta.get('format')})"
+    if (path / torch_import.CONFIG_FILE).is_file():
+        model = torch_import.restore_imported(path)
+        if not isinstance(model, CoReEcho):
+            raise ValueError(f"{path}: an imported encoder without a regression head cannot predict EF")
+        return model, str(path)
+    model_config = config.model
+    saved = path / "config.json"
+    if saved.is_file():
+        model_config = ml_collections.ConfigDict(json.loads(saved.read_text())["model"])
+    model = build_model(model_config, seed=int(config.seed))
+    origin = initialize_from(model, path)
+    model.eval()
+    return model, origin

@@ -87,9 +87,9 @@ class ImportInfo:
 def _abstract_model(model_type: str, config: UniFormerConfig, *, seed: int = 0) -> nnx.Module:
     """The model with ShapeDtypeStruct leaves: no random init (which costs XLA compiles per shape)."""
     if model_type == "coreecho":
-        build = lambda: CoReEcho(config, rngs=make_rngs(seed))  # noqa: E731
+        build = lambda: CoReEcho(config, rngs=make_rngs(seed))
     elif model_type == "uniformer":
-        build = lambda: UniFormer(config, rngs=make_rngs(seed))  # noqa: E731
+        build = lambda: UniFormer(config, rngs=make_rngs(seed))
     else:
         raise ValueError(f"model_type must be 'coreecho' or 'uniformer', got {model_type!r}")
     return nnx.eval_shape(build)

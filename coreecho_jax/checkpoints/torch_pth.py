@@ -142,7 +142,7 @@ class _PickledNamespace(_Frozen):
 
     __slots__ = ("fields",)
 
-    def __new__(cls, *args: Any) -> "_PickledNamespace":  # NEWOBJ calls cls.__new__(cls, *args)
+    def __new__(cls, *args: Any) -> _PickledNamespace:  # NEWOBJ calls cls.__new__(cls, *args)
         if args:
             raise CheckpointFormatError("argparse.Namespace pickled with constructor arguments")
         self = super().__new__(cls)
@@ -261,7 +261,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._allowed = _allowed_globals(allow_namespace)
         self._persistent = persistent_load
 
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D102 - pickle API
+    def find_class(self, module: str, name: str) -> Any:
         try:
             return self._allowed[(module, name)]
         except KeyError:
@@ -277,7 +277,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             f"state_dict needs are allowed, and the load was aborted before anything was called{hint}"
         )
 
-    def persistent_load(self, pid: Any) -> Any:  # noqa: D102 - pickle API
+    def persistent_load(self, pid: Any) -> Any:
         if self._persistent is None:
             raise CheckpointFormatError(f"{self._source}: unexpected persistent id {pid!r} in a plain pickle")
         return self._persistent(pid)
@@ -354,9 +354,16 @@ class _StorageTable:
         if view is None:
             return _StorageRef(key, dtype, 0, numel)
         # Legacy storage view: (view_key, offset, view_size), in elements of the root storage.
-        if not (isinstance(view, tuple) and len(view) == 3 and isinstance(view[0], str)
-                and _is_int(view[1]) and _is_int(view[2]) and view[1] >= 0 and view[2] >= 0
-                and view[1] + view[2] <= numel):
+        if not (
+            isinstance(view, tuple)
+            and len(view) == 3
+            and isinstance(view[0], str)
+            and _is_int(view[1])
+            and _is_int(view[2])
+            and view[1] >= 0
+            and view[2] >= 0
+            and view[1] + view[2] <= numel
+        ):
             raise CheckpointFormatError(f"bad storage view metadata {view!r:.200} for storage '{key}'")
         return _StorageRef(key, dtype, view[1], view[2])
 

@@ -27,7 +27,8 @@ the TF pipeline maps its stateless uniforms with the same formulas.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ def clip_indices(start: int | np.ndarray, frames: int = FRAMES, stride: int = ST
 
 
 def check_starts(
-        starts: Any, num_frames: int, frames: int = FRAMES, stride: int = STRIDE, *, name: str = "video"
+    starts: Any, num_frames: int, frames: int = FRAMES, stride: int = STRIDE, *, name: str = "video"
 ) -> np.ndarray:
     """Returns ``starts`` as int64 ``[K]`` after checking each one indexes the padded video.
 
@@ -81,9 +82,10 @@ def check_starts(
     bad = arr[(arr < 0) | (arr >= limit)]
     if bad.size:
         raise ValueError(
-                f"{name}: clip start(s) {bad.tolist()} out of range for a video of {num_frames} frames "
-                f"(padded to {padded_length(num_frames, frames, stride)}); valid starts are 0..{limit - 1} "
-                f"for {frames} frames at stride {stride}")
+            f"{name}: clip start(s) {bad.tolist()} out of range for a video of {num_frames} frames "
+            f"(padded to {padded_length(num_frames, frames, stride)}); valid starts are 0..{limit - 1} "
+            f"for {frames} frames at stride {stride}"
+        )
     return arr.astype(np.int64)
 
 
@@ -109,7 +111,9 @@ def offset_from_uniform(u: Any, pad: int = PAD) -> np.ndarray:
     return np.minimum(np.floor(u * (2 * pad + 1)).astype(np.int64), 2 * pad)
 
 
-def sample_start(rng: np.random.Generator, num_frames: int, frames: int = FRAMES, stride: int = STRIDE) -> int:
+def sample_start(
+    rng: np.random.Generator, num_frames: int, frames: int = FRAMES, stride: int = STRIDE
+) -> int:
     """Draws one clip start uniformly from ``{0..num_start_positions - 1}``."""
     return int(start_from_uniform(rng.random(), num_frames, frames, stride))
 
@@ -127,7 +131,9 @@ def _as_thwc(video: np.ndarray) -> np.ndarray:
     if video.ndim == 3:
         video = video[..., None]
     if video.ndim != 4 or video.shape[-1] not in (1, 3) or video.shape[0] < 1:
-        raise ValueError(f"video must be [F, H, W] or [F, H, W, C] with C in (1, 3) and F >= 1, got {video.shape}")
+        raise ValueError(
+            f"video must be [F, H, W] or [F, H, W, C] with C in (1, 3) and F >= 1, got {video.shape}"
+        )
     return video
 
 
@@ -156,7 +162,7 @@ def translate(clip: np.ndarray, dy: int, dx: int, pad: int = PAD) -> np.ndarray:
         raise ValueError(f"crop offsets must be in 0..{2 * pad}, got dy={dy}, dx={dx}")
     _, h, w, _ = clip.shape
     padded = np.pad(clip, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    return padded[:, dy:dy + h, dx:dx + w]
+    return padded[:, dy : dy + h, dx : dx + w]
 
 
 def resize_matrix(in_size: int, out_size: int) -> np.ndarray:
@@ -198,14 +204,14 @@ def _needs_resize(clip: np.ndarray, image_size: int | None) -> bool:
 
 
 def make_clip_uint8(
-        video: np.ndarray,
-        start: int,
-        *,
-        offsets: tuple[int, int] | None = None,
-        frames: int = FRAMES,
-        stride: int = STRIDE,
-        pad: int = PAD,
-        image_size: int | None = None,
+    video: np.ndarray,
+    start: int,
+    *,
+    offsets: tuple[int, int] | None = None,
+    frames: int = FRAMES,
+    stride: int = STRIDE,
+    pad: int = PAD,
+    image_size: int | None = None,
 ) -> np.ndarray:
     """One un-normalised clip: gather (with black end padding), translate, resize.
 
@@ -221,14 +227,14 @@ def make_clip_uint8(
 
 
 def make_clip(
-        video: np.ndarray,
-        start: int,
-        *,
-        offsets: tuple[int, int] | None = None,
-        frames: int = FRAMES,
-        stride: int = STRIDE,
-        pad: int = PAD,
-        image_size: int | None = None,
+    video: np.ndarray,
+    start: int,
+    *,
+    offsets: tuple[int, int] | None = None,
+    frames: int = FRAMES,
+    stride: int = STRIDE,
+    pad: int = PAD,
+    image_size: int | None = None,
 ) -> np.ndarray:
     """One normalised clip float32 ``[T, S, S, 3]`` from a uint8 video ``[F, H, W(, C)]``.
 
@@ -250,16 +256,16 @@ def make_clip(
 
 
 def make_clips(
-        video: np.ndarray,
-        starts: Sequence[int] | np.ndarray,
-        *,
-        frames: int = FRAMES,
-        stride: int = STRIDE,
-        image_size: int | None = None,
+    video: np.ndarray,
+    starts: Sequence[int] | np.ndarray,
+    *,
+    frames: int = FRAMES,
+    stride: int = STRIDE,
+    image_size: int | None = None,
 ) -> np.ndarray:
     """Evaluation clips (no augmentation) float32 ``[K, T, S, S, 3]`` of one uint8 video at ``starts [K]``."""
     video = _as_thwc(video)
     starts = check_starts(starts, video.shape[0], frames, stride)
-    return np.stack([
-            make_clip(video, int(s), frames=frames, stride=stride, image_size=image_size) for s in starts
-    ])
+    return np.stack(
+        [make_clip(video, int(s), frames=frames, stride=stride, image_size=image_size) for s in starts]
+    )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import jax
 import ml_collections
@@ -21,123 +21,161 @@ from coreecho_jax.data import echonet, echonet_tfds, pipeline, start_indexes, sy
 
 
 def _source_root(config: ml_collections.ConfigDict, workdir: Path) -> Path:
-  data = config.data
-  if data.synthetic.enabled:
-    root = Path(data.root) if data.root else workdir / "synthetic"
-    synthetic.write_echonet_dataset(root, n_videos=int(data.synthetic.n_videos),
-                                    seed=int(data.synthetic.seed), workers=max(1, os.cpu_count() or 1))
-    return root
-  if not data.root:
-    raise ValueError("config.data.root is empty: pass --config.data.root=/path/to/EchoNet-Dynamic "
-                     f"(a folder with FileList.csv and Videos/). {echonet.LAYOUT}")
-  return Path(data.root)
+    data = config.data
+    if data.synthetic.enabled:
+        root = Path(data.root) if data.root else workdir / "synthetic"
+        synthetic.write_echonet_dataset(
+            root,
+            n_videos=int(data.synthetic.n_videos),
+            seed=int(data.synthetic.seed),
+            workers=max(1, os.cpu_count() or 1),
+        )
+        return root
+    if not data.root:
+        raise ValueError(
+            "config.data.root is empty: pass --config.data.root=/path/to/EchoNet-Dynamic "
+            f"(a folder with FileList.csv and Videos/). {echonet.LAYOUT}"
+        )
+    return Path(data.root)
 
 
 @dataclasses.dataclass
 class DataBundle:
-  """The prepared dataset of one run and the pipelines over it."""
-  config: ml_collections.ConfigDict
-  workdir: Path
-  root: Path
-  builder: object
+    """The prepared dataset of one run and the pipelines over it."""
 
-  # ------------------------------------------------------------------------------------- geometry
-  @property
-  def _clip_kwargs(self) -> dict:
-    d = self.config.data
-    return dict(frames=int(d.frames), stride=int(d.stride), image_size=int(d.image_size))
+    config: ml_collections.ConfigDict
+    workdir: Path
+    root: Path
+    builder: object
 
-  def videos(self, split: str) -> dict[str, int]:
-    """``{'<name>.avi': frame count}`` of a prepared split."""
-    return {f"{n}.avi": f for n, f in echonet_tfds.split_videos(self.builder, split).items()}
+    # ------------------------------------------------------------------------------------- geometry
+    @property
+    def _clip_kwargs(self) -> dict:
+        d = self.config.data
+        return dict(frames=int(d.frames), stride=int(d.stride), image_size=int(d.image_size))
 
-  def num_train_batches(self, global_batch: int) -> int:
-    return len(self.videos("train")) // global_batch
+    def videos(self, split: str) -> dict[str, int]:
+        """``{'<name>.avi': frame count}`` of a prepared split."""
+        return {f"{n}.avi": f for n, f in echonet_tfds.split_videos(self.builder, split).items()}
 
-  # ------------------------------------------------------------------------------------- batches
-  def train_batches(self, local_batch: int, *, views: int, epoch: int, stage: int) -> Iterator[dict]:
-    """One epoch of augmented training clips ``[B, views, T, S, S, 3]``, reproducible from (seed, stage, epoch)."""
-    d = self.config.data
-    ds = pipeline.train_dataset(
-        self.builder, "train", batch_size=local_batch, views=views, pad=int(d.pad),
-        seed=int(self.config.seed) * 10 + stage, epoch=epoch, shuffle_buffer=int(d.shuffle_buffer),
-        process_index=jax.process_index(), process_count=jax.process_count(), **self._clip_kwargs)
-    return pipeline.as_numpy(ds)
+    def num_train_batches(self, global_batch: int) -> int:
+        return len(self.videos("train")) // global_batch
 
-  def eval_batches(self, split: str, starts: dict) -> Iterator[dict]:
-    """Every video of ``split`` once, K clips at ``starts``; last batch padded and masked."""
-    ds = pipeline.eval_dataset(
-        self.builder, split, starts, batch_size=int(self.config.eval.batch_size) // jax.process_count(),
-        process_index=jax.process_index(), process_count=jax.process_count(), **self._clip_kwargs)
-    return pipeline.as_numpy(ds)
+    # ------------------------------------------------------------------------------------- batches
+    def train_batches(self, local_batch: int, *, views: int, epoch: int, stage: int) -> Iterator[dict]:
+        """One epoch of augmented training clips ``[B, views, T, S, S, 3]``, reproducible from (seed, stage, epoch)."""
+        d = self.config.data
+        ds = pipeline.train_dataset(
+            self.builder,
+            "train",
+            batch_size=local_batch,
+            views=views,
+            pad=int(d.pad),
+            seed=int(self.config.seed) * 10 + stage,
+            epoch=epoch,
+            shuffle_buffer=int(d.shuffle_buffer),
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            **self._clip_kwargs,
+        )
+        return pipeline.as_numpy(ds)
 
-  # --------------------------------------------------------------------------------- clip starts
-  def val_starts(self, epoch: int) -> dict:
-    """Fresh random starts each epoch (the official ``validate`` draws new clips every call)."""
-    d = self.config.data
-    seed = int(np.random.SeedSequence([int(self.config.seed), 7, epoch]).generate_state(1)[0])
-    return start_indexes.draw_start_indexes(self.videos("val"), int(self.config.eval.n_clips),
-                                            int(d.frames), int(d.stride), seed)
+    def eval_batches(self, split: str, starts: dict) -> Iterator[dict]:
+        """Every video of ``split`` once, K clips at ``starts``; last batch padded and masked."""
+        ds = pipeline.eval_dataset(
+            self.builder,
+            split,
+            starts,
+            batch_size=int(self.config.eval.batch_size) // jax.process_count(),
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            **self._clip_kwargs,
+        )
+        return pipeline.as_numpy(ds)
 
-  def test_starts(self) -> dict:
-    """Fixed test starts: the configured file, else drawn from ``eval.seed`` and saved beside the results."""
-    d = self.config.data
-    if d.test_start_indexes:
-      return start_indexes.load_start_indexes(d.test_start_indexes)
-    path = self.workdir / "test_start_indexes.json"
-    if path.exists():
-      return start_indexes.load_start_indexes(path)
-    starts = start_indexes.draw_start_indexes(self.videos("test"), int(self.config.eval.n_clips),
-                                              int(d.frames), int(d.stride), int(self.config.eval.seed))
-    if jax.process_index() == 0:
-      start_indexes.save_start_indexes_json(starts, path)
-    return starts
+    # --------------------------------------------------------------------------------- clip starts
+    def val_starts(self, epoch: int) -> dict:
+        """Fresh random starts each epoch (the official ``validate`` draws new clips every call)."""
+        d = self.config.data
+        seed = int(np.random.SeedSequence([int(self.config.seed), 7, epoch]).generate_state(1)[0])
+        return start_indexes.draw_start_indexes(
+            self.videos("val"), int(self.config.eval.n_clips), int(d.frames), int(d.stride), seed
+        )
 
-  def train_mean_ef(self) -> float:
-    """Mean EF (%) of the prepared training videos: the predict-the-mean baseline."""
-    index = echonet.read_echonet(self.root, drop_untraced=bool(self.config.data.drop_untraced),
-                                 check_videos=False)
-    kept = set(echonet_tfds.split_videos(self.builder, "train"))
-    efs = [r.ef for r in index.split("train") if r.filename in kept]
-    return float(np.mean(efs))
+    def test_starts(self) -> dict:
+        """Fixed test starts: the configured file, else drawn from ``eval.seed`` and saved beside the results."""
+        d = self.config.data
+        if d.test_start_indexes:
+            return start_indexes.load_start_indexes(d.test_start_indexes)
+        path = self.workdir / "test_start_indexes.json"
+        if path.exists():
+            return start_indexes.load_start_indexes(path)
+        starts = start_indexes.draw_start_indexes(
+            self.videos("test"),
+            int(self.config.eval.n_clips),
+            int(d.frames),
+            int(d.stride),
+            int(self.config.eval.seed),
+        )
+        if jax.process_index() == 0:
+            start_indexes.save_start_indexes_json(starts, path)
+        return starts
+
+    def train_mean_ef(self) -> float:
+        """Mean EF (%) of the prepared training videos: the predict-the-mean baseline."""
+        index = echonet.read_echonet(
+            self.root, drop_untraced=bool(self.config.data.drop_untraced), check_videos=False
+        )
+        kept = set(echonet_tfds.split_videos(self.builder, "train"))
+        efs = [r.ef for r in index.split("train") if r.filename in kept]
+        return float(np.mean(efs))
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str | Path) -> DataBundle:
-  """Writes the synthetic set if enabled, prepares the TFDS dataset once, returns the bundle."""
-  workdir = Path(workdir)
-  root = _source_root(config, workdir)
-  data_dir = Path(config.data.data_dir) if config.data.data_dir else workdir / "tfds"
-  builder = echonet_tfds.prepare_echonet(root, data_dir, drop_untraced=bool(config.data.drop_untraced))
-  return DataBundle(config=config, workdir=workdir, root=root, builder=builder)
+    """Writes the synthetic set if enabled, prepares the TFDS dataset once, returns the bundle."""
+    workdir = Path(workdir)
+    root = _source_root(config, workdir)
+    data_dir = Path(config.data.data_dir) if config.data.data_dir else workdir / "tfds"
+    builder = echonet_tfds.prepare_echonet(root, data_dir, drop_untraced=bool(config.data.drop_untraced))
+    return DataBundle(config=config, workdir=workdir, root=root, builder=builder)
 
 
 def describe(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
-  """Prepares the data and prints a per-split summary and one training batch's shapes and ranges."""
-  bundle = prepare(config, workdir)
-  summary: dict = {"root": str(bundle.root), "prepared": str(bundle.builder.data_dir), "splits": {}}
-  index = echonet.read_echonet(bundle.root, drop_untraced=bool(config.data.drop_untraced), check_videos=False)
-  print(f"dataset: {bundle.root}\nprepared: {bundle.builder.data_dir}")
-  for split in echonet.SPLITS:
-    frames = np.array(list(echonet_tfds.split_videos(bundle.builder, split).values()))
-    kept = set(echonet_tfds.split_videos(bundle.builder, split))
-    ef = np.array([r.ef for r in index.split(split) if r.filename in kept])
-    short = int(np.sum(frames < int(config.data.frames) * int(config.data.stride)))
-    summary["splits"][split] = {"videos": int(len(frames)), "ef_mean": float(ef.mean()),
-                                "ef_std": float(ef.std()), "frames_min": int(frames.min()),
-                                "frames_max": int(frames.max()), "shorter_than_a_clip_span": short}
-    print(f"  {split:5s}: {len(frames):5d} videos, EF {ef.mean():5.1f} +- {ef.std():4.1f} % "
-          f"(min {ef.min():.1f}, max {ef.max():.1f}), frames {frames.min()}-{frames.max()} "
-          f"({short} padded to {int(config.data.frames) * int(config.data.stride)})")
-  batch = next(bundle.train_batches(int(config.stage1.batch_size), views=2, epoch=0, stage=1))
-  print("one stage-1 batch:")
-  summary["batch"] = {}
-  for key, value in batch.items():
-    value = np.asarray(value)
-    desc = {"shape": list(value.shape), "dtype": str(value.dtype)}
-    if value.dtype.kind in "biuf":
-      desc.update(min=float(value.min()), max=float(value.max()))
-      print(f"  {key:10s} {str(value.shape):28s} {value.dtype}  [{value.min():.4g}, {value.max():.4g}]")
-    else:
-      print(f"  {key:10s} {str(value.shape):28s} {value.dtype}")
-    summary["batch"][key] = desc
-  return summary
+    """Prepares the data and prints a per-split summary and one training batch's shapes and ranges."""
+    bundle = prepare(config, workdir)
+    summary: dict = {"root": str(bundle.root), "prepared": str(bundle.builder.data_dir), "splits": {}}
+    index = echonet.read_echonet(
+        bundle.root, drop_untraced=bool(config.data.drop_untraced), check_videos=False
+    )
+    print(f"dataset: {bundle.root}\nprepared: {bundle.builder.data_dir}")
+    for split in echonet.SPLITS:
+        frames = np.array(list(echonet_tfds.split_videos(bundle.builder, split).values()))
+        kept = set(echonet_tfds.split_videos(bundle.builder, split))
+        ef = np.array([r.ef for r in index.split(split) if r.filename in kept])
+        short = int(np.sum(frames < int(config.data.frames) * int(config.data.stride)))
+        summary["splits"][split] = {
+            "videos": int(len(frames)),
+            "ef_mean": float(ef.mean()),
+            "ef_std": float(ef.std()),
+            "frames_min": int(frames.min()),
+            "frames_max": int(frames.max()),
+            "shorter_than_a_clip_span": short,
+        }
+        print(
+            f"  {split:5s}: {len(frames):5d} videos, EF {ef.mean():5.1f} +- {ef.std():4.1f} % "
+            f"(min {ef.min():.1f}, max {ef.max():.1f}), frames {frames.min()}-{frames.max()} "
+            f"({short} padded to {int(config.data.frames) * int(config.data.stride)})"
+        )
+    batch = next(bundle.train_batches(int(config.stage1.batch_size), views=2, epoch=0, stage=1))
+    print("one stage-1 batch:")
+    summary["batch"] = {}
+    for key, value in batch.items():
+        value = np.asarray(value)
+        desc = {"shape": list(value.shape), "dtype": str(value.dtype)}
+        if value.dtype.kind in "biuf":
+            desc.update(min=float(value.min()), max=float(value.max()))
+            print(f"  {key:10s} {str(value.shape):28s} {value.dtype}  [{value.min():.4g}, {value.max():.4g}]")
+        else:
+            print(f"  {key:10s} {str(value.shape):28s} {value.dtype}")
+        summary["batch"][key] = desc
+    return summary

@@ -75,9 +75,7 @@ def _read_dataset(path: Path, *, stop_before_pixels: bool = False):
     if not path.exists():
         raise VideoNotFoundError(f"{path}: file not found (expected a DICOM file)")
     try:
-        return pydicom.dcmread(
-            path, stop_before_pixels=stop_before_pixels, force=not is_dicom_file(path)
-        )
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=not is_dicom_file(path))
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as e:
         raise VideoReadError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from e
 
@@ -116,9 +114,7 @@ def dicom_fps(ds: Any) -> tuple[float | None, str]:
         increments = increments[np.isfinite(increments) & (increments > 0)]
         if increments.size:
             return 1000.0 / float(increments.mean()), "FrameTimeVector"
-    return None, (
-        "no FrameTime, CineRate, RecommendedDisplayFrameRate or FrameTimeVector: fps unknown"
-    )
+    return None, ("no FrameTime, CineRate, RecommendedDisplayFrameRate or FrameTimeVector: fps unknown")
 
 
 def dicom_regions(ds: Any) -> list[UltrasoundRegion]:
@@ -209,8 +205,7 @@ def _decode_video_syntax(path: Path, ds: Any, tsyntax: Any) -> np.ndarray:
             return read_opencv_video(tmp_path, color=True).frames
         except VideoReadError as e:
             raise VideoReadError(
-                f"{path}: FFmpeg could not decode the encapsulated {tsyntax.name} stream "
-                f"({e})"
+                f"{path}: FFmpeg could not decode the encapsulated {tsyntax.name} stream ({e})"
             ) from e
 
 

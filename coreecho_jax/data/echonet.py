@@ -23,8 +23,8 @@ import dataclasses
 import logging
 import math
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import pandas as pd
 
@@ -36,11 +36,12 @@ OPTIONAL_COLUMNS = ("ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfF
 TRACING_COLUMNS = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
 
 LAYOUT = (
-        "Expected the EchoNet-Dynamic layout:\n"
-        "  <root>/FileList.csv        columns FileName, EF, ESV, EDV, FrameHeight, FrameWidth, FPS, "
-        "NumberOfFrames, Split (Split = TRAIN/VAL/TEST; FileName without .avi)\n"
-        "  <root>/VolumeTracings.csv  columns FileName, X1, Y1, X2, Y2, Frame (optional; FileName with .avi)\n"
-        "  <root>/Videos/<FileName>.avi")
+    "Expected the EchoNet-Dynamic layout:\n"
+    "  <root>/FileList.csv        columns FileName, EF, ESV, EDV, FrameHeight, FrameWidth, FPS, "
+    "NumberOfFrames, Split (Split = TRAIN/VAL/TEST; FileName without .avi)\n"
+    "  <root>/VolumeTracings.csv  columns FileName, X1, Y1, X2, Y2, Frame (optional; FileName with .avi)\n"
+    "  <root>/Videos/<FileName>.avi"
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +101,11 @@ class EchoNetIndex:
         key = _split_key(name)
         out = [r for r in self.records if r.split == key]
         if not out:
-            raise EchoNetLayoutError(f"{self.root / 'FileList.csv'}: split {key!r} has no videos"
-                                     f"{' after dropping untraced videos' if self.dropped_untraced else ''}. "
-                                     f"{LAYOUT}")
+            raise EchoNetLayoutError(
+                f"{self.root / 'FileList.csv'}: split {key!r} has no videos"
+                f"{' after dropping untraced videos' if self.dropped_untraced else ''}. "
+                f"{LAYOUT}"
+            )
         return out
 
 
@@ -151,10 +154,14 @@ def read_filelist(root: PathLike) -> pd.DataFrame:
     ef = pd.to_numeric(df["EF"], errors="coerce")
     bad = ef.isna() | (ef <= 0) | (ef >= 100)
     if bad.any():
-        rows = [f"row {i + 2} (FileName {out['FileName'].iat[i]}, EF {df['EF'].iat[i]!r})"
-                for i in bad.to_numpy().nonzero()[0][:10]]
-        raise EchoNetLayoutError(f"{path}: EF must be a number in (0, 100) percent; {int(bad.sum())} bad "
-                                 f"value(s): {'; '.join(rows)}")
+        rows = [
+            f"row {i + 2} (FileName {out['FileName'].iat[i]}, EF {df['EF'].iat[i]!r})"
+            for i in bad.to_numpy().nonzero()[0][:10]
+        ]
+        raise EchoNetLayoutError(
+            f"{path}: EF must be a number in (0, 100) percent; {int(bad.sum())} bad "
+            f"value(s): {'; '.join(rows)}"
+        )
     out["EF"] = ef.astype(float)
     for col in ("EDV", "ESV", "FPS"):
         out[col] = pd.to_numeric(df[col], errors="coerce").astype(float) if col in df.columns else math.nan
@@ -165,10 +172,13 @@ def read_filelist(root: PathLike) -> pd.DataFrame:
     split = df["Split"].astype(str).str.strip().str.lower()
     unknown = ~split.isin(SPLITS)
     if unknown.any():
-        rows = [f"row {i + 2} (FileName {out['FileName'].iat[i]}, Split {df['Split'].iat[i]!r})"
-                for i in unknown.to_numpy().nonzero()[0][:10]]
-        raise EchoNetLayoutError(f"{path}: Split must be TRAIN, VAL or TEST; {int(unknown.sum())} bad "
-                                 f"value(s): {'; '.join(rows)}")
+        rows = [
+            f"row {i + 2} (FileName {out['FileName'].iat[i]}, Split {df['Split'].iat[i]!r})"
+            for i in unknown.to_numpy().nonzero()[0][:10]
+        ]
+        raise EchoNetLayoutError(
+            f"{path}: Split must be TRAIN, VAL or TEST; {int(unknown.sum())} bad value(s): {'; '.join(rows)}"
+        )
     out["Split"] = split
     dup = out["FileName"].duplicated(keep=False)
     if dup.any():
@@ -190,18 +200,20 @@ def traced_frame_counts(root: PathLike) -> dict[str, int] | None:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise EchoNetLayoutError(f"{path}: not a readable CSV ({err}). {LAYOUT}") from err
     if tuple(str(c).strip() for c in df.columns) != TRACING_COLUMNS:
-        raise EchoNetLayoutError(f"{path}: header must be exactly {','.join(TRACING_COLUMNS)}, "
-                                 f"found {','.join(map(str, df.columns))}. {LAYOUT}")
+        raise EchoNetLayoutError(
+            f"{path}: header must be exactly {','.join(TRACING_COLUMNS)}, "
+            f"found {','.join(map(str, df.columns))}. {LAYOUT}"
+        )
     names = df["FileName"].astype(str).map(_stem)
     return pd.DataFrame({"n": names, "f": df["Frame"]}).groupby("n")["f"].nunique().astype(int).to_dict()
 
 
 def read_echonet(
-        root: PathLike,
-        *,
-        drop_untraced: bool = True,
-        check_videos: bool = True,
-        required_splits: Sequence[str] = SPLITS,
+    root: PathLike,
+    *,
+    drop_untraced: bool = True,
+    check_videos: bool = True,
+    required_splits: Sequence[str] = SPLITS,
 ) -> EchoNetIndex:
     """Reads an EchoNet-Dynamic folder into records, applying the official filtering.
 
@@ -225,17 +237,31 @@ def read_echonet(
         dropped = df["FileName"][~keep].tolist()
         if dropped:
             per_split = df[~keep].groupby("Split").size().to_dict()
-            log.warning("EchoNet %s: dropped %d video(s) with fewer than 2 traced frames in "
-                        "VolumeTracings.csv (per split: %s)", root, len(dropped), per_split)
+            log.warning(
+                "EchoNet %s: dropped %d video(s) with fewer than 2 traced frames in "
+                "VolumeTracings.csv (per split: %s)",
+                root,
+                len(dropped),
+                per_split,
+            )
         df = df[keep]
     videos = root / "Videos"
     records = tuple(
-            EchoNetRecord(filename=row.FileName, path=videos / f"{row.FileName}.avi", ef=float(row.EF),
-                          edv=float(row.EDV), esv=float(row.ESV), split=row.Split,
-                          num_frames=int(row.NumberOfFrames), fps=float(row.FPS))
-            for row in df.itertuples(index=False))
-    index = EchoNetIndex(root=root, records=records, dropped_untraced=tuple(dropped),
-                         has_tracings=counts is not None)
+        EchoNetRecord(
+            filename=row.FileName,
+            path=videos / f"{row.FileName}.avi",
+            ef=float(row.EF),
+            edv=float(row.EDV),
+            esv=float(row.ESV),
+            split=row.Split,
+            num_frames=int(row.NumberOfFrames),
+            fps=float(row.FPS),
+        )
+        for row in df.itertuples(index=False)
+    )
+    index = EchoNetIndex(
+        root=root, records=records, dropped_untraced=tuple(dropped), has_tracings=counts is not None
+    )
     for split in required_splits:
         index.split(split)  # raises on an empty split
     if check_videos:
@@ -252,8 +278,9 @@ def check_video_files(records: Iterable[EchoNetRecord], root: PathLike) -> None:
     missing = [r.avi_name for r in records if r.avi_name not in present]
     if missing:
         shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
-        raise FileNotFoundError(f"{len(missing)} video(s) listed in FileList.csv are missing from {videos}: "
-                                f"{shown}. {LAYOUT}")
+        raise FileNotFoundError(
+            f"{len(missing)} video(s) listed in FileList.csv are missing from {videos}: {shown}. {LAYOUT}"
+        )
 
 
 def records_by_split(index: EchoNetIndex, splits: Sequence[str] = SPLITS) -> dict[str, list[EchoNetRecord]]:

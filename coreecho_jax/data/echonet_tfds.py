@@ -41,9 +41,10 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -75,8 +76,9 @@ class EchonetDynamicConfig(tfds.core.BuilderConfig):
         frame_format: ``'png'`` or ``'raw'`` frame storage.
     """
 
-    def __init__(self, *, source_root: str, drop_untraced: bool, frame_format: str, fingerprint: str,
-                 **kwargs: Any):
+    def __init__(
+        self, *, source_root: str, drop_untraced: bool, frame_format: str, fingerprint: str, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.source_root = source_root
         self.drop_untraced = drop_untraced
@@ -94,7 +96,9 @@ def _file_sha1(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def config_for(root: PathLike, *, drop_untraced: bool = True, frame_format: str = "raw") -> EchonetDynamicConfig:
+def config_for(
+    root: PathLike, *, drop_untraced: bool = True, frame_format: str = "raw"
+) -> EchonetDynamicConfig:
     """The builder config of a source folder: name = hash of (path, options, CSV contents).
 
     Raises:
@@ -108,20 +112,20 @@ def config_for(root: PathLike, *, drop_untraced: bool = True, frame_format: str 
     if not (root / "FileList.csv").is_file():
         raise FileNotFoundError(f"FileList.csv not found in {root}. {echonet.LAYOUT}")
     key = {
-            "root": str(root),
-            "drop_untraced": bool(drop_untraced),
-            "frame_format": frame_format,
-            "filelist": _file_sha1(root / "FileList.csv"),
-            "tracings": _file_sha1(root / "VolumeTracings.csv"),
+        "root": str(root),
+        "drop_untraced": bool(drop_untraced),
+        "frame_format": frame_format,
+        "filelist": _file_sha1(root / "FileList.csv"),
+        "tracings": _file_sha1(root / "VolumeTracings.csv"),
     }
     fingerprint = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return EchonetDynamicConfig(
-            name=f"src_{fingerprint[:16]}",
-            description=f"EchoNet-Dynamic from {root} (drop_untraced={drop_untraced}, {frame_format} frames)",
-            source_root=str(root),
-            drop_untraced=bool(drop_untraced),
-            frame_format=frame_format,
-            fingerprint=fingerprint,
+        name=f"src_{fingerprint[:16]}",
+        description=f"EchoNet-Dynamic from {root} (drop_untraced={drop_untraced}, {frame_format} frames)",
+        source_root=str(root),
+        drop_untraced=bool(drop_untraced),
+        frame_format=frame_format,
+        fingerprint=fingerprint,
     )
 
 
@@ -148,12 +152,15 @@ def _load(path: Path, frame_format: str) -> tuple[Any, tuple[int, int, int], flo
     return encoded, tuple(int(d) for d in frames.shape), fps, colour
 
 
-def _load_in_order(paths: Sequence[Path], frame_format: str, workers: int) -> Iterator[tuple[Any, Exception | None]]:
+def _load_in_order(
+    paths: Sequence[Path], frame_format: str, workers: int
+) -> Iterator[tuple[Any, Exception | None]]:
     """Yields ``(result of _load, None)`` or ``(None, VideoReadError)`` per path, in order.
 
     OpenCV decoding and PNG encoding release the GIL, so a thread pool of ``workers`` decodes
     videos in parallel; at most ``2 * workers`` decoded videos wait in memory.
     """
+
     def safe(path: Path):
         try:
             return _load(path, frame_format), None
@@ -182,8 +189,9 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Raw or PNG frames, official untraced-video filtering."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
-            "Download EchoNet-Dynamic (https://echonet.github.io/dynamic/, Stanford AIMI) and pass its "
-            "folder as the manual directory (prepare_echonet(root, data_dir)).\n" + echonet.LAYOUT)
+        "Download EchoNet-Dynamic (https://echonet.github.io/dynamic/, Stanford AIMI) and pass its "
+        "folder as the manual directory (prepare_echonet(root, data_dir)).\n" + echonet.LAYOUT
+    )
     BUILDER_CONFIGS: list[EchonetDynamicConfig] = []
 
     def __init__(self, *, workers: int | None = None, **kwargs: Any):
@@ -198,32 +206,38 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
         else:
             frames = tfds.features.Sequence(tfds.features.Image(shape=(None, None, 1), encoding_format="png"))
         return self.dataset_info_from_configs(
-                features=tfds.features.FeaturesDict({
-                        "frames": frames,
-                        "filename": tfds.features.Text(),
-                        "ef": tfds.features.Scalar(np.float32, doc="ejection fraction, percent"),
-                        "edv": tfds.features.Scalar(np.float32, doc="end-diastolic volume, mL (NaN if absent)"),
-                        "esv": tfds.features.Scalar(np.float32, doc="end-systolic volume, mL (NaN if absent)"),
-                        "num_frames": tfds.features.Scalar(np.int32, doc="decoded frame count"),
-                        "fps": tfds.features.Scalar(np.float32, doc="frames per second (NaN if unknown)"),
-                }),
-                homepage="https://echonet.github.io/dynamic/",
-                metadata=tfds.core.MetadataDict(),
+            features=tfds.features.FeaturesDict(
+                {
+                    "frames": frames,
+                    "filename": tfds.features.Text(),
+                    "ef": tfds.features.Scalar(np.float32, doc="ejection fraction, percent"),
+                    "edv": tfds.features.Scalar(np.float32, doc="end-diastolic volume, mL (NaN if absent)"),
+                    "esv": tfds.features.Scalar(np.float32, doc="end-systolic volume, mL (NaN if absent)"),
+                    "num_frames": tfds.features.Scalar(np.int32, doc="decoded frame count"),
+                    "fps": tfds.features.Scalar(np.float32, doc="frames per second (NaN if unknown)"),
+                }
+            ),
+            homepage="https://echonet.github.io/dynamic/",
+            metadata=tfds.core.MetadataDict(),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
         config: EchonetDynamicConfig = self.builder_config  # type: ignore[assignment]
         if config is None or not isinstance(config, EchonetDynamicConfig):
-            raise EchoNetPreparationError("build EchonetDynamic with config=config_for(root) (see prepare_echonet)")
+            raise EchoNetPreparationError(
+                "build EchonetDynamic with config=config_for(root) (see prepare_echonet)"
+            )
         root = Path(dl_manager.manual_dir).resolve()
         if str(root) != config.source_root:
             raise EchoNetPreparationError(
-                    f"manual_dir {root} differs from the config's source {config.source_root}; "
-                    f"use prepare_echonet(root, data_dir)")
+                f"manual_dir {root} differs from the config's source {config.source_root}; "
+                f"use prepare_echonet(root, data_dir)"
+            )
         index = echonet.read_echonet(root, drop_untraced=config.drop_untraced)
         meta = self.info.metadata
         meta.clear()
-        meta.update({
+        meta.update(
+            {
                 "source_root": config.source_root,
                 "drop_untraced": config.drop_untraced,
                 "frame_format": config.frame_format,
@@ -234,7 +248,8 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
                 "colour_videos": [],
                 "frame_size": None,
                 "videos": {},
-        })
+            }
+        )
         return {split: self._generate_examples(index.split(split), split) for split in echonet.SPLITS}
 
     def _generate_examples(self, records: Sequence[echonet.EchoNetRecord], split: str):
@@ -243,8 +258,9 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
         names: list[str] = []
         counts: list[int] = []
         loaded = _load_in_order([r.path for r in records], self.builder_config.frame_format, self._workers)
-        for record, (result, err) in tqdm(zip(records, loaded), total=len(records), desc=f"EchoNet {split} videos",
-                                          unit="video"):
+        for record, (result, err) in tqdm(
+            zip(records, loaded), total=len(records), desc=f"EchoNet {split} videos", unit="video"
+        ):
             if err is not None:
                 log.warning("EchoNet: skipping unreadable video %s (%s)", record.path, err)
                 skipped.append({"filename": record.filename, "path": str(record.path), "reason": str(err)})
@@ -255,16 +271,19 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
                 meta["frame_size"] = size
             elif meta["frame_size"] != size:
                 raise EchoNetPreparationError(
-                        f"{record.path}: frame size {size[0]}x{size[1]} differs from the other videos "
-                        f"({meta['frame_size'][0]}x{meta['frame_size'][1]}); EchoNet-Dynamic videos are all "
-                        f"112x112")
+                    f"{record.path}: frame size {size[0]}x{size[1]} differs from the other videos "
+                    f"({meta['frame_size'][0]}x{meta['frame_size'][1]}); EchoNet-Dynamic videos are all "
+                    f"112x112"
+                )
             if colour:
                 meta["colour_videos"].append(record.filename)
             if fps is None:
                 fps = record.fps
             names.append(record.filename)
             counts.append(shape[0])
-            yield record.filename, {
+            yield (
+                record.filename,
+                {
                     "frames": encoded,
                     "filename": record.filename,
                     "ef": np.float32(record.ef),
@@ -272,16 +291,23 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
                     "esv": np.float32(record.esv),
                     "num_frames": np.int32(shape[0]),
                     "fps": np.float32(math.nan if fps is None else fps),
-            }
+                },
+            )
         meta["skipped"][split] = skipped
         meta["videos"][split] = {"filename": names, "num_frames": counts}
         if skipped:
-            log.warning("EchoNet %s: skipped %d of %d videos as unreadable (listed in %s)", split, len(skipped),
-                        len(records), REPORT_NAME)
+            log.warning(
+                "EchoNet %s: skipped %d of %d videos as unreadable (listed in %s)",
+                split,
+                len(skipped),
+                len(records),
+                REPORT_NAME,
+            )
         if not names:
             raise EchoNetPreparationError(
-                    f"every video of split {split!r} ({len(records)}) is unreadable or has zero frames, e.g. "
-                    f"{skipped[0]['path']}: {skipped[0]['reason']}")
+                f"every video of split {split!r} ({len(records)}) is unreadable or has zero frames, e.g. "
+                f"{skipped[0]['path']}: {skipped[0]['reason']}"
+            )
 
 
 def _dataset_dir(data_dir: PathLike, config: EchonetDynamicConfig) -> Path:
@@ -291,23 +317,28 @@ def _dataset_dir(data_dir: PathLike, config: EchonetDynamicConfig) -> Path:
 def _check_metadata(builder: tfds.core.DatasetBuilder, root: str | None, drop_untraced: bool | None) -> None:
     meta = builder.info.metadata or {}
     if "source_root" not in meta or "videos" not in meta:
-        raise EchoNetPreparationError(f"{builder.data_dir}: not an EchoNet-Dynamic dataset prepared by "
-                                      f"prepare_echonet (metadata.json lacks source_root/videos)")
+        raise EchoNetPreparationError(
+            f"{builder.data_dir}: not an EchoNet-Dynamic dataset prepared by "
+            f"prepare_echonet (metadata.json lacks source_root/videos)"
+        )
     if root is not None and meta["source_root"] != root:
-        raise EchoNetPreparationError(f"{builder.data_dir} was prepared from {meta['source_root']}, not {root}")
+        raise EchoNetPreparationError(
+            f"{builder.data_dir} was prepared from {meta['source_root']}, not {root}"
+        )
     if drop_untraced is not None and meta["drop_untraced"] != drop_untraced:
-        raise EchoNetPreparationError(f"{builder.data_dir} was prepared with drop_untraced="
-                                      f"{meta['drop_untraced']}, not {drop_untraced}")
+        raise EchoNetPreparationError(
+            f"{builder.data_dir} was prepared with drop_untraced={meta['drop_untraced']}, not {drop_untraced}"
+        )
 
 
 def prepare_echonet(
-        root: PathLike,
-        data_dir: PathLike,
-        *,
-        drop_untraced: bool = True,
-        frame_format: str = "raw",
-        workers: int | None = None,
-        max_shard_size: int = 128 << 20,
+    root: PathLike,
+    data_dir: PathLike,
+    *,
+    drop_untraced: bool = True,
+    frame_format: str = "raw",
+    workers: int | None = None,
+    max_shard_size: int = 128 << 20,
 ) -> tfds.core.DatasetBuilder:
     """Prepares EchoNet-Dynamic once into ``data_dir`` (a no-op when already prepared) and returns the builder.
 
@@ -330,9 +361,14 @@ def prepare_echonet(
     config = config_for(root, drop_untraced=drop_untraced, frame_format=frame_format)
     echonet.read_echonet(config.source_root, drop_untraced=drop_untraced)  # fail fast, before TFDS
     builder = EchonetDynamic(config=config, data_dir=os.fspath(data_dir), workers=workers)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            manual_dir=config.source_root, try_download_gcs=False, max_shard_size=max_shard_size,
-            min_shard_size=min(max_shard_size, 16 << 20)))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=config.source_root,
+            try_download_gcs=False,
+            max_shard_size=max_shard_size,
+            min_shard_size=min(max_shard_size, 16 << 20),
+        )
+    )
     builder = EchonetDynamic(config=config, data_dir=os.fspath(data_dir))  # re-read the written metadata
     _check_metadata(builder, config.source_root, drop_untraced)
     write_report(builder)
@@ -344,12 +380,12 @@ def write_report(builder: tfds.core.DatasetBuilder) -> Path:
     meta = builder.info.metadata
     path = Path(builder.data_dir) / REPORT_NAME
     report = {
-            "source_root": meta["source_root"],
-            "skipped_unreadable": meta["skipped"],
-            "num_skipped_unreadable": sum(len(v) for v in meta["skipped"].values()),
-            "dropped_untraced": meta["dropped_untraced"],
-            "num_dropped_untraced": len(meta["dropped_untraced"]),
-            "colour_videos_stored_as_gray": meta["colour_videos"],
+        "source_root": meta["source_root"],
+        "skipped_unreadable": meta["skipped"],
+        "num_skipped_unreadable": sum(len(v) for v in meta["skipped"].values()),
+        "dropped_untraced": meta["dropped_untraced"],
+        "num_dropped_untraced": len(meta["dropped_untraced"]),
+        "colour_videos_stored_as_gray": meta["colour_videos"],
     }
     if not path.exists():
         path.write_text(json.dumps(report, indent=1) + "\n")
@@ -357,8 +393,11 @@ def write_report(builder: tfds.core.DatasetBuilder) -> Path:
 
 
 def load_echonet(
-        data_dir: PathLike, root: PathLike | None = None, *, drop_untraced: bool = True,
-        frame_format: str = "raw",
+    data_dir: PathLike,
+    root: PathLike | None = None,
+    *,
+    drop_untraced: bool = True,
+    frame_format: str = "raw",
 ) -> tfds.core.DatasetBuilder:
     """Opens a prepared EchoNet-Dynamic dataset.
 
@@ -376,17 +415,20 @@ def load_echonet(
         path = _dataset_dir(data_dir, config)
         if not (path / "dataset_info.json").is_file():
             raise FileNotFoundError(
-                    f"no prepared EchoNet-Dynamic dataset for {config.source_root} (drop_untraced={drop_untraced}, "
-                    f"frame_format={frame_format}) "
-                    f"in {data_dir} (looked for {path}); run prepare_echonet(root, data_dir) first. If the "
-                    f"source CSVs changed since preparation, the dataset must be prepared again.")
+                f"no prepared EchoNet-Dynamic dataset for {config.source_root} (drop_untraced={drop_untraced}, "
+                f"frame_format={frame_format}) "
+                f"in {data_dir} (looked for {path}); run prepare_echonet(root, data_dir) first. If the "
+                f"source CSVs changed since preparation, the dataset must be prepared again."
+            )
         builder = EchonetDynamic(config=config, data_dir=os.fspath(data_dir))
         _check_metadata(builder, config.source_root, drop_untraced)
         return builder
     found = sorted(Path(data_dir).glob(f"{DATASET_NAME}/*/{EchonetDynamic.VERSION}/dataset_info.json"))
     if not found:
-        raise FileNotFoundError(f"no prepared EchoNet-Dynamic dataset under {Path(data_dir) / DATASET_NAME}; "
-                                f"run prepare_echonet(root, data_dir) first")
+        raise FileNotFoundError(
+            f"no prepared EchoNet-Dynamic dataset under {Path(data_dir) / DATASET_NAME}; "
+            f"run prepare_echonet(root, data_dir) first"
+        )
     if len(found) > 1:
         sources = []
         for p in found:
@@ -394,8 +436,10 @@ def load_echonet(
                 sources.append(json.loads((p.parent / "metadata.json").read_text())["source_root"])
             except (OSError, KeyError, json.JSONDecodeError):
                 sources.append(str(p.parent))
-        raise EchoNetPreparationError(f"{data_dir} holds {len(found)} prepared EchoNet-Dynamic datasets "
-                                      f"(sources: {sources}); pass root= to choose one")
+        raise EchoNetPreparationError(
+            f"{data_dir} holds {len(found)} prepared EchoNet-Dynamic datasets "
+            f"(sources: {sources}); pass root= to choose one"
+        )
     builder = tfds.builder_from_directory(os.fspath(found[0].parent))
     _check_metadata(builder, None, None)
     return builder
@@ -435,11 +479,11 @@ def frame_size(builder: tfds.core.DatasetBuilder) -> tuple[int, int]:
 
 
 def split_dataset(
-        builder: tfds.core.DatasetBuilder,
-        split: str,
-        *,
-        shuffle_files: bool = False,
-        read_config: tfds.ReadConfig | None = None,
+    builder: tfds.core.DatasetBuilder,
+    split: str,
+    *,
+    shuffle_files: bool = False,
+    read_config: tfds.ReadConfig | None = None,
 ) -> tf.data.Dataset:
     """A split as ``tf.data`` with still-encoded frames: ``{'frames', 'filename', 'ef', ...}``.
 
@@ -448,5 +492,9 @@ def split_dataset(
     """
     key = str(split).strip().lower()
     split_videos(builder, key)  # validates the split name
-    return builder.as_dataset(split=key, shuffle_files=shuffle_files, read_config=read_config,
-                              decoders={"frames": tfds.decode.SkipDecoding()})
+    return builder.as_dataset(
+        split=key,
+        shuffle_files=shuffle_files,
+        read_config=read_config,
+        decoders={"frames": tfds.decode.SkipDecoding()},
+    )

@@ -35,22 +35,23 @@ TensorFlow is kept off the GPU at import.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Iterator, Literal, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 import tensorflow as tf
 
-try:  # TF must leave the accelerators to JAX.
+# TF must leave the accelerators to JAX (RuntimeError: already initialised; ValueError: no GPU support).
+with contextlib.suppress(RuntimeError, ValueError):
     tf.config.set_visible_devices([], "GPU")
-except (RuntimeError, ValueError):  # already initialised or no GPU support
-    pass
 
-import tensorflow_datasets as tfds  # noqa: E402
+import tensorflow_datasets as tfds
 
-from coreecho_jax.data import clips, echonet_tfds  # noqa: E402
-from coreecho_jax.data.start_indexes import validate_start_indexes  # noqa: E402
+from coreecho_jax.data import clips, echonet_tfds
+from coreecho_jax.data.start_indexes import validate_start_indexes
 
 AUTOTUNE = tf.data.AUTOTUNE
 Output = Literal["float32", "uint8"]
@@ -58,6 +59,7 @@ _SEED_SALT = 0x636F7265  # "core"
 
 
 # ------------------------------------------------------------------------------- sampling (TF)
+
 
 def tf_start_from_uniform(u: tf.Tensor, num_frames: tf.Tensor, frames: int, stride: int) -> tf.Tensor:
     """TF twin of :func:`clips.start_from_uniform`: ``min(floor(u * n), n - 1)`` in float64, int64 out."""
@@ -89,6 +91,7 @@ def clip_uniforms(seed: int, epoch: tf.Tensor | int, key: tf.Tensor, view: int) 
 
 # ------------------------------------------------------------------------------- decoding (TF)
 
+
 def _black_frame(height: int, width: int, frame_format: str) -> bytes:
     black = np.zeros((height, width), np.uint8)
     if frame_format == "raw":
@@ -101,8 +104,18 @@ def _black_frame(height: int, width: int, frame_format: str) -> bytes:
 class _ClipMaker:
     """Gathers encoded frames of clips and turns them into model input (the TF side of clips.py)."""
 
-    def __init__(self, height: int, width: int, *, frames: int, stride: int, pad: int,
-                 image_size: int | None, output: Output, frame_format: str = "png"):
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        *,
+        frames: int,
+        stride: int,
+        pad: int,
+        image_size: int | None,
+        output: Output,
+        frame_format: str = "png",
+    ):
         if output not in ("float32", "uint8"):
             raise ValueError(f"output must be 'float32' or 'uint8', got {output!r}")
         if frames < 1 or stride < 1 or pad < 0:
@@ -132,7 +145,9 @@ class _ClipMaker:
         safe = tf.minimum(idx, num - 1)
         if self.frame_format == "raw":
             size = self.height * self.width
-            strings = tf.strings.substr(encoded, safe * size, tf.fill(tf.shape(safe), tf.constant(size, tf.int64)))
+            strings = tf.strings.substr(
+                encoded, safe * size, tf.fill(tf.shape(safe), tf.constant(size, tf.int64))
+            )
         else:
             strings = tf.gather(encoded, safe)
         return tf.where(idx < num, strings, self.black)
@@ -156,8 +171,11 @@ class _ClipMaker:
                 x = tf.io.decode_raw(strings[i], tf.uint8, fixed_length=self.height * self.width)
                 x = tf.reshape(x, [self.frames, self.height, self.width, 1])
             else:
-                x = tf.map_fn(lambda s: tf.io.decode_png(s, channels=1), strings[i],
-                              fn_output_signature=tf.TensorSpec([None, None, 1], tf.uint8))
+                x = tf.map_fn(
+                    lambda s: tf.io.decode_png(s, channels=1),
+                    strings[i],
+                    fn_output_signature=tf.TensorSpec([None, None, 1], tf.uint8),
+                )
                 x = tf.ensure_shape(x, [self.frames, self.height, self.width, 1])
             if offsets is not None and self.pad > 0:
                 x = self._translate(x, offsets[i, 0], offsets[i, 1])
@@ -184,14 +202,21 @@ class _ClipMaker:
 
 
 def _labels(ex: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    return {"ef": ex["ef"], "edv": ex["edv"], "esv": ex["esv"], "filename": ex["filename"],
-            "num_frames": ex["num_frames"]}
+    return {
+        "ef": ex["ef"],
+        "edv": ex["edv"],
+        "esv": ex["esv"],
+        "filename": ex["filename"],
+        "num_frames": ex["num_frames"],
+    }
 
 
 def _as_builder(source: Any) -> Any:
     if isinstance(source, tfds.core.DatasetBuilder):
         return source
-    raise TypeError(f"expected a prepared EchoNet TFDS builder (prepare_echonet / load_echonet), got {source!r}")
+    raise TypeError(
+        f"expected a prepared EchoNet TFDS builder (prepare_echonet / load_echonet), got {source!r}"
+    )
 
 
 def _options() -> tf.data.Options:
@@ -202,6 +227,7 @@ def _options() -> tf.data.Options:
 
 
 # ------------------------------------------------------------------------------- datasets
+
 
 def _epoch_seed(seed: int, epoch: tf.Tensor, salt: int) -> tf.Tensor:
     s = tf.constant([int(seed), _SEED_SALT + salt], tf.int64)
@@ -225,26 +251,26 @@ def _window_shuffle(ds: tf.data.Dataset, window: int, seed: int, epoch: tf.Tenso
 
 
 def train_dataset(
-        source: Any,
-        split: str = "train",
-        *,
-        batch_size: int,
-        views: int = 2,
-        frames: int = clips.FRAMES,
-        stride: int = clips.STRIDE,
-        pad: int = clips.PAD,
-        image_size: int | None = clips.CROP,
-        seed: int = 0,
-        epoch: int = 0,
-        num_epochs: int | None = 1,
-        deterministic: bool = False,
-        shuffle_buffer: int = 1024,
-        augment: bool = True,
-        output: Output = "float32",
-        num_parallel_calls: int = AUTOTUNE,
-        prefetch: int = 2,
-        process_index: int = 0,
-        process_count: int = 1,
+    source: Any,
+    split: str = "train",
+    *,
+    batch_size: int,
+    views: int = 2,
+    frames: int = clips.FRAMES,
+    stride: int = clips.STRIDE,
+    pad: int = clips.PAD,
+    image_size: int | None = clips.CROP,
+    seed: int = 0,
+    epoch: int = 0,
+    num_epochs: int | None = 1,
+    deterministic: bool = False,
+    shuffle_buffer: int = 1024,
+    augment: bool = True,
+    output: Output = "float32",
+    num_parallel_calls: int = AUTOTUNE,
+    prefetch: int = 2,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> tf.data.Dataset:
     """Training epochs ``epoch, epoch + 1, ...`` of ``views`` random clips per video, as one stream.
 
@@ -279,13 +305,23 @@ def train_dataset(
     if num_epochs is not None and num_epochs < 1:
         raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}")
     height, width = echonet_tfds.frame_size(builder)
-    maker = _ClipMaker(height, width, frames=frames, stride=stride, pad=pad, image_size=image_size,
-                       output=output, frame_format=echonet_tfds.frame_format(builder))
+    maker = _ClipMaker(
+        height,
+        width,
+        frames=frames,
+        stride=stride,
+        pad=pad,
+        image_size=image_size,
+        output=output,
+        frame_format=echonet_tfds.frame_format(builder),
+    )
     steps = steps_per_epoch(builder, split, batch_size, process_count)
     if steps < 1:
         n_videos = len(echonet_tfds.split_videos(builder, split))
-        raise ValueError(f"split {split!r} has {n_videos} videos ({n_videos // process_count} per process): "
-                         f"fewer than one batch of {batch_size} with drop_remainder=True")
+        raise ValueError(
+            f"split {split!r} has {n_videos} videos ({n_videos // process_count} per process): "
+            f"fewer than one batch of {batch_size} with drop_remainder=True"
+        )
     files = tf.constant(echonet_tfds.split_files(builder, split))
     features = builder.info.features
     decoders = {"frames": tfds.decode.SkipDecoding()}
@@ -301,16 +337,29 @@ def train_dataset(
         else:
             offsets = tf.fill([views, 2], tf.constant(pad, tf.int64))
         out = _labels(ex)
-        out.update(strings=maker.gather(ex["frames"], ex["num_frames"], starts), starts=starts, offsets=offsets,
-                   epoch=tf.cast(e, tf.int32))
+        out.update(
+            strings=maker.gather(ex["frames"], ex["num_frames"], starts),
+            starts=starts,
+            offsets=offsets,
+            epoch=tf.cast(e, tf.int32),
+        )
         return out
 
     def one_epoch(e):
-        order = files if deterministic else tf.random.experimental.stateless_shuffle(files, _epoch_seed(seed, e, 1))
+        order = (
+            files
+            if deterministic
+            else tf.random.experimental.stateless_shuffle(files, _epoch_seed(seed, e, 1))
+        )
         ds = tf.data.Dataset.from_tensor_slices(order)
         if cycle > 1:
-            ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20), cycle_length=cycle,
-                               block_length=1, num_parallel_calls=cycle, deterministic=True)
+            ds = ds.interleave(
+                lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
+                cycle_length=cycle,
+                block_length=1,
+                num_parallel_calls=cycle,
+                deterministic=True,
+            )
         else:
             ds = ds.flat_map(lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20))
         if process_count > 1:
@@ -340,19 +389,19 @@ def steps_per_epoch(source: Any, split: str, batch_size: int, process_count: int
 
 
 def eval_dataset(
-        source: Any,
-        split: str,
-        starts: Mapping[str, Any],
-        *,
-        batch_size: int,
-        frames: int = clips.FRAMES,
-        stride: int = clips.STRIDE,
-        image_size: int | None = clips.CROP,
-        output: Output = "float32",
-        num_parallel_calls: int = AUTOTUNE,
-        prefetch: int = 2,
-        process_index: int = 0,
-        process_count: int = 1,
+    source: Any,
+    split: str,
+    starts: Mapping[str, Any],
+    *,
+    batch_size: int,
+    frames: int = clips.FRAMES,
+    stride: int = clips.STRIDE,
+    image_size: int | None = clips.CROP,
+    output: Output = "float32",
+    num_parallel_calls: int = AUTOTUNE,
+    prefetch: int = 2,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> tf.data.Dataset:
     """Every video of ``split`` once, K clips at fixed ``starts``, no augmentation; last batch padded + masked.
 
@@ -370,15 +419,29 @@ def eval_dataset(
     """
     builder = _as_builder(source)
     height, width = echonet_tfds.frame_size(builder)
-    maker = _ClipMaker(height, width, frames=frames, stride=stride, pad=0, image_size=image_size, output=output,
-                       frame_format=echonet_tfds.frame_format(builder))
+    maker = _ClipMaker(
+        height,
+        width,
+        frames=frames,
+        stride=stride,
+        pad=0,
+        image_size=image_size,
+        output=output,
+        frame_format=echonet_tfds.frame_format(builder),
+    )
     videos = echonet_tfds.split_videos(builder, split)
-    checked = validate_start_indexes(starts, {f"{n}.avi": f for n, f in videos.items()}, frames, stride,
-                                     source=f"clip starts for split {split!r}")
+    checked = validate_start_indexes(
+        starts,
+        {f"{n}.avi": f for n, f in videos.items()},
+        frames,
+        stride,
+        source=f"clip starts for split {split!r}",
+    )
     names = list(videos)
     table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(names), tf.range(len(names), dtype=tf.int64)),
-            default_value=-1)
+        tf.lookup.KeyValueTensorInitializer(tf.constant(names), tf.range(len(names), dtype=tf.int64)),
+        default_value=-1,
+    )
     start_matrix = tf.constant(np.stack([checked[f"{n}.avi"] for n in names]))
     k = int(start_matrix.shape[1])
     per_process = math.ceil(len(names) / process_count)
@@ -408,11 +471,16 @@ def eval_dataset(
         out["mask"] = tf.range(batch_size) < n
         return out
 
-    ds = ds.map(make, num_parallel_calls=num_parallel_calls).batch(batch_size).map(pad_batch,
-                                                                                   num_parallel_calls=AUTOTUNE)
+    ds = (
+        ds.map(make, num_parallel_calls=num_parallel_calls)
+        .batch(batch_size)
+        .map(pad_batch, num_parallel_calls=AUTOTUNE)
+    )
     if process_count > 1:  # same number of batches on every process: append fully masked blank batches
-        blank = {key: tf.fill(spec.shape, "") if spec.dtype == tf.string else tf.zeros(spec.shape, spec.dtype)
-                 for key, spec in ds.element_spec.items()}
+        blank = {
+            key: tf.fill(spec.shape, "") if spec.dtype == tf.string else tf.zeros(spec.shape, spec.dtype)
+            for key, spec in ds.element_spec.items()
+        }
         ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat()).take(num_batches)
     return ds.prefetch(prefetch).with_options(_options())
 

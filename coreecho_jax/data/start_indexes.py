@@ -17,8 +17,9 @@ import json
 import os
 import pickle
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,7 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
         allowed[(module, "scalar")] = multiarray.scalar
     for module in ("numpy._core.numeric", "numpy.core.numeric"):
         allowed[(module, "_frombuffer")] = numeric._frombuffer
+
     def latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
         # Protocol-2 pickles store array bytes as latin-1 text rebuilt with _codecs.encode.
         if encoding.lower().replace("-", "") not in ("latin1", "iso88591") or not isinstance(text, str):
@@ -69,8 +71,9 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             return self._allowed[(module, name)]
         except KeyError:
             raise UnsafePickleError(
-                    f"refusing to load {module}.{name}: a start-index pickle may only contain a dict of "
-                    f"numpy arrays (allowed: {sorted('.'.join(k) for k in self._allowed)})") from None
+                f"refusing to load {module}.{name}: a start-index pickle may only contain a dict of "
+                f"numpy arrays (allowed: {sorted('.'.join(k) for k in self._allowed)})"
+            ) from None
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError("persistent ids are not allowed in a start-index pickle")
@@ -85,7 +88,9 @@ def _normalise_mapping(obj: Any, source: str) -> StartIndexes:
             raise ValueError(f"{source}: keys must be video file names (str), got {key!r}")
         arr = np.asarray(value)
         if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"{source}: starts of {key!r} must be a non-empty 1-D integer list, got {value!r}")
+            raise ValueError(
+                f"{source}: starts of {key!r} must be a non-empty 1-D integer list, got {value!r}"
+            )
         if np.any(arr < 0):
             raise ValueError(f"{source}: starts of {key!r} must be >= 0, got {arr.tolist()}")
         out[key] = arr.astype(np.int64)
@@ -146,11 +151,11 @@ def _video_seed(seed: int, name: str) -> np.random.Generator:
 
 
 def draw_start_indexes(
-        num_frames_by_name: Mapping[str, int],
-        k: int = 3,
-        frames: int = clips.FRAMES,
-        stride: int = clips.STRIDE,
-        seed: int = 0,
+    num_frames_by_name: Mapping[str, int],
+    k: int = 3,
+    frames: int = clips.FRAMES,
+    stride: int = clips.STRIDE,
+    seed: int = 0,
 ) -> StartIndexes:
     """Draws ``k`` clip starts per video, reproducibly from ``seed``.
 
@@ -181,12 +186,12 @@ def draw_start_indexes(
 
 
 def validate_start_indexes(
-        starts: Mapping[str, Any],
-        num_frames_by_name: Mapping[str, int],
-        frames: int = clips.FRAMES,
-        stride: int = clips.STRIDE,
-        *,
-        source: str = "start indexes",
+    starts: Mapping[str, Any],
+    num_frames_by_name: Mapping[str, int],
+    frames: int = clips.FRAMES,
+    stride: int = clips.STRIDE,
+    *,
+    source: str = "start indexes",
 ) -> StartIndexes:
     """Checks that every video of a split has starts, all in range, and the same count K.
 
@@ -212,12 +217,15 @@ def validate_start_indexes(
     out: StartIndexes = {}
     counts = set()
     for name, num_frames in num_frames_by_name.items():
-        arr = clips.check_starts(by_stem[_stem(name)], int(num_frames), frames, stride,
-                                 name=f"{source}: {name}")
+        arr = clips.check_starts(
+            by_stem[_stem(name)], int(num_frames), frames, stride, name=f"{source}: {name}"
+        )
         counts.add(arr.size)
         out[name] = arr
     if len(counts) > 1:
-        raise ValueError(f"{source}: every video needs the same number of clip starts, found {sorted(counts)}")
+        raise ValueError(
+            f"{source}: every video needs the same number of clip starts, found {sorted(counts)}"
+        )
     return out
 
 

@@ -48,8 +48,17 @@ PathLike = str | os.PathLike
 #: Bump when the renderer changes in a way that changes the written files.
 FORMAT_VERSION = 1
 
-FILELIST_COLUMNS = ("FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS",
-                    "NumberOfFrames", "Split")
+FILELIST_COLUMNS = (
+    "FileName",
+    "EF",
+    "ESV",
+    "EDV",
+    "FrameHeight",
+    "FrameWidth",
+    "FPS",
+    "NumberOfFrames",
+    "Split",
+)
 TRACINGS_COLUMNS = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
 SPLITS = ("TRAIN", "VAL", "TEST")
 #: Chords per traced frame (after the long-axis row), as in EchoNet-Dynamic.
@@ -122,16 +131,20 @@ class SyntheticConfig:
         if self.fps <= 0:
             raise ValueError(f"SyntheticConfig.fps must be > 0, got {self.fps}")
         if not 1 <= self.min_frames <= self.max_frames:
-            raise ValueError("SyntheticConfig needs 1 <= min_frames <= max_frames, got "
-                             f"min_frames={self.min_frames}, max_frames={self.max_frames}")
-        if len(self.split_fractions) != 3 or min(self.split_fractions) < 0 or sum(
-                self.split_fractions) <= 0:
-            raise ValueError("SyntheticConfig.split_fractions must be three non-negative shares "
-                             f"(TRAIN, VAL, TEST), got {self.split_fractions}")
+            raise ValueError(
+                "SyntheticConfig needs 1 <= min_frames <= max_frames, got "
+                f"min_frames={self.min_frames}, max_frames={self.max_frames}"
+            )
+        if len(self.split_fractions) != 3 or min(self.split_fractions) < 0 or sum(self.split_fractions) <= 0:
+            raise ValueError(
+                "SyntheticConfig.split_fractions must be three non-negative shares "
+                f"(TRAIN, VAL, TEST), got {self.split_fractions}"
+            )
         lo, hi = self.heart_rate_bpm
         if not 0 < lo <= hi:
-            raise ValueError("SyntheticConfig.heart_rate_bpm must be 0 < low <= high, "
-                             f"got {self.heart_rate_bpm}")
+            raise ValueError(
+                f"SyntheticConfig.heart_rate_bpm must be 0 < low <= high, got {self.heart_rate_bpm}"
+            )
         if not 0 < self.ef_range[0] <= self.ef_range[1] < 100:
             raise ValueError(f"SyntheticConfig.ef_range must lie in (0, 100), got {self.ef_range}")
 
@@ -151,6 +164,7 @@ class SyntheticConfig:
 # Randomness and names
 # ----------------------------------------------------------------------------------------------
 
+
 def video_rng(seed: int, index: int) -> np.random.Generator:
     """The generator of video ``index`` in a dataset with master ``seed`` (independent streams)."""
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
@@ -162,8 +176,9 @@ def video_file_name(seed: int, index: int) -> str:
     return "0X" + digest.hexdigest().upper()
 
 
-def split_assignment(n_videos: int, seed: int,
-                     fractions: Sequence[float] = (0.75, 0.125, 0.125)) -> list[str]:
+def split_assignment(
+    n_videos: int, seed: int, fractions: Sequence[float] = (0.75, 0.125, 0.125)
+) -> list[str]:
     """Deterministic split per video index: shuffled, counts rounded from ``fractions``.
 
     Every split with a positive fraction gets at least one video when ``n_videos`` allows it
@@ -212,6 +227,7 @@ def sample_ef(rng: np.random.Generator, config: SyntheticConfig) -> float:
 # Cardiac cycle
 # ----------------------------------------------------------------------------------------------
 
+
 def _smoothstep(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
@@ -233,6 +249,7 @@ def contraction(phase: np.ndarray, systole_fraction: float) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Rendering
 # ----------------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class _Chamber:
@@ -289,8 +306,9 @@ def _speckle(rng: np.random.Generator, shape: tuple[int, ...], sigma_lat: float,
     z = rng.standard_normal((2, *shape)).astype(np.float32)
     flat = z.reshape(-1, *shape[-2:])
     for k in range(flat.shape[0]):
-        cv2.GaussianBlur(flat[k], (0, 0), sigmaX=sigma_lat, sigmaY=sigma_ax, dst=flat[k],
-                         borderType=cv2.BORDER_REFLECT)
+        cv2.GaussianBlur(
+            flat[k], (0, 0), sigmaX=sigma_lat, sigmaY=sigma_ax, dst=flat[k], borderType=cv2.BORDER_REFLECT
+        )
     mag = np.sqrt(z[0] ** 2 + z[1] ** 2)
     return mag / mag.mean(axis=(-2, -1), keepdims=True)
 
@@ -321,21 +339,21 @@ class _Beat:
     target_ef: float
 
 
-def _sample_beat(rng: np.random.Generator, cfg: SyntheticConfig, num_frames: int,
-                 cm_per_px: float) -> _Beat:
+def _sample_beat(rng: np.random.Generator, cfg: SyntheticConfig, num_frames: int, cm_per_px: float) -> _Beat:
     """EF and EDV (independent draws) -> LV axes over time, ED/ES frames."""
     T = num_frames
     fps = float(cfg.fps)
     target_ef = sample_ef(rng, cfg)
-    edv = float(np.clip(cfg.edv_median_ml * math.exp(cfg.edv_log_sigma * rng.standard_normal()),
-                        *cfg.edv_range_ml))
+    edv = float(
+        np.clip(cfg.edv_median_ml * math.exp(cfg.edv_log_sigma * rng.standard_normal()), *cfg.edv_range_ml)
+    )
     aspect = rng.uniform(1.6, 2.1)  # a / b at ED
     b_cm = (3.0 * edv / (4.0 * math.pi * aspect)) ** (1.0 / 3.0)
     a_px, b_px = aspect * b_cm / cm_per_px, b_cm / cm_per_px
     # ESV / EDV = (a_ES / a_ED) (b_ES / b_ED)^2, split between long-axis and radial shortening.
     ratio = 1.0 - target_ef / 100.0
     long_share = rng.uniform(0.2, 0.35)
-    ra, rb = ratio ** long_share, ratio ** ((1.0 - long_share) / 2.0)
+    ra, rb = ratio**long_share, ratio ** ((1.0 - long_share) / 2.0)
 
     hr = rng.uniform(*cfg.heart_rate_bpm)
     systole = float(np.clip(0.28 * hr / 60.0 + 0.05, 0.3, 0.5))
@@ -350,7 +368,7 @@ def _sample_beat(rng: np.random.Generator, cfg: SyntheticConfig, num_frames: int
     c_t = np.round(c_t * (CONTRACTION_LEVELS - 1)) / (CONTRACTION_LEVELS - 1)
     a_t = a_px * (1.0 - c_t * (1.0 - ra))
     b_t = b_px * (1.0 - c_t * (1.0 - rb))
-    volumes = 4.0 / 3.0 * math.pi * a_t * b_t * b_t * cm_per_px ** 3
+    volumes = 4.0 / 3.0 * math.pi * a_t * b_t * b_t * cm_per_px**3
     ed, es = _traced_frames(volumes, phase0, period, systole)
     return _Beat(a_px, b_px, ra, rb, c_t, a_t, b_t, volumes, ed, es, float(hr), target_ef)
 
@@ -408,18 +426,25 @@ def _sample_anatomy(rng: np.random.Generator, a_px: float, b_px: float, size: in
     rv = _Chamber(rv_cu + a_rv * math.sin(beta), rv_cv - a_rv * math.cos(beta), -beta, a_rv, b_rv)
     gap = rng.uniform(2.0, 4.0) * scale  # atrioventricular plane
     a_la, b_la = rng.uniform(11.0, 16.0) * scale, rng.uniform(0.75, 1.0) * b_px
-    la = _Chamber(rng.uniform(-0.1, 0.15) * b_px, 2 * a_px + gap, math.radians(rng.uniform(-10, 10)),
-                  a_la, b_la)
+    la = _Chamber(
+        rng.uniform(-0.1, 0.15) * b_px, 2 * a_px + gap, math.radians(rng.uniform(-10, 10)), a_la, b_la
+    )
     a_ra, b_ra = rng.uniform(10.0, 15.0) * scale, rng.uniform(0.7, 0.95) * b_rv + 2 * scale
-    ra = _Chamber(la.apex_u - (b_la + wall * rng.uniform(0.8, 1.1) + b_ra),
-                  2 * a_px * rng.uniform(0.93, 1.0) + gap, math.radians(rng.uniform(-5, 15)), a_ra, b_ra)
+    ra = _Chamber(
+        la.apex_u - (b_la + wall * rng.uniform(0.8, 1.1) + b_ra),
+        2 * a_px * rng.uniform(0.93, 1.0) + gap,
+        math.radians(rng.uniform(-5, 15)),
+        a_ra,
+        b_ra,
+    )
     tilt = math.radians(rng.uniform(-6.0, 16.0))
     apex = (size / 2 + rng.uniform(2.0, 12.0) * scale, rng.uniform(10.0, 20.0) * scale)
     return _Anatomy(lv, rv, la, ra, wall, apex, tilt)
 
 
-def _material(rng: np.random.Generator, anat: _Anatomy, u: np.ndarray, v: np.ndarray,
-              size: int) -> np.ndarray:
+def _material(
+    rng: np.random.Generator, anat: _Anatomy, u: np.ndarray, v: np.ndarray, size: int
+) -> np.ndarray:
     """Echogenicity x speckle of the heart at ED on the image grid, float32 [H, W]."""
     scale = size / _REF_SIZE
     d_min = np.full(u.shape, np.inf, dtype=np.float32)
@@ -430,17 +455,20 @@ def _material(rng: np.random.Generator, anat: _Anatomy, u: np.ndarray, v: np.nda
     peri, back = rng.uniform(0.8, 1.0), rng.uniform(0.15, 0.3)
     peri_w = rng.uniform(1.5, 3.0) * scale
     wall = anat.wall
-    tissue = (blood
-              + (myo - blood) * _smoothstep(d_min + 0.5)
-              + (peri - myo) * _smoothstep(d_min - wall + 0.5)
-              + (back - peri) * _smoothstep((d_min - wall - peri_w) / (2.0 * scale)))
+    tissue = (
+        blood
+        + (myo - blood) * _smoothstep(d_min + 0.5)
+        + (peri - myo) * _smoothstep(d_min - wall + 0.5)
+        + (back - peri) * _smoothstep((d_min - wall - peri_w) / (2.0 * scale))
+    )
     tissue *= _smooth_noise(rng, size, 4.0 * scale, 0.25)
     tissue = np.maximum(tissue, 0.0).astype(np.float32)
     return tissue * _speckle(rng, (size, size), 1.1 * scale, 0.6 * scale)
 
 
-def _warp_maps(rng: np.random.Generator, anat: _Anatomy, beat: _Beat, levels: np.ndarray,
-               u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _warp_maps(
+    rng: np.random.Generator, anat: _Anatomy, beat: _Beat, levels: np.ndarray, u: np.ndarray, v: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Inverse maps (current pixel -> ED material pixel) for cv2.remap, float32 [L, H, W].
 
     One map per contraction level in ``levels`` ([L], 0 = ED, 1 = ES). The LV map is exact inside
@@ -504,8 +532,9 @@ def _chords(anat: _Anatomy, a: float, b: float) -> np.ndarray:
     return np.stack([x1, yy1, x2, yy2], axis=1).astype(np.float64)
 
 
-def render_video(rng: np.random.Generator, config: SyntheticConfig | None = None, *,
-                 num_frames: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def render_video(
+    rng: np.random.Generator, config: SyntheticConfig | None = None, *, num_frames: int | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Draws one synthetic A4C echo video and its labels.
 
     Args:
@@ -552,11 +581,19 @@ def render_video(rng: np.random.Generator, config: SyntheticConfig | None = None
     ed, es = beat.ed_frame, beat.es_frame
     edv, esv = float(beat.volumes[ed]), float(beat.volumes[es])
     labels = {
-        "ef": 100.0 * (edv - esv) / edv, "edv": edv, "esv": esv, "ed_frame": ed, "es_frame": es,
-        "num_frames": T, "heart_rate": beat.heart_rate, "target_ef": beat.target_ef,
+        "ef": 100.0 * (edv - esv) / edv,
+        "edv": edv,
+        "esv": esv,
+        "ed_frame": ed,
+        "es_frame": es,
+        "num_frames": T,
+        "heart_rate": beat.heart_rate,
+        "target_ef": beat.target_ef,
         "volumes": beat.volumes,
-        "tracings": {es: _chords(anat, beat.a_t[es], beat.b_t[es]),
-                     ed: _chords(anat, beat.a_t[ed], beat.b_t[ed])},
+        "tracings": {
+            es: _chords(anat, beat.a_t[es], beat.b_t[es]),
+            ed: _chords(anat, beat.a_t[ed], beat.b_t[ed]),
+        },
     }
     return frames, labels
 
@@ -564,6 +601,7 @@ def render_video(rng: np.random.Generator, config: SyntheticConfig | None = None
 # ----------------------------------------------------------------------------------------------
 # Dataset writer
 # ----------------------------------------------------------------------------------------------
+
 
 def _format_number(x: float) -> str:
     """Shortest round-trip text of a float (integers without ``.0``), so CSVs are byte-stable."""
@@ -577,9 +615,17 @@ def _render_and_write(job: tuple[SyntheticConfig, int, str, str]) -> tuple[list[
     name = video_file_name(config.seed, index)
     frames, labels = render_video(video_rng(config.seed, index), config)
     write_video(Path(videos_dir) / f"{name}.avi", frames, config.fps)
-    row = [name, _format_number(labels["ef"]), _format_number(labels["esv"]),
-           _format_number(labels["edv"]), str(config.size), str(config.size),
-           _format_number(config.fps), str(len(frames)), split]
+    row = [
+        name,
+        _format_number(labels["ef"]),
+        _format_number(labels["esv"]),
+        _format_number(labels["edv"]),
+        str(config.size),
+        str(config.size),
+        _format_number(config.fps),
+        str(len(frames)),
+        split,
+    ]
     traces = []
     for frame, chords in labels["tracings"].items():  # ES first, then ED, as EchoNet's file
         traces += [[f"{name}.avi", *(f"{x:.4f}" for x in chord), str(frame)] for chord in chords]
@@ -590,8 +636,9 @@ def _pool_init() -> None:
     cv2.setNumThreads(1)
 
 
-def _resolve_config(config: SyntheticConfig | Mapping[str, Any] | None,
-                    overrides: Mapping[str, Any]) -> SyntheticConfig:
+def _resolve_config(
+    config: SyntheticConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]
+) -> SyntheticConfig:
     if config is None:
         config = SyntheticConfig()
     elif isinstance(config, Mapping):
@@ -607,12 +654,17 @@ def _dataset_complete(root: Path, config: SyntheticConfig) -> bool:
     if config.with_tracings and not (root / "VolumeTracings.csv").is_file():
         return False
     videos = root / "Videos"
-    return all((videos / f"{video_file_name(config.seed, i)}.avi").is_file()
-               for i in range(config.n_videos))
+    return all((videos / f"{video_file_name(config.seed, i)}.avi").is_file() for i in range(config.n_videos))
 
 
-def write_echonet_dataset(root: PathLike, config: SyntheticConfig | Mapping[str, Any] | None = None,
-                          *, workers: int = 1, progress: bool = True, **overrides: Any) -> Path:
+def write_echonet_dataset(
+    root: PathLike,
+    config: SyntheticConfig | Mapping[str, Any] | None = None,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+    **overrides: Any,
+) -> Path:
     """Writes a synthetic dataset in the EchoNet-Dynamic layout under ``root`` (see module doc).
 
     Idempotent: when ``root/synthetic.json`` records the same config and the dataset is complete,
@@ -641,23 +693,27 @@ def write_echonet_dataset(root: PathLike, config: SyntheticConfig | Mapping[str,
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as e:
             raise FileExistsError(
-                f"{meta_path} is not valid JSON ({e}); refusing to write into {root}") from e
+                f"{meta_path} is not valid JSON ({e}); refusing to write into {root}"
+            ) from e
         old = {"format_version": meta.get("format_version"), "config": meta.get("config")}
         if old != wanted:
             old_cfg = old["config"] if isinstance(old["config"], dict) else {}
-            diff = sorted(k for k in set(old_cfg) | set(wanted["config"])
-                          if old_cfg.get(k) != wanted["config"].get(k))
+            diff = sorted(
+                k for k in set(old_cfg) | set(wanted["config"]) if old_cfg.get(k) != wanted["config"].get(k)
+            )
             if old["format_version"] != FORMAT_VERSION:
                 diff.append(f"format_version ({old['format_version']} != {FORMAT_VERSION})")
             raise FileExistsError(
                 f"{root} already holds a different synthetic dataset (differs in: {', '.join(diff)}); "
-                "delete it or choose another root")
+                "delete it or choose another root"
+            )
         if meta.get("complete") and _dataset_complete(root, cfg):
             return root
     elif root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise FileExistsError(
             f"{root} exists and is not a synthetic dataset written by write_echonet_dataset "
-            f"(no {_META_NAME}); refusing to overwrite it, choose an empty or new folder")
+            f"(no {_META_NAME}); refusing to overwrite it, choose an empty or new folder"
+        )
 
     names = [video_file_name(cfg.seed, i) for i in range(cfg.n_videos)]
     if len(set(names)) != len(names):
@@ -701,6 +757,7 @@ def _run_jobs(jobs: list, workers: int, progress: bool) -> list:
             return list(tick(map(_render_and_write, jobs)))
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
+
         ctx = multiprocessing.get_context("spawn")  # no fork of a parent that may hold TF/JAX threads
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pool_init) as ex:
             return list(tick(ex.map(_render_and_write, jobs, chunksize=4)))
@@ -722,11 +779,14 @@ def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]])
 # Command line
 # ----------------------------------------------------------------------------------------------
 
+
 def main(argv: Sequence[str] | None = None) -> Path:
     """``python -m coreecho_jax.data.synthetic --root DIR --n 512 --seed 0 [--workers 2]``."""
     d = SyntheticConfig()
-    p = argparse.ArgumentParser(prog="python -m coreecho_jax.data.synthetic",
-                                description="Write a synthetic dataset in the EchoNet-Dynamic layout.")
+    p = argparse.ArgumentParser(
+        prog="python -m coreecho_jax.data.synthetic",
+        description="Write a synthetic dataset in the EchoNet-Dynamic layout.",
+    )
     p.add_argument("--root", required=True, help="output folder")
     p.add_argument("--n", type=int, default=d.n_videos, help="number of videos")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -738,8 +798,15 @@ def main(argv: Sequence[str] | None = None) -> Path:
     p.add_argument("--no-tracings", action="store_true", help="skip VolumeTracings.csv")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
-    cfg = SyntheticConfig(n_videos=a.n, seed=a.seed, size=a.size, fps=a.fps, min_frames=a.min_frames,
-                          max_frames=a.max_frames, with_tracings=not a.no_tracings)
+    cfg = SyntheticConfig(
+        n_videos=a.n,
+        seed=a.seed,
+        size=a.size,
+        fps=a.fps,
+        min_frames=a.min_frames,
+        max_frames=a.max_frames,
+        with_tracings=not a.no_tracings,
+    )
     root = write_echonet_dataset(a.root, cfg, workers=a.workers, progress=not a.quiet)
     print(f"synthetic EchoNet-Dynamic dataset ({cfg.n_videos} videos, seed {cfg.seed}) at {root}")
     return root

@@ -107,9 +107,7 @@ class VideoInfo(NamedTuple):
 # ----------------------------------------------------------------------------- writing
 
 
-def write_video(
-    path: PathLike, frames: np.ndarray, fps: float, *, codec: str | None = None
-) -> Path:
+def write_video(path: PathLike, frames: np.ndarray, fps: float, *, codec: str | None = None) -> Path:
     """Writes uint8 frames ``[T, H, W]`` (gray) or ``[T, H, W, 3]`` (RGB) to a video file.
 
     Args:
@@ -145,8 +143,12 @@ def write_video(
     height, width = frames.shape[1:3]
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(
-        str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*codec), float(fps),
-        (int(width), int(height)), True,
+        str(path),
+        cv2.CAP_FFMPEG,
+        cv2.VideoWriter_fourcc(*codec),
+        float(fps),
+        (int(width), int(height)),
+        True,
     )
     if not writer.isOpened():
         raise OSError(f"write_video({path}): OpenCV could not open a writer with codec {codec!r}")
@@ -229,8 +231,7 @@ def read_opencv_video(path: PathLike, *, color: bool = False) -> Video:
         capture.release()
     if not frames:
         raise VideoReadError(
-            f"{path}: no frames could be decoded (expected at least 1; header frame count "
-            f"{header_count})"
+            f"{path}: no frames could be decoded (expected at least 1; header frame count {header_count})"
         )
     if len(frames) < header_count:
         warnings.warn(
@@ -281,8 +282,7 @@ def probe_video(path: PathLike, *, exact: bool = False) -> VideoInfo:
         from coreecho_jax.data.dicom import probe_dicom
 
         facts = probe_dicom(path)
-        return VideoInfo(facts["num_frames"], facts["fps"], facts["height"], facts["width"],
-                         exact=False)
+        return VideoInfo(facts["num_frames"], facts["fps"], facts["height"], facts["width"], exact=False)
     capture = _open_capture(path)
     try:
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -416,12 +416,12 @@ def square_crop_resize(
     Returns:
         uint8 ``[T, size, size]`` or ``[T, size, size, 3]``.
     """
-    crop = frames[:, box.y0:box.y1, box.x0:box.x1]
+    crop = frames[:, box.y0 : box.y1, box.x0 : box.x1]
     t, h, w = crop.shape[:3]
     side = max(h, w)
     square = np.zeros((t, side, side) + crop.shape[3:], dtype=np.uint8)
     top, left = (side - h) // 2, (side - w) // 2
-    square[:, top:top + h, left:left + w] = crop
+    square[:, top : top + h, left : left + w] = crop
     if size is None or size == side:
         return square
     if interpolation is None:

@@ -7,21 +7,21 @@ import jax.numpy as jnp
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
-  if mask is None:
-    return jnp.mean(values)
-  mask = mask.astype(values.dtype)
-  return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    if mask is None:
+        return jnp.mean(values)
+    mask = mask.astype(values.dtype)
+    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def l1_loss(prediction: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-  """Mean absolute error over ``[B]`` predictions and targets (EF in percent); rows with mask 0 ignored."""
-  prediction = prediction.astype(jnp.float32)
-  return _masked_mean(jnp.abs(prediction - target.astype(jnp.float32)), mask)
+    """Mean absolute error over ``[B]`` predictions and targets (EF in percent); rows with mask 0 ignored."""
+    prediction = prediction.astype(jnp.float32)
+    return _masked_mean(jnp.abs(prediction - target.astype(jnp.float32)), mask)
 
 
 def binary_cross_entropy(logit: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-  """Mean logistic loss of ``[B]`` logits against 0/1 targets (``BCEWithLogitsLoss``)."""
-  logit = logit.astype(jnp.float32)
-  target = target.astype(jnp.float32)
-  values = jnp.logaddexp(0.0, logit) - target * logit
-  return _masked_mean(values, mask)
+    """Mean logistic loss of ``[B]`` logits against 0/1 targets (``BCEWithLogitsLoss``)."""
+    logit = logit.astype(jnp.float32)
+    target = target.astype(jnp.float32)
+    values = jnp.logaddexp(0.0, logit) - target * logit
+    return _masked_mean(values, mask)

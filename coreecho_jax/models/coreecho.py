@@ -108,8 +108,17 @@ def build_coreecho(config: Mapping[str, Any] | Any) -> CoReEcho:
     if unknown:
         raise ValueError(f"unknown model config keys {sorted(unknown)}; accepted: {list(MODEL_CONFIG_KEYS)}")
     enc_keys = (
-        "dims", "depth", "head_dim", "mlp_ratio", "dropout", "drop_path", "dtype", "remat", "depthwise",
-        "dropout_rng", "unbiased_running_var",
+        "dims",
+        "depth",
+        "head_dim",
+        "mlp_ratio",
+        "dropout",
+        "drop_path",
+        "dtype",
+        "remat",
+        "depthwise",
+        "dropout_rng",
+        "unbiased_running_var",
     )
     overrides = {k: cfg[k] for k in enc_keys if cfg.get(k) is not None}
     encoder_cfg = uniformer_config(cfg.get("preset") or "small", **overrides)

@@ -85,11 +85,12 @@ def _correlate_valid(xp: jax.Array, w: jax.Array) -> jax.Array:
         for i in range(w_.shape[0]):
             for j in range(kh):
                 for k in range(kw):
-                    term = x[:, i:i + t_len, j:j + ho, k:k + wo, :].astype(acc_dtype) * w_[i, j, k]
+                    term = x[:, i : i + t_len, j : j + ho, k : k + wo, :].astype(acc_dtype) * w_[i, j, k]
                     acc = term if acc is None else acc + term
         return acc
 
     if kt * kh * kw <= _MAX_UNROLLED_TAPS:
+
         def frame(t, out):
             x_t = lax.dynamic_slice_in_dim(xp, t, kt, axis=1)
             return lax.dynamic_update_slice_in_dim(out, taps(x_t, w, 1), t, axis=1)
@@ -128,7 +129,7 @@ def _kernel_grad(xp: jax.Array, g: jax.Array, kernel_shape: tuple[int, int, int]
             for w0 in range(0, wo, _W_CHUNK):
                 part = None
                 for w in range(w0, min(wo, w0 + _W_CHUNK)):
-                    term = xs[:, j:j + ho, w:w + kw, :] * gs[:, w][:, None, :]
+                    term = xs[:, j : j + ho, w : w + kw, :] * gs[:, w][:, None, :]
                     part = term if part is None else part + term
                 row = row + part
             rows.append(row)

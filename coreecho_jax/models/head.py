@@ -51,7 +51,7 @@ class RegressionHead(nnx.Module):
         bias_init = None
         if out_bias_init is not None:
             value = float(out_bias_init)
-            bias_init = lambda key, shape, dtype=jnp.float32: jnp.full(shape, value, dtype)  # noqa: E731
+            bias_init = lambda key, shape, dtype=jnp.float32: jnp.full(shape, value, dtype)
         self.fc2 = torch_linear(dim, num_outputs, bias_init=bias_init, rngs=rngs)
 
     def __call__(self, z: jax.Array) -> jax.Array:
@@ -69,4 +69,6 @@ class ClassificationHead(RegressionHead):
     Returns logits ``[B]`` (apply ``jax.nn.sigmoid`` for probabilities)."""
 
     def __init__(self, dim: int, *, dropout: float = 0.4, dropout_rng: str = "hash", rngs: nnx.Rngs):
-        super().__init__(dim, dropout=dropout, out_bias_init=0.0, num_outputs=1, dropout_rng=dropout_rng, rngs=rngs)
+        super().__init__(
+            dim, dropout=dropout, out_bias_init=0.0, num_outputs=1, dropout_rng=dropout_rng, rngs=rngs
+        )

@@ -125,7 +125,9 @@ class BatchNorm(nnx.Module):
     def __call__(self, x: jax.Array, *, use_running_average: bool | None = None) -> jax.Array:
         """Normalise ``x`` ``[..., C]``; in train mode also update the running statistics in place."""
         if x.shape[-1] != self.num_features:
-            raise ValueError(f"BatchNorm expects {self.num_features} channels in the last axis, got shape {x.shape}")
+            raise ValueError(
+                f"BatchNorm expects {self.num_features} channels in the last axis, got shape {x.shape}"
+            )
         use_running_average = self.use_running_average if use_running_average is None else use_running_average
         out_dtype = self.dtype or x.dtype
         xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
@@ -208,7 +210,9 @@ class Dropout(nnx.Module):
     ``model.eval()`` / ``nnx.view(..., deterministic=...)`` switch the mode.
     """
 
-    def __init__(self, rate: float, *, rng: str = "hash", deterministic: bool = False, rngs: nnx.Rngs | None = None):
+    def __init__(
+        self, rate: float, *, rng: str = "hash", deterministic: bool = False, rngs: nnx.Rngs | None = None
+    ):
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
         if rng not in DROPOUT_RNGS:

@@ -118,7 +118,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The torch checkpoint fixtures' model (shared/fixtures/checkpoints).
     "tiny": dict(depth=(1, 1, 1, 1), dims=(16, 32, 64, 128), head_dim=16, dropout=0.1),
     # The UniFormer parity fixture (shared/fixtures/uniformer/small_d1121.json), with its K400 head.
-    "small_d1121": dict(depth=(1, 1, 2, 1), dims=(64, 128, 320, 512), head_dim=64, dropout=0.1, num_classes=400),
+    "small_d1121": dict(
+        depth=(1, 1, 2, 1), dims=(64, 128, 320, 512), head_dim=64, dropout=0.1, num_classes=400
+    ),
 }
 
 
@@ -182,7 +184,9 @@ class CBlock(nnx.Module):
         self.attn = Conv3d(dim, dim, 5, padding=2, groups=dim, impl=cfg.depthwise, dtype=dt, rngs=rngs)
         self.drop_path = DropPath(drop_path, rngs=rngs)
         self.norm2 = BatchNorm(dim, unbiased_running_var=cfg.unbiased_running_var, dtype=dt)
-        self.mlp = CMlp(dim, int(dim * cfg.mlp_ratio), cfg.dropout, dtype=dt, dropout_rng=cfg.dropout_rng, rngs=rngs)
+        self.mlp = CMlp(
+            dim, int(dim * cfg.mlp_ratio), cfg.dropout, dtype=dt, dropout_rng=cfg.dropout_rng, rngs=rngs
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x + self.pos_embed(x)
@@ -288,7 +292,9 @@ class SABlock(nnx.Module):
         self.attn = Attention(dim, num_heads, cfg.dropout, dtype=dt, dropout_rng=cfg.dropout_rng, rngs=rngs)
         self.drop_path = DropPath(drop_path, rngs=rngs)
         self.norm2 = _layer_norm(dim, 1e-6, dt, rngs)
-        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.dropout, dtype=dt, dropout_rng=cfg.dropout_rng, rngs=rngs)
+        self.mlp = Mlp(
+            dim, int(dim * cfg.mlp_ratio), cfg.dropout, dtype=dt, dropout_rng=cfg.dropout_rng, rngs=rngs
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x + self.pos_embed(x)
@@ -395,7 +401,9 @@ def count_params(model: nnx.Module) -> int:
     return sum(math.prod(v.shape) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
-def stage_shapes(config: UniFormerConfig, frames: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
+def stage_shapes(
+    config: UniFormerConfig, frames: int, height: int, width: int
+) -> list[tuple[int, int, int, int]]:
     """Per-stage ``(T, H, W, C)`` for a clip of the given size (T halves once, H and W floor-halve)."""
     t = (frames + 2 - 3) // 2 + 1
     h, w = height // 4, width // 4

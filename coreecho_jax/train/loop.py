@@ -17,8 +17,9 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import ml_collections
@@ -38,267 +39,323 @@ from coreecho_jax.train.writer import MetricWriter
 
 @dataclasses.dataclass
 class StageSettings:
-  """What differs between the two stages of CoReEcho."""
-  stage: int
-  epochs: int
-  batch_size: int
-  lr: float
-  weight_decay: float
-  decay_epoch: int | None
-  decay_rate: float
-  views: int
+    """What differs between the two stages of CoReEcho."""
+
+    stage: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    decay_epoch: int | None
+    decay_rate: float
+    views: int
 
 
 def stage_settings(config: ml_collections.ConfigDict, stage: int) -> StageSettings:
-  if stage == 1:
-    s = config.stage1
-    return StageSettings(1, s.epochs, s.batch_size, s.lr, s.weight_decay, s.lr_decay_epoch,
-                         s.lr_decay_rate, views=2)
-  s = config.stage2
-  return StageSettings(2, s.epochs, s.batch_size, s.lr, s.weight_decay, None, 1.0, views=1)
+    if stage == 1:
+        s = config.stage1
+        return StageSettings(
+            1, s.epochs, s.batch_size, s.lr, s.weight_decay, s.lr_decay_epoch, s.lr_decay_rate, views=2
+        )
+    s = config.stage2
+    return StageSettings(2, s.epochs, s.batch_size, s.lr, s.weight_decay, None, 1.0, views=1)
 
 
 def loss_spec(config: ml_collections.ConfigDict) -> steps.LossSpec:
-  return steps.LossSpec(temperature=float(config.loss.temperature),
-                        rnc_weight=float(config.loss.rnc_weight),
-                        implementation=str(config.loss.implementation))
+    return steps.LossSpec(
+        temperature=float(config.loss.temperature),
+        rnc_weight=float(config.loss.rnc_weight),
+        implementation=str(config.loss.implementation),
+    )
 
 
 def _dropout_seed(seed: int, stage: int, epoch: int) -> int:
-  return int(np.random.SeedSequence([seed, stage, epoch]).generate_state(1)[0])
+    return int(np.random.SeedSequence([seed, stage, epoch]).generate_state(1)[0])
 
 
 class Trainer:
-  """Holds the pieces one run shares: config, workdir, mesh, data, model, writer."""
+    """Holds the pieces one run shares: config, workdir, mesh, data, model, writer."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path, *,
-               model: nnx.Module | None = None, write_metrics: bool = True):
-    """Prepares the data and the model (``config.model`` + ``init_from`` unless ``model`` is given)."""
-    self.config = config
-    self.workdir = Path(workdir)
-    self.workdir.mkdir(parents=True, exist_ok=True)
-    mesh_lib.initialize_distributed(bool(config.run.distributed))
-    self.mesh = mesh_lib.make_mesh()
-    self.data = datasets.prepare(config, self.workdir)
-    if model is None:
-      model = loading.build_model(config.model, seed=int(config.seed))
-      logging.info("model initialised from %s", loading.initialize_from(model, config.model.init_from))
-    self.model = model
-    self._replicate_model()
-    self.writer = MetricWriter(self.workdir) if write_metrics and jax.process_index() == 0 else None
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        workdir: str | Path,
+        *,
+        model: nnx.Module | None = None,
+        write_metrics: bool = True,
+    ):
+        """Prepares the data and the model (``config.model`` + ``init_from`` unless ``model`` is given)."""
+        self.config = config
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        mesh_lib.initialize_distributed(bool(config.run.distributed))
+        self.mesh = mesh_lib.make_mesh()
+        self.data = datasets.prepare(config, self.workdir)
+        if model is None:
+            model = loading.build_model(config.model, seed=int(config.seed))
+            logging.info("model initialised from %s", loading.initialize_from(model, config.model.init_from))
+        self.model = model
+        self._replicate_model()
+        self.writer = MetricWriter(self.workdir) if write_metrics and jax.process_index() == 0 else None
 
-  # ----------------------------------------------------------------------------------------- helpers
-  def _replicate_model(self) -> None:
-    state = nnx.state(self.model)
-    nnx.update(self.model, mesh_lib.replicate(state, self.mesh))
+    # ----------------------------------------------------------------------------------------- helpers
+    def _replicate_model(self) -> None:
+        state = nnx.state(self.model)
+        nnx.update(self.model, mesh_lib.replicate(state, self.mesh))
 
-  def _log(self, step: int, scalars: dict, **context) -> None:
-    if self.writer is not None:
-      self.writer.write(step, scalars, **context)
+    def _log(self, step: int, scalars: dict, **context) -> None:
+        if self.writer is not None:
+            self.writer.write(step, scalars, **context)
 
-  def _state(self, optimizer: nnx.Optimizer | None) -> dict:
-    state = {"model": ckpt_lib.model_state_dict(self.model)}
-    if optimizer is not None:
-      state["opt"] = ckpt_lib.optimizer_state_dict(optimizer)
-    return state
+    def _state(self, optimizer: nnx.Optimizer | None) -> dict:
+        state = {"model": ckpt_lib.model_state_dict(self.model)}
+        if optimizer is not None:
+            state["opt"] = ckpt_lib.optimizer_state_dict(optimizer)
+        return state
 
-  def _load_state(self, state: dict, optimizer: nnx.Optimizer | None) -> None:
-    ckpt_lib.load_model_state_dict(self.model, state["model"])
-    if optimizer is not None and "opt" in state:
-      ckpt_lib.load_optimizer_state_dict(optimizer, state["opt"])
-    self._replicate_model()
-    if optimizer is not None:
-      nnx.update(optimizer, mesh_lib.replicate(nnx.state(optimizer), self.mesh))
+    def _load_state(self, state: dict, optimizer: nnx.Optimizer | None) -> None:
+        ckpt_lib.load_model_state_dict(self.model, state["model"])
+        if optimizer is not None and "opt" in state:
+            ckpt_lib.load_optimizer_state_dict(optimizer, state["opt"])
+        self._replicate_model()
+        if optimizer is not None:
+            nnx.update(optimizer, mesh_lib.replicate(nnx.state(optimizer), self.mesh))
 
-  def predict_batches(self, batches) -> multiclip.VideoPredictions:
-    """Multi-clip predictions of the current model (eval mode) over eval batches."""
-    self.model.eval()
-    predict = steps.bind(steps.predict_step, self.model)
+    def predict_batches(self, batches) -> multiclip.VideoPredictions:
+        """Multi-clip predictions of the current model (eval mode) over eval batches."""
+        self.model.eval()
+        predict = steps.bind(steps.predict_step, self.model)
 
-    def fn(batch):
-      sharded = mesh_lib.shard_batch({"video": batch["video"]}, self.mesh)
-      return np.asarray(predict(sharded["video"]))
+        def fn(batch):
+            sharded = mesh_lib.shard_batch({"video": batch["video"]}, self.mesh)
+            return np.asarray(predict(sharded["video"]))
 
-    return multiclip.predict_videos(fn, batches)
+        return multiclip.predict_videos(fn, batches)
 
-  # ------------------------------------------------------------------------------------------ stages
-  def run_stage(self, settings: StageSettings) -> dict:
-    """Trains one stage to its end (resuming if possible); leaves the best epoch's model loaded."""
-    config = self.config
-    stage = settings.stage
-    local_batch = mesh_lib.local_batch_size(settings.batch_size, self.mesh)
-    steps_per_epoch = self.data.num_train_batches(local_batch * jax.process_count())
-    if config.run.max_steps_per_epoch:
-      steps_per_epoch = min(steps_per_epoch, int(config.run.max_steps_per_epoch))
-    schedule = steps.step_decay_schedule(settings.lr, steps_per_epoch, settings.decay_epoch,
-                                         settings.decay_rate)
-    wrt = steps.ALL_PARAMS if stage == 1 else steps.HEAD_PARAMS
-    optimizer = steps.make_optimizer(self.model, schedule, settings.weight_decay, wrt)
-    ckpts = ckpt_lib.RunCheckpoints(self.workdir / "checkpoints" / f"stage{stage}")
+    # ------------------------------------------------------------------------------------------ stages
+    def run_stage(self, settings: StageSettings) -> dict:
+        """Trains one stage to its end (resuming if possible); leaves the best epoch's model loaded."""
+        config = self.config
+        stage = settings.stage
+        local_batch = mesh_lib.local_batch_size(settings.batch_size, self.mesh)
+        steps_per_epoch = self.data.num_train_batches(local_batch * jax.process_count())
+        if config.run.max_steps_per_epoch:
+            steps_per_epoch = min(steps_per_epoch, int(config.run.max_steps_per_epoch))
+        schedule = steps.step_decay_schedule(
+            settings.lr, steps_per_epoch, settings.decay_epoch, settings.decay_rate
+        )
+        wrt = steps.ALL_PARAMS if stage == 1 else steps.HEAD_PARAMS
+        optimizer = steps.make_optimizer(self.model, schedule, settings.weight_decay, wrt)
+        ckpts = ckpt_lib.RunCheckpoints(self.workdir / "checkpoints" / f"stage{stage}")
 
-    start_epoch, best_mae, history = 0, math.inf, []
-    restored = ckpts.restore_latest(self._state(optimizer))
-    if restored is not None:
-      state, meta = restored
-      self._load_state(state, optimizer)
-      start_epoch, best_mae, history = meta["epoch"] + 1, meta["best_val_mae"], meta["history"]
-      logging.info("stage %d: resuming after epoch %d (best val MAE %.3f)", stage, meta["epoch"], best_mae)
-    else:
-      nnx.update(optimizer, mesh_lib.replicate(nnx.state(optimizer), self.mesh))
+        start_epoch, best_mae, history = 0, math.inf, []
+        restored = ckpts.restore_latest(self._state(optimizer))
+        if restored is not None:
+            state, meta = restored
+            self._load_state(state, optimizer)
+            start_epoch, best_mae, history = meta["epoch"] + 1, meta["best_val_mae"], meta["history"]
+            logging.info(
+                "stage %d: resuming after epoch %d (best val MAE %.3f)", stage, meta["epoch"], best_mae
+            )
+        else:
+            nnx.update(optimizer, mesh_lib.replicate(nnx.state(optimizer), self.mesh))
 
-    spec = loss_spec(config)
-    if stage == 1:
-      step_fn = steps.bind(steps.stage1_step, self.model, optimizer)
-      run_step = lambda batch: step_fn(batch, spec)  # noqa: E731
-    else:
-      run_step = steps.bind(steps.stage2_step, self.model, optimizer)
+        spec = loss_spec(config)
+        if stage == 1:
+            step_fn = steps.bind(steps.stage1_step, self.model, optimizer)
+            run_step = lambda batch: step_fn(batch, spec)
+        else:
+            run_step = steps.bind(steps.stage2_step, self.model, optimizer)
 
-    for epoch in range(start_epoch, settings.epochs):
-      nnx.reseed(self.model, dropout=_dropout_seed(int(config.seed), stage, epoch))
-      self.model.train()
-      if stage == 2:
-        self.model.encoder.eval()
-      train_metrics = self._train_epoch(run_step, stage, epoch, settings, local_batch, steps_per_epoch)
-      val = self.validate(epoch)
-      record = {"stage": stage, "epoch": epoch, **train_metrics, "val_mae": val["mae"],
-                "val_rmse": val["rmse"], "val_r2": val["r2"]}
-      history.append(record)
-      improved = val["mae"] <= best_mae  # ties go to the later epoch, as in the official code
-      if improved:
-        best_mae = val["mae"]
-      meta = {"stage": stage, "epoch": epoch, "best_val_mae": best_mae, "history": history}
-      state = self._state(optimizer)
-      if improved:
-        ckpts.save_best(epoch + 1, {"model": state["model"]}, meta)
-      ckpts.save_latest(epoch + 1, state, meta)
-      self._log((epoch + 1) * steps_per_epoch,
-                {**{f"epoch/train_{k}": v for k, v in train_metrics.items()},
-                 **{f"epoch/val_{k}": val[k] for k in ("mae", "rmse", "r2", "pearson")},
-                 "epoch/best_val_mae": best_mae}, stage=stage, epoch=epoch)
-      logging.info("stage %d epoch %d: train loss %.4f | val MAE %.3f RMSE %.3f R2 %.3f%s",
-                   stage, epoch, train_metrics.get("loss", float("nan")), val["mae"], val["rmse"],
-                   val["r2"], "  (best)" if improved else "")
-      print(f"stage {stage} epoch {epoch + 1}/{settings.epochs}: loss {train_metrics.get('loss', float('nan')):.4f}"
-            f"  val MAE {val['mae']:.3f}  RMSE {val['rmse']:.3f}  R2 {val['r2']:.3f}"
-            f"{'  *best*' if improved else ''}", flush=True)
+        for epoch in range(start_epoch, settings.epochs):
+            nnx.reseed(self.model, dropout=_dropout_seed(int(config.seed), stage, epoch))
+            self.model.train()
+            if stage == 2:
+                self.model.encoder.eval()
+            train_metrics = self._train_epoch(run_step, stage, epoch, settings, local_batch, steps_per_epoch)
+            val = self.validate(epoch)
+            record = {
+                "stage": stage,
+                "epoch": epoch,
+                **train_metrics,
+                "val_mae": val["mae"],
+                "val_rmse": val["rmse"],
+                "val_r2": val["r2"],
+            }
+            history.append(record)
+            improved = val["mae"] <= best_mae  # ties go to the later epoch, as in the official code
+            if improved:
+                best_mae = val["mae"]
+            meta = {"stage": stage, "epoch": epoch, "best_val_mae": best_mae, "history": history}
+            state = self._state(optimizer)
+            if improved:
+                ckpts.save_best(epoch + 1, {"model": state["model"]}, meta)
+            ckpts.save_latest(epoch + 1, state, meta)
+            self._log(
+                (epoch + 1) * steps_per_epoch,
+                {
+                    **{f"epoch/train_{k}": v for k, v in train_metrics.items()},
+                    **{f"epoch/val_{k}": val[k] for k in ("mae", "rmse", "r2", "pearson")},
+                    "epoch/best_val_mae": best_mae,
+                },
+                stage=stage,
+                epoch=epoch,
+            )
+            logging.info(
+                "stage %d epoch %d: train loss %.4f | val MAE %.3f RMSE %.3f R2 %.3f%s",
+                stage,
+                epoch,
+                train_metrics.get("loss", float("nan")),
+                val["mae"],
+                val["rmse"],
+                val["r2"],
+                "  (best)" if improved else "",
+            )
+            print(
+                f"stage {stage} epoch {epoch + 1}/{settings.epochs}: loss {train_metrics.get('loss', float('nan')):.4f}"
+                f"  val MAE {val['mae']:.3f}  RMSE {val['rmse']:.3f}  R2 {val['r2']:.3f}"
+                f"{'  *best*' if improved else ''}",
+                flush=True,
+            )
 
-    ckpts.wait()
-    best = ckpts.restore_best({"model": ckpt_lib.model_state_dict(self.model)})
-    if best is None:
-      raise RuntimeError(f"stage {stage} finished without a best checkpoint in {ckpts.directory}")
-    self._load_state(best[0], None)
-    ckpts.close()
-    return {"best_val_mae": best_mae, "best_epoch": best[1]["epoch"], "history": history}
+        ckpts.wait()
+        best = ckpts.restore_best({"model": ckpt_lib.model_state_dict(self.model)})
+        if best is None:
+            raise RuntimeError(f"stage {stage} finished without a best checkpoint in {ckpts.directory}")
+        self._load_state(best[0], None)
+        ckpts.close()
+        return {"best_val_mae": best_mae, "best_epoch": best[1]["epoch"], "history": history}
 
-  def _train_epoch(self, run_step: Callable, stage: int, epoch: int, settings: StageSettings,
-                   local_batch: int, steps_per_epoch: int) -> dict:
-    ds = self.data.train_batches(local_batch, views=settings.views, epoch=epoch, stage=stage)
-    sums: dict[str, float] = {}
-    count = 0
-    t0 = time.perf_counter()
-    bar = tqdm(total=steps_per_epoch, desc=f"stage {stage} epoch {epoch + 1}/{settings.epochs}",
-               leave=False, disable=jax.process_index() != 0)
-    global_step = epoch * steps_per_epoch
-    for i, batch in enumerate(ds):
-      if i >= steps_per_epoch:
-        break
-      sharded = mesh_lib.shard_batch({"video": batch["video"], "ef": batch["ef"]}, self.mesh)
-      metrics = {k: float(v) for k, v in run_step(sharded).items()}
-      step = global_step + i + 1
-      if not all(math.isfinite(v) for v in metrics.values()):
-        raise FloatingPointError(
-            f"non-finite loss at stage {stage}, epoch {epoch}, step {step}: {metrics}; the last good "
-            f"checkpoint is kept in {self.workdir / 'checkpoints' / f'stage{stage}'}")
-      for k, v in metrics.items():
-        sums[k] = sums.get(k, 0.0) + v
-      count += 1
-      clips = (i + 1) * settings.batch_size * settings.views / (time.perf_counter() - t0)
-      bar.set_postfix(loss=f"{metrics['loss']:.4f}", clips_s=f"{clips:.1f}")
-      bar.update(1)
-      if step % max(1, int(self.config.run.log_every)) == 0:
-        self._log(step, {f"train/{k}": v for k, v in metrics.items()}, stage=stage, epoch=epoch)
-    bar.close()
-    if count == 0:
-      raise ValueError("the training split produced no batch; is it smaller than one batch?")
-    elapsed = time.perf_counter() - t0
-    out = {k: v / count for k, v in sums.items()}
-    out.update(steps=count, seconds=elapsed, clips_per_s=count * settings.batch_size * settings.views / elapsed)
-    return out
+    def _train_epoch(
+        self,
+        run_step: Callable,
+        stage: int,
+        epoch: int,
+        settings: StageSettings,
+        local_batch: int,
+        steps_per_epoch: int,
+    ) -> dict:
+        ds = self.data.train_batches(local_batch, views=settings.views, epoch=epoch, stage=stage)
+        sums: dict[str, float] = {}
+        count = 0
+        t0 = time.perf_counter()
+        bar = tqdm(
+            total=steps_per_epoch,
+            desc=f"stage {stage} epoch {epoch + 1}/{settings.epochs}",
+            leave=False,
+            disable=jax.process_index() != 0,
+        )
+        global_step = epoch * steps_per_epoch
+        for i, batch in enumerate(ds):
+            if i >= steps_per_epoch:
+                break
+            sharded = mesh_lib.shard_batch({"video": batch["video"], "ef": batch["ef"]}, self.mesh)
+            metrics = {k: float(v) for k, v in run_step(sharded).items()}
+            step = global_step + i + 1
+            if not all(math.isfinite(v) for v in metrics.values()):
+                raise FloatingPointError(
+                    f"non-finite loss at stage {stage}, epoch {epoch}, step {step}: {metrics}; the last good "
+                    f"checkpoint is kept in {self.workdir / 'checkpoints' / f'stage{stage}'}"
+                )
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            clips = (i + 1) * settings.batch_size * settings.views / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", clips_s=f"{clips:.1f}")
+            bar.update(1)
+            if step % max(1, int(self.config.run.log_every)) == 0:
+                self._log(step, {f"train/{k}": v for k, v in metrics.items()}, stage=stage, epoch=epoch)
+        bar.close()
+        if count == 0:
+            raise ValueError("the training split produced no batch; is it smaller than one batch?")
+        elapsed = time.perf_counter() - t0
+        out = {k: v / count for k, v in sums.items()}
+        out.update(
+            steps=count, seconds=elapsed, clips_per_s=count * settings.batch_size * settings.views / elapsed
+        )
+        return out
 
-  def validate(self, epoch: int) -> dict:
-    """Val MAE on predictions averaged over ``eval.n_clips`` clips drawn afresh from (seed, epoch)."""
-    batches = self.data.eval_batches("val", self.data.val_starts(epoch))
-    result = self.predict_batches(batches)
-    return multiclip.summarize(result, n_resamples=0)
+    def validate(self, epoch: int) -> dict:
+        """Val MAE on predictions averaged over ``eval.n_clips`` clips drawn afresh from (seed, epoch)."""
+        batches = self.data.eval_batches("val", self.data.val_starts(epoch))
+        result = self.predict_batches(batches)
+        return multiclip.summarize(result, n_resamples=0)
 
-  def test(self, tag: str) -> dict:
-    """The test protocol: fixed starts, K clips per video, CIs, per-video CSV, results.json."""
-    result = self.predict_batches(self.data.eval_batches("test", self.data.test_starts()))
-    summary = multiclip.summarize(result, train_mean=self.data.train_mean_ef(),
-                                  n_resamples=int(self.config.eval.bootstrap), seed=int(self.config.seed))
-    if jax.process_index() == 0:
-      multiclip.write_csv(result, self.workdir / f"test_predictions_{tag}.csv")
-    return summary
+    def test(self, tag: str) -> dict:
+        """The test protocol: fixed starts, K clips per video, CIs, per-video CSV, results.json."""
+        result = self.predict_batches(self.data.eval_batches("test", self.data.test_starts()))
+        summary = multiclip.summarize(
+            result,
+            train_mean=self.data.train_mean_ef(),
+            n_resamples=int(self.config.eval.bootstrap),
+            seed=int(self.config.seed),
+        )
+        if jax.process_index() == 0:
+            multiclip.write_csv(result, self.workdir / f"test_predictions_{tag}.csv")
+        return summary
 
 
 def _stages(config: ml_collections.ConfigDict) -> list[int]:
-  stages = sorted({int(s) for s in str(config.run.stages).split(",") if s.strip()})
-  if not stages or any(s not in (1, 2) for s in stages):
-    raise ValueError(f"run.stages must list 1 and/or 2, got {config.run.stages!r}")
-  return stages
+    stages = sorted({int(s) for s in str(config.run.stages).split(",") if s.strip()})
+    if not stages or any(s not in (1, 2) for s in stages):
+        raise ValueError(f"run.stages must list 1 and/or 2, got {config.run.stages!r}")
+    return stages
 
 
 def format_results(results: dict) -> str:
-  """The final table: test MAE / RMSE / R2 with 95% CIs next to the predict-the-training-mean MAE."""
-  lines = [f"{'metric':<34}{'value':>10}   95% CI"]
-  for key, label in (("mae", "MAE (EF %)"), ("rmse", "RMSE (EF %)"), ("r2_x100", "R2 x 100")):
-    value = results[key]
-    scale = 100.0 if key == "r2_x100" else 1.0
-    base = "r2" if key == "r2_x100" else key
-    lo, hi = results[f"{base}_ci_low"] * scale, results[f"{base}_ci_high"] * scale
-    lines.append(f"{label:<34}{value:>10.3f}   [{lo:.3f}, {hi:.3f}]")
-  if "mae_of_predicting_train_mean" in results:
-    lines.append(f"{'MAE of predicting the train mean':<34}{results['mae_of_predicting_train_mean']:>10.3f}")
-  lines.append(f"{'videos':<34}{results['n']:>10d}   ({results['clips_per_video']} clips each)")
-  return "\n".join(lines)
+    """The final table: test MAE / RMSE / R2 with 95% CIs next to the predict-the-training-mean MAE."""
+    lines = [f"{'metric':<34}{'value':>10}   95% CI"]
+    for key, label in (("mae", "MAE (EF %)"), ("rmse", "RMSE (EF %)"), ("r2_x100", "R2 x 100")):
+        value = results[key]
+        scale = 100.0 if key == "r2_x100" else 1.0
+        base = "r2" if key == "r2_x100" else key
+        lo, hi = results[f"{base}_ci_low"] * scale, results[f"{base}_ci_high"] * scale
+        lines.append(f"{label:<34}{value:>10.3f}   [{lo:.3f}, {hi:.3f}]")
+    if "mae_of_predicting_train_mean" in results:
+        lines.append(
+            f"{'MAE of predicting the train mean':<34}{results['mae_of_predicting_train_mean']:>10.3f}"
+        )
+    lines.append(f"{'videos':<34}{results['n']:>10d}   ({results['clips_per_video']} clips each)")
+    return "\n".join(lines)
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
-  if jax.process_index() == 0:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
-  """Runs the configured stages (resuming where a previous run stopped) and the test evaluation."""
-  workdir = Path(workdir)
-  trainer = Trainer(config, workdir)
-  save_config(config, workdir)
-  report: dict[str, Any] = {}
-  for stage in _stages(config):
-    if stage == 2 and 1 not in _stages(config) and not config.model.init_from:
-      raise ValueError("stage 2 alone needs model.init_from (a stage-1 checkpoint or .pth)")
-    report[f"stage{stage}"] = trainer.run_stage(stage_settings(config, stage))
-  results = trainer.test(tag="final")
-  results.update({f"{k}_best_val_mae": v["best_val_mae"] for k, v in report.items()})
-  results.update({f"{k}_best_epoch": v["best_epoch"] for k, v in report.items()})
-  if jax.process_index() == 0:
-    (workdir / "results.json").write_text(json.dumps(results, indent=2))
-  print("\nTest results (" + str(workdir / "results.json") + ")\n" + format_results(results), flush=True)
-  if trainer.writer is not None:
-    trainer.writer.close()
-  return results
+    """Runs the configured stages (resuming where a previous run stopped) and the test evaluation."""
+    workdir = Path(workdir)
+    trainer = Trainer(config, workdir)
+    save_config(config, workdir)
+    report: dict[str, Any] = {}
+    for stage in _stages(config):
+        if stage == 2 and 1 not in _stages(config) and not config.model.init_from:
+            raise ValueError("stage 2 alone needs model.init_from (a stage-1 checkpoint or .pth)")
+        report[f"stage{stage}"] = trainer.run_stage(stage_settings(config, stage))
+    results = trainer.test(tag="final")
+    results.update({f"{k}_best_val_mae": v["best_val_mae"] for k, v in report.items()})
+    results.update({f"{k}_best_epoch": v["best_epoch"] for k, v in report.items()})
+    if jax.process_index() == 0:
+        (workdir / "results.json").write_text(json.dumps(results, indent=2))
+    print("\nTest results (" + str(workdir / "results.json") + ")\n" + format_results(results), flush=True)
+    if trainer.writer is not None:
+        trainer.writer.close()
+    return results
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | Path,
-                        checkpoint: str | None) -> dict:
-  """The test protocol on any checkpoint: a run workdir, an imported folder or a CoReEcho ``.pth``."""
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  model, origin = loading.load_for_inference(config, checkpoint or workdir)
-  trainer = Trainer(config, workdir, model=model, write_metrics=False)
-  results = trainer.test(tag="evaluate")
-  results["checkpoint"] = origin
-  if jax.process_index() == 0:
-    (workdir / "results_evaluate.json").write_text(json.dumps(results, indent=2))
-  print(f"\nTest results of {origin}\n" + format_results(results), flush=True)
-  return results
+def evaluate_checkpoint(
+    config: ml_collections.ConfigDict, workdir: str | Path, checkpoint: str | None
+) -> dict:
+    """The test protocol on any checkpoint: a run workdir, an imported folder or a CoReEcho ``.pth``."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    model, origin = loading.load_for_inference(config, checkpoint or workdir)
+    trainer = Trainer(config, workdir, model=model, write_metrics=False)
+    results = trainer.test(tag="evaluate")
+    results["checkpoint"] = origin
+    if jax.process_index() == 0:
+        (workdir / "results_evaluate.json").write_text(json.dumps(results, indent=2))
+    print(f"\nTest results of {origin}\n" + format_results(results), flush=True)
+    return results

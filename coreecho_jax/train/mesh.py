@@ -11,57 +11,60 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 
 
 def initialize_distributed(enabled: bool) -> None:
-  """Starts JAX's multi-host runtime when asked (coordinator from the environment, e.g. SLURM)."""
-  if enabled:
-    jax.distributed.initialize()
+    """Starts JAX's multi-host runtime when asked (coordinator from the environment, e.g. SLURM)."""
+    if enabled:
+        jax.distributed.initialize()
 
 
 def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
-  """A 1-D mesh named ``data`` over the first ``num_devices`` devices (default: all)."""
-  n = num_devices or jax.device_count()
-  if n > jax.device_count():
-    raise ValueError(f"asked for a mesh of {n} devices but only {jax.device_count()} are visible")
-  # Auto axes: GSPMD propagates the batch sharding through the model (reshapes of the view axis,
-  # BatchNorm and RnC reductions over the global batch) without per-op sharding annotations.
-  return jax.make_mesh((n,), (DATA_AXIS,), devices=jax.devices()[:n],
-                       axis_types=(jax.sharding.AxisType.Auto,))
+    """A 1-D mesh named ``data`` over the first ``num_devices`` devices (default: all)."""
+    n = num_devices or jax.device_count()
+    if n > jax.device_count():
+        raise ValueError(f"asked for a mesh of {n} devices but only {jax.device_count()} are visible")
+    # Auto axes: GSPMD propagates the batch sharding through the model (reshapes of the view axis,
+    # BatchNorm and RnC reductions over the global batch) without per-op sharding annotations.
+    return jax.make_mesh(
+        (n,), (DATA_AXIS,), devices=jax.devices()[:n], axis_types=(jax.sharding.AxisType.Auto,)
+    )
 
 
 def data_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
-  """Leading (batch) axis split over ``data``; the other axes whole."""
-  return NamedSharding(mesh, P(DATA_AXIS))
+    """Leading (batch) axis split over ``data``; the other axes whole."""
+    return NamedSharding(mesh, P(DATA_AXIS))
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P())
+    return NamedSharding(mesh, P())
 
 
 def local_batch_size(global_batch: int, mesh: jax.sharding.Mesh) -> int:
-  """Videos each host must feed; the global batch must split evenly over the devices."""
-  if global_batch % mesh.size:
-    raise ValueError(
-        f"batch size {global_batch} does not divide over {mesh.size} devices; "
-        f"choose a multiple of {mesh.size}")
-  return global_batch // jax.process_count()
+    """Videos each host must feed; the global batch must split evenly over the devices."""
+    if global_batch % mesh.size:
+        raise ValueError(
+            f"batch size {global_batch} does not divide over {mesh.size} devices; "
+            f"choose a multiple of {mesh.size}"
+        )
+    return global_batch // jax.process_count()
 
 
 def shard_batch(batch: dict[str, Any], mesh: jax.sharding.Mesh) -> dict[str, Any]:
-  """Host-local numpy batch -> global ``jax.Array`` sharded on ``data``. Non-numeric leaves are dropped."""
-  sharding = data_sharding(mesh)
-  out = {}
-  for key, value in batch.items():
-    value = np.asarray(value)
-    if value.dtype.kind in "biuf":
-      out[key] = jax.make_array_from_process_local_data(sharding, value)
-  return out
+    """Host-local numpy batch -> global ``jax.Array`` sharded on ``data``. Non-numeric leaves are dropped."""
+    sharding = data_sharding(mesh)
+    out = {}
+    for key, value in batch.items():
+        value = np.asarray(value)
+        if value.dtype.kind in "biuf":
+            out[key] = jax.make_array_from_process_local_data(sharding, value)
+    return out
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-  """Places every array of ``tree`` on all devices of ``mesh`` (parameters, optimizer state)."""
-  return jax.device_put(tree, replicated(mesh))
+    """Places every array of ``tree`` on all devices of ``mesh`` (parameters, optimizer state)."""
+    return jax.device_put(tree, replicated(mesh))

@@ -20,7 +20,7 @@ Call the steps with the model already in the right mode (``model.train()``; stag
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -36,90 +36,93 @@ ALL_PARAMS = nnx.Param
 
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
-  """Static loss settings (hashable: part of the compiled step's cache key)."""
-  temperature: float = 1.0
-  rnc_weight: float = 1.0
-  implementation: str = "auto"
+    """Static loss settings (hashable: part of the compiled step's cache key)."""
+
+    temperature: float = 1.0
+    rnc_weight: float = 1.0
+    implementation: str = "auto"
 
 
 def flatten_views(video: jax.Array, ef: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """``[B, V, ...]`` clips and ``[B]`` labels -> ``[V*B, ...]`` view-major rows and ``[V*B]`` labels."""
-  b, v = video.shape[:2]
-  x = jnp.swapaxes(video, 0, 1).reshape((v * b,) + video.shape[2:])
-  return x, jnp.tile(ef, v)
+    """``[B, V, ...]`` clips and ``[B]`` labels -> ``[V*B, ...]`` view-major rows and ``[V*B]`` labels."""
+    b, v = video.shape[:2]
+    x = jnp.swapaxes(video, 0, 1).reshape((v * b,) + video.shape[2:])
+    return x, jnp.tile(ef, v)
 
 
 def stage1_loss(model: nnx.Module, video: jax.Array, ef: jax.Array, spec: LossSpec):
-  x, y = flatten_views(video, ef)
-  use_rnc = spec.rnc_weight > 0
-  prediction, embedding = model(x, detach_embedding=use_rnc)
-  l1 = l1_loss(prediction, y)
-  metrics = {"l1": l1}
-  total = l1
-  if use_rnc:
-    r = rnc.rnc_loss(embedding, y, temperature=spec.temperature, implementation=spec.implementation)
-    metrics["rnc"] = r
-    total = spec.rnc_weight * r + l1
-  metrics["loss"] = total
-  return total, metrics
+    x, y = flatten_views(video, ef)
+    use_rnc = spec.rnc_weight > 0
+    prediction, embedding = model(x, detach_embedding=use_rnc)
+    l1 = l1_loss(prediction, y)
+    metrics = {"l1": l1}
+    total = l1
+    if use_rnc:
+        r = rnc.rnc_loss(embedding, y, temperature=spec.temperature, implementation=spec.implementation)
+        metrics["rnc"] = r
+        total = spec.rnc_weight * r + l1
+    metrics["loss"] = total
+    return total, metrics
 
 
 def stage2_loss(model: nnx.Module, video: jax.Array, ef: jax.Array):
-  prediction, _ = model(video[:, 0], detach_embedding=True)
-  l1 = l1_loss(prediction, ef)
-  return l1, {"l1": l1, "loss": l1}
+    prediction, _ = model(video[:, 0], detach_embedding=True)
+    l1 = l1_loss(prediction, ef)
+    return l1, {"l1": l1, "loss": l1}
 
 
 @nnx.jit(static_argnames=("spec",))
 def stage1_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict, spec: LossSpec) -> dict:
-  """One stage-1 update on ``batch = {'video': [B,2,T,H,W,C], 'ef': [B]}``; returns scalar metrics."""
-  grad_fn = nnx.value_and_grad(stage1_loss, argnums=nnx.DiffState(0, ALL_PARAMS), has_aux=True)
-  (_, metrics), grads = grad_fn(model, batch["video"], batch["ef"], spec)
-  optimizer.update(model, grads)
-  metrics["grad_norm"] = optax.tree.norm(grads)
-  return metrics
+    """One stage-1 update on ``batch = {'video': [B,2,T,H,W,C], 'ef': [B]}``; returns scalar metrics."""
+    grad_fn = nnx.value_and_grad(stage1_loss, argnums=nnx.DiffState(0, ALL_PARAMS), has_aux=True)
+    (_, metrics), grads = grad_fn(model, batch["video"], batch["ef"], spec)
+    optimizer.update(model, grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    return metrics
 
 
 @nnx.jit
 def stage2_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict) -> dict:
-  """One probing update of the head on view 0 of ``batch``; the encoder is frozen."""
-  grad_fn = nnx.value_and_grad(stage2_loss, argnums=nnx.DiffState(0, HEAD_PARAMS), has_aux=True)
-  (_, metrics), grads = grad_fn(model, batch["video"], batch["ef"])
-  optimizer.update(model, grads)
-  return metrics
+    """One probing update of the head on view 0 of ``batch``; the encoder is frozen."""
+    grad_fn = nnx.value_and_grad(stage2_loss, argnums=nnx.DiffState(0, HEAD_PARAMS), has_aux=True)
+    (_, metrics), grads = grad_fn(model, batch["video"], batch["ef"])
+    optimizer.update(model, grads)
+    return metrics
 
 
 @nnx.jit
 def predict_step(model: nnx.Module, video: jax.Array) -> jax.Array:
-  """``[B, K, T, H, W, C]`` clips -> ``[B, K]`` predictions (eval mode expected)."""
-  b, k = video.shape[:2]
-  prediction, _ = model(video.reshape((b * k,) + video.shape[2:]), detach_embedding=True)
-  return prediction.reshape(b, k)
+    """``[B, K, T, H, W, C]`` clips -> ``[B, K]`` predictions (eval mode expected)."""
+    b, k = video.shape[:2]
+    prediction, _ = model(video.reshape((b * k,) + video.shape[2:]), detach_embedding=True)
+    return prediction.reshape(b, k)
 
 
 @nnx.jit
 def embed_step(model: nnx.Module, video: jax.Array) -> jax.Array:
-  """``[B, K, T, H, W, C]`` clips -> ``[B, K, D]`` encoder embeddings (eval mode expected)."""
-  b, k = video.shape[:2]
-  embedding = model.encoder(video.reshape((b * k,) + video.shape[2:]))
-  return embedding.reshape(b, k, -1)
+    """``[B, K, T, H, W, C]`` clips -> ``[B, K, D]`` encoder embeddings (eval mode expected)."""
+    b, k = video.shape[:2]
+    embedding = model.encoder(video.reshape((b * k,) + video.shape[2:]))
+    return embedding.reshape(b, k, -1)
 
 
-def step_decay_schedule(lr: float, steps_per_epoch: int, decay_epoch: int | None,
-                        decay_rate: float) -> optax.Schedule:
-  """Constant ``lr``, times ``decay_rate`` from epoch ``decay_epoch`` on (official adjust_learning_rate)."""
-  if not decay_epoch or decay_rate == 1.0:
-    return optax.constant_schedule(lr)
-  return optax.piecewise_constant_schedule(lr, {decay_epoch * steps_per_epoch: decay_rate})
+def step_decay_schedule(
+    lr: float, steps_per_epoch: int, decay_epoch: int | None, decay_rate: float
+) -> optax.Schedule:
+    """Constant ``lr``, times ``decay_rate`` from epoch ``decay_epoch`` on (official adjust_learning_rate)."""
+    if not decay_epoch or decay_rate == 1.0:
+        return optax.constant_schedule(lr)
+    return optax.piecewise_constant_schedule(lr, {decay_epoch * steps_per_epoch: decay_rate})
 
 
-def make_optimizer(model: nnx.Module, schedule: optax.Schedule | float, weight_decay: float,
-                   wrt=ALL_PARAMS) -> nnx.Optimizer:
-  """AdamW as ``torch.optim.AdamW`` (betas 0.9/0.999, eps 1e-8, decay on every selected parameter)."""
-  tx = optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay)
-  return nnx.Optimizer(model, tx, wrt=wrt)
+def make_optimizer(
+    model: nnx.Module, schedule: optax.Schedule | float, weight_decay: float, wrt=ALL_PARAMS
+) -> nnx.Optimizer:
+    """AdamW as ``torch.optim.AdamW`` (betas 0.9/0.999, eps 1e-8, decay on every selected parameter)."""
+    tx = optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay)
+    return nnx.Optimizer(model, tx, wrt=wrt)
 
 
 def bind(step: Callable, *args) -> Callable:
-  """``step`` with its model/optimizer arguments bound and their graph traversal cached."""
-  return nnx.cached_partial(step, *args)
+    """``step`` with its model/optimizer arguments bound and their graph traversal cached."""
+    return nnx.cached_partial(step, *args)
