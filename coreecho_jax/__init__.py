@@ -7,8 +7,9 @@ Subpackages, in the order data flows through them:
 * ``models``      UniFormer video encoder, regression/classification heads, ``CoReEcho``
 * ``losses``      Rank-N-Contrast (``coreecho_jax.losses.rnc``) and the head losses
 * ``train``       mesh helper, pure jitted step functions, the epoch loop
-* ``evaluation``  metrics with bootstrap confidence intervals, multi-clip evaluation
+* ``evaluation``  inference steps, metrics with bootstrap confidence intervals, multi-clip evaluation
 * ``checkpoints`` Orbax checkpoint manager and the safe PyTorch ``.pth`` importer
+* ``errors``      the base classes of every error raised on purpose (one line, no traceback in ``main.py``)
 """
 
 __version__ = "0.1.0"

@@ -17,7 +17,7 @@ import numpy as np
 
 from coreecho_jax.checkpoints import loading
 from coreecho_jax.data import clips, video_io
-from coreecho_jax.train import steps
+from coreecho_jax.evaluation import steps as eval_steps
 
 SOURCE_SIZE = 112  # EchoNet-Dynamic frame size: what the clip sampler crops and translates
 
@@ -39,7 +39,7 @@ def predict_file(config: ml_collections.ConfigDict, video_path: str | Path, chec
     x = clips.make_clips(video.frames, starts, frames=frames, stride=stride, image_size=int(d.image_size))
     model, origin = loading.load_for_inference(config, checkpoint)
     model.eval()
-    prediction = np.asarray(jax.device_get(steps.predict_step(model, x[None])))[0]
+    prediction = np.asarray(jax.device_get(eval_steps.predict_step(model, x[None])))[0]
     notes = []
     span = frames * stride
     if video.num_frames < span:

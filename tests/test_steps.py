@@ -9,8 +9,9 @@ import pytest
 from flax import nnx
 
 from coreecho_jax.checkpoints.manager import model_state_dict
+from coreecho_jax.evaluation import steps as eval_steps
 from coreecho_jax.losses import rnc
-from coreecho_jax.losses.regression import l1_loss
+from coreecho_jax.losses.heads import l1_loss
 from coreecho_jax.models.coreecho import build_coreecho
 from coreecho_jax.train import mesh as mesh_lib
 from coreecho_jax.train import steps
@@ -134,10 +135,10 @@ def test_predict_step_shapes_and_eval_determinism():
     model = _model(dropout=0.4)
     model.eval()
     video = _batch(b=2, views=3)["video"]
-    p1 = steps.predict_step(model, video)
+    p1 = eval_steps.predict_step(model, video)
     chex.assert_shape(p1, (2, 3))
-    np.testing.assert_array_equal(p1, steps.predict_step(model, video))
-    emb = steps.embed_step(model, video)
+    np.testing.assert_array_equal(p1, eval_steps.predict_step(model, video))
+    emb = eval_steps.embed_step(model, video)
     chex.assert_shape(emb, (2, 3, 128))
 
 

@@ -1,6 +1,5 @@
-"""Models from configs and from every kind of checkpoint this project reads.
+"""Weights into models from every kind of checkpoint this project reads.
 
-* ``build_model(config.model, seed)``: a fresh :class:`CoReEcho` as the config describes.
 * ``initialize_from(model, path)``: weights into an existing model from a PyTorch ``.pth`` (Kinetics-400
   UniFormer or CoReEcho ``best.pth``, through the safe reader and the exhaustive key map), a folder
   written by ``python -m coreecho_jax.checkpoints.torch_import``, or a run workdir (its best epoch).
@@ -17,17 +16,9 @@ import ml_collections
 
 from coreecho_jax.checkpoints import key_map, torch_import, torch_pth
 from coreecho_jax.checkpoints.manager import RunCheckpoints, load_model_state_dict, model_state_dict
-from coreecho_jax.models.coreecho import CoReEcho, build_coreecho
+from coreecho_jax.models.coreecho import CoReEcho, build_model
 
 PTH_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt")
-
-
-def build_model(model_config: ml_collections.ConfigDict | dict, seed: int = 0) -> CoReEcho:
-    """A fresh CoReEcho model from ``config.model`` (``init_from`` is applied separately)."""
-    cfg = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
-    cfg.pop("init_from", None)
-    cfg["seed"] = seed
-    return build_coreecho(cfg)
 
 
 def _is_run_dir(path: Path) -> bool:

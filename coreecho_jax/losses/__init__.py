@@ -1,7 +1,7 @@
 """Losses.
 
 * ``rnc``         the Rank-N-Contrast loss: ``from coreecho_jax.losses import rnc; rnc.rnc_loss(...)``
-* ``regression``  the head losses (import ``coreecho_jax.losses.regression``)
+* ``heads``       the head losses, L1 (EF regression) and logistic (MI): ``coreecho_jax.losses.heads``
 """
 
 from coreecho_jax.losses import rnc

@@ -129,3 +129,11 @@ def build_coreecho(config: Mapping[str, Any] | Any) -> CoReEcho:
         head_kw["head_bias_init"] = cfg["head_bias_init"]
     rngs = make_rngs(int(cfg.get("seed") or 0), impl=cfg.get("rng_impl") or "rbg")
     return CoReEcho(encoder_cfg, rngs=rngs, **head_kw)
+
+
+def build_model(model_config: Mapping[str, Any] | Any, seed: int = 0) -> CoReEcho:
+    """A fresh CoReEcho model from ``config.model`` (``init_from`` is applied separately)."""
+    cfg = _as_dict(model_config)
+    cfg.pop("init_from", None)
+    cfg["seed"] = seed
+    return build_coreecho(cfg)

@@ -32,6 +32,8 @@ from coreecho_jax.checkpoints import loading
 from coreecho_jax.checkpoints import manager as ckpt_lib
 from coreecho_jax.data import datasets
 from coreecho_jax.evaluation import multiclip
+from coreecho_jax.evaluation import steps as eval_steps
+from coreecho_jax.models import build_model
 from coreecho_jax.train import mesh as mesh_lib
 from coreecho_jax.train import steps
 from coreecho_jax.train.writer import MetricWriter
@@ -92,7 +94,7 @@ class Trainer:
         self.mesh = mesh_lib.make_mesh()
         self.data = datasets.prepare(config, self.workdir)
         if model is None:
-            model = loading.build_model(config.model, seed=int(config.seed))
+            model = build_model(config.model, seed=int(config.seed))
             logging.info("model initialised from %s", loading.initialize_from(model, config.model.init_from))
         self.model = model
         self._replicate_model()
@@ -124,7 +126,7 @@ class Trainer:
     def predict_batches(self, batches) -> multiclip.VideoPredictions:
         """Multi-clip predictions of the current model (eval mode) over eval batches."""
         self.model.eval()
-        predict = steps.bind(steps.predict_step, self.model)
+        predict = steps.bind(eval_steps.predict_step, self.model)
 
         def fn(batch):
             sharded = mesh_lib.shard_batch({"video": batch["video"]}, self.mesh)

@@ -28,7 +28,7 @@ import optax
 from flax import nnx
 
 from coreecho_jax.losses import rnc
-from coreecho_jax.losses.regression import l1_loss
+from coreecho_jax.losses.heads import l1_loss
 
 HEAD_PARAMS = nnx.All(nnx.Param, nnx.PathContains("head"))
 ALL_PARAMS = nnx.Param
@@ -88,22 +88,6 @@ def stage2_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict) -> dic
     (_, metrics), grads = grad_fn(model, batch["video"], batch["ef"])
     optimizer.update(model, grads)
     return metrics
-
-
-@nnx.jit
-def predict_step(model: nnx.Module, video: jax.Array) -> jax.Array:
-    """``[B, K, T, H, W, C]`` clips -> ``[B, K]`` predictions (eval mode expected)."""
-    b, k = video.shape[:2]
-    prediction, _ = model(video.reshape((b * k,) + video.shape[2:]), detach_embedding=True)
-    return prediction.reshape(b, k)
-
-
-@nnx.jit
-def embed_step(model: nnx.Module, video: jax.Array) -> jax.Array:
-    """``[B, K, T, H, W, C]`` clips -> ``[B, K, D]`` encoder embeddings (eval mode expected)."""
-    b, k = video.shape[:2]
-    embedding = model.encoder(video.reshape((b * k,) + video.shape[2:]))
-    return embedding.reshape(b, k, -1)
 
 
 def step_decay_schedule(
