@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 import cv2
 import numpy as np
@@ -121,7 +121,7 @@ class DrawingConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]):
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -188,7 +188,8 @@ class HeartParams:
         """The same heart drawn over one half cycle: frame 0 at ED, the last frame at ES.
 
         The heart rate is set so that systole spans ``num_frames - 1`` frame intervals; the systole
-        fraction is kept.
+        fraction is kept. The drawn volumes fall monotonically; ``DrawnVideo.es_frame`` is the last
+        frame or one before it with the same (quantised) volume.
         """
         hr = 60.0 * self.fps * self.systole_fraction / (self.num_frames - 1)
         return dataclasses.replace(self, phase0=0.0, heart_rate_bpm=hr)
