@@ -1,5 +1,6 @@
-"""Tests for coreecho_jax.data.synthetic: EchoNet-Dynamic layout, labels that follow the pictured
-heart, determinism, and EF that lives in the motion rather than in any single frame."""
+"""Tests for the synthetic EchoNet-Dynamic writer (coreecho_jax.data.synthetic.echonet): layout, labels
+that follow the pictured heart, LV mask files, determinism (pinned against reference checksums), and EF
+that lives in the motion rather than in any single frame."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ import cv2
 import numpy as np
 import pytest
 
+from coreecho_jax.data import echonet_layout as layout
 from coreecho_jax.data import synthetic as syn
 from coreecho_jax.data.echonet import read_echonet
 from coreecho_jax.data.video_io import read_video
+from coreecho_jax.errors import ConfigError, DataError
+from tests.fixtures.synthetic_ref import make_reference
 
 FILELIST_HEADER = "FileName,EF,ESV,EDV,FrameHeight,FrameWidth,FPS,NumberOfFrames,Split"
 TRACINGS_HEADER = "FileName,X1,Y1,X2,Y2,Frame"
@@ -26,7 +30,9 @@ SMALL = syn.SyntheticConfig(n_videos=12, seed=3, min_frames=60, max_frames=150)
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    return syn.write_echonet_dataset(tmp_path_factory.mktemp("syn") / "echonet", SMALL, progress=False)
+    return syn.write_echonet_dataset(
+        tmp_path_factory.mktemp("syn") / "echonet", SMALL, progress=False, write_masks=True
+    )
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -163,18 +169,19 @@ def test_frame_counts_distribution():
 def test_volumes_in_range_and_ef_from_drawn_frames():
     cfg = syn.SyntheticConfig(min_frames=40, max_frames=60)
     for i in range(6):
-        frames, labels = syn.render_video(syn.video_rng(11, i), cfg)
-        vol = labels["volumes"]
-        assert frames.shape == (len(vol), cfg.size, cfg.size) and frames.dtype == np.uint8
-        assert 40.0 * 0.99 <= labels["edv"] <= 250.0
-        assert labels["edv"] == vol[labels["ed_frame"]] and labels["esv"] == vol[labels["es_frame"]]
-        assert labels["ef"] == pytest.approx(100 * (labels["edv"] - labels["esv"]) / labels["edv"])
+        v = syn.draw_echonet_video(syn.video_rng(11, i), cfg)
+        vol = v.volumes
+        assert v.frames.shape == (len(vol), cfg.size, cfg.size) and v.frames.dtype == np.uint8
+        assert 40.0 * 0.99 <= v.edv <= 250.0
+        assert v.edv == vol[v.ed_frame] and v.esv == vol[v.es_frame]
+        assert v.ef == pytest.approx(100 * (v.edv - v.esv) / v.edv)
         # The traced frames are the extremes of their beat.
-        assert labels["ed_frame"] < labels["es_frame"]
-        beat = vol[labels["ed_frame"] : labels["es_frame"] + 1]
-        assert beat.max() == labels["edv"] and beat.min() == labels["esv"]
+        assert v.ed_frame < v.es_frame
+        beat = vol[v.ed_frame : v.es_frame + 1]
+        assert beat.max() == v.edv and beat.min() == v.esv
 
 
+@pytest.mark.slow  # 200 videos of 75 frames
 def test_ef_not_in_one_frame_but_in_the_motion():
     """Single-frame statistics of frame 0 say ~nothing about EF; the cavity's motion says it.
 
@@ -184,14 +191,15 @@ def test_ef_not_in_one_frame_but_in_the_motion():
     cfg = syn.SyntheticConfig(min_frames=75, max_frames=75)
     ef, mean0, dark0, ratio = [], [], [], []
     for i in range(200):
-        frames, labels = syn.render_video(syn.video_rng(2024, i), cfg)
+        v = syn.draw_echonet_video(syn.video_rng(2024, i), cfg)
+        frames = v.frames
         blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 1.5) for f in frames]).astype(np.float32)
         fan = frames.max(axis=0) > 0
         dark = (blurred < 0.45 * np.median(blurred[:, fan])) & fan
         area = dark.reshape(len(frames), -1).sum(axis=1)
         fan0 = frames[0] > 0
         dark_0 = (blurred[0] < 0.45 * np.median(blurred[0][fan0])) & fan0
-        ef.append(labels["ef"])
+        ef.append(v.ef)
         mean0.append(frames[0][fan0].mean())
         dark0.append(dark_0.sum() / fan0.sum())
         ratio.append(area.min() / area.max())
@@ -207,7 +215,61 @@ def test_ef_not_in_one_frame_but_in_the_motion():
     assert r_motion < -0.8, f"min/max dark area over the video should track EF: r = {r_motion:.3f}"
 
 
+# ----------------------------------------------------------------------------- LV masks
+
+
+def test_mask_files_are_the_traced_cavity(dataset):
+    """The mask file of each video has one mask per frame; at ED and ES it is the traced polygon."""
+    rows = {r["FileName"]: r for r in _rows(dataset / "FileList.csv")}
+    assert sorted(p.name for p in (dataset / syn.MASK_DIR).iterdir()) == sorted(f"{n}.npz" for n in rows)
+    for name, frames in _tracings(dataset).items():
+        mask = syn.read_mask(dataset, name)
+        assert mask.dtype == bool and mask.shape == (
+            int(rows[name[:-4]]["NumberOfFrames"]),
+            SMALL.size,
+            SMALL.size,
+        )
+        for frame, chords in frames:
+            poly = _polygon_mask(chords, SMALL.size)
+            iou = (poly & mask[frame]).sum() / (poly | mask[frame]).sum()
+            assert iou > 0.9, (name, frame, iou)
+        (es_frame, _), (ed_frame, _) = frames
+        assert mask[ed_frame].sum() > mask[es_frame].sum()
+
+
+def test_mask_area_follows_the_volumes(dataset):
+    """Over all frames, the cavity area in the mask file tracks the drawn volume (area^1.5 ~ volume)."""
+    for index in range(3):
+        name = syn.video_file_name(SMALL.seed, index)
+        area = syn.read_mask(dataset, name).sum(axis=(1, 2)).astype(float)
+        volumes = syn.draw_echonet_video(syn.video_rng(SMALL.seed, index), SMALL).volumes
+        assert np.corrcoef(area**1.5, volumes)[0, 1] > 0.99, name
+
+
+def test_masks_added_to_a_complete_dataset_and_missing_mask_is_a_clear_error(tmp_path):
+    cfg = syn.SyntheticConfig(n_videos=3, seed=2, min_frames=20, max_frames=24)
+    root = syn.write_echonet_dataset(tmp_path / "d", cfg, progress=False)
+    first = (root / "FileList.csv").read_bytes()
+    name = syn.video_file_name(cfg.seed, 0)
+    with pytest.raises(DataError, match=f"{name}.npz: no LV mask file"):
+        syn.read_mask(root, name)
+    syn.write_echonet_dataset(root, cfg, progress=False, write_masks=True)  # same config: masks added
+    assert syn.read_mask(root, f"{name}.avi").shape[0] == len(
+        read_video(root / "Videos" / f"{name}.avi").frames
+    )
+    assert (root / "FileList.csv").read_bytes() == first
+
+
 # ----------------------------------------------------------------------------- determinism
+
+
+def test_output_matches_the_reference_checksums(tmp_path):
+    """Byte-stable output: the CSVs, synthetic.json and the decoded frames of a 6-video set match
+    ``tests/fixtures/synthetic_ref/reference.json`` (how it was made: ``make_reference.py``)."""
+    expected = json.loads(make_reference.REFERENCE.read_text())
+    assert expected["config"] == make_reference.CONFIG
+    root = syn.write_echonet_dataset(tmp_path / "ref", progress=False, **make_reference.CONFIG)
+    assert make_reference.checksums(root) == expected
 
 
 def test_same_seed_same_bytes_and_frames(tmp_path, dataset):
@@ -220,29 +282,32 @@ def test_same_seed_same_bytes_and_frames(tmp_path, dataset):
     # Any single video can be reproduced from (seed, index) alone.
     rows = _rows(dataset / "FileList.csv")
     for index in (0, cfg.n_videos - 1):
-        frames, labels = syn.render_video(syn.video_rng(cfg.seed, index), cfg)
+        v = syn.draw_echonet_video(syn.video_rng(cfg.seed, index), cfg)
         assert rows[index]["FileName"] == syn.video_file_name(cfg.seed, index)
-        assert float(rows[index]["EF"]) == labels["ef"]
+        assert float(rows[index]["EF"]) == v.ef
         np.testing.assert_array_equal(
-            read_video(dataset / "Videos" / f"{rows[index]['FileName']}.avi").frames, frames
+            read_video(dataset / "Videos" / f"{rows[index]['FileName']}.avi").frames, v.frames
         )
+        np.testing.assert_array_equal(syn.read_mask(dataset, rows[index]["FileName"]), v.lv_mask)
 
 
 def test_other_seed_other_data():
     cfg = syn.SyntheticConfig(min_frames=30, max_frames=30)
-    a, la = syn.render_video(syn.video_rng(0, 0), cfg)
-    b, lb = syn.render_video(syn.video_rng(1, 0), cfg)
-    assert la["ef"] != lb["ef"] and not np.array_equal(a, b)
+    a = syn.draw_echonet_video(syn.video_rng(0, 0), cfg)
+    b = syn.draw_echonet_video(syn.video_rng(1, 0), cfg)
+    assert a.ef != b.ef and not np.array_equal(a.frames, b.frames)
     assert syn.video_file_name(0, 0) != syn.video_file_name(1, 0) != syn.video_file_name(0, 1)
 
 
 def test_split_assignment():
     for n in range(8, 41):
         s = syn.split_assignment(n, seed=5)
-        assert {x: s.count(x) > 0 for x in syn.SPLITS} == {x: True for x in syn.SPLITS}, n
+        assert {x: s.count(x) > 0 for x in layout.FILELIST_SPLITS} == {
+            x: True for x in layout.FILELIST_SPLITS
+        }, n
         assert s == syn.split_assignment(n, seed=5)
     s = syn.split_assignment(512, seed=0)
-    assert [s.count(x) for x in syn.SPLITS] == [384, 64, 64]
+    assert [s.count(x) for x in layout.FILELIST_SPLITS] == [384, 64, 64]
     assert s != syn.split_assignment(512, seed=1)
 
 
@@ -256,12 +321,14 @@ def test_rewrite_is_a_no_op_and_other_content_is_refused(tmp_path):
     assert syn.write_echonet_dataset(root, cfg.to_dict(), progress=False) == root
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == stamp
 
-    with pytest.raises(FileExistsError, match=r"different synthetic dataset \(differs in: n_videos, seed\)"):
+    with pytest.raises(
+        syn.DatasetExistsError, match=r"different synthetic dataset \(differs in: n_videos, seed\)"
+    ):
         syn.write_echonet_dataset(root, cfg, n_videos=4, seed=2, progress=False)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "FileList.csv").write_text("FileName,EF\n")
-    with pytest.raises(FileExistsError, match="not a synthetic dataset"):
+    with pytest.raises(syn.DatasetExistsError, match="not a synthetic dataset"):
         syn.write_echonet_dataset(foreign, cfg, progress=False)
     assert (foreign / "FileList.csv").read_text() == "FileName,EF\n"
 
@@ -299,9 +366,9 @@ def test_cli(tmp_path):
 
 
 def test_bad_config_is_a_clear_error():
-    with pytest.raises(ValueError, match="min_frames <= max_frames"):
+    with pytest.raises(ConfigError, match="min_frames <= max_frames"):
         syn.SyntheticConfig(min_frames=50, max_frames=40)
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ConfigError, match="unknown keys"):
         syn.SyntheticConfig.from_dict({"n_video": 3})
-    with pytest.raises(ValueError, match="at least 8 frames"):
-        syn.render_video(syn.video_rng(0, 0), num_frames=5)
+    with pytest.raises(ConfigError, match="at least 8 frames"):
+        syn.draw_echonet_video(syn.video_rng(0, 0), num_frames=5)
