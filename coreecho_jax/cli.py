@@ -82,12 +82,13 @@ def run(
     config_check.check_config(config)
     workdir_path = Path(workdir)
     if mode == "train":
-        from coreecho_jax.train import loop
         from coreecho_jax.train import workdir as workdir_lib
 
         with workdir_lib.claim(
             workdir_path, config, allow_config_change=allow_config_change, primary=_is_primary(config)
         ):
+            from coreecho_jax.train import loop  # after the guard: a refused run stops in a second
+
             return loop.train_and_evaluate(config, workdir_path)
     if mode == "evaluate":
         from coreecho_jax.train import loop
