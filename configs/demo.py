@@ -8,8 +8,9 @@ goes through the same reader, TFDS builder and pipeline as real data. The model 
 (same code, smaller widths and depth) on 16-frame 64x64 clips so that a run fits in minutes on 2 cores.
 
 Variants (``--config=configs/demo.py:<variant>``):
-  quick: 40 videos, 8-frame 32x32 clips, 3 + 1 epochs of batch 4, 20 bootstrap resamples: the whole
-    path (data, both stages, test) in well under a minute of compute, for end-to-end tests and benchmarks.
+  quick: 40 videos, 8-frame 32x32 clips, 3 + 1 epochs of 7 steps of batch 4, 20 bootstrap resamples:
+    the whole path (data, both stages, test) in about two minutes of CPU time, mostly compilation; for
+    end-to-end tests and benchmarks.
 """
 
 from __future__ import annotations
