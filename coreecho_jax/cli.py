@@ -38,24 +38,23 @@ def config_overrides(argv: Sequence[str], flag: str = "config") -> tuple[str | N
 
 
 def check_command_line(argv: Sequence[str], flag: str = "config") -> None:
-    """ConfigError (one line per unknown field) when a ``--config.<name>`` override names no field.
+    """ConfigError when the ``--config`` file is missing or a ``--config.<name>`` names no field.
 
     Runs before absl parses the flags: ml_collections would stop at the first unknown field with a
-    chain of tracebacks. A ConfigError of the config file itself (an unknown ``file.py:variant``) comes
-    out as it is; a missing file is left to the flag parser to report.
+    chain of tracebacks. A missing file is a ConfigError too; a ConfigError of the config file itself
+    (an unknown ``file.py:variant``) comes out as it is.
     """
     path, names = config_overrides(argv, flag)
     if not path:
         return
     file, colon, arg = path.partition(":")
+    if not Path(file).is_file():
+        raise ConfigError(f"--{flag}={path}: no such file (expected a Python file such as configs/demo.py)")
     spec = importlib.util.spec_from_file_location(f"_{flag}_file_check", file)
     if spec is None or spec.loader is None:
-        return
+        raise ConfigError(f"--{flag}={path}: not a Python file (expected a file such as configs/demo.py)")
     module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except FileNotFoundError:
-        return
+    spec.loader.exec_module(module)
     config = module.get_config(arg) if colon else module.get_config()  # as ml_collections calls it
     if isinstance(config, ml_collections.ConfigDict):
         config_check.check_overrides(config, names)

@@ -113,6 +113,8 @@ def get_field(config: ml_collections.ConfigDict, name: str, default: Any = _MISS
 
 def config_problems(config: ml_collections.ConfigDict) -> list[str]:
     """Every problem of ``config``, one line each (empty: the config is fine)."""
+    if not isinstance(config, ml_collections.ConfigDict):
+        return [f"the config must be an ml_collections.ConfigDict, got {type(config).__name__}"]
     problems = []
     for name, test, expected in RULES:
         value = get_field(config, name, None)

@@ -92,6 +92,15 @@ def test_command_line_scan_follows_ml_collections():
     assert path == "c.py:quick" and names == ["a.b", "run.distributed"]
 
 
+def test_a_missing_or_foreign_config_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        cli.check_command_line(["main.py", f"--config={tmp_path / 'missing.py'}:quick"])
+    (tmp_path / "notes.txt").write_text("not python")
+    with pytest.raises(ConfigError, match="not a Python file"):
+        cli.check_command_line(["main.py", f"--config={tmp_path / 'notes.txt'}"])
+    cli.check_command_line(["main.py", "--workdir=w"])  # no --config: absl reports the missing flag
+
+
 def test_cli_run_checks_the_mode_and_the_config_first(tmp_path):
     config = quick_config()
     with pytest.raises(ConfigError, match="--mode=predict needs --video"):

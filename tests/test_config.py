@@ -164,3 +164,9 @@ def test_unknown_overrides_are_named_with_a_suggestion():
     assert problems[1].startswith("--config.nope.x: no such config field; the config has data, eval")
     assert problems[2].startswith("--config.eval.seed.x: no such config field")
     assert len(problems) == 3
+
+
+def test_a_config_that_is_not_a_configdict_is_one_line():
+    assert config_check.config_problems({"seed": 0}) == [
+        "the config must be an ml_collections.ConfigDict, got dict"
+    ]
