@@ -1,20 +1,29 @@
 """coreecho-jax command line: train, evaluate, predict.
 
 python main.py --config=configs/demo.py --workdir=/tmp/coreecho_demo
+python main.py --config=configs/demo.py:quick --workdir=/tmp/coreecho_quick
 python main.py --config=configs/echonet.py --workdir=runs/echonet --config.data.root=/data/EchoNet-Dynamic
 python main.py --config=configs/echonet.py --workdir=runs/echonet --mode=evaluate --checkpoint=best.pth
 python main.py --config=configs/echonet.py --workdir=runs/echonet --mode=predict --video=clip.dcm
+
+Errors the library raises on purpose (a bad config, input, checkpoint or workdir) print one line per
+problem, ``error: <message>``, and exit with status 1; anything else keeps its traceback.
 """
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from coreecho_jax.errors import CoreEchoError
+
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config (a configs/*.py file).", lock_config=True)
+config_flags.DEFINE_config_file(
+    "config", None, "Experiment config: a configs/*.py file, optionally file.py:variant.", lock_config=True
+)
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results are written.")
 flags.DEFINE_enum(
     "mode",
@@ -25,20 +34,53 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_string("checkpoint", None, "evaluate/predict: a run workdir, an imported Orbax dir or a .pth.")
 flags.DEFINE_string("video", None, "predict: an AVI/MP4/DICOM file.")
+flags.DEFINE_bool(
+    "allow_config_change",
+    False,
+    "train: resume a workdir whose config.json differs from --config on fields that change results "
+    "(each accepted change is appended to <workdir>/config_changes.jsonl).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def fail(error: CoreEchoError) -> None:
+    """Prints ``error: <line>`` for each line of the message to stderr and exits with status 1."""
+    lines = str(error).splitlines() or [type(error).__name__]
+    sys.stderr.write("".join(f"error: {line}\n" for line in lines))
+    sys.exit(1)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, after a check that every ``--config.<name>`` names a config field."""
+    from coreecho_jax import cli  # light: no jax or TensorFlow at import
+
+    try:
+        cli.check_command_line(argv)
+    except CoreEchoError as e:
+        fail(e)
+    return app.parse_flags_with_usage(argv)
 
 
 def main(argv):
     del argv
-    from coreecho_jax import cli  # after flag parsing: keeps --help fast and TensorFlow off the GPU
+    from coreecho_jax import cli
 
     if not FLAGS["verbosity"].present:  # library INFO logs (Orbax, TFDS) only when asked: -v 0
         logging.set_verbosity(logging.WARNING)
 
-    cli.hide_gpus_from_tensorflow()
     logging.info("config:\n%s", FLAGS.config)
-    cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, checkpoint=FLAGS.checkpoint, video=FLAGS.video)
+    try:
+        cli.run(
+            FLAGS.mode,
+            FLAGS.config,
+            FLAGS.workdir,
+            checkpoint=FLAGS.checkpoint,
+            video=FLAGS.video,
+            allow_config_change=FLAGS.allow_config_change,
+        )
+    except CoreEchoError as e:
+        fail(e)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

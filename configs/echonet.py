@@ -1,74 +1,96 @@
-"""CoReEcho on EchoNet-Dynamic, as the official code runs it (docs: REFERENCE.md sections 3-5).
+"""CoReEcho on EchoNet-Dynamic, as the official code runs it.
 
     python main.py --config=configs/echonet.py --workdir=runs/echonet \
         --config.data.root=/data/EchoNet-Dynamic \
         --config.model.init_from=/weights/uniformer_small_k400_16x8.pth \
         --config.data.test_start_indexes=/data/test_start_indexes.pkl
 
-Every default reproduces the official behaviour; improvements are switches whose default is off.
+Every default reproduces the official behaviour (BioMedIA-MBZUAI/CoReEcho: ``train.py`` and
+``train_lp.py`` with the README's flags, ``test_with_three_clips.py``); improvements are switches whose
+default is off. "Official" below names the official flag or code that a value comes from.
 """
+
+from __future__ import annotations
 
 import ml_collections
 
+from coreecho_jax.data import echonet_layout as layout
+from coreecho_jax.errors import ConfigError
 
-def get_config() -> ml_collections.ConfigDict:
+
+def check_variant(arg: str | None, variants: tuple[str, ...], config_file: str) -> str:
+    """The ``--config=<file>:<arg>`` variant name ("" for none), or a ConfigError naming the known ones."""
+    arg = (arg or "").strip()
+    if arg and arg not in variants:
+        known = ", ".join(f"{config_file}:{v}" for v in variants) or "none"
+        raise ConfigError(f"--config={config_file}:{arg}: unknown variant {arg!r}; known: {known}")
+    return arg
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The paper configuration; ``arg`` names a variant (this file has none)."""
+    check_variant(arg, (), "configs/echonet.py")
     c = ml_collections.ConfigDict()
-    c.seed = 0  # official set_seed(trial=0)
+    c.seed = 0  # run seed: init, dropout, train order, val clip starts, bootstrap (official --trial 0)
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "echonet"
-    c.data.root = ""  # folder with FileList.csv, Videos/, VolumeTracings.csv (required)
-    c.data.data_dir = ""  # where the prepared TFDS dataset lives; "" -> <workdir>/tfds
+    c.data.root = ""  # folder with FileList.csv, Videos/, VolumeTracings.csv (required; a path, not compared)
+    c.data.data_dir = ""  # where the prepared TFDS dataset lives; "" -> <workdir>/tfds (a path, not compared)
     c.data.drop_untraced = True  # drop videos with < 2 traced frames, as echonet/dynamic and CoReEcho do
-    c.data.frames = 36  # frames per clip
-    c.data.stride = 4  # sampling period ("frequency"); videos shorter than frames*stride are padded
-    c.data.pad = 6  # +-6 px translation (PadIfNeeded 124, RandomCrop 112)
-    c.data.image_size = 112  # model input size; != 112 resizes after the crop
-    c.data.test_start_indexes = ""  # official test_start_indexes.pkl or our JSON; "" -> drawn and saved
-    c.data.shuffle_buffer = 8192
+    c.data.frames = layout.CLIP_FRAMES  # frames per clip (official --frames 36)
+    c.data.stride = layout.CLIP_STRIDE  # frames between sampled frames (official --frequency 4)
+    c.data.pad = layout.TRANSLATION_PAD  # train translation, px per side (official PadIfNeeded 124, crop 112)
+    c.data.image_size = layout.FRAME_SIZE  # model input, px; != 112 resizes after the crop (official 112)
+    c.data.channels = 3  # 3: RGB as the official loader reads it; 1: one stored channel copied to 3 (disk)
+    c.data.test_start_indexes = ""  # official test_start_indexes.pkl or our JSON; "" -> drawn from eval.seed
+    c.data.shuffle_buffer = 8192  # train videos in the shuffle buffer; >= 7465 = a full shuffle (official)
     c.data.synthetic = ml_collections.ConfigDict()
-    c.data.synthetic.enabled = False  # True: write a synthetic set into data.root first
-    c.data.synthetic.n_videos = 512
-    c.data.synthetic.seed = 0
+    c.data.synthetic.enabled = False  # True: write a synthetic set in the EchoNet layout into data.root first
+    c.data.synthetic.n_videos = 512  # videos of the synthetic set, split 75/12.5/12.5 % train/val/test
+    c.data.synthetic.seed = 0  # seed of the synthetic videos and labels
 
     c.model = ml_collections.ConfigDict()
-    c.model.preset = "small"  # UniFormer-S: depth [3,4,8,3], dims [64,128,320,512], head_dim 64
-    c.model.dropout = 0.1
-    c.model.head_dropout = 0.4
-    c.model.head_bias_init = 55.6
+    c.model.preset = "small"  # UniFormer-S: depth [3,4,8,3], dims [64,128,320,512], head_dim 64 (official)
+    c.model.dropout = 0.1  # encoder dropout (official uniformer_small drop_rate 0.1)
+    c.model.drop_path = 0.0  # encoder stochastic depth, max rate over the blocks (official 0)
+    c.model.head_dropout = 0.4  # regression head dropout (official Regressor p=0.4)
+    c.model.head_bias_init = 55.6  # initial output bias, EF % (official Regressor); None: torch default init
     c.model.dtype = "float32"  # switch: "bfloat16" computes in bf16 with float32 parameters
-    c.model.remat = False  # switch: rematerialise each stage (jax.checkpoint) to save memory
-    c.model.depthwise = "auto"  # depthwise 3-D conv implementation, chosen per backend
+    c.model.remat = False  # switch: rematerialise each stage (jax.checkpoint) to save memory; same math
+    c.model.depthwise = "auto"  # depthwise 3-D conv: auto | lax | shifted | shifted_autodiff (same math)
+    c.model.dropout_rng = "hash"  # dropout masks: "hash" (fast on CPU) | "jax" (jax.random.bernoulli)
+    c.model.rng_impl = "rbg"  # JAX key implementation of init/dropout: rbg | unsafe_rbg | threefry2x32
+    c.model.unbiased_running_var = True  # BatchNorm running var from the unbiased batch var, as torch does
     c.model.init_from = ""  # Kinetics-400 UniFormer .pth (or CoReEcho best.pth) to start from
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.temperature = 1.0  # the README's --temp 1.0 (the RnCLoss constructor default is 2)
+    c.loss.temperature = 1.0  # RnC temperature (official README --temp 1.0; the RnCLoss default is 2)
     c.loss.rnc_weight = 1.0  # 0 -> the paper's L1-only baseline: L1 through encoder and head
-    c.loss.implementation = "auto"  # RnC: "pairwise" | "sorted" | "auto"
+    c.loss.implementation = "auto"  # RnC: "pairwise" | "sorted" | "auto" (same loss, different cost)
 
-    c.stage1 = ml_collections.ConfigDict()
-    c.stage1.epochs = 26  # the official loop runs range(0, 25 + 1): 26 epochs (the paper says 25)
-    c.stage1.batch_size = 16  # videos per step -> 32 clips through the encoder
-    c.stage1.lr = 1e-4
-    c.stage1.weight_decay = 1e-4  # AdamW, decay on every parameter as torch.optim.AdamW does
-    c.stage1.lr_decay_epoch = 15  # lr x lr_decay_rate from this epoch on
-    c.stage1.lr_decay_rate = 0.1
+    c.stage1 = ml_collections.ConfigDict()  # encoder + head: RnC on the embedding, L1 on the head
+    c.stage1.epochs = 26  # official range(0, 25 + 1): 26 epochs (the paper says 25)
+    c.stage1.batch_size = 16  # videos per step, 2 clips each -> 32 clips (official --batch_size 16)
+    c.stage1.lr = 1e-4  # AdamW learning rate (official --learning_rate 1e-4)
+    c.stage1.weight_decay = 1e-4  # AdamW decay on every parameter, as torch.optim.AdamW (official 1e-4)
+    c.stage1.lr_decay_epoch = 15  # lr x lr_decay_rate from this epoch on (official --lr_step_epoch 15)
+    c.stage1.lr_decay_rate = 0.1  # (official --lr_decay_rate 0.1)
 
-    c.stage2 = ml_collections.ConfigDict()
-    c.stage2.epochs = 5  # the official loop runs range(0, 4 + 1)
-    c.stage2.batch_size = 16
-    c.stage2.lr = 1e-4
-    c.stage2.weight_decay = 1e-4
+    c.stage2 = ml_collections.ConfigDict()  # MLP probing: frozen encoder, the head trains
+    c.stage2.epochs = 5  # official range(0, 4 + 1): 5 epochs
+    c.stage2.batch_size = 16  # videos per step, 1 clip each (official --batch_size 16)
+    c.stage2.lr = 1e-4  # constant AdamW learning rate (official train_lp.py 1e-4)
+    c.stage2.weight_decay = 1e-4  # (official 1e-4)
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.n_clips = 3  # clips per video, predictions averaged
-    c.eval.batch_size = 16  # videos per eval batch (x n_clips clips)
-    c.eval.bootstrap = 1000  # bootstrap resamples for the 95% confidence intervals
-    c.eval.seed = 0  # seed of the drawn val/test clip starts
+    c.eval.n_clips = 3  # clips per video, predictions averaged (official test_with_three_clips.py: 3)
+    c.eval.batch_size = 16  # videos per eval batch (x n_clips clips); speed only, not compared on resume
+    c.eval.bootstrap = 1000  # bootstrap resamples for the 95% confidence intervals; 0: no intervals
+    c.eval.seed = 0  # seeds the test clip starts when data.test_start_indexes is ""; val starts use seed
 
     c.run = ml_collections.ConfigDict()
-    c.run.stages = "1,2"  # which stages to run
-    c.run.log_every = 10  # steps between TensorBoard scalars
+    c.run.stages = "1,2"  # which stages to run; a later run may add stage 2 into the same workdir
+    c.run.log_every = 10  # steps between train scalars in metrics.jsonl and TensorBoard
     c.run.distributed = False  # jax.distributed.initialize() for multi-host runs
     c.run.max_steps_per_epoch = 0  # >0 truncates epochs (smoke tests only)
     return c

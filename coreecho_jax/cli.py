@@ -1,20 +1,63 @@
-"""What ``main.py`` calls: one function per mode, each a thin wrapper over the library."""
+"""What ``main.py`` calls: one function per mode, each a thin wrapper over the library.
+
+Output: absl logging for logs; ``print`` only for what a mode answers (predict's JSON; the training
+loop's per-epoch line and result table come from the loop).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import ml_collections
 
+from coreecho_jax import config_check
+from coreecho_jax.errors import ConfigError
 
-def hide_gpus_from_tensorflow() -> None:
-    """TensorFlow only feeds the input pipeline; it must not reserve GPU memory that JAX needs."""
-    try:
-        import tensorflow as tf
-    except ImportError:  # the GPU machine may have no TensorFlow: nothing to hide
+MODES = ("train", "evaluate", "predict", "data")
+
+
+def config_overrides(argv: Sequence[str], flag: str = "config") -> tuple[str | None, list[str]]:
+    """The ``--config`` file argument and the ``--config.<name>`` override names in ``argv``.
+
+    Follows ml_collections' own reading of the command line (``--config.a.b=1``, ``--noconfig.a.b``,
+    ``--config=file.py:arg`` or ``--config file.py``).
+    """
+    path = None
+    names = []
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if m := re.match(rf"^-{{1,2}}{flag}(=(.*))?$", arg):
+            path = m.group(2) if m.group(1) else (args[i + 1] if i + 1 < len(args) else None)
+        elif m := re.match(rf"^-{{1,2}}(?:no)?{flag}\.([^=]+)", arg):
+            names.append(m.group(1))
+    return path, names
+
+
+def check_command_line(argv: Sequence[str], flag: str = "config") -> None:
+    """ConfigError when the ``--config`` file is missing or a ``--config.<name>`` names no field.
+
+    Runs before absl parses the flags: ml_collections would stop at the first unknown field with a
+    chain of tracebacks. A missing file is a ConfigError too; a ConfigError of the config file itself
+    (an unknown ``file.py:variant``) comes out as it is.
+    """
+    path, names = config_overrides(argv, flag)
+    if not path:
         return
-    tf.config.set_visible_devices([], "GPU")
+    file, colon, arg = path.partition(":")
+    if not Path(file).is_file():
+        raise ConfigError(f"--{flag}={path}: no such file (expected a Python file such as configs/demo.py)")
+    spec = importlib.util.spec_from_file_location(f"_{flag}_file_check", file)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"--{flag}={path}: not a Python file (expected a file such as configs/demo.py)")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg) if colon else module.get_config()  # as ml_collections calls it
+    if isinstance(config, ml_collections.ConfigDict):
+        config_check.check_overrides(config, names)
 
 
 def run(
@@ -24,27 +67,49 @@ def run(
     *,
     checkpoint: str | None = None,
     video: str | None = None,
+    allow_config_change: bool = False,
 ) -> dict:
-    """Dispatches ``--mode``: train | evaluate | predict | data."""
+    """Checks the config, then dispatches ``--mode``: train | evaluate | predict | data.
+
+    ``--mode=train`` runs inside :func:`coreecho_jax.train.workdir.claim`: one run per workdir, resumed
+    only under the config it started with unless ``allow_config_change``.
+    """
+    if mode not in MODES:
+        raise ConfigError(f"--mode={mode}: unknown mode; expected one of {', '.join(MODES)}")
+    if mode == "predict" and not video:
+        raise ConfigError("--mode=predict needs --video=PATH (an AVI, MP4 or DICOM file)")
+    config_check.check_config(config)
     workdir_path = Path(workdir)
     if mode == "train":
-        from coreecho_jax.train import loop
+        from coreecho_jax.train import workdir as workdir_lib
 
-        return loop.train_and_evaluate(config, workdir_path)
+        with workdir_lib.claim(
+            workdir_path, config, allow_config_change=allow_config_change, primary=_is_primary(config)
+        ):
+            from coreecho_jax.train import loop  # after the guard: a refused run stops in a second
+
+            return loop.train_and_evaluate(config, workdir_path)
     if mode == "evaluate":
         from coreecho_jax.train import loop
 
         return loop.evaluate_checkpoint(config, workdir_path, checkpoint)
     if mode == "predict":
-        if not video:
-            raise ValueError("--mode=predict needs --video=PATH (an AVI, MP4 or DICOM file)")
         from coreecho_jax import predict
 
         result = predict.predict_file(config, video, checkpoint or workdir_path)
         print(json.dumps(result, indent=2))
         return result
-    if mode == "data":
-        from coreecho_jax.data import datasets
+    from coreecho_jax.data import datasets
 
-        return datasets.describe(config, workdir_path)
-    raise ValueError(f"unknown mode {mode!r}; expected train, evaluate, predict or data")
+    return datasets.describe(config, workdir_path)
+
+
+def _is_primary(config: ml_collections.ConfigDict) -> bool:
+    """Process 0 of a multi-host run (which starts JAX's distributed runtime here), else True."""
+    if not config.run.distributed:
+        return True
+    import jax
+
+    if not jax.distributed.is_initialized():
+        jax.distributed.initialize()
+    return jax.process_index() == 0

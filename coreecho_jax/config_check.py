@@ -1,0 +1,217 @@
+"""A run config checked once, before any data or model work: one line per problem.
+
+``check_config(config)`` raises :class:`~coreecho_jax.errors.ConfigError` whose message holds one line
+per problem (``stage1.lr = -0.1: must be > 0``), so a run with three mistakes says all three at once.
+``check_overrides(config, names)`` does the same for ``--config.<name>=...`` overrides that name no
+field (ml_collections would otherwise fail deep inside flag parsing). Ranges that the model owns (the
+UniFormer's dropout, dtype, depthwise implementation, ...) are checked by building its
+:class:`~coreecho_jax.models.uniformer.UniFormerConfig`, so each rule has one home.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import ml_collections
+from ml_collections.config_flags import config_path
+
+from coreecho_jax.errors import ConfigError
+
+_MISSING = object()
+
+# (field, test, what the test asks). Every field a run reads is listed once; ranges are what the code
+# needs (a batch of 1 video has no rank pairs for RnC; the head's BatchNorm needs 2 samples in stage 2).
+_Rule = tuple[str, Callable[[Any], bool], str]
+
+
+def _int(low: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: _is_int(v) and v >= low), f"must be an integer >= {low}"
+
+
+def _positive() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: _is_number(v) and v > 0), "must be > 0"
+
+
+def _non_negative() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: _is_number(v) and v >= 0), "must be >= 0"
+
+
+def _probability() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: _is_number(v) and 0 <= v < 1), "must be in [0, 1)"
+
+
+def _one_of(choices: Sequence[Any]) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in choices), f"must be one of {', '.join(repr(c) for c in choices)}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+RULES: tuple[_Rule, ...] = (
+    ("seed", *_int(0)),
+    ("data.frames", *_int(1)),
+    ("data.stride", *_int(1)),
+    ("data.pad", *_int(0)),
+    ("data.image_size", *_int(1)),
+    ("data.channels", *_one_of((1, 3))),
+    ("data.shuffle_buffer", *_int(1)),
+    ("data.synthetic.n_videos", *_int(3)),  # one video at least in each of train, val and test
+    ("data.synthetic.seed", *_int(0)),
+    ("model.head_dropout", *_probability()),
+    ("loss.temperature", *_positive()),
+    ("loss.rnc_weight", *_non_negative()),
+    ("stage1.epochs", *_int(1)),
+    ("stage1.batch_size", *_int(1)),
+    ("stage1.lr", *_positive()),
+    ("stage1.weight_decay", *_non_negative()),
+    ("stage1.lr_decay_epoch", *_int(0)),
+    ("stage1.lr_decay_rate", *_positive()),
+    ("stage2.epochs", *_int(1)),
+    ("stage2.batch_size", *_int(2)),  # the head's BatchNorm normalises over the batch
+    ("stage2.lr", *_positive()),
+    ("stage2.weight_decay", *_non_negative()),
+    ("eval.n_clips", *_int(1)),
+    ("eval.batch_size", *_int(1)),
+    ("eval.bootstrap", *_int(0)),
+    ("eval.seed", *_int(0)),
+    ("run.log_every", *_int(1)),
+    ("run.max_steps_per_epoch", *_int(0)),
+)
+
+
+def parse_stages(value: Any) -> list[int]:
+    """``run.stages`` ("1,2", "1", "2") as a sorted list; ConfigError unless it lists 1 and/or 2."""
+    try:
+        stages = sorted({int(s) for s in str(value).split(",") if s.strip()})
+    except ValueError:
+        stages = []
+    if not stages or any(s not in (1, 2) for s in stages):
+        raise ConfigError(f"run.stages = {value!r}: must list 1 and/or 2, e.g. '1,2'")
+    return stages
+
+
+def get_field(config: ml_collections.ConfigDict, name: str, default: Any = _MISSING) -> Any:
+    """``config`` at the dotted ``name`` (``"stage1.lr"``); ``default`` (or KeyError) when absent."""
+    node: Any = config
+    for part in name.split("."):
+        if not isinstance(node, ml_collections.ConfigDict | dict) or part not in node:
+            if default is _MISSING:
+                raise KeyError(name)
+            return default
+        node = node[part]
+    return node
+
+
+def config_problems(config: ml_collections.ConfigDict) -> list[str]:
+    """Every problem of ``config``, one line each (empty: the config is fine)."""
+    if not isinstance(config, ml_collections.ConfigDict):
+        return [f"the config must be an ml_collections.ConfigDict, got {type(config).__name__}"]
+    problems = []
+    for name, test, expected in RULES:
+        value = get_field(config, name, None)
+        if value is None:
+            problems.append(f"{name}: missing (every run config has it; see configs/echonet.py)")
+        elif not test(value):
+            problems.append(f"{name} = {value!r}: {expected}")
+    try:
+        stages = parse_stages(get_field(config, "run.stages", ""))
+    except ConfigError as e:
+        problems.append(str(e))
+    else:
+        if stages == [2] and not get_field(config, "model.init_from", ""):
+            problems.append(
+                "run.stages = '2' needs model.init_from (a stage-1 run's workdir or best checkpoint)"
+            )
+    return problems + _model_problems(config) + _loss_problems(config)
+
+
+def _model_problems(config: ml_collections.ConfigDict) -> list[str]:
+    """``config.model`` and the clip size, checked by the model's own config (import deferred: jax)."""
+    from coreecho_jax.models import coreecho, rngs, uniformer
+
+    model = dict(get_field(config, "model", {}))
+    problems = []
+    unknown = sorted(set(model) - set(coreecho.MODEL_CONFIG_KEYS) - {"init_from", "seed"})
+    if unknown:
+        problems.append(f"model: unknown fields {unknown}; known: {sorted(coreecho.MODEL_CONFIG_KEYS)}")
+    if model.get("rng_impl") not in rngs.RNG_IMPLS:
+        problems.append(f"model.rng_impl = {model.get('rng_impl')!r}: must be one of {rngs.RNG_IMPLS}")
+    encoder_fields = {f.name for f in dataclasses.fields(uniformer.UniFormerConfig)}
+    overrides = {k: v for k, v in model.items() if k in encoder_fields and v is not None}
+    try:
+        encoder = uniformer.uniformer_config(str(model.get("preset")), **overrides)
+    except (ValueError, TypeError) as e:
+        return [*problems, f"model: {e}"]
+    size = get_field(config, "data.image_size", None)
+    frames = get_field(config, "data.frames", None)
+    if _is_int(size) and _is_int(frames) and size > 0 and frames > 0:
+        t, h, w, _ = uniformer.stage_shapes(encoder, frames, size, size)[-1]
+        if min(t, h, w) < 1:
+            problems.append(
+                f"data.image_size = {size}: the UniFormer downsamples 32x; it needs at least 32 pixels"
+            )
+    return problems
+
+
+def _loss_problems(config: ml_collections.ConfigDict) -> list[str]:
+    from coreecho_jax.losses import rnc
+
+    value = get_field(config, "loss.implementation", None)
+    if value not in rnc.IMPLEMENTATIONS:
+        return [f"loss.implementation = {value!r}: must be one of {rnc.IMPLEMENTATIONS}"]
+    return []
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError with one line per problem of ``config``; returns quietly when it is fine."""
+    problems = config_problems(config)
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def override_problems(config: ml_collections.ConfigDict, names: Iterable[str]) -> list[str]:
+    """One line per ``--config.<name>`` override that names no field of ``config``."""
+    problems = []
+    for name in names:
+        try:
+            config_path.get_value(name, config)
+        except (AttributeError, KeyError, IndexError, ValueError):
+            problems.append(f"--config.{name}: no such config field{_suggestion(config, name)}")
+    return problems
+
+
+def check_overrides(config: ml_collections.ConfigDict, names: Iterable[str]) -> None:
+    """Raises ConfigError naming each unknown ``--config.<name>`` override (one line each)."""
+    problems = override_problems(config, names)
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def _suggestion(config: ml_collections.ConfigDict, name: str) -> str:
+    """'; did you mean stage1.lr?' from the field names of the deepest existing parent."""
+    *parents, leaf = name.split(".")
+    node: Any = config
+    known_path = []
+    for part in parents:
+        if isinstance(node, ml_collections.ConfigDict) and part in node:
+            node = node[part]
+            known_path.append(part)
+        else:
+            leaf = part
+            break
+    if not isinstance(node, ml_collections.ConfigDict):
+        return ""
+    prefix = ".".join(known_path) + "." if known_path else ""
+    close = difflib.get_close_matches(leaf, list(node.keys()), n=1)
+    if close:
+        return f"; did you mean {prefix}{close[0]}?"
+    return f"; {prefix.rstrip('.') or 'the config'} has {', '.join(sorted(node.keys()))}"

@@ -1,0 +1,245 @@
+"""One run per workdir, resumed only under the config it started with.
+
+``claim(workdir, config)`` is the guard ``--mode=train`` runs inside:
+
+* it holds an exclusive lock on ``<workdir>/.lock`` (``fcntl.flock``; the file names the holder's pid,
+  host and start time). A second run into the same workdir stops at once with a
+  :class:`WorkdirLockedError` naming that pid. The kernel drops the lock when its process dies, so the
+  lock file of a killed run is stale: the next run takes it over and logs whose it was.
+* a new run writes ``<workdir>/config.json``; a run that finds one resumes only when the two configs
+  agree on every field that changes results (all but :data:`RESULT_NEUTRAL_FIELDS`). Otherwise a
+  :class:`ConfigMismatchError` lists each differing field as ``old -> new``. With
+  ``allow_config_change=True`` the run goes on and each accepted change is appended to
+  ``<workdir>/config_changes.jsonl``; ``config.json`` itself is written once and never rewritten.
+
+``fcntl.flock`` is advisory and local: it holds between processes of one machine and on file systems
+that pass flock through (local disks, most NFSv4 and Lustre mounts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+from absl import logging
+
+from coreecho_jax.errors import WorkdirError
+
+LOCK_FILE = ".lock"
+CONFIG_FILE = "config.json"
+CHANGES_FILE = "config_changes.jsonl"
+RESULTS_FILE = "results.json"  # written by the loop when a run has finished
+
+#: Fields that may differ between the saved and the current config: paths, logging and machine
+#: settings that leave every number of the run unchanged (the depthwise implementations and remat
+#: compute the same function; eval batching does not change eval-mode predictions).
+RESULT_NEUTRAL_FIELDS = frozenset(
+    {
+        "data.root",
+        "data.data_dir",
+        "model.depthwise",
+        "model.remat",
+        "eval.batch_size",
+        "run.stages",
+        "run.log_every",
+        "run.distributed",
+    }
+)
+
+
+class WorkdirLockedError(WorkdirError):
+    """Another live process holds the workdir's lock."""
+
+
+class ConfigMismatchError(WorkdirError):
+    """The workdir holds a run whose config differs from the current one on fields that change results."""
+
+
+class WorkdirLock:
+    """An exclusive, non-blocking ``flock`` on ``<workdir>/.lock``, with the holder written inside."""
+
+    def __init__(self, workdir: str | Path):
+        self.path = Path(workdir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Takes the lock or raises WorkdirLockedError naming the holder; takes over a stale lock."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise WorkdirLockedError(
+                f"{self.path.parent} is in use by another run ({_describe(holder)}); wait for it to end, "
+                f"stop it, or pass another --workdir"
+            ) from None
+        previous = _read_holder(fd)
+        if previous:  # a holder that released cleanly empties the file; this one died holding it
+            logging.warning(
+                "%s: taking over the stale lock of a run that ended without releasing it (%s)",
+                self.path,
+                _describe(previous),
+            )
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Empties the lock file (a clean end) and drops the lock. The file stays: see ``acquire``."""
+        if self._fd is None:
+            return
+        os.ftruncate(self._fd, 0)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> WorkdirLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> dict:
+    raw = os.pread(fd, 4096, 0)
+    if not raw.strip():
+        return {}
+    try:
+        holder = json.loads(raw)
+    except ValueError:
+        return {"unreadable": raw[:80].decode(errors="replace")}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _describe(holder: Mapping[str, Any]) -> str:
+    if not holder:
+        return "holder unknown"
+    if "unreadable" in holder:
+        return f"lock file reads {holder['unreadable']!r}"
+    return f"pid {holder.get('pid')} on host {holder.get('host')}, started {holder.get('started')}"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+# ------------------------------------------------------------------------------------ config checks
+def config_record(config: ml_collections.ConfigDict) -> dict:
+    """``config`` as the JSON object ``config.json`` holds (tuples as lists, as a reload sees them)."""
+    return json.loads(config.to_json_best_effort())
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"stage1": {"lr": 1e-4}}`` -> ``{"stage1.lr": 1e-4}``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple]:
+    """``{field: (old, new)}`` for each field that changes results and differs (absent: ``"(absent)"``)."""
+    old, new = flatten(saved), flatten(current)
+    diffs = {}
+    for name in sorted(set(old) | set(new)):
+        if name in RESULT_NEUTRAL_FIELDS:
+            continue
+        a, b = old.get(name, "(absent)"), new.get(name, "(absent)")
+        if a != b:
+            diffs[name] = (a, b)
+    return diffs
+
+
+def check_config_against_saved(
+    workdir: str | Path,
+    config: ml_collections.ConfigDict,
+    *,
+    allow_config_change: bool = False,
+    write: bool = True,
+) -> dict[str, tuple]:
+    """Writes ``config.json`` for a new run, or checks the current config against the saved one.
+
+    Returns the accepted differences (empty for a new run or a match). ``write=False`` (the non-primary
+    processes of a multi-host run) only checks. A workdir with checkpoints but no ``config.json``
+    cannot be checked and counts as a mismatch.
+    """
+    workdir = Path(workdir)
+    path = workdir / CONFIG_FILE
+    current = config_record(config)
+    if not path.exists():
+        if (workdir / "checkpoints").exists():
+            diffs = {CONFIG_FILE: ("(absent, but checkpoints exist)", "the current config")}
+        else:
+            if write:
+                _write_atomic(path, json.dumps(current, indent=2))
+            return {}
+    else:
+        try:
+            saved = json.loads(path.read_text())
+        except ValueError as e:
+            raise WorkdirError(f"{path}: not valid JSON ({e}); move it away to start a new run") from None
+        diffs = config_differences(saved, current)
+    if not diffs:
+        return {}
+    lines = [f"  {name}: {old!r} -> {new!r}" for name, (old, new) in diffs.items()]
+    finished = (workdir / RESULTS_FILE).exists()
+    state = "a finished run" if finished else "a run"
+    if not allow_config_change:
+        raise ConfigMismatchError(
+            f"{workdir} holds {state} whose config differs on {len(diffs)} field(s) that change results:\n"
+            + "\n".join(lines)
+            + "\nuse another --workdir for a new run, or pass --allow_config_change to "
+            + ("rerun its test under the new config" if finished else "resume it under the new config")
+        )
+    logging.warning("%s: resuming %s under a changed config:\n%s", workdir, state, "\n".join(lines))
+    if write:
+        entry = {"time": _now(), "pid": os.getpid(), "changes": {k: list(v) for k, v in diffs.items()}}
+        with open(workdir / CHANGES_FILE, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+    return diffs
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def claim(
+    workdir: str | Path,
+    config: ml_collections.ConfigDict,
+    *,
+    allow_config_change: bool = False,
+    primary: bool = True,
+) -> Iterator[Path]:
+    """Holds the workdir for one training run (see the module docstring); yields the workdir.
+
+    ``primary=False`` (processes other than 0 of a multi-host run, which share the workdir) takes no
+    lock and writes nothing, but still refuses a config that contradicts the saved one.
+    """
+    workdir = Path(workdir)
+    if not primary:
+        check_config_against_saved(workdir, config, allow_config_change=allow_config_change, write=False)
+        yield workdir
+        return
+    with WorkdirLock(workdir):
+        check_config_against_saved(workdir, config, allow_config_change=allow_config_change)
+        yield workdir

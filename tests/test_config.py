@@ -1,0 +1,172 @@
+"""The configs (every field documented, every model switch recorded, variants) and the start-up check."""
+
+import re
+
+import ml_collections
+import pytest
+from absl import flags
+from flax import nnx
+from ml_collections import config_flags
+
+from configs import demo, echonet
+from coreecho_jax import config_check
+from coreecho_jax.errors import ConfigError
+from coreecho_jax.models import build_model, rngs, uniformer
+from tests.paths import REPO
+
+
+def _set(config: ml_collections.ConfigDict, name: str, value) -> ml_collections.ConfigDict:
+    *parents, leaf = name.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    with node.ignore_type():
+        node[leaf] = value
+    return config
+
+
+def _leaves(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            out += _leaves(value, f"{prefix}{key}.")
+        else:
+            out.append(prefix + key)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- the files
+def test_every_field_of_the_paper_config_has_a_comment():
+    source = (REPO / "configs" / "echonet.py").read_text().splitlines()
+    assignments = [line for line in source if re.match(r"\s*c\.[\w.]+ = ", line)]
+    leaves = _leaves(echonet.get_config())
+    assert len(leaves) == len([a for a in assignments if "ConfigDict()" not in a])
+    undocumented = [a.strip() for a in assignments if "ConfigDict()" not in a and "  # " not in a]
+    assert not undocumented
+
+
+def test_dead_fields_are_gone_and_new_switches_are_there():
+    config = echonet.get_config()
+    assert "name" not in config.data
+    assert config.data.channels == 3
+
+
+def test_the_config_records_every_model_switch_at_the_models_defaults():
+    model = echonet.get_config().model
+    defaults = uniformer.UniFormerConfig()
+    for name in ("drop_path", "dropout_rng", "unbiased_running_var"):
+        assert model[name] == getattr(defaults, name), name
+    assert model.rng_impl == "rbg" == rngs.make_rngs.__kwdefaults__["impl"]
+    # every field of the model section reaches build_model (an unknown one would raise)
+    quick = demo.get_config("quick")
+    abstract = nnx.eval_shape(lambda: build_model(quick.model, seed=0))
+    assert abstract.encoder.config.drop_path == quick.model.drop_path
+
+
+def _parse_config_flag(value: str) -> ml_collections.ConfigDict:
+    """``--config=<value>`` parsed as main.py's flag parses it."""
+    argv = ["main.py", f"--config={value}"]
+    flag_values = flags.FlagValues()
+    holder = config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)
+    flag_values(argv)
+    return holder.value
+
+
+def test_quick_variant_through_the_flag_syntax_is_small():
+    quick = _parse_config_flag(f"{REPO / 'configs' / 'demo.py'}:quick")
+    full = _parse_config_flag(str(REPO / "configs" / "demo.py"))
+    assert quick.data.synthetic.n_videos < full.data.synthetic.n_videos
+    assert quick.data.frames * quick.data.image_size**2 < full.data.frames * full.data.image_size**2
+    assert quick.stage1.epochs + quick.stage2.epochs <= 4
+    assert quick.model.preset == "tiny"
+    assert sorted(_leaves(quick)) == sorted(_leaves(full))  # a variant changes values, never the fields
+
+
+def test_an_unknown_variant_names_the_known_ones():
+    with pytest.raises(ConfigError, match="configs/demo.py:quick"):
+        demo.get_config("quik")
+    with pytest.raises(ConfigError, match="unknown variant"):
+        echonet.get_config("quick")
+
+
+# ------------------------------------------------------------------------------------------- the check
+@pytest.mark.parametrize("get", [echonet.get_config, demo.get_config, lambda: demo.get_config("quick")])
+def test_shipped_configs_pass(get):
+    config_check.check_config(get())
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("stage1.epochs", 0, "stage1.epochs = 0: must be an integer >= 1"),
+        ("stage2.epochs", -1, "stage2.epochs = -1"),
+        ("stage1.lr", -0.1, "stage1.lr = -0.1: must be > 0"),
+        ("stage2.lr", 0.0, "stage2.lr = 0.0: must be > 0"),
+        ("stage1.batch_size", 0, "stage1.batch_size = 0"),
+        ("stage2.batch_size", 1, "stage2.batch_size = 1: must be an integer >= 2"),
+        ("eval.batch_size", 0, "eval.batch_size = 0"),
+        ("eval.n_clips", 0, "eval.n_clips = 0"),
+        ("data.frames", 0, "data.frames = 0"),
+        ("data.channels", 2, "data.channels = 2: must be one of 1, 3"),
+        ("data.image_size", 24, "data.image_size = 24: the UniFormer downsamples 32x"),
+        ("loss.temperature", 0.0, "loss.temperature = 0.0"),
+        ("loss.implementation", "fast", "loss.implementation = 'fast'"),
+        ("model.dropout", 1.5, "model: dropout and drop_path must be in [0, 1)"),
+        ("model.preset", "huge", "model: unknown UniFormer preset 'huge'"),
+        ("model.rng_impl", "philox", "model.rng_impl = 'philox'"),
+        ("model.head_dropout", -0.1, "model.head_dropout = -0.1: must be in [0, 1)"),
+        ("run.stages", "1,3", "run.stages = '1,3': must list 1 and/or 2"),
+        ("run.stages", "2", "run.stages = '2' needs model.init_from"),
+        ("seed", -1, "seed = -1"),
+        ("stage1.lr", float("nan"), "stage1.lr = nan: must be > 0"),
+    ],
+)
+def test_each_bad_field_gets_one_line_naming_it(field, value, expected):
+    config = _set(demo.get_config("quick"), field, value)
+    problems = config_check.config_problems(config)
+    assert problems == [p for p in problems if expected in p] and len(problems) == 1, problems
+    with pytest.raises(ConfigError) as info:
+        config_check.check_config(config)
+    assert str(info.value) == problems[0]
+
+
+def test_several_problems_are_reported_together_one_line_each():
+    config = demo.get_config("quick")
+    config.stage1.epochs = 0
+    config.stage1.lr = -1.0
+    config.eval.n_clips = 0
+    with pytest.raises(ConfigError) as info:
+        config_check.check_config(config)
+    lines = str(info.value).splitlines()
+    assert [line.split(" = ")[0] for line in lines] == ["stage1.epochs", "stage1.lr", "eval.n_clips"]
+
+
+def test_a_missing_field_is_named():
+    config = demo.get_config("quick")
+    del config.eval["n_clips"]
+    assert config_check.config_problems(config) == [
+        "eval.n_clips: missing (every run config has it; see configs/echonet.py)"
+    ]
+
+
+def test_stage_two_alone_with_weights_to_start_from_is_fine():
+    config = demo.get_config("quick")
+    config.run.stages = "2"
+    config.model.init_from = "/runs/stage1"
+    assert config_check.config_problems(config) == []
+    assert config_check.parse_stages(" 2, 1") == [1, 2]
+
+
+def test_unknown_overrides_are_named_with_a_suggestion():
+    config = demo.get_config()
+    problems = config_check.override_problems(config, ["stage1.lr", "stage1.lrr", "nope.x", "eval.seed.x"])
+    assert problems[0] == "--config.stage1.lrr: no such config field; did you mean stage1.lr?"
+    assert problems[1].startswith("--config.nope.x: no such config field; the config has data, eval")
+    assert problems[2].startswith("--config.eval.seed.x: no such config field")
+    assert len(problems) == 3
+
+
+def test_a_config_that_is_not_a_configdict_is_one_line():
+    assert config_check.config_problems({"seed": 0}) == [
+        "the config must be an ml_collections.ConfigDict, got dict"
+    ]

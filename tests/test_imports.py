@@ -1,0 +1,147 @@
+"""Package borders: TensorFlow only in ``data/``, no import circles, no package importing one above it."""
+
+import ast
+import json
+from pathlib import Path
+
+from tests.conftest import run_python
+from tests.paths import REPO
+
+PACKAGE = REPO / "coreecho_jax"
+
+# Which subpackages each subpackage may import (besides itself). Data flows data -> models -> losses ->
+# train steps -> loop -> evaluation; the loop (train) is the one place that joins them all.
+ALLOWED = {
+    "errors": set(),
+    "models": {"errors"},
+    "losses": {"errors"},
+    "data": {"errors"},
+    "evaluation": {"errors", "models", "losses"},
+    "checkpoints": {"errors", "models"},
+    "train": {"errors", "models", "losses", "data", "evaluation", "checkpoints"},
+    "config_check": {"errors", "models", "losses"},
+}
+
+
+def test_models_losses_steps_evaluation_and_the_cli_load_no_tensorflow(tmp_path):
+    code = f"""
+import json, pkgutil, sys, importlib
+import coreecho_jax.evaluation
+for m in pkgutil.iter_modules(coreecho_jax.evaluation.__path__):
+    importlib.import_module("coreecho_jax.evaluation." + m.name)
+import coreecho_jax.models, coreecho_jax.losses, coreecho_jax.losses.heads, coreecho_jax.train.steps
+import coreecho_jax.cli, coreecho_jax.config_check, coreecho_jax.train.workdir
+from coreecho_jax.train.writer import MetricWriter
+from configs import demo
+MetricWriter({str(tmp_path)!r}).write(1, {{"loss": 1.0}})
+coreecho_jax.config_check.check_config(demo.get_config("quick"))
+loaded = sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow")
+print(json.dumps({{"tensorflow": loaded[:5], "evaluation": sorted(
+    m for m in sys.modules if m.startswith("coreecho_jax.evaluation."))}}))
+"""
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["tensorflow"] == []
+    assert report["evaluation"]  # the evaluation modules were really imported
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    return "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """``{module: modules of coreecho_jax it imports}``, function-level imports included.
+
+    ``from a.b import c`` counts as an import of ``a.b.c`` when that is a module, else of ``a.b``.
+    Imports under ``if TYPE_CHECKING:`` are left out (they never run).
+    """
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        skip = {
+            id(n)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and _is_type_checking(node)
+            for n in ast.walk(node)
+        }
+        targets = set()
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative import
+                    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                    base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+                for alias in node.names:
+                    full = f"{base}.{alias.name}"
+                    targets.add(full if full in modules else base)
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every elementary circle found by depth-first search (each reported once, from its first module)."""
+    found, seen = [], set()
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt) :]
+                key = frozenset(cycle)
+                if key not in seen:
+                    seen.add(key)
+                    found.append([*cycle, nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def _area(module: str) -> str:
+    """``coreecho_jax.data.video_io`` -> ``data``; top-level modules are their own area."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "coreecho_jax"
+
+
+def test_the_import_graph_has_no_circle():
+    cycles = _cycles(import_graph())
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_no_package_imports_one_above_it():
+    violations = []
+    for module, targets in sorted(import_graph().items()):
+        area = _area(module)
+        if area not in ALLOWED:
+            continue  # the top: cli, predict and the package docstring may import anything
+        for target in sorted(targets):
+            if _area(target) != area and _area(target) not in ALLOWED[area]:
+                violations.append(f"{module} imports {target}")
+    assert not violations, "\n".join(violations)
+
+
+def test_the_graph_reader_sees_real_edges():
+    graph = import_graph()
+    assert "coreecho_jax.train.steps" in graph["coreecho_jax.train.loop"]  # from ... import steps
+    assert "coreecho_jax.models.coreecho" in graph["coreecho_jax.models"]
+    assert "coreecho_jax.train.loop" in graph["coreecho_jax.cli"]  # a function-level import
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]

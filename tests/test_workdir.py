@@ -1,0 +1,104 @@
+"""The workdir guard: one run at a time, resumed only under the config it started with."""
+
+import json
+import logging
+import os
+
+import pytest
+
+from coreecho_jax.errors import WorkdirError
+from coreecho_jax.train import workdir as workdir_lib
+from tests.conftest import quick_config
+
+
+def _enter(path, config, **kwargs):
+    """Claims and releases the workdir, as a run that ends at once."""
+    with workdir_lib.claim(path, config, **kwargs):
+        pass
+
+
+def _finished_run(path, config):
+    """A workdir as a finished run leaves it: config.json (written by the guard) and results.json."""
+    with workdir_lib.claim(path, config):
+        (path / "results.json").write_text(json.dumps({"mae": 5.0}))
+    return (path / "config.json").read_bytes()
+
+
+def test_a_new_run_writes_its_config_and_a_matching_rerun_resumes(tmp_path):
+    config = quick_config()
+    saved = _finished_run(tmp_path, config)
+    assert json.loads(saved)["seed"] == config.seed
+    _enter(tmp_path, quick_config())
+    assert (tmp_path / "config.json").read_bytes() == saved
+    assert not (tmp_path / "config_changes.jsonl").exists()
+
+
+def test_a_changed_config_is_refused_naming_each_field(tmp_path):
+    saved = _finished_run(tmp_path, quick_config())
+    config = quick_config()
+    config.seed = 1
+    config.stage1.lr = 0.5
+    with pytest.raises(workdir_lib.ConfigMismatchError) as info:
+        _enter(tmp_path, config)
+    message = str(info.value)
+    assert "finished run" in message and "--allow_config_change" in message
+    assert "seed: 0 -> 1" in message and "stage1.lr: 0.001 -> 0.5" in message
+    assert (tmp_path / "config.json").read_bytes() == saved
+    assert isinstance(info.value, WorkdirError)
+
+
+def test_fields_that_do_not_change_results_may_differ(tmp_path):
+    saved = _finished_run(tmp_path, quick_config())
+    config = quick_config()
+    config.run.log_every = 100
+    config.data.root = "/elsewhere"
+    config.run.stages = "2"
+    config.eval.batch_size = 8
+    _enter(tmp_path, config)
+    assert (tmp_path / "config.json").read_bytes() == saved
+
+
+def test_an_allowed_change_is_recorded_and_the_saved_config_kept(tmp_path):
+    saved = _finished_run(tmp_path, quick_config())
+    config = quick_config()
+    config.stage2.lr = 0.5
+    _enter(tmp_path, config, allow_config_change=True)
+    assert (tmp_path / "config.json").read_bytes() == saved
+    (entry,) = [json.loads(line) for line in (tmp_path / "config_changes.jsonl").read_text().splitlines()]
+    assert entry["changes"] == {"stage2.lr": [0.001, 0.5]}
+
+
+def test_checkpoints_without_a_saved_config_cannot_be_checked(tmp_path):
+    (tmp_path / "checkpoints" / "stage1").mkdir(parents=True)
+    with pytest.raises(workdir_lib.ConfigMismatchError, match="config.json"):
+        _enter(tmp_path, quick_config())
+
+
+def test_a_second_holder_is_refused_naming_the_first_pid(tmp_path):
+    first = workdir_lib.WorkdirLock(tmp_path)
+    first.acquire()
+    with pytest.raises(workdir_lib.WorkdirLockedError, match=f"pid {os.getpid()} on host"):
+        workdir_lib.WorkdirLock(tmp_path).acquire()
+    first.release()
+    with workdir_lib.WorkdirLock(tmp_path):  # released: free again
+        pass
+    assert (tmp_path / ".lock").read_text() == ""
+
+
+def test_a_stale_lock_of_a_killed_run_is_taken_over(tmp_path, caplog):
+    stale = {"pid": 4194999, "host": "gone", "started": "2026-01-01T00:00:00+0000"}
+    (tmp_path / ".lock").write_text(json.dumps(stale))  # what a killed run leaves: content, no flock
+    with caplog.at_level(logging.WARNING), workdir_lib.claim(tmp_path, quick_config()):
+        holder = json.loads((tmp_path / ".lock").read_text())
+        assert holder["pid"] == os.getpid()
+    assert "stale lock" in caplog.text and "pid 4194999 on host gone" in caplog.text
+
+
+def test_the_non_primary_processes_only_check(tmp_path):
+    config = quick_config()
+    _enter(tmp_path, config, primary=False)
+    assert not (tmp_path / "config.json").exists() and not (tmp_path / ".lock").exists()
+    _finished_run(tmp_path, config)
+    config.seed = 3
+    with pytest.raises(workdir_lib.ConfigMismatchError, match="seed: 0 -> 3"):
+        _enter(tmp_path, config, primary=False)
