@@ -150,3 +150,68 @@ def coverage(mask: np.ndarray, box: CropBox) -> float:
         return 1.0
     inside = int(mask[max(0, box.y0) : max(0, box.y1), max(0, box.x0) : max(0, box.x1)].sum())
     return inside / total
+
+
+def static_overlay(
+    frames: np.ndarray, mask: np.ndarray, *, max_frames: int = 64, on_level: float = 8.0
+) -> np.ndarray:
+    """Pixels ``[H, W]`` bool that never change and are lit, outside ``mask``: text, labels, bars, toolbars.
+
+    A single frame has no overlay (nothing can be told apart).
+    """
+    gray = rgb_to_gray(frames) if frames.ndim == 4 else frames
+    t = gray.shape[0]
+    if t < 2:
+        return np.zeros(gray.shape[1:], dtype=bool)
+    picks = np.unique(np.linspace(0, t - 1, min(t, max_frames)).round().astype(int))
+    sample = gray[picks]
+    static = (sample == sample[0]).all(axis=0)
+    return static & (sample[0] > on_level) & ~mask
+
+
+def trim_box(box: CropBox, mask: np.ndarray, overlay: np.ndarray, *, max_loss: float = 0.02) -> CropBox:
+    """Moves the edges of ``box`` inward until no ``overlay`` pixel is inside, losing little of ``mask``.
+
+    The bounding box of a fan has empty corners where a depth scale or a label may sit. Each step
+    moves in by one pixel the edge whose outer line holds overlay pixels and the fewest mask pixels.
+    If that would cost more than ``max_loss`` of the mask inside the box, ``box`` is returned as is.
+    """
+    total = int(mask[box.y0 : box.y1, box.x0 : box.x1].sum())
+    x0, y0, x1, y1 = box
+    lost = 0
+    while x1 - x0 > 1 and y1 - y0 > 1 and overlay[y0:y1, x0:x1].any():
+        lines = {
+            "top": (overlay[y0, x0:x1], mask[y0, x0:x1]),
+            "bottom": (overlay[y1 - 1, x0:x1], mask[y1 - 1, x0:x1]),
+            "left": (overlay[y0:y1, x0], mask[y0:y1, x0]),
+            "right": (overlay[y0:y1, x1 - 1], mask[y0:y1, x1 - 1]),
+        }
+        candidates = [(int(m.sum()), edge) for edge, (o, m) in lines.items() if o.any()]
+        if not candidates:  # overlay only strictly inside: trimming cannot reach it from any edge
+            return box
+        cost, edge = min(candidates)
+        lost += cost
+        if lost > max_loss * max(total, 1):
+            return box
+        if edge == "top":
+            y0 += 1
+        elif edge == "bottom":
+            y1 -= 1
+        elif edge == "left":
+            x0 += 1
+        else:
+            x1 -= 1
+    return CropBox(x0, y0, x1, y1)
+
+
+def sector_box(frames: np.ndarray) -> tuple[CropBox, np.ndarray, str]:
+    """The crop box of the sector: ``(box, mask [H, W] bool, method)`` (see :func:`foreground_mask`).
+
+    The box is the mask's bounding box, trimmed (:func:`trim_box`) so that static text in its
+    empty corners stays out.
+    """
+    mask, method = foreground_mask(frames)
+    box = mask_box(mask)
+    if method == "full":
+        return box, mask, method
+    return trim_box(box, mask, static_overlay(frames, mask)), mask, method

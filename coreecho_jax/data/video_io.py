@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from coreecho_jax.data.dicom import DICOM_SUFFIXES, DicomFile, is_dicom_path, largest_2d_region, probe_dicom
-from coreecho_jax.data.sector import coverage, foreground_mask, hull_mask, mask_box
+from coreecho_jax.data.sector import coverage, foreground_mask, hull_mask, mask_box, sector_box
 from coreecho_jax.data.video_types import (
     CropBox,
     NotAnEchoVideoError,
@@ -408,40 +408,38 @@ def _analysis_size(height: int, width: int, side: int) -> tuple[int, int]:
 def _choose_box(
     crop: str,
     region: Any,
-    mask: np.ndarray | None,
-    method: str | None,
+    sector: tuple[CropBox, np.ndarray, str] | None,
     height: int,
     width: int,
 ) -> tuple[CropBox, str, str | None]:
-    """``(box, crop_mode, crop_note)`` in source pixels; ``mask`` may be at a smaller scale."""
+    """``(box, crop_mode, crop_note)`` in source pixels.
+
+    ``sector`` is :func:`~coreecho_jax.data.sector.sector_box` of the analysis frames (maybe smaller
+    than the source), or None when it was not computed.
+    """
     full = CropBox(0, 0, width, height)
     if crop == "none":
         return full, "none", None
-    sector_box = full
-    if mask is not None:
+    sector_crop, mask, method = full, None, None
+    if sector is not None:
+        analysis_box, mask, method = sector
         mh, mw = mask.shape
-        sector_box = mask_box(mask).scaled(width / mw, height / mh, width, height)
+        sector_crop = analysis_box.scaled(width / mw, height / mh, width, height)
     sector_note = None if method != "full" else "no moving sector found; the whole frame is used"
-    if region is None:
-        return sector_box, "sector", sector_note
+    if region is None or crop == "sector":
+        return sector_crop, "sector", sector_note
     text = f"ultrasound region {region.box.dicom_text()}"
     fits = region.box.fits(width, height)
-    if crop == "region":
-        if fits:
-            return region.box, "region", None
-        box = region.box.clipped(width, height)
-        return box, "region", f"{text} exceeds the {width}x{height} image; clipped to {box.dicom_text()}"
-    if crop == "sector":
-        return sector_box, "sector", sector_note
-    if method != "motion":  # auto, nothing moves: the region is all there is to go by
-        box = region.box.clipped(width, height)
-        return box, "region", None if fits else f"{text} exceeds the {width}x{height} image; clipped"
+    clipped = region.box.clipped(width, height)
+    exceeds = f"{text} exceeds the {width}x{height} image"
+    if crop == "region" or method != "motion":  # forced, or nothing moves to judge the region by
+        return clipped, "region", None if fits else f"{exceeds}; clipped to {clipped.dicom_text()}"
     if not fits:
-        return sector_box, "sector", f"{text} exceeds the {width}x{height} image; sector crop used"
+        return sector_crop, "sector", f"{exceeds}; sector crop used"
     mh, mw = mask.shape
     held = coverage(mask, region.box.scaled(mw / width, mh / height, mw, mh))
     if held < MIN_REGION_COVERAGE:
-        return sector_box, "sector", f"{text} holds only {held:.0%} of the moving image; sector crop used"
+        return sector_crop, "sector", f"{text} holds only {held:.0%} of the moving image; sector crop used"
     return region.box, "region", None
 
 
@@ -504,7 +502,7 @@ def load_echo_video(
                 f"which this file does not have (use crop='auto', 'sector' or 'none')"
             )
         height, width = source.height, source.width
-        kept = mask = method = None
+        kept = sector = None
         if mask_outside or crop in ("auto", "sector"):
             if max(height, width) <= analysis_side:
                 kept = _collect(source, channels)
@@ -514,11 +512,11 @@ def load_echo_video(
                 analysis = _collect(
                     source, 1, lambda f: cv2.resize(f, (aw, ah), interpolation=cv2.INTER_AREA), warn=False
                 )
-            mask, method = foreground_mask(analysis)
-        box, mode, note = _choose_box(crop, region, mask, method, height, width)
+            sector = sector_box(analysis)
+        box, mode, note = _choose_box(crop, region, sector, height, width)
         keep = None
         if mask_outside:
-            keep = hull_mask(mask, height, width)[box.y0 : box.y1, box.x0 : box.x1]
+            keep = hull_mask(sector[1], height, width)[box.y0 : box.y1, box.x0 : box.x1]
             keep = keep[..., None] if channels == 3 else keep
 
         def prepare(frame: np.ndarray) -> np.ndarray:
@@ -558,7 +556,7 @@ def load_echo_video(
         crop_note=note,
         region_box=None if region is None else region.box,
         region_spatial_format=None if region is None else region.spatial_format,
-        foreground_method=method,
+        foreground_method=None if sector is None else sector[2],
         mask_outside=mask_outside,
         source_fps=source_fps,
         resample_indices=indices,
