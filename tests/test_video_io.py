@@ -594,3 +594,36 @@ def test_no_tensorflow_import():
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_large_video_is_shrunk_while_decoding(tmp_path):
+    """1080x1920, 30 frames: the peak of numpy memory stays near a few source frames, not the video."""
+    import tracemalloc
+
+    t, h, w = 30, 1080, 1920
+    path = tmp_path / "big.avi"
+    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"MJPG"), 50.0, (w, h), True)
+    assert writer.isOpened()
+    small, sector = echo_like(t=t)  # [T, 120, 160]: the sector and its overlays, scaled up below
+    for frame in small:
+        big = cv2.resize(frame, (w, h), interpolation=cv2.INTER_NEAREST)
+        writer.write(cv2.cvtColor(big, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    frame_bytes = h * w * 3
+    tracemalloc.start()
+    try:
+        video = load_echo_video(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    chex.assert_shape(video.frames, (t, 112, 112, 3))
+    assert video.metadata["source_shape"] == (t, h, w, 3)
+    assert peak < 6 * frame_bytes, (
+        f"peak {peak / 2**20:.0f} MiB for {t} frames of {frame_bytes / 2**20:.1f} MiB"
+    )
+    # The box found on the shrunk analysis frames, scaled back: the sector's box in source pixels.
+    expected = mask_box(sector)
+    scale = np.array([w / 160, h / 120, w / 160, h / 120])
+    assert (
+        np.abs(np.subtract(video.metadata["crop_box"], np.multiply(expected, scale))).max() <= 4 * scale.max()
+    )
