@@ -195,7 +195,9 @@ class OpenCVFile:
         self.path = Path(name) if name is not None else self.file
         capture = self._open()
         try:
-            self.header_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            # Still images (PNG through FFmpeg's image2 demuxer) report no count (INT64_MIN).
+            self.header_frames = count if count >= 0 else None
             fps = float(capture.get(cv2.CAP_PROP_FPS))
             self.width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
             self.height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -329,7 +331,7 @@ def probe_video(path: PathLike, *, exact: bool = False) -> VideoInfo:
         facts = probe_dicom(path)
         return VideoInfo(facts["num_frames"], facts["fps"], facts["height"], facts["width"], exact=False)
     source = OpenCVFile(path)
-    count = source.header_frames
+    count = source.header_frames or 0
     if exact:
         capture = source._open()
         try:
