@@ -98,8 +98,9 @@ def inference_config(config: ml_collections.ConfigDict, checkpoint: str | Path) 
         out[section][leaf] = value
     if conflicts:
         raise ConfigError(
-            f"{checkpoint}: the run was trained with {', '.join(conflicts)}; its model only fits its own "
-            f"clips: drop the differing values or pass the run's config (its {RUN_CONFIG_FILE} has them)"
+            f"{checkpoint}: the run was trained with {', '.join(conflicts)}; its model only fits clips like "
+            f"its own: use the config the run was trained with ({RUN_CONFIG_FILE} in the run lists every "
+            f"value) or set these fields to the run's values"
         )
     if isinstance(saved.get("model"), Mapping):
         model = ml_collections.ConfigDict(saved["model"])

@@ -208,7 +208,7 @@ class OpenCVFile:
         self.metadata: dict[str, Any] = {
             "format": "opencv",
             "fourcc": fourcc,
-            "header_frame_count": self.header_frames,
+            "header_frame_count": -1 if self.header_frames is None else self.header_frames,  # -1: not given
             "fps_source": "container" if fps > 0 else "container reports no fps",
         }
 
@@ -289,7 +289,7 @@ def _collect(
         raise VideoReadError(
             f"{source.path}: no frames could be decoded (expected at least 1; header frame count {header})"
         )
-    if warn and header is not None and len(out) < header:
+    if warn and header is not None and len(out) < header:  # header -1: not given
         warnings.warn(
             f"{source.path}: decoded {len(out)} frames but the container header says "
             f"{header}; the file is probably truncated or damaged",
