@@ -500,7 +500,7 @@ def test_ultrasound_regions_pick_the_largest_2d_box(tmp_path):
     ]
     assert largest_2d_region(parsed).box == CropBox(30, 10, 100, 70)
     for mode in ("auto", "region"):
-        video = load_echo_video(path, crop=mode)
+        video = load_echo_video(path, crop=mode, channels=1)
         assert video.metadata["crop_mode"] == "region"
         assert video.metadata["crop_box"] == CropBox(30, 10, 100, 70)
         chex.assert_shape(video.frames, (3, 112, 112))
@@ -522,13 +522,13 @@ def test_auto_crop_ignores_text_bar_and_ecg(tmp_path, codec):
     box = mask_box(mask)
     assert np.abs(np.subtract(box, truth)).max() <= 3, (box, truth)
     path = write_video(tmp_path / "echo.avi", frames, fps=50.0, codec=codec)
-    video = load_echo_video(path)
-    assert video.metadata["crop_mode"] == "foreground"
+    video = load_echo_video(path, channels=1)
+    assert video.metadata["crop_mode"] == "sector"
     assert np.abs(np.subtract(video.metadata["crop_box"], truth)).max() <= 3
     chex.assert_shape(video.frames, (frames.shape[0], 112, 112))
     assert video.frames.dtype == np.uint8
     assert video.fps == pytest.approx(50.0)
-    colour = load_echo_video(path, color=True, size=64)
+    colour = load_echo_video(path, size=64)  # RGB by default
     chex.assert_shape(colour.frames, (frames.shape[0], 64, 64, 3))
 
 
@@ -546,8 +546,8 @@ def test_mask_outside_blacks_out_corners(tmp_path):
     frames[:, row - 2 : row + 2, col - 1 : col + 3] = 250  # a static mark there
     path = write_video(tmp_path / "echo.avi", frames, fps=50.0)
     # crop="none", size=None: 120x160 frame padded to 160x160, 20 black rows on top.
-    plain = load_echo_video(path, crop="none", size=None)
-    masked = load_echo_video(path, crop="none", size=None, mask_outside=True)
+    plain = load_echo_video(path, crop="none", size=None, channels=1)
+    masked = load_echo_video(path, crop="none", size=None, mask_outside=True, channels=1)
     assert plain.frames[:, row + 20, col].min() == 250
     assert masked.frames[:, row + 20, col].max() == 0
     inside = np.argwhere(sector)[len(np.argwhere(sector)) // 2]
@@ -575,13 +575,13 @@ def test_crop_none_and_target_fps_resampling(tmp_path):
     np.testing.assert_array_equal(resample_indices(20, 50.0, 25.0), np.arange(0, 20, 2))
     # 30 -> 50 fps: output i shows source time i * 0.6 frames -> nearest 0,1,1,2,2,3,4,4.
     np.testing.assert_array_equal(resample_indices(5, 30.0, 50.0), [0, 1, 1, 2, 2, 3, 4, 4])
-    video = load_echo_video(path, crop="none", size=12, target_fps=25.0)
+    video = load_echo_video(path, crop="none", size=12, target_fps=25.0, channels=1)
     chex.assert_shape(video.frames, (10, 12, 12))
     assert video.fps == 25.0
     assert video.metadata["source_fps"] == pytest.approx(50.0)
     np.testing.assert_array_equal(video.metadata["resample_indices"], np.arange(0, 20, 2))
     np.testing.assert_array_equal(video.frames[:, 5, 5], np.arange(0, 200, 20))
-    faithful = load_echo_video(path, crop="none", size=12)
+    faithful = load_echo_video(path, crop="none", size=12, channels=1)
     assert faithful.num_frames == 20 and faithful.metadata["resample_indices"] is None
 
 
@@ -594,3 +594,36 @@ def test_no_tensorflow_import():
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_large_video_is_shrunk_while_decoding(tmp_path):
+    """1080x1920, 30 frames: the peak of numpy memory stays near a few source frames, not the video."""
+    import tracemalloc
+
+    t, h, w = 30, 1080, 1920
+    path = tmp_path / "big.avi"
+    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"MJPG"), 50.0, (w, h), True)
+    assert writer.isOpened()
+    small, sector = echo_like(t=t)  # [T, 120, 160]: the sector and its overlays, scaled up below
+    for frame in small:
+        big = cv2.resize(frame, (w, h), interpolation=cv2.INTER_NEAREST)
+        writer.write(cv2.cvtColor(big, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    frame_bytes = h * w * 3
+    tracemalloc.start()
+    try:
+        video = load_echo_video(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    chex.assert_shape(video.frames, (t, 112, 112, 3))
+    assert video.metadata["source_shape"] == (t, h, w, 3)
+    assert peak < 6 * frame_bytes, (
+        f"peak {peak / 2**20:.0f} MiB for {t} frames of {frame_bytes / 2**20:.1f} MiB"
+    )
+    # The box found on the shrunk analysis frames, scaled back: the sector's box in source pixels.
+    expected = mask_box(sector)
+    scale = np.array([w / 160, h / 120, w / 160, h / 120])
+    assert (
+        np.abs(np.subtract(video.metadata["crop_box"], np.multiply(expected, scale))).max() <= 4 * scale.max()
+    )

@@ -12,11 +12,15 @@ Decoding goes through pydicom 3's pixel backend (``pydicom.pixels``):
   plugin (pylibjpeg-*, gdcm) is installed; otherwise the error names the file, the
   transfer syntax and pydicom's list of missing packages.
 * MPEG-2 / MPEG-4 AVC (H.264) / HEVC video transfer syntaxes, which pydicom cannot
-  decode: the encapsulated bitstream goes through OpenCV's FFmpeg (checked with MPEG-2;
+  decode: :meth:`DicomFile.video_stream` hands the encapsulated bitstream to
+  :mod:`~coreecho_jax.data.video_io`, which decodes it with OpenCV's FFmpeg (checked with MPEG-2;
   H.264/HEVC rely on the FFmpeg decoders bundled with opencv-python-headless).
 
-Pixel data that is not 8-bit is scaled to uint8 (unsigned: value * 255 / (2**BitsStored - 1);
-signed: the data's min..max). MONOCHROME1 is inverted; PALETTE COLOR goes through its LUT.
+Frames are decoded one at a time (:meth:`DicomFile.iter_frames`), so a caller that shrinks each
+frame never holds the full-resolution video. Pixel data that is not 8-bit is scaled to uint8
+(unsigned: value * 255 / (2**BitsStored - 1); signed: the representable range
+-2**(BitsStored-1) .. 2**(BitsStored-1) - 1, the same for every frame). MONOCHROME1 is inverted;
+PALETTE COLOR goes through its LUT.
 
 Frame rate, in order: FrameTime (ms/frame, fps = 1000/FrameTime), CineRate,
 RecommendedDisplayFrameRate, mean of FrameTimeVector (ms, first entry skipped
@@ -29,18 +33,17 @@ No TensorFlow here.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from coreecho_jax.data.video_io import (
-    CropBox,
-    Video,
-    VideoNotFoundError,
-    VideoReadError,
-    rgb_to_gray,
-)
+from coreecho_jax.data.video_types import CropBox, VideoNotFoundError, VideoReadError, to_channels
+
+#: File name suffixes taken as DICOM without looking inside (files without one are recognised by
+#: the 'DICM' magic).
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
 #: RegionSpatialFormat (0018,6012) value of a 2-D tissue/flow image region.
 REGION_FORMAT_2D = 1
@@ -66,6 +69,11 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
             return f.read(4) == b"DICM"
     except OSError:
         return False
+
+
+def is_dicom_path(path: str | os.PathLike) -> bool:
+    """True for a .dcm/.dicom/.dic suffix or the 'DICM' magic at byte 128."""
+    return Path(path).suffix.lower() in DICOM_SUFFIXES or is_dicom_file(path)
 
 
 def _read_dataset(path: Path, *, stop_before_pixels: bool = False):
@@ -118,8 +126,11 @@ def dicom_fps(ds: Any) -> tuple[float | None, str]:
 
 
 def dicom_regions(ds: Any) -> list[UltrasoundRegion]:
-    """Regions of SequenceOfUltrasoundRegions, clipped to the image; [] if absent."""
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    """Regions of SequenceOfUltrasoundRegions as written (not clipped to the image); [] if absent.
+
+    A region may reach past the image, e.g. when a file was downscaled and its region tags were
+    kept; :func:`~coreecho_jax.data.video_io.load_echo_video` then does not trust it.
+    """
     regions = []
     for item in ds.get("SequenceOfUltrasoundRegions", None) or []:
         try:
@@ -129,10 +140,6 @@ def dicom_regions(ds: Any) -> list[UltrasoundRegion]:
             y1 = int(item.RegionLocationMaxY1) + 1
         except (AttributeError, TypeError, ValueError):
             continue
-        if cols:
-            x0, x1 = max(0, x0), min(cols, x1)
-        if rows:
-            y0, y1 = max(0, y0), min(rows, y1)
         if x1 <= x0 or y1 <= y0:
             continue
         fmt = item.get("RegionSpatialFormat")
@@ -163,8 +170,9 @@ def _to_uint8(arr: np.ndarray, ds: Any) -> np.ndarray:
         bits = int(ds.get("BitsStored", 8 * arr.dtype.itemsize) or 8 * arr.dtype.itemsize)
         scaled = arr.astype(np.float32) * (255.0 / float(2**bits - 1))
     else:
-        lo, hi = float(arr.min()), float(arr.max())
-        scaled = (arr.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1e-6))
+        bits = int(ds.get("BitsStored", 8 * arr.dtype.itemsize) or 8 * arr.dtype.itemsize)
+        lo = -float(2 ** (bits - 1))
+        scaled = (arr.astype(np.float32) - lo) * (255.0 / float(2**bits - 1))
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
@@ -183,129 +191,133 @@ _VIDEO_SUFFIX = {
 }
 
 
-def _decode_video_syntax(path: Path, ds: Any, tsyntax: Any) -> np.ndarray:
-    """MPEG-2 / H.264 / HEVC pixel data (pydicom has no decoder): FFmpeg via OpenCV.
+class DicomFile:
+    """An opened (multi-frame) ultrasound DICOM: header facts now, pixels frame by frame on demand.
 
-    The encapsulated fragments are one video bitstream; they are written to a
-    temporary file and decoded like any other video. Returns RGB ``[T, H, W, 3]``.
-    """
-    import tempfile
-
-    from pydicom.encaps import generate_fragments
-
-    from coreecho_jax.data.video_io import read_opencv_video
-
-    uid = str(tsyntax).removesuffix(".1")  # the '.1' variants are the fragmentable ones
-    suffix = _VIDEO_SUFFIX.get(uid, ".bin")
-    stream = b"".join(generate_fragments(ds.PixelData))
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp) / f"stream{suffix}"
-        tmp_path.write_bytes(stream)
-        try:
-            return read_opencv_video(tmp_path, color=True).frames
-        except VideoReadError as e:
-            raise VideoReadError(
-                f"{path}: FFmpeg could not decode the encapsulated {tsyntax.name} stream ({e})"
-            ) from e
-
-
-def _decode(path: Path, ds: Any) -> tuple[np.ndarray, str]:
-    """Decodes all frames; returns (array, photometric interpretation after decoding).
-
-    pydicom 3's decoder converts YBR_FULL / YBR_FULL_422 to RGB by default
-    (``as_rgb=True``) and reports the resulting photometric interpretation, which
-    we use so that nothing is converted twice. Note that ``pydicom.pixels.pixel_array``
-    only fills ``ds_out`` when given a file, not a Dataset, hence ``Decoder.as_array``.
-    """
-    from pydicom.pixels import get_decoder
-    from pydicom.pixels.processing import apply_color_lut, convert_color_space
-    from pydicom.uid import MPEGTransferSyntaxes
-
-    tsyntax = _transfer_syntax(ds)
-    if tsyntax is None:
-        raise VideoReadError(f"{path}: DICOM file has no TransferSyntaxUID (0002,0010)")
-    if tsyntax in MPEGTransferSyntaxes:
-        return _decode_video_syntax(path, ds, tsyntax), "RGB"
-    try:
-        decoder = get_decoder(tsyntax)
-    except NotImplementedError as e:
-        raise VideoReadError(
-            f"{path}: pydicom has no decoder for transfer syntax {tsyntax.name} ({tsyntax})"
-        ) from e
-    try:
-        arr, changes = decoder.as_array(ds)
-    except (RuntimeError, ValueError, AttributeError, KeyError, TypeError) as e:
-        missing = ""
-        if decoder.missing_dependencies:
-            missing = "; missing decoder packages: " + ", ".join(decoder.missing_dependencies)
-        raise VideoReadError(
-            f"{path}: cannot decode DICOM pixel data (transfer syntax {tsyntax.name}{missing}): "
-            f"{type(e).__name__}: {e}"
-        ) from e
-    pi = str(changes.get("photometric_interpretation", ds.get("PhotometricInterpretation", "")))
-    if pi == "PALETTE COLOR":
-        arr = apply_color_lut(arr, ds)
-        if arr.dtype != np.uint8:
-            arr = (arr >> 8).astype(np.uint8) if arr.max() > 255 else arr.astype(np.uint8)
-        pi = "RGB"
-    arr = _to_uint8(arr, ds)
-    if pi in ("YBR_FULL", "YBR_FULL_422") and arr.shape[-1] == 3:
-        arr = convert_color_space(arr, pi, "RGB")
-        pi = "RGB"
-    if pi == "MONOCHROME1":
-        arr = 255 - arr
-    return arr, pi
-
-
-def read_dicom(path: str | os.PathLike, *, color: bool = False) -> Video:
-    """Reads a (multi-frame) ultrasound DICOM.
-
-    Args:
-        path: the DICOM file.
-        color: keep RGB ``[T, H, W, 3]``; otherwise grayscale ``[T, H, W]`` (BT.601 luma of
-            RGB input).
-
-    Returns:
-        ``Video`` with fps from the timing tags (``None`` if absent) and metadata keys
-        ``format, transfer_syntax, photometric_interpretation, fps_source, ultrasound_regions``.
+    Attributes:
+        path: the file.
+        ds: the pydicom dataset (pixel data still encoded).
+        fps: from the timing tags, or ``None``; ``metadata["fps_source"]`` says which tag.
+        height, width, num_frames: Rows, Columns, NumberOfFrames.
+        metadata: ``format, transfer_syntax, photometric_interpretation, fps_source,
+            ultrasound_regions`` (and ``decoded_photometric_interpretation`` once a frame is decoded).
 
     Raises:
-        VideoReadError: missing/unreadable file, no PixelData, undecodable pixel data,
-            zero frames.
+        VideoReadError: missing/unreadable file, no PixelData, no TransferSyntaxUID.
     """
-    path = Path(path)
-    ds = _read_dataset(path)
-    if "PixelData" not in ds:
-        kinds = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
-        extra = f" (it has {', '.join(kinds)}, which is not supported)" if kinds else ""
-        raise VideoReadError(
-            f"{path}: DICOM file has no PixelData (7FE0,0010); expected an image or "
-            f"multi-frame ultrasound object{extra}"
-        )
-    arr, pi = _decode(path, ds)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if (samples == 1 and arr.ndim == 2) or (samples == 3 and arr.ndim == 3 and n_frames == 1):
-        arr = arr[None]
-    if arr.ndim not in (3, 4) or arr.shape[0] == 0:
-        raise VideoReadError(
-            f"{path}: expected at least one decoded frame, got pixel array of shape {arr.shape}"
-        )
-    if color and arr.ndim == 3:
-        arr = np.repeat(arr[..., None], 3, axis=-1)
-    elif not color and arr.ndim == 4:
-        arr = rgb_to_gray(arr)
-    fps, fps_source = dicom_fps(ds)
-    tsyntax = _transfer_syntax(ds)
-    metadata = {
-        "format": "dicom",
-        "transfer_syntax": None if tsyntax is None else str(tsyntax),
-        "photometric_interpretation": str(ds.get("PhotometricInterpretation", "")),
-        "decoded_photometric_interpretation": pi,
-        "fps_source": fps_source,
-        "ultrasound_regions": dicom_regions(ds),
-    }
-    return Video(frames=np.ascontiguousarray(arr), fps=fps, path=path, metadata=metadata)
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        ds = _read_dataset(self.path)
+        if "PixelData" not in ds:
+            kinds = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
+            extra = f" (it has {', '.join(kinds)}, which is not supported)" if kinds else ""
+            raise VideoReadError(
+                f"{self.path}: DICOM file has no PixelData (7FE0,0010); expected an image or "
+                f"multi-frame ultrasound object{extra}"
+            )
+        self.tsyntax = _transfer_syntax(ds)
+        if self.tsyntax is None:
+            raise VideoReadError(f"{self.path}: DICOM file has no TransferSyntaxUID (0002,0010)")
+        self.ds = ds
+        self.fps, fps_source = dicom_fps(ds)
+        self.height = int(ds.get("Rows", 0) or 0)
+        self.width = int(ds.get("Columns", 0) or 0)
+        self.num_frames = int(ds.get("NumberOfFrames", 1) or 1)
+        self.metadata: dict[str, Any] = {
+            "format": "dicom",
+            "transfer_syntax": str(self.tsyntax),
+            "photometric_interpretation": str(ds.get("PhotometricInterpretation", "")),
+            "fps_source": fps_source,
+            "ultrasound_regions": dicom_regions(ds),
+        }
+
+    @property
+    def is_video_stream(self) -> bool:
+        """True for the MPEG-2 / H.264 / HEVC transfer syntaxes (decoded by FFmpeg, not pydicom)."""
+        from pydicom.uid import MPEGTransferSyntaxes
+
+        return self.tsyntax in MPEGTransferSyntaxes
+
+    def video_stream(self) -> tuple[bytes, str]:
+        """The encapsulated video bitstream and a file suffix that lets FFmpeg probe it."""
+        from pydicom.encaps import generate_fragments
+
+        uid = str(self.tsyntax).removesuffix(".1")  # the '.1' variants are the fragmentable ones
+        return b"".join(generate_fragments(self.ds.PixelData)), _VIDEO_SUFFIX.get(uid, ".bin")
+
+    def iter_frames(self, channels: int) -> Iterator[np.ndarray]:
+        """Decodes frame by frame: uint8 ``[H, W]`` (``channels=1``) or RGB ``[H, W, 3]`` (3).
+
+        pydicom 3's decoder converts YBR_FULL / YBR_FULL_422 to RGB by default
+        (``as_rgb=True``) and reports the resulting photometric interpretation, which
+        we use so that nothing is converted twice.
+        """
+        from pydicom.pixels import get_decoder
+
+        if self.is_video_stream:
+            raise VideoReadError(
+                f"{self.path}: {self.tsyntax.name} pixel data is a video stream; use video_stream()"
+            )
+        try:
+            decoder = get_decoder(self.tsyntax)
+        except NotImplementedError as e:
+            raise VideoReadError(
+                f"{self.path}: pydicom has no decoder for transfer syntax {self.tsyntax.name} ({self.tsyntax})"
+            ) from e
+        frames = decoder.iter_array(self.ds) if decoder.is_encapsulated else self._native_frames(decoder)
+        while True:
+            try:
+                item = next(frames, None)
+            except (RuntimeError, ValueError, AttributeError, KeyError, TypeError) as e:
+                missing = ""
+                if decoder.missing_dependencies:
+                    missing = "; missing decoder packages: " + ", ".join(decoder.missing_dependencies)
+                raise VideoReadError(
+                    f"{self.path}: cannot decode DICOM pixel data (transfer syntax {self.tsyntax.name}"
+                    f"{missing}): {type(e).__name__}: {e}"
+                ) from e
+            if item is None:
+                return
+            arr, changes = item
+            frame, pi = self._to_display(arr, changes)
+            self.metadata["decoded_photometric_interpretation"] = pi
+            yield to_channels(frame, channels)
+
+    def _native_frames(self, decoder: Any) -> Iterator[tuple[np.ndarray, dict]]:
+        """Uncompressed pixel data: decoded at once (its bytes are in memory already), then frame by frame.
+
+        (pydicom 3.0's per-frame native path miscounts the length of YBR_FULL_422 data.)
+        """
+        arr, changes = decoder.as_array(self.ds)
+        samples = int(self.ds.get("SamplesPerPixel", 1) or 1)
+        if arr.ndim == (2 if samples == 1 else 3):
+            arr = arr[None]
+        for frame in arr:
+            yield frame, changes
+
+    def _to_display(self, arr: np.ndarray, changes: dict) -> tuple[np.ndarray, str]:
+        """One decoded frame -> uint8 grey ``[H, W]`` or RGB ``[H, W, 3]`` and its interpretation."""
+        from pydicom.pixels.processing import apply_color_lut, convert_color_space
+
+        ds = self.ds
+        pi = str(changes.get("photometric_interpretation", ds.get("PhotometricInterpretation", "")))
+        if pi == "PALETTE COLOR":
+            arr = apply_color_lut(arr, ds)
+            if arr.dtype != np.uint8:
+                arr = (arr >> 8).astype(np.uint8) if arr.max() > 255 else arr.astype(np.uint8)
+            pi = "RGB"
+        arr = _to_uint8(arr, ds)
+        if pi in ("YBR_FULL", "YBR_FULL_422") and arr.shape[-1] == 3:
+            arr = convert_color_space(arr, pi, "RGB")
+            pi = "RGB"
+        if pi == "MONOCHROME1":
+            arr = 255 - arr
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.ndim not in (2, 3):
+            raise VideoReadError(f"{self.path}: expected decoded frames [H, W] or [H, W, 3], got {arr.shape}")
+        return np.ascontiguousarray(arr), pi
 
 
 def probe_dicom(path: str | os.PathLike) -> dict[str, Any]:

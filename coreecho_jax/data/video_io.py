@@ -9,6 +9,8 @@ Entry points:
 * :func:`load_echo_video` turns any echo video (any size/fps, AVI/MP4/DICOM) into a
   ``size x size`` clip source: crop to the image region, pad to a square with black,
   resize (``cv2.INTER_AREA`` when shrinking), optionally resample to a target fps.
+  Frames are cropped and resized as they are decoded, so memory follows the output size,
+  not the source resolution.
 * :func:`write_video` writes uint8 frames to a (by default lossless FFV1) AVI.
 * :func:`probe_video` / :func:`count_frames` read frame count, fps and size from the
   container header without decoding the frames.
@@ -19,14 +21,52 @@ prediction path can use this module on machines without TensorFlow.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import os
+import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
+
+from coreecho_jax.data.dicom import DICOM_SUFFIXES, DicomFile, is_dicom_path, largest_2d_region, probe_dicom
+from coreecho_jax.data.sector import coverage, foreground_mask, hull_mask, mask_box, sector_box
+from coreecho_jax.data.video_types import (
+    CropBox,
+    NotAnEchoVideoError,
+    Video,
+    VideoInfo,
+    VideoNotFoundError,
+    VideoReadError,
+    check_channels,
+    rgb_to_gray,
+)
+from coreecho_jax.errors import DataError
+
+__all__ = [
+    "DICOM_SUFFIXES",
+    "CropBox",
+    "NotAnEchoVideoError",
+    "Video",
+    "VideoInfo",
+    "VideoNotFoundError",
+    "VideoReadError",
+    "count_frames",
+    "foreground_mask",
+    "is_dicom_path",
+    "load_echo_video",
+    "mask_box",
+    "open_frames",
+    "probe_video",
+    "read_video",
+    "resample_indices",
+    "rgb_to_gray",
+    "square_crop_resize",
+    "write_video",
+]
 
 PathLike = str | os.PathLike
 
@@ -39,69 +79,15 @@ DEFAULT_CODEC = "FFV1"
 #: Default codec for .mp4/.mov containers (FFV1 is not a standard MP4 codec).
 DEFAULT_MP4_CODEC = "mp4v"
 
-DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
-
-CropMode = Literal["auto", "region", "none"]
-
-
-class VideoReadError(ValueError):
-    """A video file is missing, unreadable, or holds no frames."""
-
-
-class VideoNotFoundError(VideoReadError, FileNotFoundError):
-    """The video file does not exist (also a ``FileNotFoundError``)."""
-
-
-@dataclasses.dataclass
-class Video:
-    """Decoded video.
-
-    Attributes:
-        frames: uint8 ``[T, H, W]`` (grayscale) or ``[T, H, W, 3]`` (RGB), T >= 1.
-        fps: frames per second, or ``None`` if the file does not say.
-        path: the file the frames came from.
-        metadata: extra facts (source format, fps source, crop box, resampling, ...).
-    """
-
-    frames: np.ndarray
-    fps: float | None
-    path: Path
-    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.frames.shape[0])
-
-
-class CropBox(NamedTuple):
-    """Pixel box with half-open bounds: rows ``y0:y1``, columns ``x0:x1``."""
-
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-
-    @property
-    def width(self) -> int:
-        return self.x1 - self.x0
-
-    @property
-    def height(self) -> int:
-        return self.y1 - self.y0
-
-    @property
-    def area(self) -> int:
-        return self.width * self.height
-
-
-class VideoInfo(NamedTuple):
-    """Header facts of a video (see :func:`probe_video`)."""
-
-    num_frames: int
-    fps: float | None
-    height: int
-    width: int
-    exact: bool  # True if num_frames was counted by decoding, not read from the header
+#: ``crop`` of :func:`load_echo_video`.
+CropMode = Literal["auto", "region", "sector", "none"]
+CROP_MODES = ("auto", "region", "sector", "none")
+#: Longer side, in pixels, at which the sector is looked for; larger frames are shrunk
+#: (``INTER_AREA``) for that analysis only.
+ANALYSIS_SIDE = 320
+#: ``crop="auto"`` trusts a DICOM ultrasound region only if it holds at least this fraction of
+#: the moving image (the sector mask).
+MIN_REGION_COVERAGE = 0.8
 
 
 # ----------------------------------------------------------------------------- writing
@@ -164,18 +150,22 @@ def write_video(path: PathLike, frames: np.ndarray, fps: float, *, codec: str | 
 # ----------------------------------------------------------------------------- reading
 
 
-def rgb_to_gray(frames: np.ndarray) -> np.ndarray:
-    """uint8 ``[..., 3]`` RGB -> uint8 ``[...]`` luma (ITU-R BT.601 weights, as cv2)."""
-    shape = frames.shape[:-1]
-    flat = np.ascontiguousarray(frames).reshape(-1, 1, 3)
-    return cv2.cvtColor(flat, cv2.COLOR_RGB2GRAY).reshape(shape)
+class FrameSource(Protocol):
+    """An opened video whose frames can be decoded (again) one at a time.
 
+    Attributes: ``path`` (the user's file), ``fps`` (or None), ``height``, ``width`` (from the
+    header), ``metadata`` (format facts; DICOM adds ``ultrasound_regions``).
+    """
 
-def is_dicom_path(path: PathLike) -> bool:
-    """True for a .dcm/.dicom suffix or the 'DICM' magic at byte 128."""
-    from coreecho_jax.data.dicom import is_dicom_file
+    path: Path
+    fps: float | None
+    height: int
+    width: int
+    metadata: dict[str, Any]
 
-    return Path(path).suffix.lower() in DICOM_SUFFIXES or is_dicom_file(path)
+    def iter_frames(self, channels: int) -> Iterator[np.ndarray]:
+        """uint8 frames ``[H, W]`` (``channels=1``) or RGB ``[H, W, 3]`` (3), in order."""
+        ...
 
 
 def _check_exists(path: Path) -> None:
@@ -185,67 +175,127 @@ def _check_exists(path: Path) -> None:
         raise VideoReadError(f"{path}: is a directory, expected a video file")
 
 
-def _open_capture(path: Path) -> cv2.VideoCapture:
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    if not capture.isOpened():
-        capture.release()
-        raise VideoReadError(
-            f"{path}: OpenCV/FFmpeg cannot open it (expected a readable AVI/MP4/MOV/MKV video)"
-        )
-    return capture
-
-
 def _fourcc(capture: cv2.VideoCapture) -> str:
     code = int(capture.get(cv2.CAP_PROP_FOURCC))
     chars = "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4))
     return chars if chars.isprintable() else str(code)
 
 
-def read_opencv_video(path: PathLike, *, color: bool = False) -> Video:
-    """Decodes every frame of an AVI/MP4/MOV/MKV file with OpenCV's FFmpeg backend.
+class OpenCVFile:
+    """An AVI/MP4/MOV/MKV file read through OpenCV's FFmpeg backend (see :class:`FrameSource`).
 
     Args:
-        path: the video file.
-        color: return RGB ``[T, H, W, 3]``; otherwise grayscale ``[T, H, W]``.
+        path: the file to decode.
+        name: the file named in messages and in ``Video.path`` (default ``path``), e.g. the
+            DICOM that holds an MPEG stream written to a temporary file.
+    """
+
+    def __init__(self, path: PathLike, *, name: PathLike | None = None):
+        self.file = Path(path)
+        self.path = Path(name) if name is not None else self.file
+        capture = self._open()
+        try:
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            # Still images (PNG through FFmpeg's image2 demuxer) report no count (INT64_MIN).
+            self.header_frames = count if count >= 0 else None
+            fps = float(capture.get(cv2.CAP_PROP_FPS))
+            self.width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+            self.height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            fourcc = _fourcc(capture)
+        finally:
+            capture.release()
+        self.fps = fps if fps > 0 else None
+        self.metadata: dict[str, Any] = {
+            "format": "opencv",
+            "fourcc": fourcc,
+            "header_frame_count": -1 if self.header_frames is None else self.header_frames,  # -1: not given
+            "fps_source": "container" if fps > 0 else "container reports no fps",
+        }
+
+    def _open(self) -> cv2.VideoCapture:
+        capture = cv2.VideoCapture(str(self.file), cv2.CAP_FFMPEG)
+        if not capture.isOpened():
+            capture.release()
+            raise VideoReadError(
+                f"{self.path}: OpenCV/FFmpeg cannot open it (expected a readable AVI/MP4/MOV/MKV video)"
+            )
+        return capture
+
+    def iter_frames(self, channels: int) -> Iterator[np.ndarray]:
+        capture = self._open()
+        code = cv2.COLOR_BGR2RGB if channels == 3 else cv2.COLOR_BGR2GRAY
+        try:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    return
+                if frame.ndim == 2:
+                    frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+                yield cv2.cvtColor(frame, code)
+        finally:
+            capture.release()
+
+
+@contextlib.contextmanager
+def open_frames(path: PathLike) -> Iterator[FrameSource]:
+    """Opens a video for frame-by-frame decoding (DICOM by suffix or 'DICM' magic, else OpenCV).
+
+    DICOM with an MPEG-2/H.264/HEVC transfer syntax: the encapsulated stream is written to a
+    temporary file (removed on exit) and decoded by FFmpeg; fps and regions come from the DICOM.
 
     Raises:
-        VideoReadError: missing or unreadable file, or zero decodable frames.
+        VideoReadError: missing, unreadable or undecodable file.
     """
     path = Path(path)
     _check_exists(path)
-    capture = _open_capture(path)
-    frames = []
-    try:
-        header_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        fps = float(capture.get(cv2.CAP_PROP_FPS))
-        fourcc = _fourcc(capture)
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            if frame.ndim == 2:
-                frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-            code = cv2.COLOR_BGR2RGB if color else cv2.COLOR_BGR2GRAY
-            frames.append(cv2.cvtColor(frame, code))
-    finally:
-        capture.release()
-    if not frames:
+    if not is_dicom_path(path):
+        yield OpenCVFile(path)
+        return
+    dicom = DicomFile(path)
+    if not dicom.is_video_stream:
+        yield dicom
+        return
+    stream, suffix = dicom.video_stream()
+    with tempfile.TemporaryDirectory() as tmp:
+        stream_path = Path(tmp) / f"stream{suffix}"
+        stream_path.write_bytes(stream)
+        try:
+            source = OpenCVFile(stream_path, name=path)
+        except VideoReadError as e:
+            raise VideoReadError(
+                f"{path}: FFmpeg could not decode the encapsulated {dicom.tsyntax.name} stream ({e})"
+            ) from e
+        source.fps = dicom.fps
+        source.metadata = dict(dicom.metadata, stream_fourcc=source.metadata["fourcc"])
+        yield source
+
+
+def _collect(
+    source: FrameSource,
+    channels: int,
+    fn: Callable[[np.ndarray], np.ndarray] | None = None,
+    *,
+    warn: bool = True,
+) -> np.ndarray:
+    """Decodes every frame, applies ``fn`` to each as it comes, stacks the results ``[T, ...]``.
+
+    Raises:
+        VideoReadError: zero frames. A container that promised more frames than decode gives a
+            warning (``warn``): the file is probably truncated.
+    """
+    out = [frame if fn is None else fn(frame) for frame in source.iter_frames(channels)]
+    header = source.metadata.get("header_frame_count")
+    if not out:
         raise VideoReadError(
-            f"{path}: no frames could be decoded (expected at least 1; header frame count {header_count})"
+            f"{source.path}: no frames could be decoded (expected at least 1; header frame count {header})"
         )
-    if len(frames) < header_count:
+    if warn and header is not None and len(out) < header:  # header -1: not given
         warnings.warn(
-            f"{path}: decoded {len(frames)} frames but the container header says "
-            f"{header_count}; the file is probably truncated or damaged",
-            stacklevel=2,
+            f"{source.path}: decoded {len(out)} frames but the container header says "
+            f"{header}; the file is probably truncated or damaged",
+            stacklevel=3,
         )
-    metadata = {
-        "format": "opencv",
-        "fourcc": fourcc,
-        "header_frame_count": header_count,
-        "fps_source": "container" if fps > 0 else "container reports no fps",
-    }
-    return Video(np.stack(frames), fps if fps > 0 else None, path, metadata)
+    return np.stack(out)
 
 
 def read_video(path: PathLike, *, color: bool = False) -> Video:
@@ -256,14 +306,13 @@ def read_video(path: PathLike, *, color: bool = False) -> Video:
 
     Returns:
         ``Video`` with uint8 frames ``[T, H, W]`` (``color=False``) or ``[T, H, W, 3]`` RGB.
-    """
-    path = Path(path)
-    _check_exists(path)
-    if is_dicom_path(path):
-        from coreecho_jax.data.dicom import read_dicom
 
-        return read_dicom(path, color=color)
-    return read_opencv_video(path, color=color)
+    Raises:
+        VideoReadError: missing/unreadable file, undecodable pixel data, zero frames.
+    """
+    with open_frames(path) as source:
+        frames = _collect(source, 3 if color else 1)
+        return Video(frames, source.fps, source.path, dict(source.metadata))
 
 
 def probe_video(path: PathLike, *, exact: bool = False) -> VideoInfo:
@@ -279,23 +328,19 @@ def probe_video(path: PathLike, *, exact: bool = False) -> VideoInfo:
     path = Path(path)
     _check_exists(path)
     if is_dicom_path(path):
-        from coreecho_jax.data.dicom import probe_dicom
-
         facts = probe_dicom(path)
         return VideoInfo(facts["num_frames"], facts["fps"], facts["height"], facts["width"], exact=False)
-    capture = _open_capture(path)
-    try:
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        fps = float(capture.get(cv2.CAP_PROP_FPS))
-        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        if exact:
+    source = OpenCVFile(path)
+    count = source.header_frames or 0
+    if exact:
+        capture = source._open()
+        try:
             count = 0
             while capture.grab():
                 count += 1
-    finally:
-        capture.release()
-    return VideoInfo(count, fps if fps > 0 else None, height, width, exact=exact)
+        finally:
+            capture.release()
+    return VideoInfo(count, source.fps, source.height, source.width, exact=exact)
 
 
 def count_frames(path: PathLike, *, exact: bool = False) -> int:
@@ -306,99 +351,21 @@ def count_frames(path: PathLike, *, exact: bool = False) -> int:
 # ----------------------------------------------------------------------------- cropping
 
 
-def _odd(n: float) -> int:
-    n = max(3, int(round(n)))
-    return n if n % 2 else n + 1
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray | None:
-    """Boolean mask of the largest 8-connected component of ``mask``, or None if empty."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
-    if count <= 1:
-        return None
-    label = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return labels == label
-
-
-def _clean_component(raw: np.ndarray, kernel_size: int) -> np.ndarray | None:
-    """Largest component of ``raw`` after removing thin/small structures.
-
-    Opening with a ``kernel_size`` ellipse removes text strokes, thin lines (ECG
-    traces, calipers) and speckle noise; closing with twice that size joins the
-    pieces of the sector. The component is then grown back into ``raw`` within
-    ``kernel_size`` pixels, so the thin apex of the fan that opening ate is kept.
-    """
-    small = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel_size, kernel_size))
-    large = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * kernel_size + 1,) * 2)
-    cleaned = cv2.morphologyEx(raw.astype(np.uint8), cv2.MORPH_OPEN, small)
-    cleaned = cv2.morphologyEx(cleaned, cv2.MORPH_CLOSE, large)
-    component = _largest_component(cleaned)
-    if component is None:
-        return None
-    grown = cv2.dilate(component.astype(np.uint8), small).astype(bool)
-    return component | (grown & raw)
-
-
-def foreground_mask(
-    frames: np.ndarray,
-    *,
-    max_frames: int = 64,
-    min_fraction: float = 0.01,
-    on_level: float = 8.0,
-) -> tuple[np.ndarray, str]:
-    """Mask of the ultrasound image (the sector) in a video, ignoring overlays.
-
-    A pixel belongs to the sector if it changes over time (temporal std above a
-    threshold) *and* is lit (> ``on_level``) in at least half of the frames. Static
-    text, logos and grey/colour bars have ~0 std; a moving ECG trace or sweep cursor
-    lights each pixel of its band only in a few frames. A morphological opening then
-    removes what is thin, a closing joins the sector's pieces, and the largest
-    connected component is kept. Fallbacks: the moving mask alone, then (nothing
-    moves: one frame, a still loop) the largest bright component of the per-pixel
-    maximum, opened with the same kernel to drop text.
-
-    Args:
-        frames: uint8 ``[T, H, W]`` or ``[T, H, W, 3]``.
-        max_frames: frames sampled (evenly) for the statistics.
-        min_fraction: smallest accepted mask, as a fraction of the frame area.
-        on_level: grey level above which a pixel counts as lit.
-
-    Returns:
-        ``(mask [H, W] bool, method)`` where method is ``"motion"``, ``"intensity"``
-        or ``"full"`` (nothing found: the whole frame).
-    """
-    gray = rgb_to_gray(frames) if frames.ndim == 4 else frames
-    t, h, w = gray.shape
-    picks = np.unique(np.linspace(0, t - 1, min(t, max_frames)).round().astype(int))
-    sample = gray[picks].astype(np.float32)
-    kernel_size = _odd(min(h, w) / 40)
-    min_area = min_fraction * h * w
-    if len(picks) >= 2:
-        std = sample.std(axis=0)
-        nonzero = std[std > 0]
-        if nonzero.size:
-            threshold = max(2.0, 0.2 * float(np.percentile(nonzero, 95)))
-            moving = std > threshold
-            lit_often = (sample > on_level).mean(axis=0) >= 0.5
-            for raw in (moving & lit_often, moving):
-                mask = _clean_component(raw, kernel_size)
-                if mask is not None and mask.sum() >= min_area:
-                    return mask, "motion"
-    peak = sample.max(axis=0)
-    threshold = max(10.0, 0.1 * float(np.percentile(peak, 99)))
-    mask = _clean_component(peak > threshold, kernel_size)
-    if mask is not None and mask.sum() >= min_area:
-        return mask, "intensity"
-    return np.ones((h, w), dtype=bool), "full"
-
-
-def mask_box(mask: np.ndarray) -> CropBox:
-    """Tight half-open bounding box of a non-empty boolean mask ``[H, W]``."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        raise ValueError("mask_box: mask is empty")
-    return CropBox(int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+def _square_crop_resize_frame(
+    frame: np.ndarray, box: CropBox, size: int | None, interpolation: int | None = None
+) -> np.ndarray:
+    """One frame ``[H, W(, 3)]``: crop ``box``, pad to a centred black square, resize to ``size``."""
+    crop = frame[box.y0 : box.y1, box.x0 : box.x1]
+    h, w = crop.shape[:2]
+    side = max(h, w)
+    square = np.zeros((side, side) + crop.shape[2:], dtype=np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    square[top : top + h, left : left + w] = crop
+    if size is None or size == side:
+        return square
+    if interpolation is None:
+        interpolation = cv2.INTER_AREA if size < side else cv2.INTER_LINEAR
+    return cv2.resize(square, (size, size), interpolation=interpolation)
 
 
 def square_crop_resize(
@@ -416,20 +383,7 @@ def square_crop_resize(
     Returns:
         uint8 ``[T, size, size]`` or ``[T, size, size, 3]``.
     """
-    crop = frames[:, box.y0 : box.y1, box.x0 : box.x1]
-    t, h, w = crop.shape[:3]
-    side = max(h, w)
-    square = np.zeros((t, side, side) + crop.shape[3:], dtype=np.uint8)
-    top, left = (side - h) // 2, (side - w) // 2
-    square[:, top : top + h, left : left + w] = crop
-    if size is None or size == side:
-        return square
-    if interpolation is None:
-        interpolation = cv2.INTER_AREA if size < side else cv2.INTER_LINEAR
-    out = np.empty((t, size, size) + crop.shape[3:], dtype=np.uint8)
-    for i in range(t):
-        out[i] = cv2.resize(square[i], (size, size), interpolation=interpolation)
-    return out
+    return np.stack([_square_crop_resize_frame(f, box, size, interpolation) for f in frames])
 
 
 def resample_indices(num_frames: int, fps: float, target_fps: float) -> np.ndarray:
@@ -447,99 +401,166 @@ def resample_indices(num_frames: int, fps: float, target_fps: float) -> np.ndarr
     return np.minimum(indices, num_frames - 1)
 
 
+def _analysis_size(height: int, width: int, side: int) -> tuple[int, int]:
+    """``(h, w)`` of a frame shrunk so that its longer side is at most ``side`` (never enlarged)."""
+    scale = min(1.0, side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _choose_box(
+    crop: str,
+    region: Any,
+    sector: tuple[CropBox, np.ndarray, str] | None,
+    height: int,
+    width: int,
+) -> tuple[CropBox, str, str | None]:
+    """``(box, crop_mode, crop_note)`` in source pixels.
+
+    ``sector`` is :func:`~coreecho_jax.data.sector.sector_box` of the analysis frames (maybe smaller
+    than the source), or None when it was not computed.
+    """
+    full = CropBox(0, 0, width, height)
+    if crop == "none":
+        return full, "none", None
+    sector_crop, mask, method = full, None, None
+    if sector is not None:
+        analysis_box, mask, method = sector
+        mh, mw = mask.shape
+        sector_crop = analysis_box.scaled(width / mw, height / mh, width, height)
+    sector_note = None if method != "full" else "no moving sector found; the whole frame is used"
+    if region is None or crop == "sector":
+        return sector_crop, "sector", sector_note
+    text = f"ultrasound region {region.box.dicom_text()}"
+    fits = region.box.fits(width, height)
+    clipped = region.box.clipped(width, height)
+    exceeds = f"{text} exceeds the {width}x{height} image"
+    if crop == "region" or method != "motion":  # forced, or nothing moves to judge the region by
+        return clipped, "region", None if fits else f"{exceeds}; clipped to {clipped.dicom_text()}"
+    if not fits:
+        return sector_crop, "sector", f"{exceeds}; sector crop used"
+    mh, mw = mask.shape
+    held = coverage(mask, region.box.scaled(mw / width, mh / height, mw, mh))
+    if held < MIN_REGION_COVERAGE:
+        return sector_crop, "sector", f"{text} holds only {held:.0%} of the moving image; sector crop used"
+    return region.box, "region", None
+
+
 def load_echo_video(
     path: PathLike,
     *,
     size: int | None = 112,
     crop: CropMode = "auto",
     target_fps: float | None = None,
-    color: bool = False,
+    channels: int = 3,
     mask_outside: bool = False,
+    analysis_side: int = ANALYSIS_SIDE,
 ) -> Video:
     """Reads any echo video (AVI/MP4/MOV/MKV/DICOM) as a square ``size x size`` clip source.
 
     Steps: decode -> crop to the image region -> pad to a centred square with black ->
     resize to ``size`` (``INTER_AREA`` when shrinking) -> optionally resample the fps.
+    Frames are cropped and resized one at a time as they are decoded. Finding the sector
+    needs a first decoding pass (on frames shrunk to ``analysis_side``); a frame no larger than
+    that is decoded once and kept, a larger video is decoded twice instead of being held whole.
 
     Args:
         path: video file. DICOM is recognised by suffix or the 'DICM' magic.
         size: output side (112 as EchoNet-Dynamic), or None for no resize.
-        crop: ``"region"``: the largest 2-D SequenceOfUltrasoundRegions box (DICOM);
-            error if the file has none. ``"auto"``: that region if present, else the
-            bounding box of :func:`foreground_mask` (moving sector, ignores static text
-            and bars). ``"none"``: the whole frame (use it for videos that are already
-            cropped, e.g. EchoNet-Dynamic's 112x112 AVIs).
+        crop: ``"auto"``: the largest 2-D SequenceOfUltrasoundRegions box (DICOM) when it
+            lies inside the image and holds at least ``MIN_REGION_COVERAGE`` of the moving
+            image, else the sector box (``metadata["crop_note"]`` says why the region was not
+            used). ``"sector"``: the bounding box of :func:`~coreecho_jax.data.sector.foreground_mask`
+            (the moving sector; static text, bars and toolbars are left out). ``"region"``: the
+            region box whatever it holds (clipped to the image; error if the file has none).
+            ``"none"``: the whole frame (for videos that are already cropped, e.g.
+            EchoNet-Dynamic's 112x112 AVIs).
         target_fps: resample to this fps by nearest source frame (off by default, to
             stay faithful to the file); needs a known source fps.
-        color: RGB ``[T, S, S, 3]`` instead of grayscale ``[T, S, S]``.
+        channels: 3 for RGB ``[T, S, S, 3]`` (OpenCV's BGR converted), 1 for grey ``[T, S, S]``
+            (BT.601 luma).
         mask_outside: black out pixels outside the sector (convex hull of the
             foreground mask) before cropping. Off by default.
+        analysis_side: longer side, in pixels, of the frames the sector is found on.
 
     Returns:
-        ``Video`` whose metadata adds ``source_shape, crop_mode, crop_box,
-        region_spatial_format, foreground_method, source_fps, resample_indices``
-        (None when not used).
+        ``Video`` whose metadata adds ``source_shape, crop_mode ("region" | "sector" | "none"),
+        crop_box, crop_note, region_box, region_spatial_format, foreground_method, source_fps,
+        resample_indices`` (None when not used).
 
     Raises:
         VideoReadError: unreadable/missing/empty file.
-        ValueError: ``crop="region"`` without regions, or ``target_fps`` with unknown fps.
+        DataError: ``crop="region"`` without regions, ``target_fps`` with unknown fps, bad
+            ``crop`` or ``channels``.
     """
-    video = read_video(path, color=color)
-    frames = video.frames
-    height, width = frames.shape[1:3]
-    metadata = dict(video.metadata)
-    metadata["source_shape"] = tuple(frames.shape)
-    if crop not in ("auto", "region", "none"):
-        raise ValueError(f"{video.path}: crop must be 'auto', 'region' or 'none', got {crop!r}")
+    channels = check_channels(channels, str(path))
+    if crop not in CROP_MODES:
+        raise DataError(f"{path}: crop must be one of {', '.join(CROP_MODES)}, got {crop!r}")
+    with open_frames(path) as source:
+        regions = source.metadata.get("ultrasound_regions") or []
+        region = largest_2d_region(regions) if crop in ("auto", "region") else None
+        if crop == "region" and region is None:
+            raise DataError(
+                f"{source.path}: crop='region' needs a DICOM SequenceOfUltrasoundRegions, "
+                f"which this file does not have (use crop='auto', 'sector' or 'none')"
+            )
+        height, width = source.height, source.width
+        kept = sector = None
+        if mask_outside or crop in ("auto", "sector"):
+            if max(height, width) <= analysis_side:
+                kept = _collect(source, channels)
+                analysis = kept if channels == 1 else rgb_to_gray(kept)
+            else:
+                ah, aw = _analysis_size(height, width, analysis_side)
+                analysis = _collect(
+                    source, 1, lambda f: cv2.resize(f, (aw, ah), interpolation=cv2.INTER_AREA), warn=False
+                )
+            sector = sector_box(analysis)
+        box, mode, note = _choose_box(crop, region, sector, height, width)
+        keep = None
+        if mask_outside:
+            keep = hull_mask(sector[1], height, width)[box.y0 : box.y1, box.x0 : box.x1]
+            keep = keep[..., None] if channels == 3 else keep
 
-    region = None
-    regions = metadata.get("ultrasound_regions") or []
-    if crop in ("auto", "region") and regions:
-        from coreecho_jax.data.dicom import largest_2d_region
+        def prepare(frame: np.ndarray) -> np.ndarray:
+            if frame.shape[:2] != (height, width):
+                raise VideoReadError(
+                    f"{source.path}: a frame of {frame.shape[1]}x{frame.shape[0]} pixels in a video whose "
+                    f"header says {width}x{height}"
+                )
+            cropped = frame[box.y0 : box.y1, box.x0 : box.x1]
+            if keep is not None:
+                cropped = cropped * keep
+            return _square_crop_resize_frame(cropped, CropBox(0, 0, box.width, box.height), size)
 
-        region = largest_2d_region(regions)
-    if crop == "region" and region is None:
-        raise ValueError(
-            f"{video.path}: crop='region' needs a DICOM SequenceOfUltrasoundRegions, "
-            f"which this file does not have (use crop='auto' or 'none')"
-        )
+        if kept is not None:
+            frames = np.stack([prepare(f) for f in kept])
+            source_frames = len(kept)
+        else:
+            frames = _collect(source, channels, prepare)
+            source_frames = len(frames)
+        metadata = dict(source.metadata)
+        fps = source_fps = source.fps
 
-    mask = method = None
-    if mask_outside or (crop == "auto" and region is None):
-        mask, method = foreground_mask(frames)
-    if region is not None:
-        box, mode = region.box, "region"
-    elif crop == "auto":
-        box, mode = mask_box(mask), "foreground"
-    else:
-        box, mode = CropBox(0, 0, width, height), "none"
-
-    if mask_outside:
-        hull = cv2.convexHull(np.argwhere(mask)[:, ::-1].astype(np.int32))
-        keep = np.zeros((height, width), dtype=np.uint8)
-        cv2.fillConvexPoly(keep, hull, 1)
-        keep = keep.astype(bool)
-        frames = frames * (keep[..., None] if frames.ndim == 4 else keep)
-
-    frames = square_crop_resize(frames, box, size)
-    fps = video.fps
     indices = None
     if target_fps is not None:
         if not fps:
-            raise ValueError(
-                f"{video.path}: cannot resample to {target_fps} fps because the file's fps is "
+            raise DataError(
+                f"{path}: cannot resample to {target_fps} fps because the file's fps is "
                 f"unknown ({metadata.get('fps_source')})"
             )
         indices = resample_indices(frames.shape[0], fps, float(target_fps))
         frames = frames[indices]
         fps = float(target_fps)
     metadata.update(
+        source_shape=(source_frames, height, width) + ((3,) if channels == 3 else ()),
         crop_mode=mode,
         crop_box=box,
+        crop_note=note,
+        region_box=None if region is None else region.box,
         region_spatial_format=None if region is None else region.spatial_format,
-        foreground_method=method,
+        foreground_method=None if sector is None else sector[2],
         mask_outside=mask_outside,
-        source_fps=video.fps,
+        source_fps=source_fps,
         resample_indices=indices,
     )
-    return Video(np.ascontiguousarray(frames), fps, video.path, metadata)
+    return Video(np.ascontiguousarray(frames), fps, Path(path), metadata)
