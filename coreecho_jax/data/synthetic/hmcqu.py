@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -118,7 +119,8 @@ def draw_recording(
     """Video ``index`` (hypokinetic ``mi_segment`` or none) and its cycle (start, end), 1-based inclusive.
 
     The first ED lies in the first half beat (``phase0`` in [0.5, 1)) and the rate is raised when
-    needed so that the next ED is in the video too.
+    needed so that the next ED is in the video too. The cycle's frames come from the timing (the
+    frames nearest the two ED instants), so they are the same with or without the MI segment.
     """
     rng = video_rng(config.seed, index)
     T = int(rng.integers(config.min_frames, config.max_frames + 1))
@@ -132,8 +134,13 @@ def draw_recording(
         segment_motion=config.mi_segment_motion,
     )
     video = draw_video(params, rng)
-    end = min(video.ed_frame + round(params.period), T - 1)
-    return video, video.ed_frame + 1, end + 1
+    t_ed = (1.0 - params.phase0) * params.period  # the first ED instant, in frames
+
+    def nearest_ed(t: float) -> int:  # the less contracted of the two frames around instant t
+        frames = [k for k in (math.floor(t), math.ceil(t)) if k < T] or [T - 1]
+        return min(frames, key=lambda k: video.contraction[k])
+
+    return video, nearest_ed(t_ed) + 1, nearest_ed(t_ed + params.period) + 1
 
 
 def to_frame_size(frames: np.ndarray, height: int, width: int) -> np.ndarray:
