@@ -222,8 +222,9 @@ def test_bad_patient_is_skipped_and_listed_or_raises(root_2023, tmp_path, damage
     assert "patient0003" in ds.skipped[0].reason and message.split()[0] in ds.skipped[0].reason
     assert "skipped patient0003" in ds.report()
     # the skipped patient leaves the folds without shifting the others' blocks
-    folds = ds.folds(n_folds=3)
-    assert folds[0].test == ("patient0001", "patient0002") and folds[1].test[0] == "patient0004"
+    folds = ds.folds(n_folds=9)  # one patient per official block
+    assert [f.test for f in folds[1:4]] == [("patient0002",), (), ("patient0004",)]
+    assert all("patient0003" not in f.train for f in folds)
     with pytest.raises(CamusError, match=message) as err:
         read_camus(root, on_error="raise")
     assert "patient0003" in str(err.value)

@@ -14,7 +14,12 @@ from coreecho_jax.data.hmcqu import read_hmcqu, read_sheet
 from coreecho_jax.data.synthetic.camus import CamusSyntheticConfig, quota_labels, write_camus_dataset
 from coreecho_jax.data.synthetic.echonet import DatasetExistsError
 from coreecho_jax.data.synthetic.heart import A4C_SEGMENTS
-from coreecho_jax.data.synthetic.hmcqu import HmcQuSyntheticConfig, draw_recording, write_hmcqu_dataset
+from coreecho_jax.data.synthetic.hmcqu import (
+    HmcQuSyntheticConfig,
+    draw_recording,
+    to_frame_size,
+    write_hmcqu_dataset,
+)
 from coreecho_jax.errors import ConfigError
 
 CAMUS = CamusSyntheticConfig(n_patients=4, seed=7, size=32, min_frames=8, max_frames=9)
@@ -104,6 +109,14 @@ def test_hmcqu_sheet_labels_follow_the_drawn_segment(tmp_path):
         assert sum(r.segments.values()) <= 1
         assert r.end_frame - r.start_frame >= 8
     assert len(read_hmcqu(root)) == sum(r.has_mask for r in rows)
+    # each AVI is the drawing of its row's label: the MI segment hypokinetic, or none
+    cfg = dataclasses.replace(HMCQU, n_videos=8)
+    for i, (row, rec) in enumerate(zip(rows, read_hmcqu(root, subset="all"))):
+        segment = next((int(s[3:]) for s, is_mi in row.segments.items() if is_mi), None)
+        video, start, end = draw_recording(cfg, i, segment)
+        assert (start, end) == (rec.start_frame, rec.end_frame)
+        frames = to_frame_size(video.frames, cfg.height, cfg.width)[start - 1 : end]
+        np.testing.assert_array_equal(rec.cycle(), frames)
 
 
 @pytest.mark.parametrize("segment", [2, 7])

@@ -430,8 +430,8 @@ def read_hmcqu(
         subset: ``"masks"``: the videos whose mask column is marked (the paper's); ``"all"``.
         sheet, video_dir: override the label sheet / video folder found under ``root``.
         on_error: ``"skip"`` leaves a bad video out and lists it in ``skipped``; ``"raise"`` raises.
-        check_frames: check each cycle against the video's frame count from its header (cheap);
-            :meth:`HmcQuRecord.cycle` checks again against the decoded frames.
+        check_frames: check each cycle against the video's frame count (from its header; counted by
+            decoding when the header says too few); :meth:`HmcQuRecord.cycle` checks the decoded frames.
 
     Raises:
         HmcQuError: missing sheet or video folder, a sheet missing a needed column, no readable video
@@ -496,6 +496,8 @@ def read_hmcqu(
             if check_frames:
                 try:
                     count = probe_video(video).num_frames
+                    if row.end_frame > count or count <= 0:  # the header may be wrong: count them
+                        count = probe_video(video, exact=True).num_frames
                 except ValueError as e:
                     raise HmcQuError(f"{video}: cannot read the video ({e})") from e
                 if row.end_frame > count:

@@ -21,14 +21,17 @@ takes all three values; ``Medium`` and ``Poor`` sequences are degraded with :fun
 ``row_scale`` and padded with black columns to ``width``, so pixels are anisotropic as in CAMUS; the
 header spacing says so. The A2C sequence (``with_2ch``) is another drawing of the same heart (same EF).
 Patient ``i`` (1-based name ``patient{i:04d}``) uses ``video_rng(seed, i)``: deterministic from ``seed``.
+
+``python -m coreecho_jax.data.synthetic.camus --root DIR [--release 2019] [--n 20] [--seed 0]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -251,3 +254,28 @@ def write_camus_dataset(
             (split_dir / SPLIT_FILES[role]).write_text(text)
     finish_root(root, wanted)
     return root
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """``python -m coreecho_jax.data.synthetic.camus --root DIR [--release 2019] [--n 20] [--seed 0]``."""
+    d = CamusSyntheticConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m coreecho_jax.data.synthetic.camus", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--root", required=True, help="output folder")
+    p.add_argument("--release", choices=RELEASES, default=d.release)
+    p.add_argument("--n", type=int, default=d.n_patients, help="patients")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--size", type=int, default=d.size, help="side of the drawn square (pixels)")
+    p.add_argument("--with-2ch", action="store_true", help="also write the two-chamber view")
+    a = p.parse_args(argv)
+    cfg = CamusSyntheticConfig(
+        n_patients=a.n, seed=a.seed, release=a.release, size=a.size, with_2ch=a.with_2ch
+    )
+    root = write_camus_dataset(a.root, cfg)
+    print(f"synthetic CAMUS {cfg.release} download ({cfg.n_patients} patients, seed {cfg.seed}) at {root}")
+    return root
+
+
+if __name__ == "__main__":
+    main()

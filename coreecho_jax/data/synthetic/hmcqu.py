@@ -17,15 +17,18 @@ from the same distributions, so only the motion tells the label (the global EF d
 segment, as in real infarcts). The annotated cycle runs from the first ED to the next ED. The square
 drawing (``size``) is resized to ``height`` and padded with black columns to ``width`` (real videos
 are 422 x 636 to 768 x 1024). Video ``i`` uses ``video_rng(seed, i)``.
+
+``python -m coreecho_jax.data.synthetic.hmcqu --root DIR [--n 24] [--seed 0] [--height 422 --width 636]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +219,29 @@ def write_hmcqu_dataset(
         w.writerows([*r, fold_of[r[0]]] for r in fold_rows)
     finish_root(root, wanted)
     return root
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """``python -m coreecho_jax.data.synthetic.hmcqu --root DIR [--n 24] [--seed 0] [--height H --width W]``."""
+    d = HmcQuSyntheticConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m coreecho_jax.data.synthetic.hmcqu", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--root", required=True, help="output folder")
+    p.add_argument("--n", type=int, default=d.n_videos, help="recordings")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--size", type=int, default=d.size, help="side of the drawn square (pixels)")
+    p.add_argument("--height", type=int, default=d.height, help="AVI frame height")
+    p.add_argument("--width", type=int, default=d.width, help="AVI frame width")
+    p.add_argument("--header", choices=HEADER_STYLES, default=d.header)
+    a = p.parse_args(argv)
+    cfg = HmcQuSyntheticConfig(
+        n_videos=a.n, seed=a.seed, size=a.size, height=a.height, width=a.width, header=a.header
+    )
+    root = write_hmcqu_dataset(a.root, cfg)
+    print(f"synthetic HMC-QU download ({cfg.n_videos} videos, seed {cfg.seed}) at {root}")
+    return root
+
+
+if __name__ == "__main__":
+    main()
