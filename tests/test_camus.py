@@ -252,3 +252,23 @@ def test_no_patients_and_all_bad(tmp_path):
         read_camus(tmp_path)
     with pytest.raises(ConfigError, match="on_error"):
         read_camus(tmp_path, on_error="ignore")
+
+
+def _patient(folder: Path, image: sitk.Image) -> Path:
+    folder.mkdir(parents=True)
+    sitk.WriteImage(image, str(folder / f"{folder.name}_4CH_half_sequence.nii.gz"))
+    (folder / "Info_4CH.cfg").write_text("ED: 1\nES: 5\nNbFrame: 5\nImageQuality: Good\nEF: 50\n")
+    return folder
+
+
+def test_image_shapes_single_slice_4d_and_bad_dimensions(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, (5, 6, 7), dtype=np.uint8)
+    four_d = sitk.JoinSeries([sitk.GetImageFromArray(f[None]) for f in frames])  # size (7, 6, 1, 5)
+    rec = read_record(_patient(tmp_path / "patient0001", four_d))
+    assert (rec.nb_frames, rec.height, rec.width) == (5, 6, 7) and rec.fps is None and rec.sex is None
+    np.testing.assert_array_equal(rec.frames(), frames)
+    with pytest.raises(CamusError, match=r"expected a 2-D \+ time image"):
+        read_record(_patient(tmp_path / "patient0002", sitk.GetImageFromArray(frames[0])))
+    rgb = sitk.GetImageFromArray(np.zeros((5, 6, 7, 3), np.uint8), isVector=True)
+    with pytest.raises(CamusError, match="expected grey pixels"):
+        read_record(_patient(tmp_path / "patient0003", rgb))

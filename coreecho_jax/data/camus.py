@@ -186,6 +186,8 @@ def _read_pixels(path: Path) -> np.ndarray:
         raise CamusError(
             f"{path}: SimpleITK cannot read the sequence ({str(e).strip().splitlines()[-1]})"
         ) from e
+    if array.ndim == 4 and array.shape[1] == 1:  # x, y, z = 1, t
+        array = array[:, 0]
     if array.ndim != 3:
         raise CamusError(f"{path}: expected a 2-D + time sequence [T, H, W], got array shape {array.shape}")
     if array.dtype != np.uint8:
@@ -196,7 +198,9 @@ def _read_pixels(path: Path) -> np.ndarray:
 
 
 def _read_header(path: Path) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """(size (x, y, t), spacing (x, y, t)) from the image header, without reading the pixels."""
+    """(size (x, y, t), spacing (x, y, t)) from the image header, without reading the pixels.
+
+    A 4-D image with one slice (x, y, 1, t) is taken as x, y, t."""
     import SimpleITK as sitk
 
     if not path.is_file():
@@ -213,9 +217,14 @@ def _read_header(path: Path) -> tuple[tuple[int, ...], tuple[float, ...]]:
         raise CamusError(
             f"{path}: SimpleITK cannot read the header ({str(e).strip().splitlines()[-1]})"
         ) from e
-    if reader.GetDimension() != 3:
-        raise CamusError(f"{path}: expected a 2-D + time image (3 dimensions), got {reader.GetDimension()}")
-    return tuple(reader.GetSize()), tuple(reader.GetSpacing())
+    if reader.GetNumberOfComponents() != 1:
+        raise CamusError(f"{path}: expected grey pixels, got {reader.GetNumberOfComponents()} components")
+    size, spacing = tuple(reader.GetSize()), tuple(reader.GetSpacing())
+    if len(size) == 4 and size[2] == 1:  # x, y, z = 1, t
+        size, spacing = size[:2] + size[3:], spacing[:2] + spacing[3:]
+    if len(size) != 3:
+        raise CamusError(f"{path}: expected a 2-D + time image (x, y, t), got size {size}")
+    return size, spacing
 
 
 def read_record(folder: PathLike, view: str = "4CH", subset: str | None = None) -> CamusRecord:
