@@ -137,7 +137,7 @@ class HmcQuRecord:
 # ----------------------------------------------------------------------------------------------
 
 
-def _find_columns(headers: list[str], view: str) -> tuple[dict[str, Column], dict[str, Column]]:
+def _find_columns(headers: list[str]) -> tuple[dict[str, Column], dict[str, Column]]:
     """(fields ``echo/start/end/mask`` -> Column, segment name -> Column) from header texts."""
     norm = [_norm(h) for h in headers]
     found: dict[str, Column] = {}
@@ -251,7 +251,7 @@ def read_sheet(path: PathLike, view: str = "A4C") -> tuple[list[SheetRow], dict[
             first += 1  # sub-header rows: the ECHO column is empty there
         parts = [[str(c).strip() for c in col if c not in (None, "")] for col in zip(*table[head:first])]
         headers = [" / ".join(p) for p in parts]
-    columns, segments = _find_columns(headers, view)
+    columns, segments = _find_columns(headers)
     missing = [f for f in ("echo", "start", "end") if f not in columns]
     if missing or len(segments) == 0 or max(c.index for c in segments.values()) >= width:
         raise HmcQuError(
