@@ -1,0 +1,247 @@
+"""Synthetic HMC-QU downloads: A4C videos whose MI label is visible only in the wall motion.
+
+Layout (what :func:`coreecho_jax.data.hmcqu.read_hmcqu` reads)::
+
+    root/A4C.xlsx                 sheet "A4C": ECHO, SEG1, SEG2, SEG3, SEG5, SEG6, SEG7 (MI / non-MI),
+                                  Reference Frame, End of Cycle (1-based, inclusive),
+                                  LV Wall Ground-truth Segmentation Masks ("ü" or empty)
+    root/HMC-QU/A4C/<ECHO>.avi    ECHO ids with a space, e.g. "ES0001 _4CH_1"; grey, ``height x width``
+    root/hmcqu_folds.csv          stratified folds of the videos with a mask, in the shipped format
+                                  (name, SEG..., start_frame, end_frame, available, Fold)
+
+``header="two_rows"`` writes the start/end headers under a merged "One cardiac-cycle frames" cell, as
+another release's sheet reads. An MI video draws one wall segment (of SEG1..SEG7 without the apical
+cap) hypokinetic (``HeartParams.hypokinetic_segments``, its motion scaled by ``mi_segment_motion``) and
+labels that segment MI; a normal video has none. Everything else (EF, anatomy, texture, rate) comes
+from the same distributions, so only the motion tells the label (the global EF drops a little with the
+segment, as in real infarcts). The annotated cycle runs from the first ED to the next ED. The square
+drawing (``size``) is resized to ``height`` and padded with black columns to ``width`` (real videos
+are 422 x 636 to 768 x 1024). Video ``i`` uses ``video_rng(seed, i)``.
+
+``python -m coreecho_jax.data.synthetic.hmcqu --root DIR [--n 24] [--seed 0] [--height 422 --width 636]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from coreecho_jax.data.folds import stratified_folds
+from coreecho_jax.data.hmcqu import A4C_SEGMENT_COLUMNS
+from coreecho_jax.data.synthetic.camus import finish_root, prepare_root, quota_labels
+from coreecho_jax.data.synthetic.heart import (
+    DrawingConfig,
+    DrawnVideo,
+    draw_video,
+    sample_heart_params,
+    video_rng,
+)
+from coreecho_jax.data.video_io import write_video
+from coreecho_jax.errors import ConfigError
+
+PathLike = str | os.PathLike
+
+FORMAT_VERSION = 1
+HEADER_STYLES = ("one_row", "two_rows")
+START_HEADER, END_HEADER = "Reference Frame", "End of Cycle"
+CYCLE_HEADER = "One cardiac-cycle frames"
+MASK_HEADER = "LV Wall Ground-truth Segmentation Masks"
+#: The check sign of the mask column (a Wingdings check mark shows as "ü" in the sheet's text).
+MASK_MARK = "ü"
+FOLD_FILE = "hmcqu_folds.csv"
+
+
+@dataclasses.dataclass(frozen=True)
+class HmcQuSyntheticConfig(DrawingConfig):
+    """What to write: the drawing's distributions plus the dataset's fields.
+
+    Attributes:
+        n_videos: recordings (rows of the sheet).
+        seed: master seed.
+        size: side of the drawn square (pixels).
+        height, width: frame size of the AVIs (height <= width); the real ones are 422 x 636 ..
+            768 x 1024.
+        min_frames, max_frames: inclusive range of frames per video (>= 8).
+        mi_fraction: share of MI videos (72 / 109 in the paper's subset); >= 1 of each class per
+            mask group when it has >= 2 videos.
+        mask_fraction: share of videos marked as having a mask (109 / 162).
+        mi_segment_motion: share of normal wall motion left in the MI segment.
+        n_folds, fold_seed: the stratified folds written to ``hmcqu_folds.csv``.
+        header: ``"one_row"`` or ``"two_rows"`` (see the module doc).
+    """
+
+    n_videos: int = 24
+    seed: int = 0
+    fps: float = 25.0
+    height: int = 422
+    width: int = 636
+    min_frames: int = 40
+    max_frames: int = 60
+    mi_fraction: float = 0.66
+    mask_fraction: float = 0.67
+    mi_segment_motion: float = 0.1
+    n_folds: int = 5
+    fold_seed: int = 0
+    header: str = "one_row"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.header not in HEADER_STYLES:
+            raise ConfigError(
+                f"HmcQuSyntheticConfig.header must be one of {HEADER_STYLES}, got {self.header!r}"
+            )
+        if not 0 < self.height <= self.width:
+            raise ConfigError(
+                f"HmcQuSyntheticConfig needs 0 < height <= width, got {self.height} x {self.width}"
+            )
+        if not 8 <= self.min_frames <= self.max_frames:
+            raise ConfigError(
+                f"HmcQuSyntheticConfig needs 8 <= min_frames <= max_frames, got {self.min_frames}, {self.max_frames}"
+            )
+        if not (0 <= self.mi_fraction <= 1 and 0 <= self.mask_fraction <= 1):
+            raise ConfigError("HmcQuSyntheticConfig.mi_fraction and mask_fraction must lie in [0, 1]")
+
+
+def echo_id(index: int) -> str:
+    """The ECHO id of video ``index`` (0-based): ``"ES0001 _4CH_1"`` style, with its space."""
+    return f"ES{index + 1:04d} _4CH_1"
+
+
+def draw_recording(
+    config: HmcQuSyntheticConfig, index: int, mi_segment: int | None
+) -> tuple[DrawnVideo, int, int]:
+    """Video ``index`` (hypokinetic ``mi_segment`` or none) and its cycle (start, end), 1-based inclusive.
+
+    The first ED lies in the first half beat (``phase0`` in [0.5, 1)) and the rate is raised when
+    needed so that the next ED is in the video too. The cycle's frames come from the timing (the
+    frames nearest the two ED instants), so they are the same with or without the MI segment.
+    """
+    rng = video_rng(config.seed, index)
+    T = int(rng.integers(config.min_frames, config.max_frames + 1))
+    params = sample_heart_params(rng, config, T)
+    if 1.5 * params.period + 2 > T:
+        params = dataclasses.replace(params, heart_rate_bpm=60.0 * config.fps * 1.5 / (T - 2))
+    params = dataclasses.replace(
+        params,
+        phase0=float(rng.uniform(0.5, 1.0)),
+        hypokinetic_segments=() if mi_segment is None else (mi_segment,),
+        segment_motion=config.mi_segment_motion,
+    )
+    video = draw_video(params, rng)
+    t_ed = (1.0 - params.phase0) * params.period  # the first ED instant, in frames
+
+    def nearest_ed(t: float) -> int:  # the less contracted of the two frames around instant t
+        frames = [k for k in (math.floor(t), math.ceil(t)) if k < T] or [T - 1]
+        return min(frames, key=lambda k: video.contraction[k])
+
+    return video, nearest_ed(t_ed) + 1, nearest_ed(t_ed + params.period) + 1
+
+
+def to_frame_size(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Square ``[T, S, S]`` -> ``[T, height, width]``: resized to ``height`` (linear), black columns added."""
+    if frames.shape[1] != height:
+        frames = np.stack([cv2.resize(f, (height, height), interpolation=cv2.INTER_LINEAR) for f in frames])
+    pad = width - height
+    return np.pad(frames, ((0, 0), (0, 0), (pad // 2, pad - pad // 2)))
+
+
+def _write_sheet(path: Path, rows: list[list[Any]], header: str) -> None:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "A4C"
+    segs = list(A4C_SEGMENT_COLUMNS)
+    if header == "one_row":
+        sheet.append(["ECHO", *segs, START_HEADER, END_HEADER, MASK_HEADER])
+    else:
+        sheet.append(["ECHO", *segs, CYCLE_HEADER, None, MASK_HEADER])
+        sheet.append([None] * (1 + len(segs)) + [START_HEADER, END_HEADER, None])
+        sheet.merge_cells(start_row=1, start_column=2 + len(segs), end_row=1, end_column=3 + len(segs))
+    for row in rows:
+        sheet.append(row)
+    book.save(path)
+
+
+def write_hmcqu_dataset(
+    root: PathLike, config: HmcQuSyntheticConfig | Mapping[str, Any] | None = None, **overrides: Any
+) -> Path:
+    """Writes a synthetic HMC-QU download under ``root`` (layout in the module doc); returns ``root``.
+
+    Idempotent for the same config; refuses (``DatasetExistsError``) a ``root`` holding anything else.
+    """
+    if config is None:
+        config = HmcQuSyntheticConfig()
+    elif isinstance(config, Mapping):
+        config = HmcQuSyntheticConfig.from_dict(config)
+    cfg = dataclasses.replace(config, **overrides) if overrides else config
+    root = Path(root)
+    wanted = {"format_version": FORMAT_VERSION, "kind": "hmcqu", "config": cfg.to_dict()}
+    if prepare_root(root, wanted, complete=True):
+        return root
+
+    n = cfg.n_videos
+    order = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x4DC0]))
+    has_mask = np.array(quota_labels(n, (1 - cfg.mask_fraction, cfg.mask_fraction), order), bool)
+    mi = np.zeros(n, bool)
+    for group in (has_mask, ~has_mask):
+        idx = np.flatnonzero(group)
+        mi[idx] = np.array(quota_labels(len(idx), (1 - cfg.mi_fraction, cfg.mi_fraction), order), bool)
+    segment_numbers = [int(s[3:]) for s in A4C_SEGMENT_COLUMNS]
+    video_dir = root / "HMC-QU" / "A4C"
+    rows, fold_rows = [], []
+    for i in range(n):
+        segment = int(order.choice(segment_numbers)) if mi[i] else None
+        video, start, end = draw_recording(cfg, i, segment)
+        write_video(
+            video_dir / f"{echo_id(i)}.avi", to_frame_size(video.frames, cfg.height, cfg.width), cfg.fps
+        )
+        labels = ["MI" if s == segment else "non-MI" for s in segment_numbers]
+        rows.append([echo_id(i), *labels, start, end, MASK_MARK if has_mask[i] else None])
+        if has_mask[i]:
+            fold_rows.append([echo_id(i), *labels, start, end, 1])
+    _write_sheet(root / "A4C.xlsx", rows, cfg.header)
+    names = [r[0] for r in fold_rows]
+    folds = stratified_folds(names, [int("MI" in r[1:7]) for r in fold_rows], cfg.n_folds, cfg.fold_seed)
+    fold_of = {name: f.index + 1 for f in folds for name in f.test}
+    with open(root / FOLD_FILE, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["name", *A4C_SEGMENT_COLUMNS, "start_frame", "end_frame", "available", "Fold"])
+        w.writerows([*r, fold_of[r[0]]] for r in fold_rows)
+    finish_root(root, wanted)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """``python -m coreecho_jax.data.synthetic.hmcqu --root DIR [--n 24] [--seed 0] [--height H --width W]``."""
+    d = HmcQuSyntheticConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m coreecho_jax.data.synthetic.hmcqu", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--root", required=True, help="output folder")
+    p.add_argument("--n", type=int, default=d.n_videos, help="recordings")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--size", type=int, default=d.size, help="side of the drawn square (pixels)")
+    p.add_argument("--height", type=int, default=d.height, help="AVI frame height")
+    p.add_argument("--width", type=int, default=d.width, help="AVI frame width")
+    p.add_argument("--header", choices=HEADER_STYLES, default=d.header)
+    a = p.parse_args(argv)
+    cfg = HmcQuSyntheticConfig(
+        n_videos=a.n, seed=a.seed, size=a.size, height=a.height, width=a.width, header=a.header
+    )
+    root = write_hmcqu_dataset(a.root, cfg)
+    print(f"synthetic HMC-QU download ({cfg.n_videos} videos, seed {cfg.seed}) at {root}")
+    return root
+
+
+if __name__ == "__main__":
+    main()

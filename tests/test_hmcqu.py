@@ -1,0 +1,276 @@
+"""Tests for the HMC-QU reader (coreecho_jax.data.hmcqu): the shipped folds, tolerant sheet columns,
+synthetic downloads, seeded stratified folds, and each kind of bad input."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import openpyxl
+import pytest
+
+from coreecho_jax.data.folds import stratified_folds
+from coreecho_jax.data.hmcqu import (
+    A4C_SEGMENT_COLUMNS,
+    SHIPPED_FOLDS,
+    HmcQuDataset,
+    HmcQuError,
+    HmcQuRecord,
+    read_fold_file,
+    read_hmcqu,
+    read_sheet,
+)
+from coreecho_jax.data.synthetic.hmcqu import FOLD_FILE, HmcQuSyntheticConfig, write_hmcqu_dataset
+from coreecho_jax.errors import ConfigError, DataError
+
+SMALL = HmcQuSyntheticConfig(
+    n_videos=10,
+    seed=4,
+    size=32,
+    height=40,
+    width=56,
+    min_frames=24,
+    max_frames=30,
+    n_folds=3,
+    mask_fraction=0.8,
+)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return write_hmcqu_dataset(tmp_path_factory.mktemp("hmcqu") / "one_row", SMALL)
+
+
+def _shipped_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _dataset_from_fold_file(path: Path, subset: str) -> HmcQuDataset:
+    """A dataset of the fold file's own videos (no files: only names and labels matter for folds)."""
+    rows = _shipped_rows(path)
+    records = tuple(
+        HmcQuRecord(
+            r["name"],
+            Path(r["name"] + ".avi"),
+            {s: r[s] == "MI" for s in A4C_SEGMENT_COLUMNS},
+            1,
+            2,
+            True,
+            i + 2,
+        )
+        for i, r in enumerate(rows)
+    )
+    return HmcQuDataset(Path("."), "A4C", subset, records, (), {}, Path("A4C.xlsx"), Path("."))
+
+
+def test_shipped_folds_are_the_papers():
+    ds = _dataset_from_fold_file(SHIPPED_FOLDS["masks"], "masks")
+    assert len(ds) == 109 and sum(r.mi for r in ds) == 72
+    folds = ds.folds()
+    assert [len(f.test) for f in folds] == [23, 23, 21, 21, 21]
+    assert [sum(ds[n].mi for n in f.test) for f in folds] == [15, 15, 14, 14, 14]
+    assert sorted(sum((f.test for f in folds), ())) == sorted(r.echo for r in ds)
+    for f in folds:
+        assert set(f.train) == {r.echo for r in ds} - set(f.test) and f.val == ()
+    assert "ES0001 _4CH_1" in folds[0].test  # names keep their space
+    # the 162-video file agrees with the 109-video one on the videos with masks
+    full = read_fold_file(SHIPPED_FOLDS["all"])
+    masked = read_fold_file(SHIPPED_FOLDS["masks"])
+    assert len(full) == 162 and all(full[n] == k for n, k in masked.items())
+    assert sum(r["available"] == "1" for r in _shipped_rows(SHIPPED_FOLDS["all"])) == 109
+
+
+def test_shipped_folds_name_unknown_videos_is_an_error(root):
+    ds = read_hmcqu(root)
+    with pytest.raises(HmcQuError, match=r"hmcfoldm\.csv: names 10[0-9] videos not in A4C\.xlsx"):
+        ds.folds()
+    bad = root.parent / "bad_folds.csv"
+    bad.write_text("name,Fold\nES9999 _4CH_1,1\n" + "".join(f"{r.echo},1\n" for r in ds))
+    with pytest.raises(HmcQuError, match=r"bad_folds\.csv: names 1 videos .*ES9999 _4CH_1"):
+        ds.folds(fold_file=bad)
+    partial = root.parent / "partial_folds.csv"
+    partial.write_text("name,Fold\n" + "".join(f"{r.echo},1\n" for r in list(ds)[1:]))
+    with pytest.raises(HmcQuError, match="has no fold for 1 videos"):
+        ds.folds(fold_file=partial)
+    with pytest.raises(ConfigError, match="scheme"):
+        ds.folds("random")
+
+
+def test_synthetic_download_reads(root):
+    ds = read_hmcqu(root)
+    sheet_rows, columns = read_sheet(root / "A4C.xlsx")
+    masked = [r for r in sheet_rows if r.has_mask]
+    assert len(ds) == len(masked) == 8 and not ds.skipped
+    assert {c.how for c in ds.columns.values()} == {"name"}
+    assert list(ds.columns) == ["echo", "start", "end", "mask", *A4C_SEGMENT_COLUMNS]
+    assert {r.mi for r in ds} == {True, False}
+    for rec in ds:
+        assert " " in rec.echo and rec.video.name == f"{rec.echo}.avi"
+        assert sum(rec.segments.values()) == (1 if rec.mi else 0)
+        cycle = rec.cycle()
+        assert cycle.dtype == np.uint8 and cycle.shape == (rec.end_frame - rec.start_frame + 1, 40, 56)
+    assert len(read_hmcqu(root, subset="all")) == 10
+    folds = ds.folds(fold_file=root / FOLD_FILE)
+    assert sorted(sum((f.test for f in folds), ())) == sorted(r.echo for r in ds)
+    assert "8 videos read" in ds.report() and "by name" in ds.report()
+
+
+def test_two_row_header_release(tmp_path):
+    root = write_hmcqu_dataset(tmp_path / "two_rows", SMALL, header="two_rows")
+    ds = read_hmcqu(root)
+    assert ds.columns["start"].header == "One cardiac-cycle frames / Reference Frame"
+    assert ds.columns["end"].header == "End of Cycle"
+    one = read_sheet(write_hmcqu_dataset(tmp_path / "one_row", SMALL) / "A4C.xlsx")[0]
+    two = read_sheet(root / "A4C.xlsx")[0]
+    strip = lambda rows: [(r.echo, r.segments, r.start_frame, r.end_frame, r.has_mask) for r in rows]
+    assert strip(one) == strip(two) and two[0].row == 3
+
+
+def _write_sheet(path: Path, header: list | None, rows: list[list]) -> Path:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    if header is not None:
+        sheet.append(header)
+    for r in rows:
+        sheet.append(r)
+    book.save(path)
+    return path
+
+
+ROW = ["ES0001 _4CH_1", "MI", "non-MI", "non-MI", "non-MI", "non-MI", "non-MI", 3, 20, "ü"]
+
+
+def test_tolerant_names_and_position_fallback(tmp_path):
+    header = [
+        "Echo",
+        "Seg 1",
+        "seg2",
+        "SEG 3",
+        "SEG5",
+        "SEG6",
+        "Segment 7",
+        "Start frame",
+        "End frame",
+        "Mask available",
+    ]
+    rows, cols = read_sheet(_write_sheet(tmp_path / "a.xlsx", header, [ROW]))
+    assert {k: c.index for k, c in cols.items()} == {
+        "echo": 0,
+        "start": 7,
+        "end": 8,
+        "mask": 9,
+        "SEG1": 1,
+        "SEG2": 2,
+        "SEG3": 3,
+        "SEG5": 4,
+        "SEG6": 5,
+        "SEG7": 6,
+    }
+    assert (rows[0].segments["SEG1"], rows[0].start_frame, rows[0].end_frame, rows[0].has_mask) == (
+        True,
+        3,
+        20,
+        True,
+    )
+    rows, cols = read_sheet(
+        _write_sheet(tmp_path / "b.xlsx", None, [ROW, ["ES0002 _4CH_1", *ROW[1:-1], None]])
+    )
+    assert {c.how for c in cols.values()} == {"position"} and list(cols)[:4] == [
+        "echo",
+        "start",
+        "end",
+        "mask",
+    ]
+    assert [r.has_mask for r in rows] == [True, False] and rows[0].segments == dict.fromkeys(
+        A4C_SEGMENT_COLUMNS, False
+    ) | {"SEG1": True}
+
+
+def test_sheet_missing_a_needed_column(tmp_path):
+    header = ["ECHO", *A4C_SEGMENT_COLUMNS]
+    with pytest.raises(HmcQuError, match=r"c\.xlsx: missing column\(s\) \['start', 'end'\]"):
+        read_sheet(_write_sheet(tmp_path / "c.xlsx", header, [ROW[:7]]))
+    with pytest.raises(HmcQuError, match="not a readable xlsx"):
+        read_sheet(_write_bytes(tmp_path / "d.xlsx"))
+    with pytest.raises(HmcQuError, match="listed twice"):
+        read_sheet(
+            _write_sheet(
+                tmp_path / "e.xlsx", ["ECHO", *A4C_SEGMENT_COLUMNS, "start", "end", "mask"], [ROW, ROW]
+            )
+        )
+
+
+def _write_bytes(path: Path) -> Path:
+    path.write_bytes(b"not a workbook")
+    return path
+
+
+def _copy(root: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "copy"
+    shutil.copytree(root, dst)
+    return dst
+
+
+def _set_cell(xlsx: Path, row: int, column: int, value) -> None:
+    book = openpyxl.load_workbook(xlsx)
+    book.active.cell(row=row, column=column, value=value)
+    book.save(xlsx)
+
+
+def test_video_missing_cycle_outside_and_bad_value_are_skipped_and_listed(root, tmp_path):
+    copy = _copy(root, tmp_path)
+    ds = read_hmcqu(copy)
+    a, b, c = list(ds)[:3]
+    (copy / "HMC-QU" / "A4C" / f"{a.echo}.avi").unlink()
+    _set_cell(copy / "A4C.xlsx", b.row, 9, 999)  # end of cycle beyond the video
+    _set_cell(copy / "A4C.xlsx", c.row, 2, "maybe")  # SEG1 neither MI nor non-MI
+    ds = read_hmcqu(copy)
+    reasons = {s.name: s.reason for s in ds.skipped}
+    assert set(reasons) == {a.echo, b.echo, c.echo} and len(ds) == 5
+    assert f"ECHO id {a.echo!r} has no video" in reasons[a.echo]
+    assert "lies outside the" in reasons[b.echo] and "999" in reasons[b.echo]
+    assert "expected MI or non-MI, got 'maybe'" in reasons[c.echo]
+    assert all(s.name in ds.report() for s in ds.skipped)
+    # skipped videos leave the folds; the others keep theirs
+    folds = ds.folds(fold_file=copy / FOLD_FILE)
+    assert sorted(sum((f.test for f in folds), ())) == sorted(r.echo for r in ds)
+    with pytest.raises(HmcQuError, match="has no video"):
+        read_hmcqu(copy, on_error="raise")
+    # the decoded frames are checked too
+    late = HmcQuRecord(**{**ds.records[0].__dict__, "end_frame": 999})
+    with pytest.raises(HmcQuError, match="lies outside its"):
+        late.cycle()
+
+
+def test_layout_errors(root, tmp_path):
+    with pytest.raises(HmcQuError, match="root folder not found"):
+        read_hmcqu(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HmcQuError, match="no label sheet"):
+        read_hmcqu(tmp_path / "empty")
+    with pytest.raises(ConfigError, match="subset"):
+        read_hmcqu(root, subset="masked")
+    no_mask = _write_sheet(tmp_path / "m.xlsx", ["ECHO", *A4C_SEGMENT_COLUMNS, "start", "end"], [ROW[:9]])
+    with pytest.raises(HmcQuError, match="no mask-availability column"):
+        read_hmcqu(root, sheet=no_mask)
+    ds = read_hmcqu(root, sheet=no_mask, subset="all")
+    assert [(r.echo, r.has_mask, r.mi) for r in ds] == [(ROW[0], False, True)]
+
+
+def test_stratified_folds_balanced_and_seeded():
+    names = [f"v{i:03d}" for i in range(109)]
+    labels = [1] * 72 + [0] * 37
+    folds = stratified_folds(names, labels, 5, seed=0)
+    assert sorted(len(f.test) for f in folds) == [21, 22, 22, 22, 22]
+    per_class = [Counter(labels[int(n[1:])] for n in f.test) for f in folds]
+    assert max(c[1] for c in per_class) - min(c[1] for c in per_class) <= 1
+    assert max(c[0] for c in per_class) - min(c[0] for c in per_class) <= 1
+    assert sorted(sum((f.test for f in folds), ())) == names
+    assert stratified_folds(names, labels, 5, seed=0) == folds
+    assert stratified_folds(names, labels, 5, seed=1) != folds
+    with pytest.raises(DataError, match="labels"):
+        stratified_folds(names, labels[:-1], 5, seed=0)
