@@ -4,10 +4,12 @@
   ``DrawnVideo``: frames, per-frame LV masks, volumes, ED/ES, EF), shared by every dataset writer.
 - ``quality``: image-quality degradation (``degrade``).
 - ``echonet``: the EchoNet-Dynamic layout writer (``write_echonet_dataset``, the command line).
+- ``camus``, ``hmcqu``: the CAMUS (2019 mhd and 2023 NIfTI releases) and HMC-QU (Kaggle) layout writers.
 
 ``python -m coreecho_jax.data.synthetic --root DIR --n 512 --seed 0`` writes an EchoNet-Dynamic set.
 """
 
+from coreecho_jax.data.synthetic.camus import CamusSyntheticConfig, write_camus_dataset
 from coreecho_jax.data.synthetic.echonet import (
     FORMAT_VERSION,
     MASK_DIR,
@@ -36,10 +38,15 @@ from coreecho_jax.data.synthetic.heart import (
     sample_heart_params,
     video_rng,
 )
+from coreecho_jax.data.synthetic.hmcqu import HmcQuSyntheticConfig, write_hmcqu_dataset
 from coreecho_jax.data.synthetic.quality import degrade
 
 __all__ = [
     "A4C_SEGMENTS",
+    "CamusSyntheticConfig",
+    "HmcQuSyntheticConfig",
+    "write_camus_dataset",
+    "write_hmcqu_dataset",
     "CONTRACTION_LEVELS",
     "FORMAT_VERSION",
     "MASK_DIR",
