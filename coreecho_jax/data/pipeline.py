@@ -252,7 +252,7 @@ def train_batches_per_epoch(source: Any, split: str, global_batch_size: int) -> 
     The one steps-per-epoch formula: :func:`train_dataset` yields this many batches of
     ``global_batch_size / process_count`` videos on every process, and the training loop steps it.
     """
-    return len(echonet_tfds.split_videos(_as_builder(source), split)) // global_batch_size
+    return len(echonet_tfds.split_videos(source, split)) // global_batch_size
 
 
 def train_dataset(
