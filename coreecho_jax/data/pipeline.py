@@ -183,18 +183,16 @@ class _ClipMaker:
     def finish(self, x: tf.Tensor) -> tf.Tensor:
         """Normalises a batch of decoded clips ``[..., C]`` -> float32 ``[..., 3]`` (or keeps uint8).
 
-        uint8 input goes through the 256-entry table of ``clips.normalise`` (one column per channel),
-        so the values are bit-identical to the numpy sampler (and 3x faster than broadcasting
-        arithmetic); one stored channel is tiled to the three of the table.
+        One stored channel goes through the 256-entry table of ``clips.normalise`` (a row of three
+        per value: tiling and normalising in one gather, 3x faster than broadcasting arithmetic);
+        three channels through ``(x - MEAN) / STD`` in float32, the numpy sampler's own operations
+        (2x faster than a per-channel table). Both are bit-identical to ``clips.normalise``.
         """
         if self.spec.output == "uint8":
             return x
-        if x.dtype != tf.uint8:
-            return (x - self.mean) / self.std
-        if self.channels == 1:
+        if x.dtype == tf.uint8 and self.channels == 1:
             return tf.gather(self.lut, tf.cast(x[..., 0], tf.int32))
-        flat = tf.reshape(self.lut, [-1])  # value v of channel c at 3 * v + c
-        return tf.gather(flat, tf.cast(x, tf.int32) * 3 + tf.range(3))
+        return (tf.cast(x, tf.float32) - self.mean) / self.std
 
 
 def _labels(ex: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
