@@ -413,3 +413,16 @@ def test_frame_size_mismatch_names_the_odd_video_and_the_majority(tmp_path):
     assert "0XVID0000.avi (128x128)" in message
     assert not any(f"0XVID000{i}" in message for i in range(1, 5))
     assert isinstance(err.value, DataError)
+
+
+def test_describe_changes_names_every_kind_of_change():
+    old = {"filelist": "a", "tracings": None, "videos": {"x.avi": [10, 5], "y.avi": [10, 5], "z.avi": [3, 1]}}
+    new = {"filelist": "b", "tracings": "t", "videos": {"x.avi": [10, 6], "y.avi": None, "w.avi": [1, 1]}}
+    assert et.describe_changes(old, new) == [
+        "FileList.csv edited",
+        "VolumeTracings.csv added",
+        "2 video file(s) changed: x.avi (same size, modified time), y.avi (deleted)",
+        "1 video(s) newly listed: w.avi",
+        "1 video(s) no longer listed: z.avi",
+    ]
+    assert et.describe_changes(old, old) == []

@@ -170,36 +170,37 @@ def _shown(names: Sequence[str]) -> str:
     return ", ".join(names[:SHOWN]) + more
 
 
+def _file_change(old: Any, new: Any) -> str | None:
+    """How one file changed between two identities (a SHA-1, or a :func:`video_identity`); None if not."""
+    if old == new:
+        return None
+    if old is None or new is None:
+        return "added" if old is None else "deleted"
+    if isinstance(old, str):
+        return "edited"
+    if old[0] != new[0]:
+        return f"size {old[0]} -> {new[0]} bytes"
+    return f"same size, {'content' if isinstance(new[1], str) else 'modified time'}"
+
+
 def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """What differs between two :func:`source_identity` results, one line per kind of change."""
     out = []
     for key, name in (("filelist", layout.FILELIST), ("tracings", layout.TRACINGS)):
-        if old.get(key) != new.get(key):
-            out.append(
-                f"{name} {'added' if old.get(key) is None else 'removed' if new.get(key) is None else 'edited'}"
-            )
+        change = _file_change(old.get(key), new.get(key))
+        if change:
+            out.append(f"{name} {change}")
     old_v, new_v = old.get("videos", {}), new.get("videos", {})
-    changed = sorted(n for n in new_v if n in old_v and old_v[n] is not None and new_v[n] != old_v[n])
+    changed = [(n, _file_change(old_v[n], new_v[n])) for n in sorted(set(old_v) & set(new_v))]
+    changed = [f"{n} ({c})" for n, c in changed if c]
     if changed:
-        details = []
-        for n in changed:
-            if new_v[n] is None:
-                details.append(f"{n} (deleted)")
-            elif new_v[n][0] != old_v[n][0]:
-                details.append(f"{n} (size {old_v[n][0]} -> {new_v[n][0]} bytes)")
-            else:
-                details.append(
-                    f"{n} (same size, {'content' if isinstance(new_v[n][1], str) else 'modified time'})"
-                )
-        out.append(f"{len(changed)} video file(s) changed: {_shown(details)}")
-    added = sorted(set(new_v) - set(old_v)) + sorted(
-        n for n in new_v if n in old_v and old_v[n] is None and new_v[n]
-    )
-    if added:
-        out.append(f"{len(added)} video(s) listed or added: {_shown(added)}")
-    removed = sorted(set(old_v) - set(new_v))
-    if removed:
-        out.append(f"{len(removed)} video(s) no longer listed: {_shown(removed)}")
+        out.append(f"{len(changed)} video file(s) changed: {_shown(changed)}")
+    for names, what in (
+        (set(new_v) - set(old_v), "newly listed"),
+        (set(old_v) - set(new_v), "no longer listed"),
+    ):
+        if names:
+            out.append(f"{len(names)} video(s) {what}: {_shown(sorted(names))}")
     return out
 
 
