@@ -9,17 +9,22 @@ to 144 frames, +-6 px translation, official normalisation, float32 3-channel 112
   twice per video): decode the whole AVI with OpenCV, BGR->RGB, float32 ``(3, F, H, W)``, pad to 144,
   sample a start, pad/crop the clip, normalise. numpy + OpenCV in a thread pool of N threads
   (OpenCV and numpy release the GIL), N = CPU cores by default.
-* ours: ``pipeline.train_dataset`` over the prepared TFDS dataset (PNG frames, only the 36 used frames
-  decoded), batch 16 videos = 32 clips, one fresh dataset per epoch as the training loop does.
+* ours: ``pipeline.train_dataset`` over the prepared TFDS dataset (raw or PNG frames, only the 36 used
+  frames decoded), batch 16 videos = 32 clips, several epochs streamed by one dataset as the loop does;
+  for each stored channel count (``--channels 3,1``: RGB, official, or luma tiled to three).
 
-Prints clips/s for both, the ratio, and clips/s per core. The synthetic set is written by
-``coreecho_jax.data.synthetic`` in the EchoNet-Dynamic layout. Timings are wall clock; on a shared
-machine they are noisy.
+Prints the bytes each prepared video takes per format and channel count, clips/s for every row, the
+ratio to the baseline, and clips/s per core. The synthetic set is written by
+``coreecho_jax.data.synthetic`` in the EchoNet-Dynamic layout (112x112 frames; ``--min-frames`` /
+``--max-frames`` default to 150..200, about EchoNet-Dynamic's mean of 175). Raw bytes per video are
+exact (``F * 112 * 112 * C``); PNG bytes depend on the content (synthetic here, not real echoes).
+Timings are wall clock; on a shared machine they are noisy.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -83,7 +88,7 @@ def bench_baseline(paths: list[Path], threads: int, seconds: float) -> tuple[flo
         return done / (time.perf_counter() - start), done / (time.process_time() - cpu)
 
 
-def bench_ours(builder, seconds: float, batch_size: int, output: str) -> tuple[float, float, float]:
+def bench_ours(builder, seconds: float, batch_size: int, spec) -> tuple[float, float, float]:
     """(clips/s incl. startup, clips/s after the first batch, clips per CPU-second) of ``train_dataset``.
 
     One dataset streams several epochs (``num_epochs``), as a training loop uses it; its
@@ -91,12 +96,12 @@ def bench_ours(builder, seconds: float, batch_size: int, output: str) -> tuple[f
     """
     from coreecho_jax.data import pipeline
 
-    for _ in pipeline.as_numpy(pipeline.train_dataset(builder, batch_size=batch_size, output=output)):
+    for _ in pipeline.as_numpy(pipeline.train_dataset(builder, spec=spec, batch_size=batch_size)):
         pass  # warm-up epoch (graph tracing, page cache)
     epochs = 1
     while True:
         t0, c0 = time.perf_counter(), time.process_time()
-        ds = pipeline.train_dataset(builder, batch_size=batch_size, epoch=1, num_epochs=epochs, output=output)
+        ds = pipeline.train_dataset(builder, spec=spec, batch_size=batch_size, epoch=1, num_epochs=epochs)
         n, t_first, n_first = 0, None, 0
         for batch in pipeline.as_numpy(ds):
             n += batch["video"].shape[0] * batch["video"].shape[1]
@@ -114,69 +119,84 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--formats", default="raw,png", help="stored frame formats to measure")
+    parser.add_argument("--channels", default="3,1", help="stored channel counts to measure")
+    parser.add_argument("--outputs", default="float32,uint8", help="pipeline outputs to measure")
+    parser.add_argument("--min-frames", type=int, default=150)
+    parser.add_argument("--max-frames", type=int, default=200)
+    parser.add_argument("--no-baseline", action="store_true", help="skip the official per-clip baseline")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_input"))
     args = parser.parse_args()
 
     from coreecho_jax.data import echonet_tfds, synthetic
+    from coreecho_jax.data.clips import ClipSpec
 
-    root = args.workdir / f"synthetic_{args.videos}"
+    formats = args.formats.split(",")
+    channel_counts = [int(c) for c in args.channels.split(",")]
+    root = args.workdir / f"synthetic_{args.videos}_{args.min_frames}_{args.max_frames}"
     t0 = time.perf_counter()
     synthetic.write_echonet_dataset(
-        root, synthetic.SyntheticConfig(n_videos=args.videos, seed=0), progress=False
+        root,
+        synthetic.SyntheticConfig(
+            n_videos=args.videos, seed=0, min_frames=args.min_frames, max_frames=args.max_frames
+        ),
+        progress=False,
     )
     t_write = time.perf_counter() - t0
-    builders, t_prep = {}, {}
-    for fmt in ("png", "raw"):
-        t0 = time.perf_counter()
-        builders[fmt] = echonet_tfds.prepare_echonet(root, args.workdir / "tfds", frame_format=fmt)
-        t_prep[fmt] = time.perf_counter() - t0
     train = echonet.read_echonet(root).split("train")
     paths = [r.path for r in train]
-    frames = list(echonet_tfds.split_videos(builders["png"], "train").values())
-    sizes = {
-        fmt: sum(p.stat().st_size for p in Path(b.data_dir).glob("*train.tfrecord*")) / len(paths)
-        for fmt, b in builders.items()
-    }
     avi = sum(p.stat().st_size for p in paths) / len(paths)
+    builders, t_prep, sizes = {}, {}, {}
+    for fmt in formats:
+        for c in channel_counts:
+            t0 = time.perf_counter()
+            b = echonet_tfds.prepare_echonet(root, args.workdir / "tfds", frame_format=fmt, channels=c)
+            t_prep[fmt, c] = time.perf_counter() - t0
+            shards = Path(b.data_dir).glob("*train.tfrecord*")
+            sizes[fmt, c] = sum(p.stat().st_size for p in shards) / len(paths)
+            builders[fmt, c] = b
+    frames = list(echonet_tfds.split_videos(next(iter(builders.values())), "train").values())
 
     cores = os.cpu_count() or 1
     print(
         f"synthetic set: {args.videos} videos ({len(paths)} train, {min(frames)}..{max(frames)} frames, "
-        f"mean {np.mean(frames):.0f}), written in {t_write:.1f} s"
+        f"mean {np.mean(frames):.0f}), written in {t_write:.1f} s; AVI (FFV1) {avi / 1e3:.0f} kB per video"
     )
-    print(
-        f"TFDS preparation: png {t_prep['png']:.1f} s, raw {t_prep['raw']:.1f} s (0 s = already prepared); "
-        f"bytes per video: AVI {avi / 1e3:.0f} kB, png {sizes['png'] / 1e3:.0f} kB, raw {sizes['raw'] / 1e3:.0f} kB"
-    )
+    for (fmt, c), size in sizes.items():
+        print(
+            f"prepared {fmt} x {c} channel(s): {size / 1e3:.0f} kB per video "
+            f"({size / np.mean(frames) / 1e3:.1f} kB per frame), prepared in {t_prep[fmt, c]:.1f} s "
+            f"(0 s = already prepared)"
+        )
     print(
         f"cores: {cores}, baseline threads: {args.threads}, batch {args.batch_size} videos x 2 views, "
         f"{args.seconds:.0f} s per row"
     )
-    base, base_cpu = bench_baseline(paths, args.threads, args.seconds)
-    rows = [("official: whole-AVI decode per clip (numpy, threads)", base, base, base_cpu)]
-    for fmt in ("png", "raw"):
-        for output in ("float32", "uint8"):
-            rows.append(
-                (
-                    f"ours: TFDS {fmt} frames, {output} output",
-                    *bench_ours(builders[fmt], args.seconds, args.batch_size, output),
-                )
-            )
+    rows = []
+    base, base_cpu = math.nan, math.nan
+    if not args.no_baseline:
+        base, base_cpu = bench_baseline(paths, args.threads, args.seconds)
+        rows.append(("official: whole-AVI decode per clip (numpy, threads)", base, base, base_cpu))
+    for (fmt, c), builder in builders.items():
+        for output in args.outputs.split(","):
+            spec = ClipSpec(channels=c, output=output)
+            name = f"ours: TFDS {fmt}, {c} channel(s) stored, {output} output"
+            rows.append((name, *bench_ours(builder, args.seconds, args.batch_size, spec)))
     print(
-        f"\n{'input pipeline (stage 1, 36x112x112 clips)':54s} {'clips/s':>8s} {'steady':>8s} {'wall/core':>9s} "
+        f"\n{'input pipeline (stage 1, 36x112x112 clips)':58s} {'clips/s':>8s} {'steady':>8s} {'wall/core':>9s} "
         f"{'per CPU-s':>9s} {'vs base':>8s} {'CPU vs base':>11s}"
     )
     for name, total, steady, per_cpu in rows:
         print(
-            f"{name:54s} {total:8.1f} {steady:8.1f} {total / cores:9.1f} {per_cpu:9.1f} {total / base:7.2f}x "
+            f"{name:58s} {total:8.1f} {steady:8.1f} {total / cores:9.1f} {per_cpu:9.1f} {total / base:7.2f}x "
             f"{per_cpu / base_cpu:10.2f}x"
         )
     print(
         "\nclips/s: whole epochs streamed by one dataset, including its construction and first-batch latency; "
         "steady: after the first batch; wall/core: clips/s divided by the machine's cores; per CPU-s: clips per "
         "CPU-second this process used (the per-core rate when the cores are shared with other work). "
-        "float32 = the official normalised 3-channel clips; uint8 = 1-channel "
-        "clips to normalise on device."
+        "float32 = the official normalised 3-channel clips; uint8 = the stored channels un-normalised, to "
+        "normalise on device."
     )
 
 

@@ -1,6 +1,7 @@
 """Tests for the numpy clip sampler (coreecho_jax.data.clips)."""
 
 import chex
+import cv2
 import numpy as np
 import pytest
 
@@ -19,7 +20,33 @@ def _video(num_frames, size=112, channels=None):
 def test_constants_are_official():
     np.testing.assert_allclose(clips.MEAN, np.array([0.12741163, 0.1279413, 0.12912785]) * 255, rtol=1e-6)
     np.testing.assert_allclose(clips.STD, np.array([0.19557191, 0.19562256, 0.1965878]) * 255, rtol=1e-6)
-    assert (clips.FRAMES, clips.STRIDE, clips.PAD, clips.CROP) == (36, 4, 6, 112)
+    spec = clips.OFFICIAL_SPEC
+    assert (spec.frames, spec.stride, spec.pad, spec.image_size, spec.output, spec.channels) == (
+        36,
+        4,
+        6,
+        112,
+        "float32",
+        3,
+    )
+    assert spec.span == 144
+
+
+def test_clip_spec_checks_and_config():
+    import ml_collections
+
+    with pytest.raises(clips.ClipError, match="channels must be one of"):
+        clips.ClipSpec(channels=2)
+    with pytest.raises(clips.ClipError, match="output must be one of"):
+        clips.ClipSpec(output="float16")
+    with pytest.raises(clips.ClipError, match="frames >= 1"):
+        clips.ClipSpec(frames=0)
+    data = ml_collections.ConfigDict(dict(frames=16, stride=2, pad=3, image_size=64, channels=1))
+    assert clips.ClipSpec.from_config(data) == clips.ClipSpec(16, 2, 3, 64, "float32", 1)
+    del data["channels"]  # a config without the field gets the official three channels
+    assert clips.ClipSpec.from_config(data, output="uint8") == clips.ClipSpec(16, 2, 3, 64, "uint8", 3)
+    with pytest.raises(TypeError, match="either a ClipSpec or its fields"):
+        clips.make_clips(_video(200), [0], clips.OFFICIAL_SPEC, frames=8)
 
 
 @pytest.mark.parametrize(
@@ -58,14 +85,6 @@ def test_clip_indices():
     np.testing.assert_array_equal(
         clips.clip_indices(np.array([0, 59])), np.stack([4 * np.arange(36), 59 + 4 * np.arange(36)])
     )
-
-
-def test_sample_start_ranges():
-    rng = np.random.default_rng(0)
-    short = {clips.sample_start(rng, 100) for _ in range(400)}
-    long = {clips.sample_start(rng, 200) for _ in range(4000)}
-    assert short == {0, 1, 2, 3}
-    assert min(long) == 0 and max(long) == 59
 
 
 def test_short_video_padded_with_black_to_exactly_144():
@@ -167,3 +186,31 @@ def test_make_clips_for_prediction():
         clips.make_clips(video, [60])
     with pytest.raises(ValueError, match="uint8"):
         clips.make_clips(video.astype(np.float32), [0])
+
+
+def _colour_video(num_frames, size=112):
+    """uint8 RGB video whose three channels differ: R = frame + 1, G = 2 * (frame + 1), B = 255 - frame."""
+    t = np.arange(num_frames, dtype=np.int64)[:, None, None, None]
+    rgb = np.concatenate([t + 1, 2 * (t + 1), 255 - t], axis=-1) % 256
+    return np.ascontiguousarray(np.broadcast_to(rgb, (num_frames, size, size, 3)).astype(np.uint8))
+
+
+def test_make_clips_keeps_rgb_channels_normalised_per_channel():
+    video = _colour_video(200)
+    out = clips.make_clips(video, [0, 10, 59])
+    chex.assert_shape(out, (3, 36, 112, 112, 3))
+    idx = 10 + 4 * np.arange(36)
+    for c in range(3):
+        expected = (video[idx, 0, 0, c].astype(np.float32) - clips.MEAN[c]) / clips.STD[c]
+        np.testing.assert_allclose(out[1, :, 5, 7, c], expected, rtol=1e-6)
+    # The channels really differ, so a luma or one-channel shortcut would not pass the check above.
+    assert not np.allclose(out[..., 0], out[..., 1])
+    # channels=1: OpenCV's luma of the RGB frames, tiled to three channels.
+    luma = clips.make_clips(video, [10], channels=1)[0]
+    gray = cv2.cvtColor(np.ascontiguousarray(video[idx, 0, 0][:, None]), cv2.COLOR_RGB2GRAY)[:, 0]
+    np.testing.assert_allclose(luma[:, 5, 7], (gray[:, None] - clips.MEAN) / clips.STD, rtol=1e-6)
+    # A grey [F, H, W] video with channels=3 is tiled: the same as its three equal channels.
+    grey = _video(200)
+    np.testing.assert_array_equal(
+        clips.make_clips(grey, [4]), clips.make_clips(np.repeat(grey[..., None], 3, -1), [4])
+    )

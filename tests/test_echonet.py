@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from coreecho_jax.data import echonet
 from coreecho_jax.data import echonet_tfds as et
 from coreecho_jax.data.video_io import read_video, write_video
+from coreecho_jax.errors import DataError
 
 SPLITS = ("TRAIN", "VAL", "TEST")
 
@@ -25,6 +27,12 @@ def video_frames(index: int, num_frames: int, size: int = 112) -> np.ndarray:
     return frames
 
 
+def colour_frames(index: int, num_frames: int, size: int = 112) -> np.ndarray:
+    """uint8 RGB frames [F, size, size, 3] whose three channels differ everywhere (R = grey, G, B derived)."""
+    g = video_frames(index, num_frames, size).astype(np.int64)
+    return np.stack([g, 255 - g, (3 * g + 17) % 256], axis=-1).astype(np.uint8)
+
+
 def write_layout(
     root: Path,
     num_frames=(100, 150, 200, 90, 160, 210, 120),
@@ -34,15 +42,17 @@ def write_layout(
     untraced=(),
     ef=None,
     size=112,
+    colour=False,
 ) -> Path:
-    """Writes a tiny EchoNet-Dynamic folder (lossless FFV1 AVIs) and returns root."""
+    """Writes a tiny EchoNet-Dynamic folder (lossless FFV1 AVIs; RGB ones with ``colour``) and returns root."""
     root = Path(root)
     (root / "Videos").mkdir(parents=True, exist_ok=True)
     splits = splits or [SPLITS[i % 3] for i in range(len(num_frames))]
     rows, traces = [], []
     for i, (n, split) in enumerate(zip(num_frames, splits)):
         name = f"0XVID{i:04d}"
-        write_video(root / "Videos" / f"{name}.avi", video_frames(i, n, size), fps=50.0)
+        frames = colour_frames(i, n, size) if colour else video_frames(i, n, size)
+        write_video(root / "Videos" / f"{name}.avi", frames, fps=50.0)
         rows.append(
             {
                 "FileName": name,
@@ -119,7 +129,7 @@ def test_untraced_videos_dropped_and_reported(tmp_path, caplog):
 
 
 def test_missing_directory_and_filelist(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"(?s)folder not found.*nowhere.*FileList.csv"):
+    with pytest.raises(echonet.EchoNetNotFoundError, match=r"(?s)folder not found.*nowhere.*FileList.csv"):
         echonet.read_echonet(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(
@@ -165,6 +175,16 @@ def test_bad_ef(tmp_path, bad):
         echonet.read_echonet(root)
 
 
+def test_ef_given_as_fractions_is_refused(tmp_path):
+    root = write_layout(tmp_path / "echo", num_frames=(100, 100, 100), ef=[0.55, 0.61, 0.3])
+    with pytest.raises(echonet.EchoNetLayoutError, match=r"(?s)within 0-1.*fractions.*percent") as err:
+        echonet.read_echonet(root)
+    assert isinstance(err.value, DataError)
+    # One small EF among percentages is a (rare) value, not a unit mistake.
+    write_layout(tmp_path / "echo2", num_frames=(100, 100, 100), ef=[0.9, 61.0, 30.0])
+    assert echonet.read_echonet(tmp_path / "echo2").records[0].ef == 0.9
+
+
 def test_unknown_split_and_duplicates(tmp_path):
     root = write_layout(
         tmp_path / "echo", num_frames=(100, 100, 100, 100), splits=["TRAIN", "VAL", "TEST", "EXTRA"]
@@ -206,10 +226,10 @@ def test_tfds_round_trip(tmp_path):
         ex["filename"].decode(): ex for ex in et.tfds.as_numpy(builder.as_dataset(split="train"))
     }  # fully decoded frames
     ex = examples["0XVID0003"]
-    expected = read_video(root / "Videos" / "0XVID0003.avi").frames
-    assert ex["frames"].shape == (90, 112, 112, 1) and ex["num_frames"] == 90
-    np.testing.assert_array_equal(ex["frames"][..., 0], expected)
-    np.testing.assert_array_equal(expected, video_frames(3, 90))  # FFV1 is lossless
+    expected = read_video(root / "Videos" / "0XVID0003.avi", color=True).frames
+    assert ex["frames"].shape == (90, 112, 112, 3) and ex["num_frames"] == 90
+    np.testing.assert_array_equal(ex["frames"], expected)
+    np.testing.assert_array_equal(expected[..., 1], video_frames(3, 90))  # FFV1 is lossless
     assert (ex["ef"], ex["edv"], ex["esv"], ex["fps"]) == (43.0, 83.0, 33.0, 50.0)
     # Encoded access: one string per frame, decodable on its own.
     enc = next(
@@ -220,10 +240,8 @@ def test_tfds_round_trip(tmp_path):
         )
     )
     assert enc["frames"].shape == (90,) and enc["frames"].dtype == object
-    np.testing.assert_array_equal(
-        et.tf.io.decode_png(enc["frames"][17], channels=1).numpy()[..., 0], expected[17]
-    )
-    report = json.loads((Path(builder.data_dir) / "skipped.json").read_text())
+    np.testing.assert_array_equal(et.tf.io.decode_png(enc["frames"][17], channels=3).numpy(), expected[17])
+    report = json.loads((Path(builder.data_dir) / et.REPORT_NAME).read_text())
     assert report["num_skipped_unreadable"] == 0 and report["num_dropped_untraced"] == 0
     # Reuse: loading by root or as the only dataset in data_dir.
     assert Path(et.load_echonet(tmp_path / "tfds", root, frame_format="png").data_dir) == Path(
@@ -236,7 +254,7 @@ def test_tfds_round_trip(tmp_path):
     ex = next(
         iter(et.tfds.as_numpy(et.split_dataset(raw, "train").filter(lambda e: e["filename"] == "0XVID0003")))
     )
-    np.testing.assert_array_equal(np.frombuffer(ex["frames"], np.uint8).reshape(90, 112, 112), expected)
+    np.testing.assert_array_equal(np.frombuffer(ex["frames"], np.uint8).reshape(90, 112, 112, 3), expected)
 
 
 def test_tfds_other_source_or_options_do_not_reuse(tmp_path):
@@ -267,7 +285,7 @@ def test_tfds_corrupt_video_skipped_and_reported(tmp_path, caplog):
     assert "skipping unreadable video" in caplog.text and "0XVID0003" in caplog.text
     assert set(et.split_videos(builder, "train")) == {"0XVID0000", "0XVID0006"}
     assert set(et.split_videos(builder, "val")) == {"0XVID0001"}
-    report = json.loads((Path(builder.data_dir) / "skipped.json").read_text())
+    report = json.loads((Path(builder.data_dir) / et.REPORT_NAME).read_text())
     assert report["num_skipped_unreadable"] == 2
     assert [s["filename"] for s in report["skipped_unreadable"]["train"]] == ["0XVID0003"]
     assert [s["filename"] for s in report["skipped_unreadable"]["val"]] == ["0XVID0004"]
@@ -279,7 +297,7 @@ def test_tfds_all_corrupt_split_is_an_error(tmp_path):
         (root / "Videos" / f"{name}.avi").write_bytes(b"\x00" * 64)
     with pytest.raises(et.EchoNetPreparationError, match=r"every video of split 'val' \(1\) is unreadable"):
         et.prepare_echonet(root, tmp_path / "tfds")
-    with pytest.raises(FileNotFoundError, match="run prepare_echonet"):
+    with pytest.raises(et.EchoNetNotPreparedError, match="run prepare_echonet"):
         et.load_echonet(tmp_path / "tfds", root)
 
 
@@ -291,3 +309,120 @@ def test_tfds_bad_source_errors_before_decoding(tmp_path):
         et.prepare_echonet(root, tmp_path / "tfds")
     with pytest.raises(FileNotFoundError, match="no prepared EchoNet-Dynamic dataset under"):
         et.load_echonet(tmp_path / "tfds")
+
+
+# ----------------------------------------------------------------------------- channels, identity, reports
+
+
+def test_tfds_stores_rgb_channels_or_luma_keyed_by_channels(tmp_path, caplog):
+    root = write_layout(tmp_path / "echo", num_frames=(50, 60, 70), colour=True)
+    expected = read_video(root / "Videos" / "0XVID0001.avi", color=True).frames
+    np.testing.assert_array_equal(expected, colour_frames(1, 60))  # the colour AVI round-trips exactly
+    rgb = {}
+    for fmt in ("raw", "png"):
+        builder = et.prepare_echonet(root, tmp_path / "tfds", frame_format=fmt)
+        assert et.channels(builder) == 3
+        ex = next(iter(et.tfds.as_numpy(builder.as_dataset(split="val"))))
+        frames = (
+            ex["frames"] if fmt == "png" else np.frombuffer(ex["frames"], np.uint8).reshape(60, 112, 112, 3)
+        )
+        np.testing.assert_array_equal(frames, expected)  # R, G, B in RGB order
+        rgb[fmt] = builder
+    with caplog.at_level("INFO"):
+        gray = et.prepare_echonet(root, tmp_path / "tfds", channels=1)
+    assert et.channels(gray) == 1 and gray.data_dir != rgb["raw"].data_dir  # never reused across channels
+    ex = next(iter(et.tfds.as_numpy(gray.as_dataset(split="val"))))
+    luma = np.frombuffer(ex["frames"], np.uint8).reshape(60, 112, 112)
+    np.testing.assert_array_equal(luma, read_video(root / "Videos" / "0XVID0001.avi").frames)
+    report = json.loads((Path(gray.data_dir) / et.REPORT_NAME).read_text())
+    assert report["colour_videos_stored_as_luma"] == ["0XVID0000", "0XVID0001", "0XVID0002"]
+    assert Path(et.load_echonet(tmp_path / "tfds", root, channels=1).data_dir) == Path(gray.data_dir)
+    with pytest.raises(et.EchoNetNotPreparedError, match="channels=1"):
+        et.load_echonet(tmp_path / "tfds2", root, channels=1)
+
+
+def test_edited_video_is_noticed_and_prepared_again(tmp_path, caplog):
+    root = write_layout(tmp_path / "echo", num_frames=(50, 60, 70, 80))
+    first = et.prepare_echonet(root, tmp_path / "tfds")
+    assert et.prepare_echonet(root, tmp_path / "tfds").data_dir == first.data_dir  # unchanged: reused
+    (root / "Videos" / "0XVID0003.avi").write_bytes(b"")  # the user empties a video
+    with pytest.raises(
+        et.EchoNetNotPreparedError, match=r"1 video file\(s\) changed: 0XVID0003.avi \(size \d+ -> 0"
+    ):
+        et.load_echonet(tmp_path / "tfds", root)
+    with caplog.at_level("WARNING"):
+        second = et.prepare_echonet(root, tmp_path / "tfds")
+    assert second.data_dir != first.data_dir
+    assert "0XVID0003.avi (size" in caplog.text and "may be deleted" in caplog.text
+    assert set(et.split_videos(second, "train")) == {"0XVID0000"}  # the emptied video is now skipped
+    assert [s["filename"] for s in second.info.metadata["skipped"]["train"]] == ["0XVID0003"]
+
+
+def test_same_size_edit_caught_by_mtime_and_content_hash(tmp_path):
+    root = write_layout(tmp_path / "echo", num_frames=(50, 60, 70))
+    path = root / "Videos" / "0XVID0002.avi"
+    stat_key = et.config_for(root).name
+    hash_key = et.config_for(root, hash_videos=True).name
+    assert stat_key != hash_key
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF  # same size, other content
+    before = path.stat()
+    path.write_bytes(bytes(data))
+    assert et.config_for(root).name != stat_key  # new modification time
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # edit hidden from size and mtime ...
+    assert et.config_for(root).name == stat_key
+    assert et.config_for(root, hash_videos=True).name != hash_key  # ... but not from the content hash
+    old = et.config_for(root, hash_videos=True).identity
+    path.write_bytes(bytes(data[:-1]))
+    assert et.describe_changes(old, et.source_identity(root.resolve(), True)) == [
+        f"1 video file(s) changed: 0XVID0002.avi (size {len(data)} -> {len(data) - 1} bytes)"
+    ]
+
+
+def test_truncated_video_reported_kept_or_dropped(tmp_path, caplog):
+    root = write_layout(tmp_path / "echo", num_frames=(50, 60, 70, 80))
+    path = root / "Videos" / "0XVID0003.avi"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # the header still announces 80 frames
+    decoded = read_video(path).num_frames
+    assert 0 < decoded < 80
+    with caplog.at_level("WARNING"):
+        kept = et.prepare_echonet(root, tmp_path / "tfds")
+    assert et.split_videos(kept, "train") == {"0XVID0000": 50, "0XVID0003": decoded}  # official: kept
+    report = json.loads((Path(kept.data_dir) / et.REPORT_NAME).read_text())
+    assert report["num_truncated"] == 1 and report["truncated_are"] == "kept"
+    assert report["truncated"]["train"] == [
+        {"filename": "0XVID0003", "path": str(path), "header_frames": 80, "decoded_frames": decoded}
+    ]
+    assert "1 video(s) decode fewer frames than their header announces" in caplog.text
+    dropped = et.prepare_echonet(root, tmp_path / "tfds", drop_truncated=True)
+    assert dropped.data_dir != kept.data_dir
+    assert et.split_videos(dropped, "train") == {"0XVID0000": 50}
+    report = json.loads((Path(dropped.data_dir) / et.REPORT_NAME).read_text())
+    assert report["num_truncated"] == 1 and report["truncated_are"] == "dropped"
+
+
+def test_frame_size_mismatch_names_the_odd_video_and_the_majority(tmp_path):
+    root = write_layout(tmp_path / "echo", num_frames=(50, 60, 70, 80, 90))
+    # The odd one is listed first in FileList.csv: the majority, not the first video, sets the size.
+    write_video(root / "Videos" / "0XVID0000.avi", video_frames(0, 50, size=128), fps=50.0)
+    with pytest.raises(et.EchoNetPreparationError) as err:
+        et.prepare_echonet(root, tmp_path / "tfds")
+    message = str(err.value)
+    assert "1 video(s) differ from the frame size of the other 4 (112x112" in message
+    assert "0XVID0000.avi (128x128)" in message
+    assert not any(f"0XVID000{i}" in message for i in range(1, 5))
+    assert isinstance(err.value, DataError)
+
+
+def test_describe_changes_names_every_kind_of_change():
+    old = {"filelist": "a", "tracings": None, "videos": {"x.avi": [10, 5], "y.avi": [10, 5], "z.avi": [3, 1]}}
+    new = {"filelist": "b", "tracings": "t", "videos": {"x.avi": [10, 6], "y.avi": None, "w.avi": [1, 1]}}
+    assert et.describe_changes(old, new) == [
+        "FileList.csv edited",
+        "VolumeTracings.csv added",
+        "2 video file(s) changed: x.avi (same size, modified time), y.avi (deleted)",
+        "1 video(s) newly listed: w.avi",
+        "1 video(s) no longer listed: z.avi",
+    ]
+    assert et.describe_changes(old, old) == []

@@ -1,5 +1,9 @@
 """Tests for the tf.data clip pipelines (coreecho_jax.data.pipeline)."""
 
+import os
+import subprocess
+import sys
+
 import chex
 import numpy as np
 import pytest
@@ -9,10 +13,13 @@ from coreecho_jax.data import clips, echonet
 from coreecho_jax.data import echonet_tfds as et
 from coreecho_jax.data import pipeline as pl
 from coreecho_jax.data import start_indexes as si
+from coreecho_jax.data.clips import ClipSpec
 from coreecho_jax.data.video_io import read_video
+from tests.paths import REPO
 from tests.test_echonet import write_layout
 
 # train: short (90, 143), exactly 144, long (200); val: 5 videos for the eval padding test; test: 2.
+# RGB videos whose three channels differ, stored with the default channels=3.
 NUM_FRAMES = (90, 143, 144, 200, 100, 150, 160, 170, 180, 120, 210)
 SPLITS = ["TRAIN"] * 4 + ["VAL"] * 5 + ["TEST"] * 2
 
@@ -20,9 +27,10 @@ SPLITS = ["TRAIN"] * 4 + ["VAL"] * 5 + ["TEST"] * 2
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipeline")
-    root = write_layout(tmp / "echo", num_frames=NUM_FRAMES, splits=SPLITS)
+    root = write_layout(tmp / "echo", num_frames=NUM_FRAMES, splits=SPLITS, colour=True)
     builder = et.prepare_echonet(root, tmp / "tfds")
-    videos = {p.stem: read_video(p).frames for p in sorted((root / "Videos").glob("*.avi"))}
+    videos = {p.stem: read_video(p, color=True).frames for p in sorted((root / "Videos").glob("*.avi"))}
+    assert all(v.shape[-1] == 3 and (v[..., 0] != v[..., 1]).any() for v in videos.values())
     return builder, videos
 
 
@@ -102,7 +110,9 @@ def test_translation_same_for_all_frames_and_views_independent(prepared):
     builder, _ = prepared
     starts, offsets = [], []
     for b in _batches(
-        pl.train_dataset(builder, "train", batch_size=4, num_epochs=6, frames=8, deterministic=True)
+        pl.train_dataset(
+            builder, "train", spec=ClipSpec(frames=8), batch_size=4, num_epochs=6, deterministic=True
+        )
     ):
         starts.append(b["starts"])
         offsets.append(b["offsets"])
@@ -127,22 +137,24 @@ def test_no_augmentation_and_single_view(prepared):
 
 def test_resize_and_uint8_output(prepared):
     builder, videos = prepared
-    kw = dict(batch_size=2, frames=16, seed=1, deterministic=True)
-    bf = _batches(pl.train_dataset(builder, "train", image_size=64, **kw))[0]
-    bu = _batches(pl.train_dataset(builder, "train", image_size=64, output="uint8", **kw))[0]
-    bn = _batches(pl.train_dataset(builder, "train", output="uint8", **kw))[0]
+    kw = dict(batch_size=2, seed=1, deterministic=True)
+    small = ClipSpec(frames=16, image_size=64)
+    bf = _batches(pl.train_dataset(builder, "train", spec=small, **kw))[0]
+    bu = _batches(
+        pl.train_dataset(builder, "train", spec=ClipSpec(frames=16, image_size=64, output="uint8"), **kw)
+    )[0]
+    bn = _batches(pl.train_dataset(builder, "train", spec=ClipSpec(frames=16, output="uint8"), **kw))[0]
     chex.assert_shape(bf["video"], (2, 2, 16, 64, 64, 3))
-    chex.assert_shape(bu["video"], (2, 2, 16, 64, 64, 1))
+    chex.assert_shape(bu["video"], (2, 2, 16, 64, 64, 3))  # the three stored channels, un-normalised
     assert bu["video"].dtype == np.uint8
     np.testing.assert_array_equal(bf["starts"], bu["starts"])
     for i, name in enumerate(map(_text, bf["filename"])):
         for v in range(2):
             st, off = int(bf["starts"][i, v]), tuple(bf["offsets"][i, v])
-            ref = clips.make_clip(videos[name], st, offsets=off, frames=16, image_size=64)
+            ref = clips.make_clip(videos[name], st, offsets=off, spec=small)
             np.testing.assert_allclose(bf["video"][i, v], ref, atol=1e-4)
             np.testing.assert_array_equal(
-                bu["video"][i, v],
-                clips.make_clip_uint8(videos[name], st, offsets=off, frames=16, image_size=64),
+                bu["video"][i, v], clips.make_clip_uint8(videos[name], st, offsets=off, spec=small)
             )
             raw = clips.make_clip_uint8(videos[name], st, offsets=off, frames=16)
             np.testing.assert_array_equal(bn["video"][i, v], raw)
@@ -170,7 +182,7 @@ def test_seeded_shuffle_is_reproducible_and_epochs_differ(prepared):
                 seed=seed,
                 epoch=epoch,
                 num_epochs=num_epochs,
-                frames=8,
+                spec=ClipSpec(frames=8),
                 shuffle_buffer=16,
                 **kw,
             )
@@ -197,7 +209,8 @@ def test_seeded_shuffle_is_reproducible_and_epochs_differ(prepared):
 
 def test_drop_remainder_and_too_small_split(prepared):
     builder, _ = prepared
-    assert len(_batches(pl.train_dataset(builder, "train", batch_size=3, frames=8, deterministic=True))) == 1
+    spec = ClipSpec(frames=8)
+    assert len(_batches(pl.train_dataset(builder, "train", spec=spec, batch_size=3, deterministic=True))) == 1
     with pytest.raises(ValueError, match="fewer than one batch of 5"):
         pl.train_dataset(builder, "train", batch_size=5)
 
@@ -247,7 +260,15 @@ def test_eval_multi_process_same_batch_count(prepared):
     names, counts = [], []
     for p in range(2):
         bs = _batches(
-            pl.eval_dataset(builder, "val", starts, batch_size=2, frames=8, process_index=p, process_count=2)
+            pl.eval_dataset(
+                builder,
+                "val",
+                starts,
+                spec=ClipSpec(frames=8),
+                batch_size=2,
+                process_index=p,
+                process_count=2,
+            )
         )
         counts.append(len(bs))
         names += [_text(n) for b in bs for n, m in zip(b["filename"], b["mask"]) if m]
@@ -256,18 +277,41 @@ def test_eval_multi_process_same_batch_count(prepared):
     # More processes than videos: every process still yields the same number of (masked) batches.
     for p in (0, 6):
         bs = _batches(
-            pl.eval_dataset(builder, "val", starts, batch_size=2, frames=8, process_index=p, process_count=7)
+            pl.eval_dataset(
+                builder,
+                "val",
+                starts,
+                spec=ClipSpec(frames=8),
+                batch_size=2,
+                process_index=p,
+                process_count=7,
+            )
         )
         assert len(bs) == 1 and bs[0]["mask"].sum() == (1 if p < 5 else 0)
 
 
-def test_tf_keeps_off_gpus():
-    assert tf.config.get_visible_devices("GPU") == []
+def test_gpus_hidden_from_tf_once_when_tf_work_starts_not_at_import():
+    # A fresh interpreter: importing the data modules must not touch TensorFlow's devices; the
+    # first pipeline/preparation call hides the GPUs, once.
+    code = """
+import tensorflow as tf
+calls = []
+tf.config.set_visible_devices = lambda devices, kind=None: calls.append((list(devices), kind))
+from coreecho_jax.data import echonet_tfds, pipeline, tf_runtime
+assert calls == [], calls
+tf_runtime.hide_gpus_from_tensorflow()
+tf_runtime.hide_gpus_from_tensorflow()
+assert calls == [([], "GPU")], calls
+print("ok")
+"""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 def test_multi_epoch_dataset_equals_separate_epochs(prepared):
     builder, _ = prepared
-    kw = dict(batch_size=2, frames=8, seed=5, shuffle_buffer=16)
+    kw = dict(batch_size=2, spec=ClipSpec(frames=8), seed=5, shuffle_buffer=16)
     joined = _batches(pl.train_dataset(builder, "train", epoch=3, num_epochs=2, **kw))
     separate = _batches(pl.train_dataset(builder, "train", epoch=3, **kw)) + _batches(
         pl.train_dataset(builder, "train", epoch=4, **kw)
@@ -275,7 +319,8 @@ def test_multi_epoch_dataset_equals_separate_epochs(prepared):
     assert _fingerprint(joined) == _fingerprint(separate)
     assert [b["epoch"].tolist() for b in joined] == [[3, 3], [3, 3], [4, 4], [4, 4]]
     np.testing.assert_array_equal(joined[3]["video"], separate[3]["video"])
-    assert pl.steps_per_epoch(builder, "train", 2) == 2 and pl.steps_per_epoch(builder, "train", 3) == 1
+    assert pl.train_batches_per_epoch(builder, "train", 2) == 2
+    assert pl.train_batches_per_epoch(builder, "train", 3) == 1
 
 
 def test_png_and_raw_frame_formats_give_identical_batches(prepared, tmp_path):
@@ -324,3 +369,49 @@ def test_end_to_end_on_synthetic_echonet_set(tmp_path):
                 batch["video"][i], clips.make_clips(videos[name], starts[name + ".avi"]), atol=1e-6
             )
     assert sorted(seen) == sorted(n[:-4] for n in test)
+
+
+def _official_rgb(frames: np.ndarray) -> np.ndarray:
+    """The official input of uint8 RGB frames [..., 3]: (x - MEAN[c]) / STD[c] per channel, written out."""
+    mean = np.array([0.12741163, 0.1279413, 0.12912785], np.float32) * np.float32(255)
+    std = np.array([0.19557191, 0.19562256, 0.1965878], np.float32) * np.float32(255)
+    return (frames.astype(np.float32) - mean) / std
+
+
+def test_rgb_channels_reach_the_model_input_in_order(prepared):
+    builder, videos = prepared
+    b = _batches(
+        pl.train_dataset(builder, "train", batch_size=4, views=1, augment=False, deterministic=True)
+    )[0]
+    for i, name in enumerate(map(_text, b["filename"])):
+        frames = clips.pad_video(videos[name])[clips.clip_indices(int(b["starts"][i, 0]))]  # [T, H, W, 3]
+        np.testing.assert_allclose(b["video"][i, 0], _official_rgb(frames), rtol=0, atol=1e-5)
+    nf = {f"{n}.avi": f for n, f in et.split_videos(builder, "val").items()}
+    starts = si.draw_start_indexes(nf, k=2, seed=4)
+    for batch in _batches(pl.eval_dataset(builder, "val", starts, batch_size=4)):
+        for i in np.nonzero(batch["mask"])[0]:
+            name = _text(batch["filename"][i])
+            frames = clips.pad_video(videos[name])[
+                clips.clip_indices(starts[name + ".avi"])
+            ]  # [K, T, H, W, 3]
+            np.testing.assert_allclose(batch["video"][i], _official_rgb(frames), rtol=0, atol=1e-5)
+
+
+def test_one_channel_dataset_feeds_luma_tiled(prepared, tmp_path):
+    rgb, videos = prepared
+    root = rgb.info.metadata["source_root"]
+    gray = et.prepare_echonet(root, tmp_path / "tfds1", channels=1)
+    with pytest.raises(et.EchoNetPreparationError, match=r"stores 3 channel\(s\).*ask for 1"):
+        pl.train_dataset(rgb, "train", spec=ClipSpec(channels=1), batch_size=2)
+    with pytest.raises(et.EchoNetPreparationError, match=r"stores 1 channel\(s\).*ask for 3"):
+        pl.train_dataset(gray, "train", batch_size=2)
+    one = ClipSpec(channels=1)
+    b = _batches(pl.train_dataset(gray, "train", spec=one, batch_size=2, seed=3, deterministic=True))[0]
+    chex.assert_shape(b["video"], (2, 2, 36, 112, 112, 3))
+    for i, name in enumerate(map(_text, b["filename"])):
+        for v in range(2):
+            st, off = int(b["starts"][i, v]), tuple(b["offsets"][i, v])
+            ref = clips.make_clip(videos[name], st, offsets=off, spec=one)  # luma of the RGB video, tiled
+            np.testing.assert_allclose(b["video"][i, v], ref, atol=1e-6)
+    raw = b["video"] * clips.STD + clips.MEAN  # back to 0..255: one value tiled over the channels
+    np.testing.assert_allclose(raw[..., 0], raw[..., 2], atol=1e-3)

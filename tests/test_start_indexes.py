@@ -147,3 +147,29 @@ def test_validate_start_indexes_errors():
     out = si.validate_start_indexes({"a": [0, 1, 59], "b.avi": [3, 2, 1], "extra.avi": [999]}, nf)
     assert set(out) == {"a.avi", "b"}
     np.testing.assert_array_equal(out["a.avi"], [0, 1, 59])
+
+
+def _repeat_rate(starts):
+    return np.mean([len(set(v.tolist())) < len(v) for v in starts.values()])
+
+
+@pytest.mark.parametrize(
+    "num_frames,positions",
+    [(100, 4), (200, 60)],  # a short video padded to 144 frames (starts 0..3), and a long one
+)
+def test_draw_with_replacement_repeats_at_the_official_rate(num_frames, positions):
+    # Official validate: 3 passes, each drawing np.random.choice(F - 140) per video: independent starts.
+    n_videos, k = 3000, 3
+    nf = {f"v{i:05d}.avi": num_frames for i in range(n_videos)}
+    starts = si.draw_start_indexes(nf, k=k, seed=11, replace=True)
+    p_repeat = 1.0 - np.prod([(positions - j) / positions for j in range(k)])  # 0.625 and 0.049
+    sd = np.sqrt(p_repeat * (1 - p_repeat) / n_videos)
+    assert abs(_repeat_rate(starts) - p_repeat) < 5 * sd
+    # Each start is uniform over the positions (chi-square, 5 sigma of its distribution).
+    counts = np.bincount(np.concatenate(list(starts.values())), minlength=positions)
+    assert len(counts) == positions
+    expected = n_videos * k / positions
+    chi2 = np.sum((counts - expected) ** 2 / expected)
+    assert chi2 < (positions - 1) + 5 * np.sqrt(2 * (positions - 1))
+    # The test-file draw (without replacement) never repeats when there are enough positions.
+    assert _repeat_rate(si.draw_start_indexes(nf, k=k, seed=11)) == 0.0

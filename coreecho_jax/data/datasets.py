@@ -1,9 +1,15 @@
 """From a config to ready batches: synthetic set (if asked), one-time preparation, split pipelines.
 
 ``prepare(config, workdir)`` returns a :class:`DataBundle` that the training loop asks for train
-batches of an epoch, eval batches at given clip starts, the per-epoch validation starts, the test
-starts (the official ``.pkl``/our JSON when ``data.test_start_indexes`` is set, else drawn from
-``eval.seed`` and saved as ``<workdir>/test_start_indexes.json``) and the training-set mean EF.
+batches of an epoch, eval batches at given clip starts, the per-epoch validation starts (3 independent
+uniform starts per video, drawn afresh each epoch, as the official ``validate``), the test starts (the
+official ``.pkl``/our JSON when ``data.test_start_indexes`` is set, else drawn from ``eval.seed``, distinct
+per video like the official file, and saved as ``<workdir>/test_start_indexes.json``) and the
+training-set mean EF.
+
+Config fields read here besides the clip settings (:meth:`clips.ClipSpec.from_config`):
+``data.channels`` (3 = RGB, official; 1 = luma), ``data.drop_truncated`` (False) and
+``data.hash_videos`` (False), see :class:`echonet_tfds.PrepareOptions`.
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from coreecho_jax.data import echonet, echonet_tfds, pipeline, start_indexes, synthetic
+from coreecho_jax.data import echonet, echonet_tfds, pipeline, start_indexes, synthetic, tf_runtime
+from coreecho_jax.data import echonet_layout as layout
+from coreecho_jax.data.clips import ClipSpec
+from coreecho_jax.errors import ConfigError
 
 
 def _source_root(config: ml_collections.ConfigDict, workdir: Path) -> Path:
@@ -32,9 +41,9 @@ def _source_root(config: ml_collections.ConfigDict, workdir: Path) -> Path:
         )
         return root
     if not data.root:
-        raise ValueError(
+        raise ConfigError(
             "config.data.root is empty: pass --config.data.root=/path/to/EchoNet-Dynamic "
-            f"(a folder with FileList.csv and Videos/). {echonet.LAYOUT}"
+            f"(a folder with FileList.csv and Videos/). {layout.LAYOUT}"
         )
     return Path(data.root)
 
@@ -50,16 +59,17 @@ class DataBundle:
 
     # ------------------------------------------------------------------------------------- geometry
     @property
-    def _clip_kwargs(self) -> dict:
-        d = self.config.data
-        return dict(frames=int(d.frames), stride=int(d.stride), image_size=int(d.image_size))
+    def spec(self) -> ClipSpec:
+        """The clip settings of ``config.data``."""
+        return ClipSpec.from_config(self.config.data)
 
     def videos(self, split: str) -> dict[str, int]:
         """``{'<name>.avi': frame count}`` of a prepared split."""
-        return {f"{n}.avi": f for n, f in echonet_tfds.split_videos(self.builder, split).items()}
+        return {layout.avi_name(n): f for n, f in echonet_tfds.split_videos(self.builder, split).items()}
 
     def num_train_batches(self, global_batch: int) -> int:
-        return len(self.videos("train")) // global_batch
+        """Training steps per epoch for a global batch of ``global_batch`` videos (``drop_last``)."""
+        return pipeline.train_batches_per_epoch(self.builder, "train", global_batch)
 
     # ------------------------------------------------------------------------------------- batches
     def train_batches(self, local_batch: int, *, views: int, epoch: int, stage: int) -> Iterator[dict]:
@@ -68,15 +78,14 @@ class DataBundle:
         ds = pipeline.train_dataset(
             self.builder,
             "train",
+            spec=self.spec,
             batch_size=local_batch,
             views=views,
-            pad=int(d.pad),
             seed=int(self.config.seed) * 10 + stage,
             epoch=epoch,
             shuffle_buffer=int(d.shuffle_buffer),
             process_index=jax.process_index(),
             process_count=jax.process_count(),
-            **self._clip_kwargs,
         )
         return pipeline.as_numpy(ds)
 
@@ -86,24 +95,37 @@ class DataBundle:
             self.builder,
             split,
             starts,
+            spec=self.spec,
             batch_size=int(self.config.eval.batch_size) // jax.process_count(),
             process_index=jax.process_index(),
             process_count=jax.process_count(),
-            **self._clip_kwargs,
         )
         return pipeline.as_numpy(ds)
 
     # --------------------------------------------------------------------------------- clip starts
     def val_starts(self, epoch: int) -> dict:
-        """Fresh random starts each epoch (the official ``validate`` draws new clips every call)."""
+        """Fresh starts each epoch, independent and uniform per clip (with replacement).
+
+        The official ``validate`` makes 3 passes over the validation set, and each pass draws a new
+        start per video (``np.random.choice(F - 140)`` in ``EchoNet.__getitem__``).
+        """
         d = self.config.data
         seed = int(np.random.SeedSequence([int(self.config.seed), 7, epoch]).generate_state(1)[0])
         return start_indexes.draw_start_indexes(
-            self.videos("val"), int(self.config.eval.n_clips), int(d.frames), int(d.stride), seed
+            self.videos("val"),
+            int(self.config.eval.n_clips),
+            int(d.frames),
+            int(d.stride),
+            seed,
+            replace=True,
         )
 
     def test_starts(self) -> dict:
-        """Fixed test starts: the configured file, else drawn from ``eval.seed`` and saved beside the results."""
+        """Fixed test starts: the configured file, else drawn from ``eval.seed`` and saved beside the results.
+
+        Drawn starts are distinct per video (when the video has enough positions), like the three
+        starts per video of the official ``test_start_indexes.pkl``.
+        """
         d = self.config.data
         if d.test_start_indexes:
             return start_indexes.load_start_indexes(d.test_start_indexes)
@@ -133,10 +155,12 @@ class DataBundle:
 
 def prepare(config: ml_collections.ConfigDict, workdir: str | Path) -> DataBundle:
     """Writes the synthetic set if enabled, prepares the TFDS dataset once, returns the bundle."""
+    tf_runtime.hide_gpus_from_tensorflow()
     workdir = Path(workdir)
     root = _source_root(config, workdir)
     data_dir = Path(config.data.data_dir) if config.data.data_dir else workdir / "tfds"
-    builder = echonet_tfds.prepare_echonet(root, data_dir, drop_untraced=bool(config.data.drop_untraced))
+    options = echonet_tfds.PrepareOptions.from_config(config.data)
+    builder = echonet_tfds.prepare_echonet(root, data_dir, options)
     return DataBundle(config=config, workdir=workdir, root=root, builder=builder)
 
 
@@ -148,11 +172,12 @@ def describe(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         bundle.root, drop_untraced=bool(config.data.drop_untraced), check_videos=False
     )
     print(f"dataset: {bundle.root}\nprepared: {bundle.builder.data_dir}")
-    for split in echonet.SPLITS:
+    span = ClipSpec.from_config(config.data).span
+    for split in layout.SPLITS:
         frames = np.array(list(echonet_tfds.split_videos(bundle.builder, split).values()))
         kept = set(echonet_tfds.split_videos(bundle.builder, split))
         ef = np.array([r.ef for r in index.split(split) if r.filename in kept])
-        short = int(np.sum(frames < int(config.data.frames) * int(config.data.stride)))
+        short = int(np.sum(frames < span))
         summary["splits"][split] = {
             "videos": int(len(frames)),
             "ef_mean": float(ef.mean()),
@@ -164,7 +189,7 @@ def describe(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         print(
             f"  {split:5s}: {len(frames):5d} videos, EF {ef.mean():5.1f} +- {ef.std():4.1f} % "
             f"(min {ef.min():.1f}, max {ef.max():.1f}), frames {frames.min()}-{frames.max()} "
-            f"({short} padded to {int(config.data.frames) * int(config.data.stride)})"
+            f"({short} padded to {span})"
         )
     batch = next(bundle.train_batches(int(config.stage1.batch_size), views=2, epoch=0, stage=1))
     print("one stage-1 batch:")

@@ -1,15 +1,9 @@
 """EchoNet-Dynamic reader: ``FileList.csv`` (+ ``VolumeTracings.csv``) -> per-video records (pandas, no TF).
 
-Expected layout (the public EchoNet-Dynamic release)::
-
-    <root>/
-      FileList.csv        FileName, EF, ESV, EDV, FrameHeight, FrameWidth, FPS, NumberOfFrames, Split
-      VolumeTracings.csv  FileName, X1, Y1, X2, Y2, Frame          (optional)
-      Videos/<FileName>.avi
-
-``FileName`` in FileList.csv has no extension (``.avi`` is accepted too); in VolumeTracings.csv it
-has ``.avi``. ``Split`` is TRAIN/VAL/TEST (any case). ``EF`` (percent, in (0, 100)) is required;
-``EDV``/``ESV`` (mL), ``FPS`` and ``NumberOfFrames`` are optional (NaN / -1 when absent).
+The layout (file names, columns, split names) is :mod:`coreecho_jax.data.echonet_layout`. ``FileName``
+in FileList.csv has no extension (``.avi`` is accepted too); in VolumeTracings.csv it has ``.avi``.
+``Split`` is TRAIN/VAL/TEST (any case). ``EF`` (percent, in (0, 100)) is required; ``EDV``/``ESV``
+(mL), ``FPS`` and ``NumberOfFrames`` are optional (NaN / -1 when absent).
 
 Faithful to the official loaders (echonet/dynamic ``Echo``, CoReEcho ``EchoNet``): when
 VolumeTracings.csv is present and ``drop_untraced=True``, videos with fewer than 2 distinct traced
@@ -28,26 +22,21 @@ from pathlib import Path
 
 import pandas as pd
 
+from coreecho_jax.data import echonet_layout as layout
+from coreecho_jax.data.echonet_layout import LAYOUT, SPLITS
+from coreecho_jax.errors import DataError
+
 PathLike = str | os.PathLike
-
-SPLITS = ("train", "val", "test")
-REQUIRED_COLUMNS = ("FileName", "EF", "Split")
-OPTIONAL_COLUMNS = ("ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames")
-TRACING_COLUMNS = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
-
-LAYOUT = (
-    "Expected the EchoNet-Dynamic layout:\n"
-    "  <root>/FileList.csv        columns FileName, EF, ESV, EDV, FrameHeight, FrameWidth, FPS, "
-    "NumberOfFrames, Split (Split = TRAIN/VAL/TEST; FileName without .avi)\n"
-    "  <root>/VolumeTracings.csv  columns FileName, X1, Y1, X2, Y2, Frame (optional; FileName with .avi)\n"
-    "  <root>/Videos/<FileName>.avi"
-)
 
 log = logging.getLogger(__name__)
 
 
-class EchoNetLayoutError(ValueError):
+class EchoNetLayoutError(DataError):
     """The EchoNet-Dynamic folder or its CSV files do not have the expected layout or values."""
+
+
+class EchoNetNotFoundError(DataError, FileNotFoundError):
+    """The EchoNet-Dynamic folder, one of its CSV files or a listed video is missing."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +66,7 @@ class EchoNetRecord:
     @property
     def avi_name(self) -> str:
         """File name with ``.avi``, the key form of VolumeTracings.csv and start-index files."""
-        return self.filename + ".avi"
+        return layout.avi_name(self.filename)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,11 +105,6 @@ def _split_key(name: str) -> str:
     return key
 
 
-def _stem(name: str) -> str:
-    name = str(name).strip()
-    return name[:-4] if name.lower().endswith(".avi") else name
-
-
 def read_filelist(root: PathLike) -> pd.DataFrame:
     """Reads and validates ``<root>/FileList.csv``.
 
@@ -129,28 +113,29 @@ def read_filelist(root: PathLike) -> pd.DataFrame:
         NumberOfFrames (int, -1 if absent), FPS (float), Split (lower case), in file order.
 
     Raises:
-        FileNotFoundError: ``root`` or FileList.csv is missing.
+        EchoNetNotFoundError (a FileNotFoundError): ``root`` or FileList.csv is missing.
         EchoNetLayoutError: missing columns, duplicate names, unknown split values, or an EF that is
-            missing, NaN or outside (0, 100) (the message names the row and FileName).
+            missing, NaN or outside (0, 100) (the message names the row and FileName), or EFs that
+            are all within 0-1 (fractions instead of percent).
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"EchoNet-Dynamic folder not found: {root}. {LAYOUT}")
-    path = root / "FileList.csv"
+        raise EchoNetNotFoundError(f"EchoNet-Dynamic folder not found: {root}. {LAYOUT}")
+    path = root / layout.FILELIST
     if not path.is_file():
-        raise FileNotFoundError(f"FileList.csv not found in {root}. {LAYOUT}")
+        raise EchoNetNotFoundError(f"FileList.csv not found in {root}. {LAYOUT}")
     try:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise EchoNetLayoutError(f"{path}: not a readable CSV ({err}). {LAYOUT}") from err
     df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    missing = [c for c in layout.REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise EchoNetLayoutError(f"{path}: missing column(s) {missing}; found {list(df.columns)}. {LAYOUT}")
     if df.empty:
         raise EchoNetLayoutError(f"{path}: has no rows. {LAYOUT}")
 
-    out = pd.DataFrame({"FileName": df["FileName"].astype(str).map(_stem)})
+    out = pd.DataFrame({"FileName": df["FileName"].astype(str).map(lambda n: layout.stem(n.strip()))})
     ef = pd.to_numeric(df["EF"], errors="coerce")
     bad = ef.isna() | (ef <= 0) | (ef >= 100)
     if bad.any():
@@ -161,6 +146,11 @@ def read_filelist(root: PathLike) -> pd.DataFrame:
         raise EchoNetLayoutError(
             f"{path}: EF must be a number in (0, 100) percent; {int(bad.sum())} bad "
             f"value(s): {'; '.join(rows)}"
+        )
+    if (ef <= 1.0).all():
+        raise EchoNetLayoutError(
+            f"{path}: every EF is within 0-1 (min {ef.min():g}, max {ef.max():g}): these look like "
+            f"fractions, but EF must be in percent (e.g. 55.3, not 0.553); multiply the column by 100"
         )
     out["EF"] = ef.astype(float)
     for col in ("EDV", "ESV", "FPS"):
@@ -192,19 +182,19 @@ def traced_frame_counts(root: PathLike) -> dict[str, int] | None:
     Raises:
         EchoNetLayoutError: the header is not exactly ``FileName,X1,Y1,X2,Y2,Frame``.
     """
-    path = Path(root) / "VolumeTracings.csv"
+    path = Path(root) / layout.TRACINGS
     if not path.is_file():
         return None
     try:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise EchoNetLayoutError(f"{path}: not a readable CSV ({err}). {LAYOUT}") from err
-    if tuple(str(c).strip() for c in df.columns) != TRACING_COLUMNS:
+    if tuple(str(c).strip() for c in df.columns) != layout.TRACING_COLUMNS:
         raise EchoNetLayoutError(
-            f"{path}: header must be exactly {','.join(TRACING_COLUMNS)}, "
+            f"{path}: header must be exactly {','.join(layout.TRACING_COLUMNS)}, "
             f"found {','.join(map(str, df.columns))}. {LAYOUT}"
         )
-    names = df["FileName"].astype(str).map(_stem)
+    names = df["FileName"].astype(str).map(lambda n: layout.stem(n.strip()))
     return pd.DataFrame({"n": names, "f": df["Frame"]}).groupby("n")["f"].nunique().astype(int).to_dict()
 
 
@@ -225,7 +215,7 @@ def read_echonet(
         required_splits: splits that must hold at least one video after filtering.
 
     Raises:
-        FileNotFoundError: missing folder, FileList.csv, Videos/ or video files (names them).
+        EchoNetNotFoundError (a FileNotFoundError): missing folder, FileList.csv, Videos/ or video files (names them).
         EchoNetLayoutError: see :func:`read_filelist`; or a split left empty.
     """
     root = Path(root)
@@ -245,11 +235,11 @@ def read_echonet(
                 per_split,
             )
         df = df[keep]
-    videos = root / "Videos"
+    videos = root / layout.VIDEO_DIR
     records = tuple(
         EchoNetRecord(
             filename=row.FileName,
-            path=videos / f"{row.FileName}.avi",
+            path=videos / layout.avi_name(row.FileName),
             ef=float(row.EF),
             edv=float(row.EDV),
             esv=float(row.ESV),
@@ -271,18 +261,13 @@ def read_echonet(
 
 def check_video_files(records: Iterable[EchoNetRecord], root: PathLike) -> None:
     """Raises FileNotFoundError naming the videos of ``records`` missing from ``<root>/Videos``."""
-    videos = Path(root) / "Videos"
+    videos = Path(root) / layout.VIDEO_DIR
     if not videos.is_dir():
-        raise FileNotFoundError(f"Videos folder not found: {videos}. {LAYOUT}")
+        raise EchoNetNotFoundError(f"Videos folder not found: {videos}. {LAYOUT}")
     present = {p.name for p in videos.iterdir()}
     missing = [r.avi_name for r in records if r.avi_name not in present]
     if missing:
         shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
-        raise FileNotFoundError(
+        raise EchoNetNotFoundError(
             f"{len(missing)} video(s) listed in FileList.csv are missing from {videos}: {shown}. {LAYOUT}"
         )
-
-
-def records_by_split(index: EchoNetIndex, splits: Sequence[str] = SPLITS) -> dict[str, list[EchoNetRecord]]:
-    """``{split: records}`` for the given splits (each non-empty)."""
-    return {_split_key(s): index.split(s) for s in splits}

@@ -9,39 +9,47 @@ Usage::
 Each example stores a video so that a clip reads only the frames it uses, with
 ``decoders={'frames': tfds.decode.SkipDecoding()}`` in the clip pipeline:
 
-* ``frame_format='raw'`` (default): ``frames`` is one byte string holding the ``[F, H, W]`` uint8
+* ``frame_format='raw'`` (default): ``frames`` is one byte string holding the ``[F, H, W, C]`` uint8
   video (``Tensor((), string)``); a clip cuts its 36 frames out with ``tf.strings.substr`` and
-  ``tf.io.decode_raw``, i.e. nothing is decompressed. ~2.5x cheaper per clip than PNG (the only
-  format meeting the 150 clips/s/core target, see bench/bench_input.py), ~1.6x PNG's disk space
-  (about 22 GB for EchoNet-Dynamic).
-* ``frame_format='png'``: ``frames = Sequence(Image(shape=(H, W, 1), encoding_format='png'))``,
+  ``tf.io.decode_raw``, i.e. nothing is decompressed. ~2.5x cheaper per clip than PNG, but the
+  largest on disk (``F * H * W * C`` bytes per video).
+* ``frame_format='png'``: ``frames = Sequence(Image(shape=(H, W, C), encoding_format='png'))``,
   lossless and compact; the pipeline decodes only the clip's PNGs, and plain
-  ``builder.as_dataset()`` returns decoded ``uint8 [F, H, W, 1]`` frames.
+  ``builder.as_dataset()`` returns decoded ``uint8 [F, H, W, C]`` frames.
 
-Plus ``filename`` (no extension), ``ef`` (%), ``edv``/``esv`` (mL, NaN if absent), ``num_frames``
-(decoded count) and ``fps`` (container fps, else FileList.csv, else NaN).
+``C`` is ``channels``: 3 (default, official) stores the decoded RGB channels (OpenCV's BGR turned
+into RGB, as CoReEcho's ``EchoNet`` loader); 1 stores OpenCV's luma (``RGB2GRAY``) and counts the
+videos whose channels differed (not official; a third of the disk). Plus ``filename`` (no extension),
+``ef`` (%), ``edv``/``esv`` (mL, NaN if absent), ``num_frames`` (decoded count) and ``fps``
+(container fps, else FileList.csv, else NaN).
 
 One prepared dataset per source: the builder config name is a hash of the absolute source path, the
-options (``drop_untraced``, ``frame_format``) and the content of FileList.csv / VolumeTracings.csv, so a different
-source or option prepares a new dataset instead of silently reusing an old one; the source path and
-options are also stored in the dataset metadata and checked on load.
+options (:class:`PrepareOptions`), the content of FileList.csv / VolumeTracings.csv and what every
+listed video file is (size and modification time, or with ``hash_videos=True`` size and SHA-1 of its
+bytes). An edited source (labels, options or a video) therefore prepares a new dataset instead of
+silently reusing the old one; the log names what changed and the stale folder, which may be deleted.
 
-Unreadable or zero-frame videos are skipped, logged, and listed in the metadata and in
-``<dataset dir>/skipped.json``; a split whose videos are all unreadable is an error. Videos whose
-colour channels differ are stored as OpenCV's luma (``BGR2GRAY``) and counted in the report
-(EchoNet-Dynamic videos are grayscale: for them this equals the official 3 equal channels).
+Preparation report (``<dataset dir>/preparation_report.json``, also in the metadata):
+
+* unreadable or zero-frame videos are skipped and listed; a split whose videos are all unreadable is
+  an error;
+* truncated videos (the container header announces more frames than decode) are listed; they are
+  kept with the frames that decode, as the official reader does, or dropped with ``drop_truncated``;
+* videos whose frame size differs from the majority stop preparation, before any decoding, with the
+  majority size and the videos that differ.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import itertools
 import json
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -52,38 +60,77 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tqdm import tqdm
 
-from coreecho_jax.data import echonet
-from coreecho_jax.data.video_io import VideoReadError, read_video
+from coreecho_jax.data import echonet, tf_runtime
+from coreecho_jax.data import echonet_layout as layout
+from coreecho_jax.data.video_io import VideoReadError, probe_video, read_video, rgb_to_gray
+from coreecho_jax.errors import DataError
 
 PathLike = str | os.PathLike
 log = logging.getLogger(__name__)
 
 DATASET_NAME = "echonet_dynamic"
 FRAME_FORMATS = ("png", "raw")
-REPORT_NAME = "skipped.json"
+CHANNELS = (1, 3)
+REPORT_NAME = "preparation_report.json"
+#: How many file names an error or log line shows before "... (N in all)".
+SHOWN = 10
 
 
-class EchoNetPreparationError(ValueError):
-    """Preparing the TFDS dataset failed (all videos of a split unreadable, mixed frame sizes, ...)."""
+class EchoNetPreparationError(DataError):
+    """Preparing or opening the TFDS dataset failed (all videos of a split unreadable, mixed frame sizes, ...)."""
 
 
-class EchonetDynamicConfig(tfds.core.BuilderConfig):
-    """Builder config bound to one source folder and option set.
+class EchoNetNotPreparedError(DataError, FileNotFoundError):
+    """No prepared dataset matches the source and options (never prepared, or the source changed)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareOptions:
+    """What a prepared dataset depends on besides the source files (part of its key).
 
     Attributes:
-        source_root: absolute path of the EchoNet-Dynamic folder.
-        drop_untraced: drop videos with < 2 traced frames (official behaviour).
-        frame_format: ``'png'`` or ``'raw'`` frame storage.
+        drop_untraced: drop videos with < 2 traced frames (official; needs VolumeTracings.csv).
+        frame_format: ``'raw'`` (default, fastest clips) or ``'png'`` (compact); see the module doc.
+        channels: 3 = the decoded RGB channels (official), 1 = luma (a third of the disk).
+        drop_truncated: drop videos whose header announces more frames than decode (default: keep
+            the decodable frames, as the official OpenCV reader does).
+        hash_videos: key the dataset on each video's SHA-1 (reads every byte at each start) instead
+            of its size and modification time.
     """
 
-    def __init__(
-        self, *, source_root: str, drop_untraced: bool, frame_format: str, fingerprint: str, **kwargs: Any
-    ):
-        super().__init__(**kwargs)
-        self.source_root = source_root
-        self.drop_untraced = drop_untraced
-        self.frame_format = frame_format
-        self.fingerprint = fingerprint
+    drop_untraced: bool = True
+    frame_format: str = "raw"
+    channels: int = 3
+    drop_truncated: bool = False
+    hash_videos: bool = False
+
+    def __post_init__(self) -> None:
+        if self.frame_format not in FRAME_FORMATS:
+            raise EchoNetPreparationError(
+                f"frame_format must be one of {FRAME_FORMATS}, got {self.frame_format!r}"
+            )
+        if self.channels not in CHANNELS:
+            raise EchoNetPreparationError(f"channels must be one of {CHANNELS}, got {self.channels!r}")
+
+    @classmethod
+    def from_config(cls, data: Mapping[str, Any]) -> PrepareOptions:
+        """The options of a ``config.data`` (fields absent from an older config keep their defaults)."""
+        fields = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
+        return cls(**fields)
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(self).items())
+
+
+def _options(options: PrepareOptions | None, fields: dict[str, Any]) -> PrepareOptions:
+    if options is not None and fields:
+        raise TypeError(
+            f"pass either PrepareOptions or its fields, not both (got options and {sorted(fields)})"
+        )
+    return options if options is not None else PrepareOptions(**fields)
+
+
+# ------------------------------------------------------------------------------- source identity
 
 
 def _file_sha1(path: Path) -> str | None:
@@ -96,85 +143,173 @@ def _file_sha1(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def config_for(
-    root: PathLike, *, drop_untraced: bool = True, frame_format: str = "raw"
-) -> EchonetDynamicConfig:
-    """The builder config of a source folder: name = hash of (path, options, CSV contents).
+def video_identity(path: Path, hash_videos: bool) -> list | None:
+    """What a video file is: ``[size, mtime_ns]``, or ``[size, sha1]`` when hashing; None if missing."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return [stat.st_size, _file_sha1(path) if hash_videos else stat.st_mtime_ns]
+
+
+def source_identity(root: Path, hash_videos: bool = False) -> dict[str, Any]:
+    """SHA-1 of FileList.csv and VolumeTracings.csv and :func:`video_identity` of every listed video."""
+    names = echonet.read_filelist(root)["FileName"]
+    videos = root / layout.VIDEO_DIR
+    return {
+        "filelist": _file_sha1(root / layout.FILELIST),
+        "tracings": _file_sha1(root / layout.TRACINGS),
+        "videos": {
+            layout.avi_name(n): video_identity(videos / layout.avi_name(n), hash_videos) for n in names
+        },
+    }
+
+
+def _shown(names: Sequence[str]) -> str:
+    more = f", ... ({len(names)} in all)" if len(names) > SHOWN else ""
+    return ", ".join(names[:SHOWN]) + more
+
+
+def _file_change(old: Any, new: Any) -> str | None:
+    """How one file changed between two identities (a SHA-1, or a :func:`video_identity`); None if not."""
+    if old == new:
+        return None
+    if old is None or new is None:
+        return "added" if old is None else "deleted"
+    if isinstance(old, str):
+        return "edited"
+    if old[0] != new[0]:
+        return f"size {old[0]} -> {new[0]} bytes"
+    return f"same size, {'content' if isinstance(new[1], str) else 'modified time'}"
+
+
+def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between two :func:`source_identity` results, one line per kind of change."""
+    out = []
+    for key, name in (("filelist", layout.FILELIST), ("tracings", layout.TRACINGS)):
+        change = _file_change(old.get(key), new.get(key))
+        if change:
+            out.append(f"{name} {change}")
+    old_v, new_v = old.get("videos", {}), new.get("videos", {})
+    changed = [(n, _file_change(old_v[n], new_v[n])) for n in sorted(set(old_v) & set(new_v))]
+    changed = [f"{n} ({c})" for n, c in changed if c]
+    if changed:
+        out.append(f"{len(changed)} video file(s) changed: {_shown(changed)}")
+    for names, what in (
+        (set(new_v) - set(old_v), "newly listed"),
+        (set(old_v) - set(new_v), "no longer listed"),
+    ):
+        if names:
+            out.append(f"{len(names)} video(s) {what}: {_shown(sorted(names))}")
+    return out
+
+
+# ------------------------------------------------------------------------------- builder config
+
+
+class EchonetDynamicConfig(tfds.core.BuilderConfig):
+    """Builder config bound to one source folder, its identity and one option set.
+
+    Attributes:
+        source_root: absolute path of the EchoNet-Dynamic folder.
+        options: the :class:`PrepareOptions`.
+        identity: :func:`source_identity` of the source when the config was made.
+        fingerprint: SHA-1 of (source_root, options, identity); the config name holds its first 16 digits.
+    """
+
+    def __init__(
+        self, *, source_root: str, options: PrepareOptions, identity: dict, fingerprint: str, **kwargs: Any
+    ):
+        super().__init__(**kwargs)
+        self.source_root = source_root
+        self.options = options
+        self.identity = identity
+        self.fingerprint = fingerprint
+
+
+def config_for(root: PathLike, options: PrepareOptions | None = None, **fields: Any) -> EchonetDynamicConfig:
+    """The builder config of a source folder: name = hash of (path, options, CSV contents, video files).
+
+    ``options`` or its fields (e.g. ``channels=1``). Stats every video listed in FileList.csv (and
+    reads them all when ``hash_videos``).
 
     Raises:
-        FileNotFoundError: the folder or its FileList.csv is missing.
+        EchoNetNotFoundError / EchoNetLayoutError: the folder or FileList.csv is missing or malformed.
     """
-    if frame_format not in FRAME_FORMATS:
-        raise ValueError(f"frame_format must be one of {FRAME_FORMATS}, got {frame_format!r}")
+    options = _options(options, fields)
     root = Path(root).expanduser().resolve()
-    if not root.is_dir():
-        raise FileNotFoundError(f"EchoNet-Dynamic folder not found: {root}. {echonet.LAYOUT}")
-    if not (root / "FileList.csv").is_file():
-        raise FileNotFoundError(f"FileList.csv not found in {root}. {echonet.LAYOUT}")
-    key = {
-        "root": str(root),
-        "drop_untraced": bool(drop_untraced),
-        "frame_format": frame_format,
-        "filelist": _file_sha1(root / "FileList.csv"),
-        "tracings": _file_sha1(root / "VolumeTracings.csv"),
-    }
+    identity = source_identity(root, options.hash_videos)
+    key = {"root": str(root), "options": dataclasses.asdict(options), "identity": identity}
     fingerprint = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return EchonetDynamicConfig(
         name=f"src_{fingerprint[:16]}",
-        description=f"EchoNet-Dynamic from {root} (drop_untraced={drop_untraced}, {frame_format} frames)",
+        description=f"EchoNet-Dynamic from {root} ({options.describe()})",
         source_root=str(root),
-        drop_untraced=bool(drop_untraced),
-        frame_format=frame_format,
+        options=options,
+        identity=identity,
         fingerprint=fingerprint,
     )
 
 
-def _gray_frames(path: Path) -> tuple[np.ndarray, float | None, bool]:
-    """uint8 ``[T, H, W]`` frames, container fps, and whether the RGB channels differed."""
-    video = read_video(path, color=True)
-    rgb = video.frames
-    colour = bool(np.any(rgb[..., 0] != rgb[..., 1]) or np.any(rgb[..., 1] != rgb[..., 2]))
-    gray = rgb[..., 0] if not colour else np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb])
-    return np.ascontiguousarray(gray), video.fps, colour
+# ------------------------------------------------------------------------------- decoding
+
+
+@dataclasses.dataclass
+class _Decoded:
+    encoded: Any  # raw bytes of [F, H, W, C], or a list of PNG bytes
+    shape: tuple[int, int, int, int]  # (F, H, W, C)
+    fps: float | None
+    colour: bool  # channels differed (only checked when storing one channel)
+    header_frames: int  # frame count the container announces (-1 if unknown)
 
 
 def _png(frame: np.ndarray) -> bytes:
+    """PNG of one uint8 frame ``[H, W, C]`` (RGB order for C = 3)."""
+    if frame.shape[-1] == 3:
+        frame = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)  # cv2 writes BGR; the PNG then decodes to RGB
     ok, buf = cv2.imencode(".png", frame)
     if not ok:
         raise VideoReadError("PNG encoding failed")
     return buf.tobytes()
 
 
-def _load(path: Path, frame_format: str) -> tuple[Any, tuple[int, int, int], float | None, bool]:
-    """(encoded frames, (F, H, W), fps, colour) of one video; raises VideoReadError."""
-    frames, fps, colour = _gray_frames(path)
-    encoded = [_png(f) for f in frames] if frame_format == "png" else frames.tobytes()
-    return encoded, tuple(int(d) for d in frames.shape), fps, colour
+def _load(path: Path, options: PrepareOptions) -> _Decoded:
+    """Decodes one video into the stored form; raises VideoReadError."""
+    video = read_video(path, color=True)
+    rgb = video.frames  # [F, H, W, 3] RGB
+    colour = False
+    if options.channels == 1:
+        colour = bool(np.any(rgb[..., 0] != rgb[..., 1]) or np.any(rgb[..., 1] != rgb[..., 2]))
+        frames = (rgb_to_gray(rgb) if colour else rgb[..., 0])[..., None]
+    else:
+        frames = rgb
+    frames = np.ascontiguousarray(frames)
+    encoded = [_png(f) for f in frames] if options.frame_format == "png" else frames.tobytes()
+    header = int(video.metadata.get("header_frame_count", -1))
+    return _Decoded(encoded, tuple(int(d) for d in frames.shape), video.fps, colour, header)
 
 
-def _load_in_order(
-    paths: Sequence[Path], frame_format: str, workers: int
-) -> Iterator[tuple[Any, Exception | None]]:
-    """Yields ``(result of _load, None)`` or ``(None, VideoReadError)`` per path, in order.
+def _in_order(fn, items: Sequence[Any], workers: int) -> Iterator[tuple[Any, Exception | None]]:
+    """Yields ``(fn(item), None)`` or ``(None, VideoReadError)`` per item, in order.
 
-    OpenCV decoding and PNG encoding release the GIL, so a thread pool of ``workers`` decodes
-    videos in parallel; at most ``2 * workers`` decoded videos wait in memory.
+    OpenCV decoding and PNG encoding release the GIL, so a thread pool of ``workers`` runs ``fn``
+    in parallel; at most ``2 * workers`` results wait in memory.
     """
 
-    def safe(path: Path):
+    def safe(item):
         try:
-            return _load(path, frame_format), None
+            return fn(item), None
         except VideoReadError as err:
             return None, err
 
     if workers <= 1:
-        yield from (safe(p) for p in paths)
+        yield from (safe(x) for x in items)
         return
     with ThreadPoolExecutor(workers) as pool:
         pending: collections.deque = collections.deque()
-        it = iter(paths)
-        for path in itertools.islice(it, 2 * workers):
-            pending.append(pool.submit(safe, path))
+        it = iter(items)
+        for item in itertools.islice(it, 2 * workers):
+            pending.append(pool.submit(safe, item))
         while pending:
             result = pending.popleft().result()
             nxt = next(it, None)
@@ -183,14 +318,44 @@ def _load_in_order(
             yield result
 
 
-class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
-    """EchoNet-Dynamic videos (raw or PNG frames) with EF/EDV/ESV labels."""
+def majority_frame_size(records: Sequence[echonet.EchoNetRecord], workers: int = 1) -> tuple[int, int] | None:
+    """The frame size ``(H, W)`` most videos have (container headers; unreadable ones ignored).
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Raw or PNG frames, official untraced-video filtering."}
+    Raises:
+        EchoNetPreparationError: some videos differ from it (names them with their sizes).
+    """
+    sizes = [
+        None if info is None else (info.height, info.width)
+        for info, _ in _in_order(lambda r: probe_video(r.path), records, workers)
+    ]
+    counts = collections.Counter(s for s in sizes if s is not None)
+    if not counts:
+        return None
+    (h, w), n = counts.most_common(1)[0]
+    odd = [f"{r.path} ({s[0]}x{s[1]})" for r, s in zip(records, sizes) if s is not None and s != (h, w)]
+    if odd:
+        raise EchoNetPreparationError(
+            f"{len(odd)} video(s) differ from the frame size of the other {n} ({h}x{w}, height x width): "
+            f"{_shown(odd)}. Every video must have the same frame size (EchoNet-Dynamic: "
+            f"{layout.FRAME_SIZE}x{layout.FRAME_SIZE}); resize or remove the odd ones"
+        )
+    return int(h), int(w)
+
+
+# ------------------------------------------------------------------------------- builder
+
+
+class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
+    """EchoNet-Dynamic videos (raw or PNG frames, 1 or 3 channels) with EF/EDV/ESV labels."""
+
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Raw or PNG frames, official untraced-video filtering.",
+        "1.1.0": "RGB or luma frames; keyed on every video file; truncated videos reported.",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Download EchoNet-Dynamic (https://echonet.github.io/dynamic/, Stanford AIMI) and pass its "
-        "folder as the manual directory (prepare_echonet(root, data_dir)).\n" + echonet.LAYOUT
+        "folder as the manual directory (prepare_echonet(root, data_dir)).\n" + layout.LAYOUT
     )
     BUILDER_CONFIGS: list[EchonetDynamicConfig] = []
 
@@ -200,11 +365,14 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
         self._workers = workers if workers is not None else (os.cpu_count() or 1)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        config = self.builder_config
-        if getattr(config, "frame_format", "png") == "raw":
-            frames = tfds.features.Tensor(shape=(), dtype=np.object_, doc="[F, H, W] uint8 video as bytes")
+        options = getattr(self.builder_config, "options", PrepareOptions())
+        c = options.channels
+        if options.frame_format == "raw":
+            frames = tfds.features.Tensor(
+                shape=(), dtype=np.object_, doc=f"[F, H, W, {c}] uint8 video as bytes"
+            )
         else:
-            frames = tfds.features.Sequence(tfds.features.Image(shape=(None, None, 1), encoding_format="png"))
+            frames = tfds.features.Sequence(tfds.features.Image(shape=(None, None, c), encoding_format="png"))
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict(
                 {
@@ -233,67 +401,80 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
                 f"manual_dir {root} differs from the config's source {config.source_root}; "
                 f"use prepare_echonet(root, data_dir)"
             )
-        index = echonet.read_echonet(root, drop_untraced=config.drop_untraced)
+        index = echonet.read_echonet(root, drop_untraced=config.options.drop_untraced)
+        size = majority_frame_size(index.records, self._workers)
         meta = self.info.metadata
         meta.clear()
         meta.update(
             {
                 "source_root": config.source_root,
-                "drop_untraced": config.drop_untraced,
-                "frame_format": config.frame_format,
+                "options": dataclasses.asdict(config.options),
                 "fingerprint": config.fingerprint,
+                "identity": config.identity,
                 "has_tracings": index.has_tracings,
                 "dropped_untraced": list(index.dropped_untraced),
                 "skipped": {},
+                "truncated": {},
                 "colour_videos": [],
-                "frame_size": None,
+                "frame_size": None if size is None else list(size),
                 "videos": {},
             }
         )
-        return {split: self._generate_examples(index.split(split), split) for split in echonet.SPLITS}
+        return {split: self._generate_examples(index.split(split), split) for split in layout.SPLITS}
 
     def _generate_examples(self, records: Sequence[echonet.EchoNetRecord], split: str):
+        options: PrepareOptions = self.builder_config.options
         meta = self.info.metadata
         skipped: list[dict[str, str]] = []
+        truncated: list[dict[str, Any]] = []
         names: list[str] = []
         counts: list[int] = []
-        loaded = _load_in_order([r.path for r in records], self.builder_config.frame_format, self._workers)
-        for record, (result, err) in tqdm(
+        loaded = _in_order(lambda r: _load(r.path, options), records, self._workers)
+        for record, (video, err) in tqdm(
             zip(records, loaded), total=len(records), desc=f"EchoNet {split} videos", unit="video"
         ):
             if err is not None:
                 log.warning("EchoNet: skipping unreadable video %s (%s)", record.path, err)
                 skipped.append({"filename": record.filename, "path": str(record.path), "reason": str(err)})
                 continue
-            encoded, shape, fps, colour = result
-            size = [shape[1], shape[2]]
+            num_frames, height, width, _ = video.shape
             if meta["frame_size"] is None:
-                meta["frame_size"] = size
-            elif meta["frame_size"] != size:
+                meta["frame_size"] = [height, width]
+            if meta["frame_size"] != [height, width]:
                 raise EchoNetPreparationError(
-                    f"{record.path}: frame size {size[0]}x{size[1]} differs from the other videos "
-                    f"({meta['frame_size'][0]}x{meta['frame_size'][1]}); EchoNet-Dynamic videos are all "
-                    f"112x112"
+                    f"{record.path}: decoded frame size {height}x{width} differs from the other videos "
+                    f"({meta['frame_size'][0]}x{meta['frame_size'][1]})"
                 )
-            if colour:
+            if video.header_frames > num_frames:
+                truncated.append(
+                    {
+                        "filename": record.filename,
+                        "path": str(record.path),
+                        "header_frames": video.header_frames,
+                        "decoded_frames": num_frames,
+                    }
+                )
+                if options.drop_truncated:
+                    continue
+            if video.colour:
                 meta["colour_videos"].append(record.filename)
-            if fps is None:
-                fps = record.fps
+            fps = record.fps if video.fps is None else video.fps
             names.append(record.filename)
-            counts.append(shape[0])
+            counts.append(num_frames)
             yield (
                 record.filename,
                 {
-                    "frames": encoded,
+                    "frames": video.encoded,
                     "filename": record.filename,
                     "ef": np.float32(record.ef),
                     "edv": np.float32(record.edv),
                     "esv": np.float32(record.esv),
-                    "num_frames": np.int32(shape[0]),
+                    "num_frames": np.int32(num_frames),
                     "fps": np.float32(math.nan if fps is None else fps),
                 },
             )
         meta["skipped"][split] = skipped
+        meta["truncated"][split] = truncated
         meta["videos"][split] = {"filename": names, "num_frames": counts}
         if skipped:
             log.warning(
@@ -303,63 +484,108 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
                 len(records),
                 REPORT_NAME,
             )
-        if not names:
-            raise EchoNetPreparationError(
-                f"every video of split {split!r} ({len(records)}) is unreadable or has zero frames, e.g. "
-                f"{skipped[0]['path']}: {skipped[0]['reason']}"
+        if truncated:
+            log.warning(
+                "EchoNet %s: %d video(s) decode fewer frames than their header announces (%s; listed in %s): %s",
+                split,
+                len(truncated),
+                "dropped" if options.drop_truncated else "kept with the frames that decode",
+                REPORT_NAME,
+                _shown([t["filename"] for t in truncated]),
             )
+        if not names:
+            problems = skipped + truncated
+            raise EchoNetPreparationError(
+                f"every video of split {split!r} ({len(records)}) is unreadable, has zero frames"
+                f"{' or is truncated (drop_truncated=True)' if options.drop_truncated else ''}, e.g. "
+                f"{problems[0]['path']}: {problems[0].get('reason', 'truncated')}"
+            )
+
+
+# ------------------------------------------------------------------------------- prepare / load
 
 
 def _dataset_dir(data_dir: PathLike, config: EchonetDynamicConfig) -> Path:
     return Path(data_dir) / DATASET_NAME / config.name / str(EchonetDynamic.VERSION)
 
 
-def _check_metadata(builder: tfds.core.DatasetBuilder, root: str | None, drop_untraced: bool | None) -> None:
+def _prepared_metadata(data_dir: PathLike) -> list[tuple[Path, dict]]:
+    """``(dataset dir, metadata)`` of every dataset prepared in ``data_dir`` by this version."""
+    out = []
+    for info in sorted(Path(data_dir).glob(f"{DATASET_NAME}/*/{EchonetDynamic.VERSION}/dataset_info.json")):
+        try:
+            out.append((info.parent, json.loads((info.parent / "metadata.json").read_text())))
+        except (OSError, json.JSONDecodeError):
+            out.append((info.parent, {}))
+    return out
+
+
+def stale_preparations(data_dir: PathLike, config: EchonetDynamicConfig) -> list[tuple[Path, list[str]]]:
+    """Datasets in ``data_dir`` prepared from the same source and options before it changed, with the changes."""
+    options = dataclasses.asdict(config.options)
+    return [
+        (path, describe_changes(meta["identity"], config.identity))
+        for path, meta in _prepared_metadata(data_dir)
+        if meta.get("source_root") == config.source_root
+        and meta.get("options") == options
+        and meta.get("fingerprint") != config.fingerprint
+        and "identity" in meta
+    ]
+
+
+def _check_metadata(builder: tfds.core.DatasetBuilder, config: EchonetDynamicConfig | None) -> None:
     meta = builder.info.metadata or {}
-    if "source_root" not in meta or "videos" not in meta:
+    if not {"source_root", "options", "videos"} <= set(meta):
         raise EchoNetPreparationError(
-            f"{builder.data_dir}: not an EchoNet-Dynamic dataset prepared by "
-            f"prepare_echonet (metadata.json lacks source_root/videos)"
+            f"{builder.data_dir}: not an EchoNet-Dynamic dataset prepared by this version of "
+            f"prepare_echonet (metadata.json lacks source_root/options/videos); prepare it again"
         )
-    if root is not None and meta["source_root"] != root:
+    if config is not None and meta.get("fingerprint") != config.fingerprint:
         raise EchoNetPreparationError(
-            f"{builder.data_dir} was prepared from {meta['source_root']}, not {root}"
-        )
-    if drop_untraced is not None and meta["drop_untraced"] != drop_untraced:
-        raise EchoNetPreparationError(
-            f"{builder.data_dir} was prepared with drop_untraced={meta['drop_untraced']}, not {drop_untraced}"
+            f"{builder.data_dir} was prepared from {meta['source_root']} with other options or files "
+            f"than {config.source_root} ({config.options.describe()})"
         )
 
 
 def prepare_echonet(
     root: PathLike,
     data_dir: PathLike,
+    options: PrepareOptions | None = None,
     *,
-    drop_untraced: bool = True,
-    frame_format: str = "raw",
     workers: int | None = None,
     max_shard_size: int = 128 << 20,
+    **fields: Any,
 ) -> tfds.core.DatasetBuilder:
     """Prepares EchoNet-Dynamic once into ``data_dir`` (a no-op when already prepared) and returns the builder.
 
     Args:
         root: EchoNet-Dynamic folder (FileList.csv, Videos/, optional VolumeTracings.csv).
         data_dir: TFDS data directory; the dataset lands in
-            ``<data_dir>/echonet_dynamic/src_<hash>/1.0.0``.
-        drop_untraced: drop videos with < 2 traced frames (official; needs VolumeTracings.csv).
-        frame_format: ``'raw'`` (default, fastest clips) or ``'png'`` (~0.6x the disk); see module doc.
+            ``<data_dir>/echonet_dynamic/src_<hash>/<version>``.
+        options: :class:`PrepareOptions`, or give its fields (``channels=1``, ``frame_format='png'``, ...).
         workers: threads decoding videos (default: CPU count); the output does not depend on it.
         max_shard_size: bytes per TFRecord shard (more shards = better file-level shuffling).
 
     Returns:
-        The prepared builder. Its skipped-video report is ``<builder.data_dir>/skipped.json``.
+        The prepared builder. Its report is ``<builder.data_dir>/preparation_report.json``.
 
     Raises:
-        FileNotFoundError / echonet.EchoNetLayoutError: bad source layout (before any decoding).
+        EchoNetNotFoundError / EchoNetLayoutError: bad source layout or labels (before any decoding).
         EchoNetPreparationError: every video of a split is unreadable, or frame sizes differ.
     """
-    config = config_for(root, drop_untraced=drop_untraced, frame_format=frame_format)
-    echonet.read_echonet(config.source_root, drop_untraced=drop_untraced)  # fail fast, before TFDS
+    tf_runtime.hide_gpus_from_tensorflow()
+    config = config_for(root, options, **fields)
+    echonet.read_echonet(config.source_root, drop_untraced=config.options.drop_untraced)  # fail fast
+    if not (_dataset_dir(data_dir, config) / "dataset_info.json").is_file():
+        for path, changes in stale_preparations(data_dir, config):
+            log.warning(
+                "EchoNet: %s changed since %s was prepared from it (%s); preparing again into %s. "
+                "The old prepared copy is no longer used and may be deleted.",
+                config.source_root,
+                path,
+                "; ".join(changes) or "identity differs",
+                _dataset_dir(data_dir, config),
+            )
     builder = EchonetDynamic(config=config, data_dir=os.fspath(data_dir), workers=workers)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(
@@ -370,22 +596,26 @@ def prepare_echonet(
         )
     )
     builder = EchonetDynamic(config=config, data_dir=os.fspath(data_dir))  # re-read the written metadata
-    _check_metadata(builder, config.source_root, drop_untraced)
+    _check_metadata(builder, config)
     write_report(builder)
     return builder
 
 
 def write_report(builder: tfds.core.DatasetBuilder) -> Path:
-    """Writes ``<dataset dir>/skipped.json`` (skipped unreadable videos, dropped untraced ones); returns it."""
+    """Writes ``<dataset dir>/preparation_report.json`` (skipped, truncated, dropped videos); returns it."""
     meta = builder.info.metadata
     path = Path(builder.data_dir) / REPORT_NAME
     report = {
         "source_root": meta["source_root"],
+        "options": meta["options"],
         "skipped_unreadable": meta["skipped"],
         "num_skipped_unreadable": sum(len(v) for v in meta["skipped"].values()),
+        "truncated": meta["truncated"],
+        "num_truncated": sum(len(v) for v in meta["truncated"].values()),
+        "truncated_are": "dropped" if meta["options"]["drop_truncated"] else "kept",
         "dropped_untraced": meta["dropped_untraced"],
         "num_dropped_untraced": len(meta["dropped_untraced"]),
-        "colour_videos_stored_as_gray": meta["colour_videos"],
+        "colour_videos_stored_as_luma": meta["colour_videos"],
     }
     if not path.exists():
         path.write_text(json.dumps(report, indent=1) + "\n")
@@ -393,56 +623,54 @@ def write_report(builder: tfds.core.DatasetBuilder) -> Path:
 
 
 def load_echonet(
-    data_dir: PathLike,
-    root: PathLike | None = None,
-    *,
-    drop_untraced: bool = True,
-    frame_format: str = "raw",
+    data_dir: PathLike, root: PathLike | None = None, options: PrepareOptions | None = None, **fields: Any
 ) -> tfds.core.DatasetBuilder:
     """Opens a prepared EchoNet-Dynamic dataset.
 
     Args:
         data_dir: the TFDS data directory given to :func:`prepare_echonet`.
         root: the source folder it was prepared from; ``None`` = the only dataset in ``data_dir``.
-        drop_untraced, frame_format: the options it was prepared with (used when ``root`` is given).
+        options: the options it was prepared with, or their fields (used when ``root`` is given).
 
     Raises:
-        FileNotFoundError: nothing prepared for this source/options (names :func:`prepare_echonet`).
+        EchoNetNotPreparedError: nothing prepared for this source and options, or the source changed
+            since (the message names what changed).
         EchoNetPreparationError: ambiguous (several prepared sources and no ``root``), or a mismatch.
     """
     if root is not None:
-        config = config_for(root, drop_untraced=drop_untraced, frame_format=frame_format)
+        config = config_for(root, options, **fields)
         path = _dataset_dir(data_dir, config)
         if not (path / "dataset_info.json").is_file():
-            raise FileNotFoundError(
-                f"no prepared EchoNet-Dynamic dataset for {config.source_root} (drop_untraced={drop_untraced}, "
-                f"frame_format={frame_format}) "
-                f"in {data_dir} (looked for {path}); run prepare_echonet(root, data_dir) first. If the "
-                f"source CSVs changed since preparation, the dataset must be prepared again."
+            stale = "".join(
+                f" {config.source_root} changed since {old} was prepared from it: {'; '.join(changes)}."
+                for old, changes in stale_preparations(data_dir, config)
+            )
+            raise EchoNetNotPreparedError(
+                f"no prepared EchoNet-Dynamic dataset for {config.source_root} ({config.options.describe()}) "
+                f"in {data_dir} (looked for {path}).{stale} To fix: run prepare_echonet(root, data_dir) first; if the "
+                f"source files changed since preparation, the dataset must be prepared again."
             )
         builder = EchonetDynamic(config=config, data_dir=os.fspath(data_dir))
-        _check_metadata(builder, config.source_root, drop_untraced)
+        _check_metadata(builder, config)
         return builder
-    found = sorted(Path(data_dir).glob(f"{DATASET_NAME}/*/{EchonetDynamic.VERSION}/dataset_info.json"))
+    found = _prepared_metadata(data_dir)
     if not found:
-        raise FileNotFoundError(
+        raise EchoNetNotPreparedError(
             f"no prepared EchoNet-Dynamic dataset under {Path(data_dir) / DATASET_NAME}; "
             f"run prepare_echonet(root, data_dir) first"
         )
     if len(found) > 1:
-        sources = []
-        for p in found:
-            try:
-                sources.append(json.loads((p.parent / "metadata.json").read_text())["source_root"])
-            except (OSError, KeyError, json.JSONDecodeError):
-                sources.append(str(p.parent))
+        sources = [meta.get("source_root", str(path)) for path, meta in found]
         raise EchoNetPreparationError(
             f"{data_dir} holds {len(found)} prepared EchoNet-Dynamic datasets "
             f"(sources: {sources}); pass root= to choose one"
         )
-    builder = tfds.builder_from_directory(os.fspath(found[0].parent))
-    _check_metadata(builder, None, None)
+    builder = tfds.builder_from_directory(os.fspath(found[0][0]))
+    _check_metadata(builder, None)
     return builder
+
+
+# ------------------------------------------------------------------------------- reading
 
 
 def split_videos(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, int]:
@@ -450,7 +678,9 @@ def split_videos(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, int
     meta = builder.info.metadata
     key = str(split).strip().lower()
     if key not in meta["videos"]:
-        raise ValueError(f"unknown split {split!r}; the prepared dataset has {sorted(meta['videos'])}")
+        raise EchoNetPreparationError(
+            f"unknown split {split!r}; the prepared dataset has {sorted(meta['videos'])}"
+        )
     videos = meta["videos"][key]
     return dict(zip(videos["filename"], (int(n) for n in videos["num_frames"])))
 
@@ -462,14 +692,24 @@ def split_files(builder: tfds.core.DatasetBuilder, split: str) -> list[str]:
     out = []
     for fi in builder.info.splits[key].file_instructions:
         if fi.skip != 0 or fi.take != fi.examples_in_shard:
-            raise ValueError(f"split {key!r}: partial shard {fi.filename} is not supported")
+            raise EchoNetPreparationError(f"split {key!r}: partial shard {fi.filename} is not supported")
         out.append(os.fspath(fi.filename))
     return out
 
 
+def options_of(builder: tfds.core.DatasetBuilder) -> PrepareOptions:
+    """The :class:`PrepareOptions` a dataset was prepared with."""
+    return PrepareOptions(**builder.info.metadata["options"])
+
+
 def frame_format(builder: tfds.core.DatasetBuilder) -> str:
     """How frames are stored: ``'png'`` or ``'raw'``."""
-    return str(builder.info.metadata.get("frame_format", "png"))
+    return options_of(builder).frame_format
+
+
+def channels(builder: tfds.core.DatasetBuilder) -> int:
+    """Stored channels per frame: 3 (RGB) or 1 (luma)."""
+    return options_of(builder).channels
 
 
 def frame_size(builder: tfds.core.DatasetBuilder) -> tuple[int, int]:
@@ -488,7 +728,7 @@ def split_dataset(
     """A split as ``tf.data`` with still-encoded frames: ``{'frames', 'filename', 'ef', ...}``.
 
     ``frames`` is tf.string ``[F]`` of PNGs, or (``frame_format == 'raw'``) one tf.string of the
-    ``F * H * W`` video bytes.
+    ``F * H * W * C`` video bytes.
     """
     key = str(split).strip().lower()
     split_videos(builder, key)  # validates the split name

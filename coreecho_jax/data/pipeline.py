@@ -12,8 +12,11 @@ translation. Evaluation (:func:`eval_dataset`) at fixed starts, no augmentation,
      'num_frames', 'mask': bool [B]}
 
 with the last batch padded to ``B`` (``mask`` False on padding). ``filename`` has no extension.
-With ``output='uint8'`` the video is the un-normalised uint8 ``[..., S, S, 1]`` instead; normalise
-it later (e.g. on device) with ``clips.normalise(x, xp=jnp)``.
+The clip settings are one :class:`clips.ClipSpec`. The model always gets three channels normalised
+per channel with the official constants: the stored RGB channels (``channels=3``, official), or
+the stored luma tiled (``channels=1``). With ``spec.output='uint8'`` the video is the un-normalised
+uint8 ``[..., S, S, C]`` (C = stored channels) instead; normalise it later (e.g. on device) with
+``clips.normalise(x, xp=jnp)``.
 
 The sampling formulas are those of :mod:`coreecho_jax.data.clips` (tests prove equality):
 ``start = floor(u0 * n_starts)``, ``offset = floor(u * (2 * pad + 1))``, black end padding to
@@ -30,31 +33,27 @@ for tests). Deviation from the official ``DataLoader(shuffle=True)``: the order 
 permutation only when the epoch fits in one window (``shuffle_buffer`` >= videos per process);
 beyond that it is a shard shuffle plus windowed permutations.
 
-TensorFlow is kept off the GPU at import.
+The constructors hide the GPUs from TensorFlow (:mod:`coreecho_jax.data.tf_runtime`) before their
+first TF operation; importing this module changes nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
 import tensorflow as tf
-
-# TF must leave the accelerators to JAX (RuntimeError: already initialised; ValueError: no GPU support).
-with contextlib.suppress(RuntimeError, ValueError):
-    tf.config.set_visible_devices([], "GPU")
-
 import tensorflow_datasets as tfds
 
-from coreecho_jax.data import clips, echonet_tfds
+from coreecho_jax.data import clips, echonet_tfds, tf_runtime
+from coreecho_jax.data.clips import OFFICIAL_SPEC, ClipSpec
+from coreecho_jax.data.echonet_layout import avi_name
 from coreecho_jax.data.start_indexes import validate_start_indexes
 
 AUTOTUNE = tf.data.AUTOTUNE
-Output = Literal["float32", "uint8"]
 _SEED_SALT = 0x636F7265  # "core"
 
 
@@ -92,11 +91,11 @@ def clip_uniforms(seed: int, epoch: tf.Tensor | int, key: tf.Tensor, view: int) 
 # ------------------------------------------------------------------------------- decoding (TF)
 
 
-def _black_frame(height: int, width: int, frame_format: str) -> bytes:
-    black = np.zeros((height, width), np.uint8)
+def _black_frame(height: int, width: int, channels: int, frame_format: str) -> bytes:
+    """One stored black frame: ``H * W * C`` zero bytes, or a PNG (grey; decode_png widens it to C)."""
     if frame_format == "raw":
-        return black.tobytes()
-    ok, buf = cv2.imencode(".png", black)
+        return bytes(height * width * channels)
+    ok, buf = cv2.imencode(".png", np.zeros((height, width), np.uint8))
     assert ok
     return buf.tobytes()
 
@@ -104,101 +103,96 @@ def _black_frame(height: int, width: int, frame_format: str) -> bytes:
 class _ClipMaker:
     """Gathers encoded frames of clips and turns them into model input (the TF side of clips.py)."""
 
-    def __init__(
-        self,
-        height: int,
-        width: int,
-        *,
-        frames: int,
-        stride: int,
-        pad: int,
-        image_size: int | None,
-        output: Output,
-        frame_format: str = "png",
-    ):
-        if output not in ("float32", "uint8"):
-            raise ValueError(f"output must be 'float32' or 'uint8', got {output!r}")
-        if frames < 1 or stride < 1 or pad < 0:
-            raise ValueError(f"need frames >= 1, stride >= 1, pad >= 0; got {frames}, {stride}, {pad}")
-        self.height, self.width = height, width
-        self.frames, self.stride, self.pad, self.output = frames, stride, pad, output
-        self.resize = image_size is not None and (image_size != height or image_size != width)
-        self.out_hw = (image_size, image_size) if self.resize else (height, width)
+    def __init__(self, builder: Any, spec: ClipSpec):
+        stored = echonet_tfds.channels(builder)
+        if stored != spec.channels:
+            raise echonet_tfds.EchoNetPreparationError(
+                f"{builder.data_dir} stores {stored} channel(s) per frame but the clips ask for "
+                f"{spec.channels} (data.channels); prepare the dataset with channels={spec.channels}"
+            )
+        self.height, self.width = echonet_tfds.frame_size(builder)
+        self.channels = stored
+        self.frame_format = echonet_tfds.frame_format(builder)
+        self.spec = spec
+        size = spec.image_size
+        self.resize = size is not None and (size != self.height or size != self.width)
+        self.out_hw = (size, size) if self.resize else (self.height, self.width)
         if self.resize:
-            self.ry = tf.constant(clips.resize_matrix(height, image_size))
-            self.rx = tf.constant(clips.resize_matrix(width, image_size))
-        if frame_format not in ("png", "raw"):
-            raise ValueError(f"unknown frame format {frame_format!r}")
-        self.frame_format = frame_format
-        self.black = tf.constant(_black_frame(height, width, frame_format))
+            self.ry = tf.constant(clips.resize_matrix(self.height, size))
+            self.rx = tf.constant(clips.resize_matrix(self.width, size))
+        self.frame_bytes = self.height * self.width * self.channels
+        self.black = tf.constant(_black_frame(self.height, self.width, self.channels, self.frame_format))
         self.mean = tf.constant(clips.MEAN)
         self.std = tf.constant(clips.STD)
-        self.lut = tf.constant(clips.normalise(np.arange(256, dtype=np.uint8)[:, None]))  # [256, 3]
+        # lut[v, c] = normalised value of raw v in channel c, computed by clips.normalise: [256, 3].
+        self.lut = tf.constant(clips.normalise(np.arange(256, dtype=np.uint8)[:, None]))
 
     def gather(self, encoded: tf.Tensor, num_frames: tf.Tensor, starts: tf.Tensor) -> tf.Tensor:
         """Encoded frames ``[K, T]`` of clips at ``starts [K]``; frames past the end become black frames.
 
         ``encoded`` is the stored ``frames`` feature: PNG strings ``[F]``, or one raw video string.
         """
+        frames, stride = self.spec.frames, self.spec.stride
         num = tf.cast(num_frames, tf.int64)
-        idx = starts[:, None] + self.stride * tf.range(self.frames, dtype=tf.int64)[None, :]
+        idx = starts[:, None] + stride * tf.range(frames, dtype=tf.int64)[None, :]
         safe = tf.minimum(idx, num - 1)
         if self.frame_format == "raw":
-            size = self.height * self.width
-            strings = tf.strings.substr(
-                encoded, safe * size, tf.fill(tf.shape(safe), tf.constant(size, tf.int64))
-            )
+            size = tf.constant(self.frame_bytes, tf.int64)
+            strings = tf.strings.substr(encoded, safe * size, tf.fill(tf.shape(safe), size))
         else:
             strings = tf.gather(encoded, safe)
         return tf.where(idx < num, strings, self.black)
 
     def _translate(self, x: tf.Tensor, dy: tf.Tensor, dx: tf.Tensor) -> tf.Tensor:
-        """clips.translate on ``[T, H, W, 1]``: one slice of the covered part + one black pad."""
-        p, h, w = self.pad, self.height, self.width
+        """clips.translate on ``[T, H, W, C]``: one slice of the covered part + one black pad."""
+        p, h, w = self.spec.pad, self.height, self.width
         y0, x0 = tf.maximum(dy - p, 0), tf.maximum(dx - p, 0)
         top, left = tf.maximum(p - dy, 0), tf.maximum(p - dx, 0)
         part = tf.slice(x, tf.stack([0, y0, x0, 0]), tf.stack([-1, h - top - y0, w - left - x0, -1]))
         return tf.pad(part, [[0, 0], tf.stack([top, y0]), tf.stack([left, x0]), [0, 0]])
 
     def decode(self, strings: tf.Tensor, offsets: tf.Tensor | None, k: int) -> tf.Tensor:
-        """``[k, T]`` encoded frames (+ crop offsets ``[k, 2]``) -> un-normalised clips ``[k, T, S, S, 1]``.
+        """``[k, T]`` encoded frames (+ crop offsets ``[k, 2]``) -> un-normalised clips ``[k, T, S, S, C]``.
 
         uint8, except float32 (0..255 scale) when resizing for float output; :meth:`finish` normalises.
         """
+        t, h, w, c = self.spec.frames, self.height, self.width, self.channels
         out = []
         for i in range(k):
             if self.frame_format == "raw":
-                x = tf.io.decode_raw(strings[i], tf.uint8, fixed_length=self.height * self.width)
-                x = tf.reshape(x, [self.frames, self.height, self.width, 1])
+                x = tf.io.decode_raw(strings[i], tf.uint8, fixed_length=self.frame_bytes)
+                x = tf.reshape(x, [t, h, w, c])
             else:
                 x = tf.map_fn(
-                    lambda s: tf.io.decode_png(s, channels=1),
+                    lambda s: tf.io.decode_png(s, channels=c),
                     strings[i],
-                    fn_output_signature=tf.TensorSpec([None, None, 1], tf.uint8),
+                    fn_output_signature=tf.TensorSpec([None, None, c], tf.uint8),
                 )
-                x = tf.ensure_shape(x, [self.frames, self.height, self.width, 1])
-            if offsets is not None and self.pad > 0:
+                x = tf.ensure_shape(x, [t, h, w, c])
+            if offsets is not None and self.spec.pad > 0:
                 x = self._translate(x, offsets[i, 0], offsets[i, 1])
             out.append(x)
         x = tf.stack(out)
         if self.resize:
             x = tf.einsum("yh,kthwc->ktywc", self.ry, tf.cast(x, tf.float32))
             x = tf.einsum("xw,ktywc->ktyxc", self.rx, x)
-            if self.output == "uint8":
+            if self.spec.output == "uint8":
                 x = tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
-        return tf.ensure_shape(x, [k, self.frames, *self.out_hw, 1])
+        return tf.ensure_shape(x, [k, t, *self.out_hw, c])
 
     def finish(self, x: tf.Tensor) -> tf.Tensor:
-        """Normalises a batch of decoded clips ``[..., 1]`` -> float32 ``[..., 3]`` (or keeps uint8).
+        """Normalises a batch of decoded clips ``[..., C]`` -> float32 ``[..., 3]`` (or keeps uint8).
 
-        uint8 input goes through a 256-entry table computed by ``clips.normalise`` in numpy, so the
-        values are bit-identical to the numpy sampler (and 3x faster than broadcasting arithmetic).
+        One stored channel goes through the 256-entry table of ``clips.normalise`` (a row of three
+        per value: tiling and normalising in one gather, 3x faster than broadcasting arithmetic);
+        three channels through ``(x - MEAN) / STD`` in float32, the numpy sampler's own operations
+        (2x faster than a per-channel table). Both are bit-identical to ``clips.normalise``.
         """
-        if self.output == "uint8":
+        if self.spec.output == "uint8":
             return x
-        if x.dtype == tf.uint8:
+        if x.dtype == tf.uint8 and self.channels == 1:
             return tf.gather(self.lut, tf.cast(x[..., 0], tf.int32))
-        return (x - self.mean) / self.std
+        return (tf.cast(x, tf.float32) - self.mean) / self.std
 
 
 def _labels(ex: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -250,23 +244,28 @@ def _window_shuffle(ds: tf.data.Dataset, window: int, seed: int, epoch: tf.Tenso
     return ds.batch(window).prefetch(1).enumerate().flat_map(permute)
 
 
+def train_batches_per_epoch(source: Any, split: str, global_batch_size: int) -> int:
+    """Full training batches per epoch, per process: ``videos // global_batch_size`` (``drop_last=True``).
+
+    The one steps-per-epoch formula: :func:`train_dataset` yields this many batches of
+    ``global_batch_size / process_count`` videos on every process, and the training loop steps it.
+    """
+    return len(echonet_tfds.split_videos(source, split)) // global_batch_size
+
+
 def train_dataset(
     source: Any,
     split: str = "train",
     *,
+    spec: ClipSpec = OFFICIAL_SPEC,
     batch_size: int,
     views: int = 2,
-    frames: int = clips.FRAMES,
-    stride: int = clips.STRIDE,
-    pad: int = clips.PAD,
-    image_size: int | None = clips.CROP,
     seed: int = 0,
     epoch: int = 0,
     num_epochs: int | None = 1,
     deterministic: bool = False,
     shuffle_buffer: int = 1024,
     augment: bool = True,
-    output: Output = "float32",
     num_parallel_calls: int = AUTOTUNE,
     prefetch: int = 2,
     process_index: int = 0,
@@ -274,51 +273,43 @@ def train_dataset(
 ) -> tf.data.Dataset:
     """Training epochs ``epoch, epoch + 1, ...`` of ``views`` random clips per video, as one stream.
 
-    Each epoch is shuffled on its own and holds ``steps_per_epoch`` full batches (the remainder of
-    the epoch is dropped, ``drop_remainder=True`` per epoch, as the official loader does); batches
+    Each epoch is shuffled on its own and holds :func:`train_batches_per_epoch` full batches (the
+    remainder of the epoch is dropped, as the official ``drop_last=True`` loader does); batches
     never straddle epochs, and epoch ``e`` is the same whether the stream starts at ``e`` or before.
     Batches carry ``'epoch'`` int32 ``[B]``.
 
     Args:
         source: prepared builder (:func:`echonet_tfds.prepare_echonet` / ``load_echonet``).
         split: ``train`` (official) or another split.
+        spec: clip settings (frames, stride, translation pad, output size and dtype, channels); its
+            ``channels`` must be what the dataset stores.
         batch_size: videos per batch (per process).
         views: clips per video (2 = stage 1 pair, 1 = stage 2).
-        frames, stride: clip length and temporal stride.
-        pad: translation border in px (official 6); ``augment=False`` disables the translation.
-        image_size: output side; ``None`` or the frame size (112) = no resize.
         seed, epoch: reproducibility keys (see module doc); ``epoch`` is the first epoch.
         num_epochs: epochs in the stream (``None`` = endless).
         deterministic: no shuffling (file order) - for tests; draws still depend on (seed, epoch).
         shuffle_buffer: shuffle window in videos. Each video holds ``views * frames`` encoded
-            frames (~5-8 KB each as PNG, 12.5 KB raw) and up to two windows are in memory: 1024
-            videos x 72 frames ~ 1-2 GB. An epoch no longer than the window is a full uniform
-            permutation, but its first batch then waits until the whole epoch has been read.
-        output: ``'float32'`` normalised 3-channel (official) or ``'uint8'`` 1-channel.
+            frames (~5-8 KB each as PNG, ``H * W * C`` bytes raw: 12.5 KB grey, 37.6 KB RGB) and up
+            to two windows are in memory: 1024 videos x 72 RGB frames ~ 5.5 GB. An epoch no longer
+            than the window is a full uniform permutation, but its first batch then waits until the
+            whole epoch has been read.
+        augment: the official +-``spec.pad`` px translation; ``False`` = none.
         num_parallel_calls: parallelism of the decode map.
         prefetch: batches to prefetch.
         process_index, process_count: multi-host sharding of the videos.
     """
+    tf_runtime.hide_gpus_from_tensorflow()
     builder = _as_builder(source)
     if batch_size < 1 or views < 1:
-        raise ValueError(f"batch_size and views must be >= 1, got {batch_size}, {views}")
+        raise clips.ClipError(f"batch_size and views must be >= 1, got {batch_size}, {views}")
     if num_epochs is not None and num_epochs < 1:
-        raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}")
-    height, width = echonet_tfds.frame_size(builder)
-    maker = _ClipMaker(
-        height,
-        width,
-        frames=frames,
-        stride=stride,
-        pad=pad,
-        image_size=image_size,
-        output=output,
-        frame_format=echonet_tfds.frame_format(builder),
-    )
-    steps = steps_per_epoch(builder, split, batch_size, process_count)
+        raise clips.ClipError(f"num_epochs must be >= 1 or None, got {num_epochs}")
+    maker = _ClipMaker(builder, spec)
+    frames, stride, pad = spec.frames, spec.stride, spec.pad
+    steps = train_batches_per_epoch(builder, split, batch_size * process_count)
     if steps < 1:
         n_videos = len(echonet_tfds.split_videos(builder, split))
-        raise ValueError(
+        raise clips.ClipError(
             f"split {split!r} has {n_videos} videos ({n_videos // process_count} per process): "
             f"fewer than one batch of {batch_size} with drop_remainder=True"
         )
@@ -382,22 +373,13 @@ def train_dataset(
     return ds.prefetch(prefetch).with_options(_options())
 
 
-def steps_per_epoch(source: Any, split: str, batch_size: int, process_count: int = 1) -> int:
-    """Training batches per epoch per process (``drop_remainder=True``)."""
-    n = len(echonet_tfds.split_videos(_as_builder(source), split))
-    return (n // process_count) // batch_size
-
-
 def eval_dataset(
     source: Any,
     split: str,
     starts: Mapping[str, Any],
     *,
+    spec: ClipSpec = OFFICIAL_SPEC,
     batch_size: int,
-    frames: int = clips.FRAMES,
-    stride: int = clips.STRIDE,
-    image_size: int | None = clips.CROP,
-    output: Output = "float32",
     num_parallel_calls: int = AUTOTUNE,
     prefetch: int = 2,
     process_index: int = 0,
@@ -410,29 +392,23 @@ def eval_dataset(
         split: ``val`` or ``test`` (any split works).
         starts: ``{'<name>.avi' (or name): int starts [K]}`` covering every video of the split
             (e.g. :func:`start_indexes.load_start_indexes` of the official pkl); the same K for all.
+        spec: clip settings as in :func:`train_dataset` (``spec.pad`` is unused: no translation).
         batch_size: videos per batch.
         process_index, process_count: multi-host sharding; every process yields the same number of
             batches (extra batches are fully masked).
 
     Raises:
-        ValueError: a video of the split has no starts (named), a start is out of range, or K differs.
+        StartIndexError / ClipError: a video of the split has no starts (named), a start is out of
+            range, or K differs.
     """
+    tf_runtime.hide_gpus_from_tensorflow()
     builder = _as_builder(source)
-    height, width = echonet_tfds.frame_size(builder)
-    maker = _ClipMaker(
-        height,
-        width,
-        frames=frames,
-        stride=stride,
-        pad=0,
-        image_size=image_size,
-        output=output,
-        frame_format=echonet_tfds.frame_format(builder),
-    )
+    maker = _ClipMaker(builder, spec)
+    frames, stride = spec.frames, spec.stride
     videos = echonet_tfds.split_videos(builder, split)
     checked = validate_start_indexes(
         starts,
-        {f"{n}.avi": f for n, f in videos.items()},
+        {avi_name(n): f for n, f in videos.items()},
         frames,
         stride,
         source=f"clip starts for split {split!r}",
@@ -442,7 +418,7 @@ def eval_dataset(
         tf.lookup.KeyValueTensorInitializer(tf.constant(names), tf.range(len(names), dtype=tf.int64)),
         default_value=-1,
     )
-    start_matrix = tf.constant(np.stack([checked[f"{n}.avi"] for n in names]))
+    start_matrix = tf.constant(np.stack([checked[avi_name(n)] for n in names]))
     k = int(start_matrix.shape[1])
     per_process = math.ceil(len(names) / process_count)
     num_batches = math.ceil(per_process / batch_size)
@@ -478,8 +454,8 @@ def eval_dataset(
     )
     if process_count > 1:  # same number of batches on every process: append fully masked blank batches
         blank = {
-            key: tf.fill(spec.shape, "") if spec.dtype == tf.string else tf.zeros(spec.shape, spec.dtype)
-            for key, spec in ds.element_spec.items()
+            key: tf.fill(ts.shape, "") if ts.dtype == tf.string else tf.zeros(ts.shape, ts.dtype)
+            for key, ts in ds.element_spec.items()
         }
         ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat()).take(num_batches)
     return ds.prefetch(prefetch).with_options(_options())

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from coreecho_jax.data import clips
+from coreecho_jax.data.echonet_layout import CLIP_FRAMES, CLIP_STRIDE, stem
+from coreecho_jax.errors import DataError
 
 PathLike = str | os.PathLike
 StartIndexes = dict[str, np.ndarray]
@@ -146,6 +148,10 @@ def load_start_indexes(path: PathLike) -> StartIndexes:
     raise ValueError(f"{path}: unknown start-index file type {suffix!r}; expected .pkl or .json")
 
 
+class StartIndexError(DataError):
+    """Clip starts do not fit a split: a video without starts, a start out of range, or uneven counts."""
+
+
 def _video_seed(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))])
 
@@ -153,31 +159,41 @@ def _video_seed(seed: int, name: str) -> np.random.Generator:
 def draw_start_indexes(
     num_frames_by_name: Mapping[str, int],
     k: int = 3,
-    frames: int = clips.FRAMES,
-    stride: int = clips.STRIDE,
+    frames: int = CLIP_FRAMES,
+    stride: int = CLIP_STRIDE,
     seed: int = 0,
+    *,
+    replace: bool = False,
 ) -> StartIndexes:
     """Draws ``k`` clip starts per video, reproducibly from ``seed``.
 
     Each video gets its own generator seeded from ``(seed, crc32(name))``, so its starts do not
-    depend on the other videos. Starts are distinct when the video has at least ``k`` valid starts
-    (``clips.num_start_positions``), like the official file; a shorter video (e.g. fewer than
-    ``(frames - 1) * stride + k`` frames after padding: 4 positions for 36/4) gets all its
-    positions in random order followed by repeats drawn with replacement.
+    depend on the other videos.
+
+    * ``replace=True``: ``k`` independent uniform starts (:func:`clips.start_from_uniform`), so a
+      video may get the same start twice. This is the official ``validate`` (``validation.py``):
+      each of its 3 passes calls ``EchoNet.__getitem__``, which draws ``np.random.choice(F - 140)``.
+    * ``replace=False``: distinct starts when the video has at least ``k`` valid starts
+      (``clips.num_start_positions``), like the official ``test_start_indexes.pkl``; a shorter video
+      (e.g. fewer than ``(frames - 1) * stride + k`` frames after padding: 4 positions for 36/4)
+      gets all its positions in random order followed by repeats drawn with replacement.
 
     Args:
         num_frames_by_name: ``{name.avi: number of frames}`` (unpadded).
         k: clips per video.
         frames, stride: clip geometry.
         seed: base seed.
+        replace: draw with replacement (official validation) or distinct starts (official test file).
     """
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise StartIndexError(f"k must be >= 1, got {k}")
     out: StartIndexes = {}
     for name, num_frames in num_frames_by_name.items():
         n = clips.num_start_positions(int(num_frames), frames, stride)
         rng = _video_seed(seed, name)
-        if n >= k:
+        if replace:
+            starts = clips.start_from_uniform(rng.random(k), int(num_frames), frames, stride)
+        elif n >= k:
             starts = rng.choice(n, size=k, replace=False)
         else:
             starts = np.concatenate([rng.permutation(n), rng.integers(0, n, size=k - n)])
@@ -188,8 +204,8 @@ def draw_start_indexes(
 def validate_start_indexes(
     starts: Mapping[str, Any],
     num_frames_by_name: Mapping[str, int],
-    frames: int = clips.FRAMES,
-    stride: int = clips.STRIDE,
+    frames: int = CLIP_FRAMES,
+    stride: int = CLIP_STRIDE,
     *,
     source: str = "start indexes",
 ) -> StartIndexes:
@@ -206,28 +222,24 @@ def validate_start_indexes(
         ``{name as in num_frames_by_name: int64 [K]}``.
 
     Raises:
-        ValueError: a video is missing (the message names up to 10 of them), a start is out of
+        StartIndexError: a video is missing (the message names up to 10 of them), a start is out of
             range (names the video), or videos have different K.
     """
-    by_stem = {_stem(k): v for k, v in starts.items()}
-    missing = [n for n in num_frames_by_name if _stem(n) not in by_stem]
+    by_stem = {stem(k): v for k, v in starts.items()}
+    missing = [n for n in num_frames_by_name if stem(n) not in by_stem]
     if missing:
         shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
-        raise ValueError(f"{source}: no clip starts for {len(missing)} video(s) of the split: {shown}")
+        raise StartIndexError(f"{source}: no clip starts for {len(missing)} video(s) of the split: {shown}")
     out: StartIndexes = {}
     counts = set()
     for name, num_frames in num_frames_by_name.items():
         arr = clips.check_starts(
-            by_stem[_stem(name)], int(num_frames), frames, stride, name=f"{source}: {name}"
+            by_stem[stem(name)], int(num_frames), frames, stride, name=f"{source}: {name}"
         )
         counts.add(arr.size)
         out[name] = arr
     if len(counts) > 1:
-        raise ValueError(
+        raise StartIndexError(
             f"{source}: every video needs the same number of clip starts, found {sorted(counts)}"
         )
     return out
-
-
-def _stem(name: str) -> str:
-    return name[:-4] if name.lower().endswith(".avi") else name
