@@ -43,11 +43,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.image_size = layout.FRAME_SIZE  # model input, px; != 112 resizes after the crop (official 112)
     c.data.channels = 3  # 3: RGB as the official loader reads it; 1: one stored channel copied to 3 (disk)
     c.data.test_start_indexes = ""  # official test_start_indexes.pkl or our JSON; "" -> drawn from eval.seed
+    c.data.drop_truncated = False  # True drops videos that decode fewer frames than their header says
+    c.data.hash_videos = False  # True keys the prepared data on each video's SHA-1, not its size + mtime
     c.data.shuffle_buffer = 8192  # train videos in the shuffle buffer; >= 7465 = a full shuffle (official)
     c.data.synthetic = ml_collections.ConfigDict()
     c.data.synthetic.enabled = False  # True: write a synthetic set in the EchoNet layout into data.root first
     c.data.synthetic.n_videos = 512  # videos of the synthetic set, split 75/12.5/12.5 % train/val/test
     c.data.synthetic.seed = 0  # seed of the synthetic videos and labels
+    c.data.synthetic.write_masks = False  # True also writes masks/<FileName>.npz (per-frame LV cavity)
 
     c.model = ml_collections.ConfigDict()
     c.model.preset = "small"  # UniFormer-S: depth [3,4,8,3], dims [64,128,320,512], head_dim 64 (official)

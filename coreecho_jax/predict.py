@@ -143,13 +143,14 @@ def predict_file(
         info = video_io.probe_video(video_path)
         crop = "none" if (info.height, info.width) == (FRAME_SIZE, FRAME_SIZE) else "auto"
     video = video_io.load_echo_video(
-        video_path, size=FRAME_SIZE, crop=crop, channels=int(d.get("channels", 3)), target_fps=target_fps
+        video_path, size=FRAME_SIZE, crop=crop, channels=int(d.channels), target_fps=target_fps
     )
     notes = check_echo_loop(video, frames, stride)
     if video.metadata.get("crop_note"):
         notes.append(video.metadata["crop_note"])
     starts = even_starts(video.num_frames, k, frames, stride)
-    x = clips.make_clips(video.frames, starts, frames=frames, stride=stride, image_size=int(d.image_size))
+    spec = clips.ClipSpec.from_config(d)
+    x = clips.make_clips(video.frames, starts, spec)
     model, origin = loading.load_for_inference(config, checkpoint)
     model.eval()
     prediction = np.asarray(jax.device_get(eval_steps.predict_step(model, x[None])))[0]

@@ -38,6 +38,7 @@ def _source_root(config: ml_collections.ConfigDict, workdir: Path) -> Path:
             n_videos=int(data.synthetic.n_videos),
             seed=int(data.synthetic.seed),
             workers=max(1, os.cpu_count() or 1),
+            write_masks=bool(data.synthetic.get("write_masks", False)),
         )
         return root
     if not data.root:
