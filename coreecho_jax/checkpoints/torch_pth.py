@@ -38,8 +38,11 @@ from typing import Any, BinaryIO
 import ml_dtypes
 import numpy as np
 
+from coreecho_jax.errors import CheckpointError
+
 __all__ = [
     "CheckpointFormatError",
+    "CheckpointNotFoundError",
     "TorchCheckpoint",
     "UnsafeCheckpointError",
     "load_pth",
@@ -63,6 +66,10 @@ STORAGE_DTYPES: dict[str, np.dtype] = {
     "ByteStorage": np.dtype(np.uint8),
     "BoolStorage": np.dtype(np.bool_),
 }
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint at the given path (also a ``FileNotFoundError``)."""
 
 
 class UnsafeCheckpointError(ValueError):
@@ -592,7 +599,7 @@ def load_pth(path: str | os.PathLike, *, allow_namespace: bool = False) -> Any:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
+        raise CheckpointNotFoundError(f"{path}: no such checkpoint file")
     with open(path, "rb") as f:
         head = f.read(4)
     if head[:2] == b"PK":
