@@ -57,10 +57,10 @@ def initialize_from(model: CoReEcho, path: str | Path | None) -> str:
         )
     if path.is_file():
         ckpt = torch_pth.read_state_dicts(path)
-        key_map.load_uniformer_weights(model.encoder, ckpt.encoder)
         if ckpt.head is not None:
-            key_map.load_head_weights(model.head, ckpt.head)
+            key_map.load_coreecho_weights(model, ckpt.encoder, ckpt.head)
             return f"{path} (encoder and regression head, {ckpt.meta.get('format')})"
+        key_map.load_uniformer_weights(model.encoder, ckpt.encoder)
         return f"{path} (encoder; the head keeps its initialisation)"
     if (path / torch_import.CONFIG_FILE).is_file():
         imported = torch_import.restore_imported(path)
