@@ -109,7 +109,7 @@ def test_damaged_newest_step_falls_back_with_a_warning(tmp_path, caplog, kind, d
     ckpts = RunCheckpoints(tmp_path, async_save=False)
     with caplog.at_level("WARNING"):
         _assert_step(_restore(ckpts, kind), 1)
-    assert f"skipped damaged checkpoint step {damaged.name} (" in caplog.text
+    assert f"skipped unreadable (damaged) checkpoint step {damaged.name} (" in caplog.text
     assert str(tmp_path / kind) in caplog.text and "restored step 1 instead" in caplog.text
     # The run goes on from step 1: saving step 2 replaces the damaged step (Orbax alone would skip a
     # save older than a stray later step without a word).
@@ -177,3 +177,4 @@ def test_loading_a_run_whose_best_is_all_damaged_names_the_folder(tmp_path):
     (empty / "checkpoints" / "stage1").mkdir(parents=True)
     with pytest.raises(CheckpointError, match=r"empty_run: a run workdir without any best checkpoint"):
         _kernel_after_loading(empty)
+    assert sorted(p.name for p in (empty / "checkpoints").rglob("*")) == ["stage1"]  # loading wrote nothing

@@ -133,14 +133,14 @@ def _restore(manager: ocp.CheckpointManager, template: dict) -> tuple[dict, dict
             continue
         if failures:
             logging.warning(
-                "%s: skipped damaged checkpoint %s; restored step %d instead",
+                "%s: skipped unreadable (damaged) checkpoint %s; restored step %d instead",
                 manager.directory,
                 "; ".join(failures),
                 step,
             )
         return state, meta
     raise CheckpointError(
-        f"{manager.directory}: no readable checkpoint; found steps {sorted(steps)}, all damaged: "
+        f"{manager.directory}: no readable checkpoint; found steps {sorted(steps)}, none could be restored: "
         f"{'; '.join(failures)}. Restore the folder from a copy, or delete it to start this stage again"
     )
 
