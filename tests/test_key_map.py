@@ -16,10 +16,11 @@ from coreecho_jax.checkpoints.key_map import (
     load_coreecho_weights,
     load_head_weights,
     load_uniformer_weights,
-    strip_prefix,
     torch_state_shapes,
     torch_to_nnx_map,
 )
+from coreecho_jax.checkpoints.torch_pth import read_state_dicts, strip_module_prefix
+from coreecho_jax.errors import CheckpointError
 from coreecho_jax.models.coreecho import CoReEcho
 from coreecho_jax.models.head import RegressionHead
 from coreecho_jax.models.rngs import make_rngs
@@ -39,6 +40,7 @@ def tiny_keys():
 
 
 def _abstract(cfg):
+    """The model with shape-only leaves: every test below loads all its weights, so none are drawn."""
     return nnx.eval_shape(lambda: UniFormer(cfg, rngs=make_rngs(0)))
 
 
@@ -55,7 +57,7 @@ def _params(model):
 
 
 def test_round_trip_reproduces_the_fixture_state(fixture_state):
-    model = UniFormer(uniformer_config("small_d1121"), rngs=make_rngs(0))
+    model = _abstract(uniformer_config("small_d1121"))
     report = load_uniformer_weights(model, fixture_state)
     exported = export_torch_state(model)
     assert set(exported) == set(report.loaded)
@@ -77,10 +79,10 @@ def test_round_trip_reproduces_the_fixture_state(fixture_state):
 
 
 def test_k400_head_is_ignored_without_classifier_and_used_with_it(fixture_state):
-    no_head = UniFormer(uniformer_config("small_d1121", num_classes=None), rngs=make_rngs(0))
+    no_head = _abstract(uniformer_config("small_d1121", num_classes=None))
     report = load_uniformer_weights(no_head, fixture_state)
     assert {"head.weight", "head.bias"} <= set(report.ignored)
-    with_head = UniFormer(uniformer_config("small_d1121"), rngs=make_rngs(0))
+    with_head = _abstract(uniformer_config("small_d1121"))
     report = load_uniformer_weights(with_head, fixture_state)
     assert {"head.weight", "head.bias"} <= set(report.loaded)
     np.testing.assert_array_equal(with_head.head.kernel[...], fixture_state["head.weight"].T)
@@ -90,7 +92,8 @@ def test_k400_head_is_ignored_without_classifier_and_used_with_it(fixture_state)
 
 
 def test_errors_name_keys_and_shapes_and_leave_the_model_untouched(fixture_state):
-    model = UniFormer(uniformer_config("small_d1121"), rngs=make_rngs(0))
+    model = _abstract(uniformer_config("small_d1121"))
+    load_uniformer_weights(model, fixture_state)
     before = _params(model)
     missing = {k: v for k, v in fixture_state.items() if k != "blocks3.1.attn.proj.bias"}
     with pytest.raises(KeyMapError, match=r"missing keys \(1\): blocks3.1.attn.proj.bias"):
@@ -114,11 +117,13 @@ def test_errors_name_keys_and_shapes_and_leave_the_model_untouched(fixture_state
 
 
 def test_every_target_is_set(fixture_state):
-    model = UniFormer(uniformer_config("small_d1121"), rngs=make_rngs(0))
+    model = _abstract(uniformer_config("small_d1121"))
     targets = torch_to_nnx_map(model)
     n_vars = len(jax.tree.leaves(nnx.state(model, (nnx.Param, nnx.BatchStat))))
     assert len(targets) == n_vars == 104
     load_uniformer_weights(model, fixture_state)
+    leaves = jax.tree.leaves(nnx.state(model, (nnx.Param, nnx.BatchStat)))
+    assert all(isinstance(leaf, jax.Array) for leaf in leaves)  # no shape-only leaf is left
     for key, target in targets.items():
         np.testing.assert_array_equal(target.to_torch(np.asarray(target.variable[...])), fixture_state[key])
 
@@ -153,17 +158,18 @@ def test_tiny_checkpoint_key_lists(tiny_keys):
     assert torch_state_shapes(_abstract(cfg)) == k400
     model_keys = {k: tuple(s) for k, s, _ in tiny_keys["tiny_coreecho_best.pth:model"]}
     reg_keys = {k: tuple(s) for k, s, _ in tiny_keys["tiny_coreecho_best.pth:regressor"]}
-    assert set(strip_prefix(model_keys)) == set(k400)
+    assert set(strip_module_prefix(model_keys)) == set(k400)
     head = nnx.eval_shape(lambda: RegressionHead(128, rngs=make_rngs(0)))
-    assert torch_state_shapes(head, renames=HEAD_RENAMES) == strip_prefix(reg_keys)
+    assert torch_state_shapes(head, renames=HEAD_RENAMES) == strip_module_prefix(reg_keys)
 
 
 def test_load_coreecho_checkpoint_layout(tiny_keys):
     """A CoReEcho best.pth: 'module.'-prefixed backbone (with the dead Linear(128, 1) head) + Sequential regressor."""
     model_state = _random_state({k: tuple(s) for k, s, _ in tiny_keys["tiny_coreecho_best.pth:model"]}, 1)
     reg_state = _random_state({k: tuple(s) for k, s, _ in tiny_keys["tiny_coreecho_best.pth:regressor"]}, 2)
-    model = CoReEcho(uniformer_config("tiny"), rngs=make_rngs(0))
-    enc, head = load_coreecho_weights(model, model_state, reg_state)
+    ckpt = read_state_dicts({"epoch": 1, "model": model_state, "regressor": reg_state})
+    model = nnx.eval_shape(lambda: CoReEcho(uniformer_config("tiny"), rngs=make_rngs(0)))
+    enc, head = load_coreecho_weights(model, ckpt.encoder, ckpt.head)
     assert set(enc.ignored) == {"head.weight", "head.bias"} | {k for k in enc.ignored if "num_batches" in k}
     assert head.ignored == ("0.num_batches_tracked", "3.num_batches_tracked")
     np.testing.assert_array_equal(model.head.fc1.kernel[...], reg_state["module.2.weight"].T)
@@ -173,12 +179,5 @@ def test_load_coreecho_checkpoint_layout(tiny_keys):
     )
     msg = r"head state does not fit RegressionHead:\n  missing keys \(2\): 6.bias, 6.weight"
     with pytest.raises(KeyMapError, match=msg):
-        load_head_weights(
-            model.head, {k: v for k, v in strip_prefix(reg_state).items() if not k.startswith("6.")}
-        )
-
-
-def test_strip_prefix():
-    assert strip_prefix({"module.a": 1, "b": 2}) == {"a": 1, "b": 2}
-    with pytest.raises(KeyMapError, match="collides"):
-        strip_prefix({"module.a": 1, "a": 2})
+        load_head_weights(model.head, {k: v for k, v in ckpt.head.items() if not k.startswith("6.")})
+    assert issubclass(KeyMapError, CheckpointError)

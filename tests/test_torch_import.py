@@ -96,7 +96,7 @@ def test_coreecho_file_reproduces_reference_outputs(ref):
 
 def test_cli_round_trip(ref, tmp_path, capsys):
     out = tmp_path / "imported"
-    assert main(["--pth", str(CKPT / "tiny_coreecho_best.pth"), "--out", str(out), "--head-dim", "16"]) == 0
+    assert main(["--pth", str(CKPT / "tiny_coreecho_best.pth"), "--out", str(out), "--head_dim=16"]) == 0
     printed = capsys.readouterr().out
     assert "keys mapped: 100" in printed and "parameters:" in printed
     assert "regressor.3.num_batches_tracked" in printed
@@ -117,14 +117,14 @@ def test_cli_round_trip(ref, tmp_path, capsys):
     _assert_coreecho_matches(restored, ref)
 
     # a second conversion into the same directory needs --force
-    assert main(["--pth", str(CKPT / "tiny_coreecho_best.pth"), "--out", str(out), "--head-dim", "16"]) == 2
+    assert main(["--pth", str(CKPT / "tiny_coreecho_best.pth"), "--out", str(out), "--head_dim=16"]) == 2
     assert "--force" in capsys.readouterr().err
 
 
 def test_cli_k400_round_trip_keeps_classifier(tmp_path, capsys):
     out = tmp_path / "k400"
-    argv = ["--pth", str(CKPT / "tiny_k400_legacy.pth"), "--out", str(out), "--head-dim", "16"]
-    argv.append("--with-classifier")
+    argv = ["--pth", str(CKPT / "tiny_k400_legacy.pth"), "--out", str(out), "--head_dim=16"]
+    argv.append("--with_classifier")
     assert main(argv) == 0
     assert "keys mapped: 90" in capsys.readouterr().out
     restored = restore_imported(out)
@@ -165,3 +165,14 @@ def test_imported_model_is_concrete_with_dropout_streams():
     keys = jax.tree.leaves(nnx.state(model, nnx.RngKey))
     distinct = {str(jax.random.key_data(k)) for k in keys}
     assert len(keys) >= 2 and len(distinct) == len(keys)  # one stream per dropout layer
+
+
+def test_cli_flags_are_absl_flags_like_main(tmp_path, capsys):
+    assert main(["--help"]) == 0
+    assert "--head_dim" in capsys.readouterr().out
+    argv = ["--pth", str(CKPT / "tiny_coreecho_best.pth"), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--head-dim", "16"]) == 2
+    assert "Did you mean: head_dim" in capsys.readouterr().err
+    assert main(argv[:2]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from coreecho_jax.checkpoints.torch_pth import strip_module_prefix
+from coreecho_jax.errors import CheckpointError
+from coreecho_jax.models.coreecho import CoReEcho
 from coreecho_jax.models.head import RegressionHead
 from coreecho_jax.models.layers import BatchNorm
 from coreecho_jax.models.uniformer import UniFormer, UniFormerConfig
@@ -53,7 +54,7 @@ _LEAF_NAMES = {
 }
 
 
-class KeyMapError(ValueError):
+class KeyMapError(CheckpointError):
     """A checkpoint does not fit the model: missing, unexpected or mis-shaped keys."""
 
 
@@ -80,29 +81,25 @@ class LoadReport:
     ignored: tuple[str, ...]
 
 
+# NNX axis k holds torch axis _TO_NNX[rank][k]; ranks not listed keep their layout.
+_TO_NNX = {
+    5: (2, 3, 4, 1, 0),  # Conv3d [out, in/groups, kt, kh, kw] -> [kt, kh, kw, in/groups, out]
+    2: (1, 0),  # Linear [out, in] -> [in, out]
+}
+_TO_TORCH = {rank: tuple(int(i) for i in np.argsort(perm)) for rank, perm in _TO_NNX.items()}
+
+
 def _torch_to_nnx_layout(a: np.ndarray) -> np.ndarray:
-    if a.ndim == 5:
-        return np.transpose(a, (2, 3, 4, 1, 0))
-    if a.ndim == 2:
-        return a.T
-    return a
+    return np.transpose(a, _TO_NNX[a.ndim]) if a.ndim in _TO_NNX else a
 
 
 def _nnx_to_torch_layout(a: np.ndarray) -> np.ndarray:
-    if a.ndim == 5:
-        return np.transpose(a, (4, 3, 0, 1, 2))
-    if a.ndim == 2:
-        return a.T
-    return a
+    return np.transpose(a, _TO_TORCH[a.ndim]) if a.ndim in _TO_TORCH else a
 
 
 def _torch_shape(nnx_shape: tuple[int, ...]) -> tuple[int, ...]:
-    if len(nnx_shape) == 5:
-        kt, kh, kw, i, o = nnx_shape
-        return (o, i, kt, kh, kw)
-    if len(nnx_shape) == 2:
-        return (nnx_shape[1], nnx_shape[0])
-    return tuple(nnx_shape)
+    perm = _TO_TORCH.get(len(nnx_shape))
+    return tuple(nnx_shape[i] for i in perm) if perm else tuple(nnx_shape)
 
 
 def _torch_prefix(path: tuple[Any, ...], renames: Mapping[str, str]) -> str:
@@ -210,7 +207,7 @@ def load_uniformer_weights(
 ) -> LoadReport:
     """Load a torch UniFormer ``state_dict`` (K400 checkpoint, CoReEcho backbone, fixtures) into ``model``.
 
-    Keys must be bare torch names (strip a ``module.`` prefix first, see :func:`strip_prefix`).
+    Keys must be bare torch names (``read_state_dicts`` strips DataParallel's ``module.``).
     By default ``*num_batches_tracked`` and, when the model has no classifier, ``head.*`` are ignored."""
     return load_torch_state(model, state, ignore=ignore, what="UniFormer state")
 
@@ -223,22 +220,12 @@ def load_head_weights(
 
 
 def load_coreecho_weights(
-    model: nnx.Module, model_state: Mapping[str, np.ndarray], regressor_state: Mapping[str, np.ndarray]
+    model: CoReEcho, encoder_state: Mapping[str, np.ndarray], head_state: Mapping[str, np.ndarray]
 ) -> tuple[LoadReport, LoadReport]:
-    """Load a CoReEcho checkpoint's ``model`` and ``regressor`` dicts into a :class:`CoReEcho`
-    (``module.`` prefixes from DataParallel are stripped; the backbone's dead ``head.*`` is ignored)."""
-    enc = load_uniformer_weights(model.encoder, strip_prefix(model_state))
-    head = load_head_weights(model.head, strip_prefix(regressor_state))
-    return enc, head
-
-
-def strip_prefix(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Remove DataParallel's ``module.`` from the keys that carry it (the reader's
-    :func:`~coreecho_jax.checkpoints.torch_pth.strip_module_prefix`, raising :class:`KeyMapError`)."""
-    try:
-        return strip_module_prefix(state)
-    except ValueError as e:
-        raise KeyMapError(f"a key collides with another key after stripping 'module.': {e}") from e
+    """Load a CoReEcho checkpoint's backbone (``model``) and ``regressor`` state_dicts, with bare torch
+    names as :func:`~coreecho_jax.checkpoints.torch_pth.read_state_dicts` returns them, into a
+    :class:`CoReEcho`; the backbone's dead ``head.*`` Linear is ignored."""
+    return load_uniformer_weights(model.encoder, encoder_state), load_head_weights(model.head, head_state)
 
 
 def _require(state: Mapping[str, np.ndarray], key: str, ndim: int) -> np.ndarray:

@@ -13,24 +13,35 @@ import json
 from pathlib import Path
 
 import ml_collections
+from flax import nnx
 
 from coreecho_jax.checkpoints import key_map, torch_import, torch_pth
 from coreecho_jax.checkpoints.manager import RunCheckpoints, load_model_state_dict, model_state_dict
+from coreecho_jax.errors import CheckpointError
 from coreecho_jax.models.coreecho import CoReEcho, build_model
-
-PTH_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt")
 
 
 def _is_run_dir(path: Path) -> bool:
     return (path / "checkpoints").is_dir()
 
 
-def _best_stage_dir(path: Path) -> Path:
+def _load_run_best(model: nnx.Module, path: Path) -> str:
+    """The best epoch of a run workdir's last stage that has one (stage 2, else stage 1) into ``model``.
+
+    A stage whose ``best/`` holds no finished step (e.g. killed during its first save) is passed over;
+    damaged steps are skipped with a warning, and a stage whose steps are all damaged is an error."""
+    template = {"model": model_state_dict(model)}
     for stage in ("stage2", "stage1"):
-        d = path / "checkpoints" / stage
-        if (d / "best").is_dir() and any((d / "best").iterdir()):
-            return d
-    raise FileNotFoundError(
+        stage_dir = path / "checkpoints" / stage
+        ckpts = RunCheckpoints(stage_dir, read_only=True)
+        try:
+            restored = ckpts.restore_best(template)
+        finally:
+            ckpts.close()
+        if restored is not None:
+            load_model_state_dict(model, restored[0]["model"])
+            return f"{stage_dir}/best (epoch {restored[1]['epoch']})"
+    raise CheckpointError(
         f"{path}: a run workdir without any best checkpoint under checkpoints/stage{{1,2}}/best"
     )
 
@@ -41,15 +52,15 @@ def initialize_from(model: CoReEcho, path: str | Path | None) -> str:
         return "random initialisation"
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(
+        raise torch_pth.CheckpointNotFoundError(
             f"{path}: checkpoint not found (expected a .pth file, an imported Orbax folder or a run workdir)"
         )
     if path.is_file():
         ckpt = torch_pth.read_state_dicts(path)
-        key_map.load_uniformer_weights(model.encoder, ckpt.encoder)
         if ckpt.head is not None:
-            key_map.load_head_weights(model.head, ckpt.head)
+            key_map.load_coreecho_weights(model, ckpt.encoder, ckpt.head)
             return f"{path} (encoder and regression head, {ckpt.meta.get('format')})"
+        key_map.load_uniformer_weights(model.encoder, ckpt.encoder)
         return f"{path} (encoder; the head keeps its initialisation)"
     if (path / torch_import.CONFIG_FILE).is_file():
         imported = torch_import.restore_imported(path)
@@ -61,14 +72,8 @@ def initialize_from(model: CoReEcho, path: str | Path | None) -> str:
         load_model_state_dict(model.encoder, state)
         return f"{path} (imported encoder)"
     if _is_run_dir(path):
-        stage_dir = _best_stage_dir(path)
-        ckpts = RunCheckpoints(stage_dir, async_save=False)
-        restored = ckpts.restore_best({"model": model_state_dict(model)})
-        ckpts.close()
-        assert restored is not None
-        load_model_state_dict(model, restored[0]["model"])
-        return f"{stage_dir}/best (epoch {restored[1]['epoch']})"
-    raise ValueError(
+        return _load_run_best(model, path)
+    raise CheckpointError(
         f"{path}: not a .pth file, an imported folder (with {torch_import.CONFIG_FILE}) "
         f"or a run workdir (with checkpoints/)"
     )
@@ -84,7 +89,7 @@ def load_for_inference(config: ml_collections.ConfigDict, path: str | Path) -> t
     if path.is_file():
         model, info = torch_import.import_pth(path)
         if not isinstance(model, CoReEcho):
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: holds an encoder without a regression head (e.g. Kinetics-400 "
                 f"weights); it cannot predict EF. Train from it with --config.model.init_from"
             )
@@ -92,7 +97,7 @@ def load_for_inference(config: ml_collections.ConfigDict, path: str | Path) -> t
     if (path / torch_import.CONFIG_FILE).is_file():
         model = torch_import.restore_imported(path)
         if not isinstance(model, CoReEcho):
-            raise ValueError(f"{path}: an imported encoder without a regression head cannot predict EF")
+            raise CheckpointError(f"{path}: an imported encoder without a regression head cannot predict EF")
         return model, str(path)
     model_config = config.model
     saved = path / "config.json"

@@ -12,6 +12,14 @@ Each checkpoint holds an array tree (``state``) and a JSON dict (``meta``). Savi
 ``wait()`` blocks until the files are on disk. Step numbers are completed epochs (epoch index + 1).
 Dropout randomness is not saved: the loop reseeds it from (seed, stage, epoch), so a resumed epoch
 draws the same masks as an uninterrupted one.
+
+Damaged folders: Orbax lists every directory named by a step number (it skips only its own unfinished
+``<step>.orbax-checkpoint-tmp-*`` folders), so a step whose files were overwritten, truncated or only
+partly copied is listed like a good one. A restore therefore tries the steps newest first, logs a
+warning naming each step it cannot read, and returns the newest readable one; when no step is readable
+it raises :class:`~coreecho_jax.errors.CheckpointError` naming the folder and each step's failure.
+Saving a step first removes that step and every later one: a resumed run rewrites the epochs after
+the step it resumed from, and Orbax would otherwise skip (silently) a save older than its latest step.
 """
 
 from __future__ import annotations
@@ -20,11 +28,19 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from flax import nnx
 
+from coreecho_jax.errors import CheckpointError
+
 MODEL_STATE = nnx.Not(nnx.RngState)  # parameters and BatchNorm statistics; dropout RNGs are reseeded
+
+# What Orbax and TensorStore raise on damaged step folders, as measured with orbax-checkpoint 0.12.8:
+# random bytes -> UnicodeDecodeError / ValueError (TensorStore DATA_LOSS), truncated files ->
+# JSONDecodeError / ValueError (OUT_OF_RANGE), a step folder without an item -> KeyError, missing files
+# -> FileNotFoundError (OSError).
+_UNREADABLE = (OSError, ValueError, KeyError, TypeError, EOFError)
 
 
 def model_state_dict(model: nnx.Module) -> dict:
@@ -40,10 +56,12 @@ def load_model_state_dict(model: nnx.Module, tree: dict) -> None:
 
 
 def optimizer_state_dict(optimizer: nnx.Optimizer) -> dict:
+    """Plain nested dict of an optimizer's state (step count and optax state; tuple indices as int keys)."""
     return nnx.to_pure_dict(nnx.state(optimizer))
 
 
 def load_optimizer_state_dict(optimizer: nnx.Optimizer, tree: dict) -> None:
+    """Writes an ``optimizer_state_dict`` tree back into ``optimizer`` in place."""
     state = nnx.state(optimizer)
     nnx.replace_by_pure_dict(state, tree)
     nnx.update(optimizer, state)
@@ -62,67 +80,100 @@ def _restore_keys(template: Any, tree: Any) -> Any:
     return tree
 
 
-def _manager(directory: Path, async_save: bool) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(
-        preservation_policy=ocp.checkpoint_managers.LatestN(1),
-        enable_async_checkpointing=async_save,
-        create=True,
-    )
+def _manager(directory: Path, *, async_save: bool, read_only: bool) -> ocp.CheckpointManager:
+    if read_only:
+        options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    else:
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=ocp.checkpoint_managers.LatestN(1),
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
     return ocp.CheckpointManager(directory.absolute(), options=options, item_names=("state", "meta"))
 
 
+def _reason(error: Exception) -> str:
+    """One line for a log or an error message: the exception type and the start of its message."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text[:200]}"
+
+
+def _save(manager: ocp.CheckpointManager, step: int, state: dict, meta: dict) -> None:
+    manager.wait_until_finished()
+    for old in manager.all_steps():
+        if old >= step:  # half-written by a killed run, or after a damaged step the restore skipped
+            manager.delete(old)
+    saved = manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(_stringify_keys(state)), meta=ocp.args.JsonSave(meta)
+        ),
+    )
+    if not saved:
+        raise CheckpointError(f"{manager.directory}: Orbax declined to save step {step}")
+
+
+def _restore(manager: ocp.CheckpointManager, template: dict) -> tuple[dict, dict] | None:
+    """(state, meta) of the newest readable step, shaped like ``template``; None when there is no step."""
+    manager.wait_until_finished()
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+        return None
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _stringify_keys(template))
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+    failures = []
+    for step in steps:
+        try:
+            restored = manager.restore(step, args=args)
+            state, meta = _restore_keys(template, restored["state"]), restored["meta"]
+            if not isinstance(meta, dict):
+                raise TypeError(f"meta is a {type(meta).__name__}, expected a JSON object")
+        except _UNREADABLE as e:
+            failures.append(f"step {step} ({_reason(e)})")
+            continue
+        if failures:
+            logging.warning(
+                "%s: skipped unreadable (damaged) checkpoint %s; restored step %d instead",
+                manager.directory,
+                "; ".join(failures),
+                step,
+            )
+        return state, meta
+    raise CheckpointError(
+        f"{manager.directory}: no readable checkpoint; found steps {sorted(steps)}, none could be restored: "
+        f"{'; '.join(failures)}. Restore the folder from a copy, or delete it to start this stage again"
+    )
+
+
 class RunCheckpoints:
-    """The latest and the best checkpoint of one training stage."""
+    """The latest and the best checkpoint of one training stage.
 
-    def __init__(self, directory: str | Path, *, async_save: bool = True):
+    Args:
+        directory: the stage's folder; ``latest/`` and ``best/`` are created under it.
+        async_save: write in a background thread (``wait()`` blocks until done).
+        read_only: only restore (creates no folder, saves nothing): for loading a finished run.
+    """
+
+    def __init__(self, directory: str | Path, *, async_save: bool = True, read_only: bool = False):
         self.directory = Path(directory)
-        self._latest = _manager(self.directory / "latest", async_save)
-        self._best = _manager(self.directory / "best", async_save)
-
-    @staticmethod
-    def _save(manager: ocp.CheckpointManager, step: int, state: dict, meta: dict) -> None:
-        manager.wait_until_finished()
-        if step in manager.all_steps():
-            manager.delete(step)  # a resumed epoch re-saves the step it had half-written
-        manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(_stringify_keys(state)), meta=ocp.args.JsonSave(meta)
-            ),
-        )
+        kwargs = dict(async_save=async_save, read_only=read_only)
+        self._latest = _manager(self.directory / "latest", **kwargs)
+        self._best = _manager(self.directory / "best", **kwargs)
 
     def save_latest(self, step: int, state: dict, meta: dict) -> None:
-        self._save(self._latest, step, state, meta)
+        _save(self._latest, step, state, meta)
 
     def save_best(self, step: int, state: dict, meta: dict) -> None:
-        self._save(self._best, step, state, meta)
-
-    @staticmethod
-    def _restore(manager: ocp.CheckpointManager, template: dict) -> tuple[dict, dict] | None:
-        manager.wait_until_finished()
-        step = manager.latest_step()
-        if step is None:
-            return None
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _stringify_keys(template))
-        restored = manager.restore(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
-        )
-        return _restore_keys(template, restored["state"]), dict(restored["meta"])
+        _save(self._best, step, state, meta)
 
     def restore_latest(self, template: dict) -> tuple[dict, dict] | None:
-        """(state, meta) of the latest checkpoint shaped like ``template``, or None when there is none."""
-        return self._restore(self._latest, template)
+        """(state, meta) of the newest readable latest checkpoint shaped like ``template``; None when there
+        is none. Damaged newer steps are skipped with a warning; all damaged: :class:`CheckpointError`."""
+        return _restore(self._latest, template)
 
     def restore_best(self, template: dict) -> tuple[dict, dict] | None:
-        return self._restore(self._best, template)
-
-    def best_meta(self) -> dict | None:
-        self._best.wait_until_finished()
-        step = self._best.latest_step()
-        if step is None:
-            return None
-        return dict(self._best.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+        """Like :meth:`restore_latest`, for the best checkpoint."""
+        return _restore(self._best, template)
 
     def wait(self) -> None:
         self._latest.wait_until_finished()
@@ -131,7 +182,3 @@ class RunCheckpoints:
     def close(self) -> None:
         self._latest.close()
         self._best.close()
-
-
-def as_numpy(tree: Any) -> Any:
-    return jax.tree_util.tree_map(np.asarray, tree)

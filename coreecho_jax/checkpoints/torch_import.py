@@ -9,10 +9,10 @@ through the exhaustive key map (:mod:`.key_map`):
 * any other UniFormer state_dict (e.g. HF ``Sense-X/uniformer_video`` ``uniformer_small_k400_16x8.pth``)
   -> :class:`UniFormer` without classifier (``head.*`` ignored), or with it when ``with_classifier=True``.
 
-Command line::
+Command line (absl flags, as ``main.py``)::
 
-    python -m coreecho_jax.checkpoints.torch_import --pth FILE --out DIR [--head-dim 64]
-        [--with-classifier] [--allow-namespace] [--force]
+    python -m coreecho_jax.checkpoints.torch_import --pth=FILE --out=DIR [--head_dim=64]
+        [--with_classifier] [--allow_namespace] [--force]
 
 writes ``DIR/model`` (Orbax ``StandardCheckpointer``: the model's parameters and BatchNorm statistics as
 ``nnx.to_pure_dict``; dropout RNG state is not saved, it is not part of a torch file) and
@@ -22,7 +22,6 @@ rebuilds the model from the JSON and restores the weights.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -33,21 +32,23 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from absl import flags
 from flax import nnx
 
 from coreecho_jax.checkpoints.key_map import (
     KeyMapError,
-    LoadReport,
     infer_uniformer_config,
-    load_head_weights,
+    load_coreecho_weights,
     load_uniformer_weights,
 )
 from coreecho_jax.checkpoints.manager import load_model_state_dict, model_state_dict
 from coreecho_jax.checkpoints.torch_pth import (
     CheckpointFormatError,
+    CheckpointNotFoundError,
     UnsafeCheckpointError,
     read_state_dicts,
 )
+from coreecho_jax.errors import CheckpointError, CoreEchoError
 from coreecho_jax.models.coreecho import CoReEcho
 from coreecho_jax.models.rngs import make_rngs
 from coreecho_jax.models.uniformer import UniFormer, UniFormerConfig, count_params
@@ -91,7 +92,7 @@ def _abstract_model(model_type: str, config: UniFormerConfig, *, seed: int = 0) 
     elif model_type == "uniformer":
         build = lambda: UniFormer(config, rngs=make_rngs(seed))
     else:
-        raise ValueError(f"model_type must be 'coreecho' or 'uniformer', got {model_type!r}")
+        raise CheckpointFormatError(f"model_type must be 'coreecho' or 'uniformer', got {model_type!r}")
     return nnx.eval_shape(build)
 
 
@@ -116,10 +117,6 @@ def _finish_model(model: nnx.Module, *, seed: int = 0) -> nnx.Module:
         raise RuntimeError(f"variables left unset after loading: {abstract[:10]}")
     model.eval()
     return model
-
-
-def _prefixed(report: LoadReport, prefix: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    return tuple(prefix + k for k in report.loaded), tuple(prefix + k for k in report.ignored)
 
 
 def import_pth(
@@ -151,7 +148,7 @@ def import_pth(
     ckpt = read_state_dicts(path, allow_namespace=allow_namespace)
     if ckpt.head is not None:
         if with_classifier:
-            raise ValueError(f"{path}: a CoReEcho checkpoint has no Kinetics classifier to load")
+            raise CheckpointError(f"{path}: a CoReEcho checkpoint has no Kinetics classifier to load")
         model_type = "coreecho"
         config = infer_uniformer_config(ckpt.encoder, head_dim=head_dim, **config_overrides, num_classes=None)
     else:
@@ -163,10 +160,9 @@ def import_pth(
             config = dataclasses.replace(config, num_classes=None)
     model = _abstract_model(model_type, config)
     if model_type == "coreecho":
-        enc = load_uniformer_weights(model.encoder, ckpt.encoder)
-        head = load_head_weights(model.head, ckpt.head)
-        (hl, hi) = _prefixed(head, "regressor.")
-        loaded, ignored = enc.loaded + hl, enc.ignored + hi
+        enc, head = load_coreecho_weights(model, ckpt.encoder, ckpt.head)
+        loaded = enc.loaded + tuple(f"regressor.{k}" for k in head.loaded)
+        ignored = enc.ignored + tuple(f"regressor.{k}" for k in head.ignored)
     else:
         enc = load_uniformer_weights(model, ckpt.encoder)
         loaded, ignored = enc.loaded, enc.ignored
@@ -205,7 +201,7 @@ def save_imported(model: nnx.Module, info: ImportInfo, out_dir: str | Path, *, f
     out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
     if (out / STATE_DIR).exists() and not force:
-        raise FileExistsError(f"{out / STATE_DIR} exists; pass force=True (--force) to overwrite it")
+        raise CheckpointError(f"{out / STATE_DIR} exists; pass force=True (--force) to overwrite it")
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(out / STATE_DIR, model_state_dict(model), force=force)
         checkpointer.wait_until_finished()
@@ -219,10 +215,10 @@ def restore_imported(directory: str | Path) -> nnx.Module:
     directory = Path(directory).absolute()
     cfg_path = directory / CONFIG_FILE
     if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path}: missing; expected a directory written by torch_import")
+        raise CheckpointNotFoundError(f"{cfg_path}: missing; expected a directory written by torch_import")
     spec = json.loads(cfg_path.read_text())
     if spec.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{cfg_path}: unsupported format_version {spec.get('format_version')!r}")
+        raise CheckpointFormatError(f"{cfg_path}: unsupported format_version {spec.get('format_version')!r}")
     config = UniFormerConfig(**spec["uniformer_config"])
     model = _abstract_model(spec["model_type"], config)
     with ocp.StandardCheckpointer() as checkpointer:
@@ -252,37 +248,54 @@ def _summary(info: ImportInfo, out: Path) -> str:
     return "\n".join(lines)
 
 
+def _flags() -> flags.FlagValues:
+    """The command line's flags, in their own ``FlagValues``: absl as in ``main.py``, while importing this
+    module (``loading`` does) defines no global flag."""
+    fv = flags.FlagValues()
+    flags.DEFINE_string("pth", None, "Input .pth file.", flag_values=fv)
+    flags.DEFINE_string("out", None, "Output directory (gets model/ and model_config.json).", flag_values=fv)
+    flags.DEFINE_integer("head_dim", 64, "Attention head width (64 for UniFormer-S/B).", flag_values=fv)
+    flags.DEFINE_boolean("with_classifier", False, "Keep the Kinetics classifier head.", flag_values=fv)
+    flags.DEFINE_boolean(
+        "allow_namespace",
+        False,
+        "Read a pickled argparse.Namespace (CoReEcho's last.pth 'opt') as a dict.",
+        flag_values=fv,
+    )
+    flags.DEFINE_boolean("force", False, "Overwrite an existing OUT/model.", flag_values=fv)
+    flags.mark_flags_as_required(["pth", "out"], flag_values=fv)
+    return fv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 2 refused/unreadable/unfitting checkpoint)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m coreecho_jax.checkpoints.torch_import",
-        description="Convert a PyTorch UniFormer/CoReEcho .pth (read without torch) to an Orbax checkpoint.",
-    )
-    parser.add_argument("--pth", required=True, help="input .pth file")
-    parser.add_argument("--out", required=True, help="output directory (gets model/ and model_config.json)")
-    parser.add_argument(
-        "--head-dim", type=int, default=64, help="attention head width (64 for UniFormer-S/B)"
-    )
-    parser.add_argument("--with-classifier", action="store_true", help="keep the Kinetics classifier head")
-    parser.add_argument(
-        "--allow-namespace",
-        action="store_true",
-        help="read a pickled argparse.Namespace (last.pth 'opt') as a dict",
-    )
-    parser.add_argument("--force", action="store_true", help="overwrite an existing OUT/model")
-    args = parser.parse_args(argv)
+    """CLI entry point; returns the exit status (0 ok, 2 bad flags or a refused/unreadable/unfitting
+    checkpoint, each reported in one line on stderr)."""
+    fv = _flags()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    prog = "python -m coreecho_jax.checkpoints.torch_import"
+    if {"-h", "--help", "--helpshort"} & set(argv):
+        print(f"{prog}: convert a PyTorch UniFormer/CoReEcho .pth (read without torch) to Orbax.\n")
+        print(fv.get_help())
+        return 0
+    try:
+        extra = fv([prog, *argv])[1:]
+        if extra:
+            raise flags.Error(f"unexpected arguments {extra}")
+    except flags.Error as e:
+        print(f"error: {e} (see --help)", file=sys.stderr)
+        return 2
     try:
         model, info = import_pth(
-            args.pth,
-            head_dim=args.head_dim,
-            with_classifier=args.with_classifier,
-            allow_namespace=args.allow_namespace,
+            fv.pth,
+            head_dim=fv.head_dim,
+            with_classifier=fv.with_classifier,
+            allow_namespace=fv.allow_namespace,
         )
-        out = save_imported(model, info, args.out, force=args.force)
+        out = save_imported(model, info, fv.out, force=fv.force)
     except UnsafeCheckpointError as e:
         print(f"error: refused an unsafe checkpoint: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, FileExistsError, CheckpointFormatError, KeyMapError, ValueError) as e:
+    except (CoreEchoError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(_summary(info, out))

@@ -1,11 +1,12 @@
 """Torch-free reader for PyTorch ``.pth`` checkpoints (zip and legacy formats).
 
 A ``.pth`` file is a pickle whose tensors point, through persistent ids, at raw storage bytes. This module
-reads it without PyTorch and without running anything from the file: a restricted unpickler resolves only
-the few globals a tensor ``state_dict`` needs, each to a local stand-in (never to torch or builtins), and
-refuses every other global with :class:`UnsafeCheckpointError` before it could be called.
+reads it without PyTorch and without running anything from the file: the restricted unpickler of
+:mod:`coreecho_jax.safe_pickle` resolves only the few globals a tensor ``state_dict`` needs, each to a
+local stand-in (never to torch or builtins), and refuses every other global with
+:class:`UnsafeCheckpointError` before it could be called.
 
-Supported serialisations (see ``shared/fixtures/checkpoints/README.md``):
+Supported serialisations:
 
 * zip (``torch.save`` default since torch 1.6): ``<root>/data.pkl`` + ``<root>/data/<key>`` storages
   (+ ``<root>/byteorder``); the root folder name is discovered, not assumed.
@@ -28,7 +29,6 @@ import collections
 import dataclasses
 import io
 import os
-import pickle
 import struct
 import zipfile
 from collections.abc import Callable, Mapping
@@ -38,8 +38,12 @@ from typing import Any, BinaryIO
 import ml_dtypes
 import numpy as np
 
+from coreecho_jax.errors import CheckpointError
+from coreecho_jax.safe_pickle import RestrictedUnpickler, UnsafePickleError, latin1_encode
+
 __all__ = [
     "CheckpointFormatError",
+    "CheckpointNotFoundError",
     "TorchCheckpoint",
     "UnsafeCheckpointError",
     "load_pth",
@@ -65,7 +69,11 @@ STORAGE_DTYPES: dict[str, np.dtype] = {
 }
 
 
-class UnsafeCheckpointError(ValueError):
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint at the given path (also a ``FileNotFoundError``)."""
+
+
+class UnsafeCheckpointError(UnsafePickleError, CheckpointError):
     """The checkpoint's pickle asks for a global (function/class) outside the tensor allowlist.
 
     Raised from ``find_class``, i.e. before the refused object could be called; the message names the file
@@ -73,7 +81,7 @@ class UnsafeCheckpointError(ValueError):
     """
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(CheckpointError):
     """The file is not a readable PyTorch checkpoint (truncated, corrupt, missing entries, bad contents)."""
 
 
@@ -208,15 +216,6 @@ def _safe_frozenset(items: Any = ()) -> frozenset:
     return frozenset(_safe_set(items))
 
 
-def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
-    """Protocol 2 spells ``bytes`` as ``_codecs.encode(str, 'latin1')``; only that codec is allowed."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise UnsafeCheckpointError(
-            f"_codecs.encode is only allowed as encode(str, 'latin1'), got {encoding!r}"
-        )
-    return text.encode("latin1")
-
-
 def _allowed_globals(allow_namespace: bool) -> dict[tuple[str, str], Any]:
     allowed: dict[tuple[str, str], Any] = {
         ("collections", "OrderedDict"): _StateDict,
@@ -227,7 +226,7 @@ def _allowed_globals(allow_namespace: bool) -> dict[tuple[str, str], Any]:
         ("builtins", "set"): _safe_set,
         ("__builtin__", "frozenset"): _safe_frozenset,
         ("builtins", "frozenset"): _safe_frozenset,
-        ("_codecs", "encode"): _codecs_encode,
+        ("_codecs", "encode"): latin1_encode,
     }
     for name, dtype in STORAGE_DTYPES.items():
         allowed[("torch", name)] = _StorageType(name, dtype)
@@ -241,68 +240,49 @@ def _allowed_globals(allow_namespace: bool) -> dict[tuple[str, str], Any]:
 # --------------------------------------------------------------------------------------------------------
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` with an allowlist ``find_class`` and a storage-recording ``persistent_load``.
-
-    ``fix_imports`` is off, and ``find_class`` sees the raw ``(module, name)`` of the GLOBAL opcode, so a
-    protocol-2 ``__builtin__ print`` is refused as such (never mapped to ``builtins.print``).
-    """
-
-    def __init__(
-        self,
-        file: BinaryIO,
-        *,
-        source: str,
-        allow_namespace: bool,
-        persistent_load: Callable[[Any], Any] | None,
-    ) -> None:
-        super().__init__(file, fix_imports=False, encoding="utf-8", errors="strict")
-        self._source = source
-        self._allowed = _allowed_globals(allow_namespace)
-        self._persistent = persistent_load
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return self._allowed[(module, name)]
-        except KeyError:
-            pass
-        hint = ""
-        if (module, name) == ("argparse", "Namespace"):
-            hint = (
-                " (CoReEcho's last.pth stores its options as an argparse.Namespace: pass "
-                "allow_namespace=True to read it as a plain dict without running argparse code)"
-            )
-        raise UnsafeCheckpointError(
-            f"{self._source}: refused global '{module}.{name}' in the pickle; only the globals a tensor "
-            f"state_dict needs are allowed, and the load was aborted before anything was called{hint}"
+def _refuse(module: str, name: str) -> UnsafeCheckpointError:
+    hint = ""
+    if (module, name) == ("argparse", "Namespace"):
+        hint = (
+            " (CoReEcho's last.pth stores its options as an argparse.Namespace: pass "
+            "allow_namespace=True to read it as a plain dict without running argparse code)"
         )
+    return UnsafeCheckpointError(
+        f"refused global '{module}.{name}' in the pickle; only the globals a tensor state_dict needs are "
+        f"allowed, and the load was aborted before anything was called{hint}"
+    )
 
-    def persistent_load(self, pid: Any) -> Any:
-        if self._persistent is None:
-            raise CheckpointFormatError(f"{self._source}: unexpected persistent id {pid!r} in a plain pickle")
-        return self._persistent(pid)
+
+def _no_persistent_ids(pid: Any) -> Any:
+    raise CheckpointFormatError(f"unexpected persistent id {pid!r:.80} in a plain pickle")
 
 
-def _unpickle(file: BinaryIO, *, source: str, allow_namespace: bool, persistent_load=None) -> Any:
+def _unpickle(
+    file: BinaryIO,
+    *,
+    source: str,
+    allow_namespace: bool,
+    persistent_load: Callable[[Any], Any] = _no_persistent_ids,
+) -> Any:
     """Run the restricted unpickler once; wrap every failure in an error naming ``source``."""
-    unpickler = _RestrictedUnpickler(
-        file, source=source, allow_namespace=allow_namespace, persistent_load=persistent_load
+    unpickler = RestrictedUnpickler(
+        file, _allowed_globals(allow_namespace), refuse=_refuse, persistent_load=persistent_load
     )
     try:
         return unpickler.load()
-    except UnsafeCheckpointError as e:
-        raise _with_source(e, source) from None
+    except UnsafePickleError as e:
+        raise UnsafeCheckpointError(_with_source(e, source)) from None
     except CheckpointFormatError as e:
-        raise _with_source(e, source) from None
+        raise CheckpointFormatError(_with_source(e, source)) from None
     except RecursionError:
         raise CheckpointFormatError(f"{source}: pickle nested too deeply") from None
     except Exception as e:  # corrupt pickle bytes: UnpicklingError, EOFError, TypeError, ...
         raise CheckpointFormatError(f"{source}: corrupt pickle ({type(e).__name__}: {e})") from None
 
 
-def _with_source(e: Exception, source: str) -> Exception:
+def _with_source(e: Exception, source: str) -> str:
     msg = str(e)
-    return type(e)(msg if msg.startswith(source) else f"{source}: {msg}")
+    return msg if msg.startswith(source) else f"{source}: {msg}"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -568,7 +548,7 @@ def _materialise_all(obj: Any, storages: Mapping[str, np.ndarray], source: str) 
     try:
         return _materialise(obj, storages, {})
     except CheckpointFormatError as e:
-        raise _with_source(e, source) from None
+        raise CheckpointFormatError(_with_source(e, source)) from None
     except RecursionError:
         raise CheckpointFormatError(f"{source}: object nested too deeply") from None
 
@@ -592,7 +572,7 @@ def load_pth(path: str | os.PathLike, *, allow_namespace: bool = False) -> Any:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
+        raise CheckpointNotFoundError(f"{path}: no such checkpoint file")
     with open(path, "rb") as f:
         head = f.read(4)
     if head[:2] == b"PK":
@@ -625,7 +605,7 @@ class TorchCheckpoint:
 def strip_module_prefix(state: Mapping[str, Any], *, where: str = "state_dict") -> dict[str, Any]:
     """Drop leading ``module.`` (``nn.DataParallel``/DDP) from every key, keeping order.
 
-    Raises ValueError if two keys collide after stripping.
+    Raises CheckpointFormatError if two keys collide after stripping.
     """
     out: dict[str, Any] = {}
     for key, value in state.items():
@@ -633,23 +613,27 @@ def strip_module_prefix(state: Mapping[str, Any], *, where: str = "state_dict") 
         while new.startswith("module."):
             new = new[len("module.") :]
         if new in out:
-            raise ValueError(f"{where}: keys collide after stripping 'module.': {key!r} -> {new!r}")
+            raise CheckpointFormatError(
+                f"{where}: keys collide after stripping 'module.': {key!r} -> {new!r}"
+            )
         out[new] = value
     return out
 
 
 def _check_tensor_dict(state: Any, where: str) -> dict[str, np.ndarray]:
     if not isinstance(state, Mapping):
-        raise ValueError(
+        raise CheckpointFormatError(
             f"{where}: expected a state_dict (mapping of name -> tensor), got {type(state).__name__}"
         )
     if not state:
-        raise ValueError(f"{where}: the state_dict is empty")
+        raise CheckpointFormatError(f"{where}: the state_dict is empty")
     for key, value in state.items():
         if not isinstance(key, str):
-            raise ValueError(f"{where}: state_dict key {key!r} is not a string")
+            raise CheckpointFormatError(f"{where}: state_dict key {key!r} is not a string")
         if not isinstance(value, np.ndarray):
-            raise ValueError(f"{where}: entry {key!r} is a {type(value).__name__}, expected a tensor")
+            raise CheckpointFormatError(
+                f"{where}: entry {key!r} is a {type(value).__name__}, expected a tensor"
+            )
     return strip_module_prefix(state, where=where)
 
 
@@ -658,10 +642,10 @@ def _as_python_number(value: Any, cast: type, where: str) -> Any:
         return None
     if isinstance(value, np.ndarray):
         if value.size != 1:
-            raise ValueError(f"{where}: expected a scalar, got an array of shape {value.shape}")
+            raise CheckpointFormatError(f"{where}: expected a scalar, got an array of shape {value.shape}")
         value = value.reshape(()).item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{where}: expected a number, got {type(value).__name__}")
+        raise CheckpointFormatError(f"{where}: expected a number, got {type(value).__name__}")
     return cast(value)
 
 
@@ -676,7 +660,7 @@ def read_state_dicts(path_or_obj: Any, *, allow_namespace: bool = False) -> Torc
     Keys lose any leading ``module.``. Tensors stay numpy arrays, ``num_batches_tracked`` included.
 
     Raises:
-      ValueError: no state_dict found, or a non-tensor where a tensor is expected (message names the key).
+      CheckpointFormatError: no state_dict found, or a non-tensor where a tensor is expected (message names the key).
     """
     source = None
     obj = path_or_obj
@@ -685,7 +669,7 @@ def read_state_dicts(path_or_obj: Any, *, allow_namespace: bool = False) -> Torc
         obj = load_pth(path_or_obj, allow_namespace=allow_namespace)
     where = source or "checkpoint"
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{where}: expected a dict at the top level, got {type(obj).__name__}")
+        raise CheckpointFormatError(f"{where}: expected a dict at the top level, got {type(obj).__name__}")
 
     head = None
     epoch = best_error = None
@@ -706,7 +690,7 @@ def read_state_dicts(path_or_obj: Any, *, allow_namespace: bool = False) -> Torc
         tensors = [k for k, v in obj.items() if isinstance(v, np.ndarray)]
         if tensors:  # looks like a flat state_dict polluted by non-tensor entries: name them
             _check_tensor_dict(obj, where)
-        raise ValueError(
+        raise CheckpointFormatError(
             f"{where}: no state_dict found: expected a flat name->tensor dict or one under 'model' or "
             f"'model_state'; top-level keys are {list(obj)[:10]}"
         )

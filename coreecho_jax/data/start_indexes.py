@@ -5,8 +5,8 @@ indexing the video after black end padding to ``frames * stride`` (144) frames (
 :mod:`coreecho_jax.data.clips`). Two file forms are read by :func:`load_start_indexes`:
 
 * ``.pkl``: the official CoReEcho ``test_start_indexes.pkl`` (a pickled dict of numpy arrays). It is
-  read with a restricted unpickler that only rebuilds numpy arrays/scalars/dtypes; any other
-  global in the file is refused, so an untrusted pickle cannot run code.
+  read with the restricted unpickler of :mod:`coreecho_jax.safe_pickle`, allowed only to rebuild numpy
+  arrays/scalars/dtypes; any other global in the file is refused, so an untrusted pickle cannot run code.
 * ``.json``: ``{"<FileName>.avi": [s1, s2, s3], ...}``, written by :func:`save_start_indexes_json`.
 """
 
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from coreecho_jax import safe_pickle
 from coreecho_jax.data import clips
 from coreecho_jax.data.echonet_layout import CLIP_FRAMES, CLIP_STRIDE, stem
 from coreecho_jax.errors import DataError
@@ -31,7 +32,7 @@ PathLike = str | os.PathLike
 StartIndexes = dict[str, np.ndarray]
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(safe_pickle.UnsafePickleError, DataError):
     """The pickle references something other than numpy array reconstruction."""
 
 
@@ -50,35 +51,20 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
         allowed[(module, "scalar")] = multiarray.scalar
     for module in ("numpy._core.numeric", "numpy.core.numeric"):
         allowed[(module, "_frombuffer")] = numeric._frombuffer
-
-    def latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
-        # Protocol-2 pickles store array bytes as latin-1 text rebuilt with _codecs.encode.
-        if encoding.lower().replace("-", "") not in ("latin1", "iso88591") or not isinstance(text, str):
-            raise UnsafePickleError(f"_codecs.encode is only allowed with latin1 text, got {encoding!r}")
-        return text.encode("latin1")
-
-    allowed[("_codecs", "encode")] = latin1_encode
+    allowed[("_codecs", "encode")] = safe_pickle.latin1_encode  # protocol-2 array bytes
     allowed[("numpy", "ndarray")] = np.ndarray
     allowed[("numpy", "dtype")] = safe_dtype
     return allowed
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only numpy array/scalar/dtype reconstruction globals."""
+_NUMPY_GLOBALS = _numpy_globals()
 
-    _allowed = _numpy_globals()
 
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return self._allowed[(module, name)]
-        except KeyError:
-            raise UnsafePickleError(
-                f"refusing to load {module}.{name}: a start-index pickle may only contain a dict of "
-                f"numpy arrays (allowed: {sorted('.'.join(k) for k in self._allowed)})"
-            ) from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickleError("persistent ids are not allowed in a start-index pickle")
+def _refuse(module: str, name: str) -> UnsafePickleError:
+    return UnsafePickleError(
+        f"refusing to load {module}.{name}: a start-index pickle may only contain a dict of "
+        f"numpy arrays (allowed: {sorted('.'.join(k) for k in _NUMPY_GLOBALS)})"
+    )
 
 
 def _normalise_mapping(obj: Any, source: str) -> StartIndexes:
@@ -114,11 +100,11 @@ def load_official_pickle(path: PathLike) -> StartIndexes:
         raise FileNotFoundError(f"start-index file not found: {path}")
     data = path.read_bytes()
     try:
-        obj = _NumpyOnlyUnpickler(io.BytesIO(data)).load()
-    except UnsafePickleError as err:
+        obj = safe_pickle.RestrictedUnpickler(io.BytesIO(data), _NUMPY_GLOBALS, refuse=_refuse).load()
+    except safe_pickle.UnsafePickleError as err:
         raise UnsafePickleError(f"{path}: {err}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path}: not a readable start-index pickle ({err})") from err
+        raise DataError(f"{path}: not a readable start-index pickle ({err})") from err
     return _normalise_mapping(obj, str(path))
 
 
