@@ -9,13 +9,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import ml_collections
 from flax import nnx
 
-from coreecho_jax.checkpoints import key_map, torch_import, torch_pth
+from coreecho_jax.checkpoints import key_map, saved_config, torch_import, torch_pth
 from coreecho_jax.checkpoints.manager import RunCheckpoints, load_model_state_dict, model_state_dict
 from coreecho_jax.errors import CheckpointError
 from coreecho_jax.models.coreecho import CoReEcho, build_model
@@ -82,8 +81,9 @@ def initialize_from(model: CoReEcho, path: str | Path | None) -> str:
 def load_for_inference(config: ml_collections.ConfigDict, path: str | Path) -> tuple[CoReEcho, str]:
     """The model a checkpoint describes, in eval mode, and a description of its origin.
 
-    ``.pth`` and imported folders carry their own architecture; a run workdir is rebuilt from its saved
-    ``config.json`` (falling back to ``config.model``).
+    ``.pth`` and imported folders carry their own architecture; a run workdir is rebuilt from the model
+    section of its saved ``config.json`` (through :func:`saved_config.inference_config`, which keeps the
+    given config's runtime switches dtype / remat / depthwise and refuses disagreeing clip settings).
     """
     path = Path(path)
     if path.is_file():
@@ -99,11 +99,8 @@ def load_for_inference(config: ml_collections.ConfigDict, path: str | Path) -> t
         if not isinstance(model, CoReEcho):
             raise CheckpointError(f"{path}: an imported encoder without a regression head cannot predict EF")
         return model, str(path)
-    model_config = config.model
-    saved = path / "config.json"
-    if saved.is_file():
-        model_config = ml_collections.ConfigDict(json.loads(saved.read_text())["model"])
-    model = build_model(model_config, seed=int(config.seed))
+    config = saved_config.inference_config(config, path)
+    model = build_model(config.model, seed=int(config.seed))
     origin = initialize_from(model, path)
     model.eval()
     return model, origin
