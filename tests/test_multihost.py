@@ -42,6 +42,12 @@ def _start(process_id, num_processes, devices, port, root, data_dir, workdir):
     ), log
 
 
+def _log_tail(path: Path, chars: int = 3000) -> str:
+    """The end of a worker's log without native stack frames (lines ``    @ 0x...``)."""
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("    @")]
+    return "\n".join(lines)[-chars:]
+
+
 def _wait_all(procs, timeout: float) -> None:
     """Waits for every process; the first that fails stops the others (they would wait in a collective)."""
     deadline = time.time() + timeout
@@ -49,15 +55,16 @@ def _wait_all(procs, timeout: float) -> None:
         if any(p.poll() not in (None, 0) for p, _ in procs):
             break
         time.sleep(0.5)
+    failed = [log.name for p, log in procs if p.poll() not in (None, 0)]
+    stopped = [log.name for p, log in procs if p.poll() is None]
     for p, log in procs:
         if p.poll() is None:
             p.kill()
         p.wait()
         log.close()
-    failed = [(p, log) for p, log in procs if p.returncode != 0]
-    if failed:
-        tails = "\n\n".join(f"{log.name}:\n" + Path(log.name).read_text()[-3000:] for _, log in failed)
-        pytest.fail(f"{len(failed)} worker(s) failed:\n{tails}")
+    if failed or stopped:
+        tails = "\n\n".join(f"{name}:\n{_log_tail(Path(name))}" for name in failed)
+        pytest.fail(f"failed: {failed}; stopped (timeout or a failed peer): {stopped}\n{tails}")
 
 
 def _strict_json(path: Path) -> dict:
