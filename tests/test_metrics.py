@@ -46,3 +46,28 @@ def test_bootstrap_ci_brackets_estimate_and_is_seeded():
 def test_bootstrap_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="differ in length"):
         metrics.bootstrap_ci(metrics.mae, np.zeros(3), np.zeros(4))
+
+
+@pytest.mark.parametrize("value", [0.1, 55.3])
+def test_constant_labels_leave_r2_and_pearson_undefined(value):
+    # The mean of equal values can be off by an ulp: a variance test gave R2 = -1e30 for 0.1.
+    y = np.full(7, value)
+    p = np.linspace(40.0, 60.0, 7)
+    assert np.isnan(metrics.r2(y, p)) and np.isnan(metrics.pearson(y, p))
+    assert np.isnan(metrics.pearson(p, y))
+    assert metrics.undefined_reason("r2", y, p) == "labels are constant"
+    assert metrics.undefined_reason("pearson", p, y) == "predictions are constant"
+
+
+def test_summary_says_why_a_metric_is_undefined():
+    y = np.full(5, 50.0)
+    summary = metrics.summarize(y, y + 1.0, n_resamples=20)
+    assert summary["mae"] == pytest.approx(1.0) and "mae_undefined" not in summary
+    assert np.isnan(summary["r2"]) and summary["r2_undefined"] == "labels are constant"
+    assert np.isnan(summary["r2_ci_low"]) and summary["r2_ci_undefined"] == "labels are constant"
+    one = metrics.summarize(np.array([50.0]), np.array([52.0]), n_resamples=20)
+    assert one["mae"] == 2.0 and one["mae_ci_undefined"] == "fewer than 2 videos"
+    assert set(metrics.summarize(y, y, n_resamples=0)) == {"n", "mae", "rmse", "r2", "pearson"} | {
+        "r2_undefined",
+        "pearson_undefined",
+    }

@@ -47,9 +47,14 @@ def test_predict_videos_drops_padding_and_averages(tmp_path):
     assert float(rows[2]["EF_pred_clip_2"]) == 71.0
 
 
-def test_predict_videos_rejects_duplicates_and_empty():
-    batch = {"ef": np.ones(2), "mask": np.ones(2, bool), "filename": [b"x", b"x"], "starts": np.zeros((2, 1))}
-    with pytest.raises(ValueError, match="twice"):
-        multiclip.predict_videos(lambda b: np.ones((2, 1)), [batch])
-    with pytest.raises(ValueError, match="no videos"):
-        multiclip.predict_videos(lambda b: np.ones((2, 1)), [])
+def test_predict_videos_of_a_process_without_videos_is_empty():
+    batch = next(_batches())
+    batch["mask"] = np.zeros(4, bool)
+    result = multiclip.predict_videos(_predict, [batch])
+    assert len(result) == 0 and result.clip_predictions.shape == (0, 3)
+    assert len(multiclip.predict_videos(_predict, [])) == 0
+
+
+def test_predict_videos_checks_the_prediction_shape():
+    with pytest.raises(ValueError, match=r"\[B, K\] = \[4, K\].*\(4,\)"):
+        multiclip.predict_videos(lambda b: np.ones(4), _batches())

@@ -3,10 +3,14 @@
 Regression (EF in percent): MAE, RMSE, R2 (``torcheval.metrics.functional.r2_score``: 1 - SS_res/SS_tot,
 the paper prints R2 x 100) and Pearson correlation (CAMUS). Classification (HMC-QU MI):
 sensitivity, specificity, precision, F1 and accuracy, in percent as the paper prints them.
+
+A metric without a value (R2 or Pearson of constant labels, a ratio with an empty denominator) is NaN
+here; :func:`summarize` adds ``<name>_undefined`` with the reason, so result files can say why.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -22,19 +26,25 @@ def rmse(y: ArrayLike, p: ArrayLike) -> float:
     return float(np.sqrt(np.mean((np.asarray(p, np.float64) - np.asarray(y, np.float64)) ** 2)))
 
 
+def _constant(x: np.ndarray) -> bool:
+    # Equality, not a zero variance: the mean of equal values can be off by an ulp (0.1, 0.1, 0.1).
+    return x.size == 0 or bool(np.all(x == x.flat[0]))
+
+
 def r2(y: ArrayLike, p: ArrayLike) -> float:
+    """1 - SS_res / SS_tot; NaN when the labels are constant (SS_tot = 0)."""
     y = np.asarray(y, np.float64)
     p = np.asarray(p, np.float64)
-    ss_tot = np.sum((y - y.mean()) ** 2)
-    if ss_tot == 0:
+    if _constant(y):
         return float("nan")
-    return float(1.0 - np.sum((y - p) ** 2) / ss_tot)
+    return float(1.0 - np.sum((y - p) ** 2) / np.sum((y - y.mean()) ** 2))
 
 
 def pearson(y: ArrayLike, p: ArrayLike) -> float:
+    """Pearson correlation; NaN when labels or predictions are constant."""
     y = np.asarray(y, np.float64)
     p = np.asarray(p, np.float64)
-    if y.std() == 0 or p.std() == 0:
+    if _constant(y) or _constant(p):
         return float("nan")
     return float(np.corrcoef(y, p)[0, 1])
 
@@ -83,15 +93,6 @@ def accuracy(y, p):
     return _ratio(tp + tn, tp + fp + tn + fn)
 
 
-CLASSIFICATION_METRICS: Mapping[str, Callable[[ArrayLike, ArrayLike], float]] = {
-    "sensitivity": sensitivity,
-    "specificity": specificity,
-    "precision": precision,
-    "f1": f1,
-    "accuracy": accuracy,
-}
-
-
 def bootstrap_ci(
     metric: Callable[[ArrayLike, ArrayLike], float],
     y: ArrayLike,
@@ -119,6 +120,23 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
+def undefined_reason(name: str, y: ArrayLike, p: ArrayLike) -> str:
+    """Why the metric ``name`` of labels ``y`` and predictions ``p`` is NaN, in a few words."""
+    y = np.asarray(y, np.float64)
+    p = np.asarray(p, np.float64)
+    if y.size == 0:
+        return "no videos"
+    if not np.all(np.isfinite(y)):
+        return "labels are missing or not finite"
+    if not np.all(np.isfinite(p)):
+        return "predictions are not finite"
+    if name in ("r2", "pearson") and _constant(y):
+        return "labels are constant"
+    if name == "pearson" and _constant(p):
+        return "predictions are constant"
+    return "the metric is not defined on these values"
+
+
 def summarize(
     y: ArrayLike,
     p: ArrayLike,
@@ -127,11 +145,27 @@ def summarize(
     n_resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
-) -> dict[str, float]:
-    """Each metric with its bootstrap CI: ``{name, name_ci_low, name_ci_high}``, plus ``n``."""
-    out: dict[str, float] = {"n": int(len(np.asarray(y)))}
+) -> dict[str, float | int | str]:
+    """Each metric and ``n``; with ``n_resamples > 0`` also its bootstrap CI ``name_ci_low/high``.
+
+    A NaN metric (or CI) comes with ``name_undefined`` (``name_ci_undefined``): the reason in words.
+    """
+    n = int(len(np.asarray(y)))
+    out: dict[str, float | int | str] = {"n": n}
     for name, fn in metrics.items():
-        out[name] = fn(y, p)
+        value = fn(y, p)
+        out[name] = value
+        if not math.isfinite(value):
+            out[f"{name}_undefined"] = undefined_reason(name, y, p)
+        if n_resamples <= 0:
+            continue
         lo, hi = bootstrap_ci(fn, y, p, n_resamples=n_resamples, level=level, seed=seed)
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = lo, hi
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            if n < 2:
+                out[f"{name}_ci_undefined"] = "fewer than 2 videos"
+            elif not math.isfinite(value):
+                out[f"{name}_ci_undefined"] = out[f"{name}_undefined"]
+            else:
+                out[f"{name}_ci_undefined"] = "undefined in every bootstrap resample"
     return out

@@ -2,6 +2,7 @@
 
 The batches come from the eval pipeline (``{'video': [B, K, T, H, W, C], 'ef': [B], 'filename': [B],
 'starts': [B, K], 'mask': [B]}``, the last batch padded and masked), so every video counts exactly once.
+This module works on one process's batches; :mod:`coreecho_jax.evaluation.evaluator` gathers processes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from coreecho_jax.evaluation import metrics as metrics_lib
 
 @dataclass
 class VideoPredictions:
-    """Per-video results: ``clip_predictions`` is ``[N, K]`` (EF %), ``prediction`` their mean."""
+    """Per-video results: ``labels`` ``[N]`` and ``clip_predictions`` ``[N, K]`` (EF %), ``starts`` ``[N, K]``."""
 
     filenames: list[str]
     labels: np.ndarray
@@ -27,10 +28,25 @@ class VideoPredictions:
 
     @property
     def prediction(self) -> np.ndarray:
+        """``[N]`` mean over the K clips (EF %)."""
         return self.clip_predictions.mean(axis=1)
 
     def __len__(self) -> int:
         return len(self.filenames)
+
+    def take(self, index: np.ndarray) -> VideoPredictions:
+        """The videos at ``index`` (integer positions), in that order."""
+        index = np.asarray(index, np.int64)
+        return VideoPredictions(
+            [self.filenames[i] for i in index],
+            self.labels[index],
+            self.clip_predictions[index],
+            self.starts[index],
+        )
+
+    def sorted_by_name(self) -> VideoPredictions:
+        """Videos in filename order: the order does not depend on how batches or processes split them."""
+        return self.take(np.argsort(np.array(self.filenames, dtype=object), kind="stable"))
 
 
 def _text(x) -> str:
@@ -38,28 +54,51 @@ def _text(x) -> str:
 
 
 def predict_videos(
-    predict_fn: Callable[[np.ndarray], np.ndarray], batches: Iterable[Mapping[str, np.ndarray]]
+    predict_fn: Callable[[Mapping[str, np.ndarray]], np.ndarray], batches: Iterable[Mapping[str, np.ndarray]]
 ) -> VideoPredictions:
-    """Runs ``predict_fn`` (``[B, K, ...]`` clips -> ``[B, K]``) over eval batches; drops padded rows."""
+    """This process's videos: ``predict_fn`` (batch -> ``[B, K]``) over eval batches, padded rows dropped.
+
+    The result may be empty (a process whose share of a small split is only padding); gathering the
+    processes and checking that every video came once is :class:`evaluator.Evaluator`'s job.
+    """
     names, labels, preds, starts = [], [], [], []
     for batch in batches:
         mask = np.asarray(batch["mask"]).astype(bool)
         p = np.asarray(predict_fn(batch), dtype=np.float64)
+        if p.ndim != 2 or p.shape[0] != mask.shape[0]:
+            raise ValueError(
+                f"predict_fn must return [B, K] = [{mask.shape[0]}, K] predictions, got {p.shape}"
+            )
         names += [_text(n) for n, m in zip(batch["filename"], mask) if m]
         labels.append(np.asarray(batch["ef"], np.float64)[mask])
         preds.append(p[mask])
-        starts.append(np.asarray(batch["starts"])[mask])
-    if not names:
-        raise ValueError("the evaluation split produced no videos")
-    if len(set(names)) != len(names):
-        raise ValueError("a video was evaluated twice; the eval pipeline must visit each video once")
+        starts.append(np.asarray(batch["starts"], np.int64)[mask])
+    if not preds:
+        return VideoPredictions([], np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0), np.int64))
     return VideoPredictions(names, np.concatenate(labels), np.concatenate(preds), np.concatenate(starts))
+
+
+def video_batch(
+    clips: np.ndarray, starts: np.ndarray, filename: str, ef: float = float("nan")
+) -> dict[str, np.ndarray]:
+    """One video's ``[K, T, H, W, C]`` clips as an eval batch of one (``ef`` NaN: no label)."""
+    return {
+        "video": np.asarray(clips)[None],
+        "ef": np.array([ef], np.float32),
+        "mask": np.ones(1, bool),
+        "filename": np.array([filename.encode()], dtype=object),
+        "starts": np.asarray(starts, np.int64)[None],
+    }
 
 
 def summarize(
     result: VideoPredictions, *, train_mean: float | None = None, n_resamples: int = 1000, seed: int = 0
-) -> dict[str, float]:
-    """MAE/RMSE/R2/Pearson with 95% bootstrap CIs; R2 x 100 as the paper prints it; mean-baseline MAE."""
+) -> dict[str, float | int | str]:
+    """MAE/RMSE/R2/Pearson with 95% bootstrap CIs, R2 x 100 as the paper prints it, mean-baseline MAE.
+
+    ``n_resamples=0`` leaves the CIs out; ``train_mean`` (EF %) adds the MAE of predicting it for every
+    video. An undefined value is NaN with a ``<name>_undefined`` reason (see ``metrics.summarize``).
+    """
     out = metrics_lib.summarize(result.labels, result.prediction, n_resamples=n_resamples, seed=seed)
     out["r2_x100"] = 100.0 * out["r2"]
     out["clips_per_video"] = int(result.clip_predictions.shape[1])

@@ -14,7 +14,6 @@ is reseeded from (seed, stage, epoch), and the optimizer and BatchNorm state are
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 from flax import nnx
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from coreecho_jax.checkpoints import loading
@@ -33,6 +33,8 @@ from coreecho_jax.checkpoints import manager as ckpt_lib
 from coreecho_jax.data import datasets
 from coreecho_jax.evaluation import multiclip
 from coreecho_jax.evaluation import steps as eval_steps
+from coreecho_jax.evaluation.evaluator import Evaluator, PredictFn
+from coreecho_jax.evaluation.results import format_results, write_json
 from coreecho_jax.models import build_model
 from coreecho_jax.train import mesh as mesh_lib
 from coreecho_jax.train import steps
@@ -123,16 +125,26 @@ class Trainer:
         if optimizer is not None:
             nnx.update(optimizer, mesh_lib.replicate(nnx.state(optimizer), self.mesh))
 
-    def predict_batches(self, batches) -> multiclip.VideoPredictions:
-        """Multi-clip predictions of the current model (eval mode) over eval batches."""
+    def predict_fn(self) -> PredictFn:
+        """This process's eval batch -> its ``[B, K]`` predictions of the current model (eval mode).
+
+        The batch is sharded over every device of every process; the prediction comes back as this
+        process's rows, in the order of its batch.
+        """
         self.model.eval()
         predict = steps.bind(eval_steps.predict_step, self.model)
+        spec = mesh_lib.data_sharding(self.mesh).spec
 
         def fn(batch):
-            sharded = mesh_lib.shard_batch({"video": batch["video"]}, self.mesh)
-            return np.asarray(predict(sharded["video"]))
+            video = mesh_lib.shard_batch({"video": batch["video"]}, self.mesh)["video"]
+            out = multihost_utils.global_array_to_host_local_array(predict(video), self.mesh, spec)
+            return np.asarray(out)
 
-        return multiclip.predict_videos(fn, batches)
+        return fn
+
+    def predict_batches(self, batches) -> multiclip.VideoPredictions:
+        """Multi-clip predictions of every process's videos over eval batches, in file-name order."""
+        return Evaluator(self.predict_fn(), self.config.eval).predict(batches)
 
     # ------------------------------------------------------------------------------------------ stages
     def run_stage(self, settings: StageSettings) -> dict:
@@ -280,19 +292,25 @@ class Trainer:
     def validate(self, epoch: int) -> dict:
         """Val MAE on predictions averaged over ``eval.n_clips`` clips drawn afresh from (seed, epoch)."""
         batches = self.data.eval_batches("val", self.data.val_starts(epoch))
-        result = self.predict_batches(batches)
-        return multiclip.summarize(result, n_resamples=0)
+        _, summary = Evaluator(self.predict_fn(), self.config.eval, bootstrap=0).run(batches)
+        return summary
 
     def test(self, tag: str) -> dict:
-        """The test protocol: fixed starts, K clips per video, CIs, per-video CSV, results.json."""
-        result = self.predict_batches(self.data.eval_batches("test", self.data.test_starts()))
-        summary = multiclip.summarize(
-            result,
-            train_mean=self.data.train_mean_ef(),
-            n_resamples=int(self.config.eval.bootstrap),
+        """The test protocol: fixed starts, K clips per video, CIs; process 0 writes the per-video CSV."""
+        first = jax.process_index() == 0
+        starts = self.data.test_starts() if first else None  # process 0 draws and saves them if needed
+        if jax.process_count() > 1:  # the others read the file only once it is complete
+            multihost_utils.sync_global_devices("coreecho_jax test starts")
+        if not first:
+            starts = self.data.test_starts()
+        evaluator = Evaluator(
+            self.predict_fn(),
+            self.config.eval,
             seed=int(self.config.seed),
+            train_mean=self.data.train_mean_ef(),
         )
-        if jax.process_index() == 0:
+        result, summary = evaluator.run(self.data.eval_batches("test", starts))
+        if first:
             multiclip.write_csv(result, self.workdir / f"test_predictions_{tag}.csv")
         return summary
 
@@ -302,23 +320,6 @@ def _stages(config: ml_collections.ConfigDict) -> list[int]:
     if not stages or any(s not in (1, 2) for s in stages):
         raise ValueError(f"run.stages must list 1 and/or 2, got {config.run.stages!r}")
     return stages
-
-
-def format_results(results: dict) -> str:
-    """The final table: test MAE / RMSE / R2 with 95% CIs next to the predict-the-training-mean MAE."""
-    lines = [f"{'metric':<34}{'value':>10}   95% CI"]
-    for key, label in (("mae", "MAE (EF %)"), ("rmse", "RMSE (EF %)"), ("r2_x100", "R2 x 100")):
-        value = results[key]
-        scale = 100.0 if key == "r2_x100" else 1.0
-        base = "r2" if key == "r2_x100" else key
-        lo, hi = results[f"{base}_ci_low"] * scale, results[f"{base}_ci_high"] * scale
-        lines.append(f"{label:<34}{value:>10.3f}   [{lo:.3f}, {hi:.3f}]")
-    if "mae_of_predicting_train_mean" in results:
-        lines.append(
-            f"{'MAE of predicting the train mean':<34}{results['mae_of_predicting_train_mean']:>10.3f}"
-        )
-    lines.append(f"{'videos':<34}{results['n']:>10d}   ({results['clips_per_video']} clips each)")
-    return "\n".join(lines)
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
@@ -340,8 +341,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     results.update({f"{k}_best_val_mae": v["best_val_mae"] for k, v in report.items()})
     results.update({f"{k}_best_epoch": v["best_epoch"] for k, v in report.items()})
     if jax.process_index() == 0:
-        (workdir / "results.json").write_text(json.dumps(results, indent=2))
-    print("\nTest results (" + str(workdir / "results.json") + ")\n" + format_results(results), flush=True)
+        write_json(results, workdir / "results.json")
+        print(f"\nTest results ({workdir / 'results.json'})\n" + format_results(results), flush=True)
     if trainer.writer is not None:
         trainer.writer.close()
     return results
@@ -358,6 +359,6 @@ def evaluate_checkpoint(
     results = trainer.test(tag="evaluate")
     results["checkpoint"] = origin
     if jax.process_index() == 0:
-        (workdir / "results_evaluate.json").write_text(json.dumps(results, indent=2))
-    print(f"\nTest results of {origin}\n" + format_results(results), flush=True)
+        write_json(results, workdir / "results_evaluate.json")
+        print(f"\nTest results of {origin}\n" + format_results(results), flush=True)
     return results
