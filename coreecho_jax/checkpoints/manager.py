@@ -81,13 +81,21 @@ def _restore_keys(template: Any, tree: Any) -> Any:
 
 
 def _manager(directory: Path, *, async_save: bool, read_only: bool) -> ocp.CheckpointManager:
+    # Each manager of a run (stage1/latest, stage1/best, ...) gets its own barrier names: on several
+    # hosts, latest and best save the same step at once and would otherwise share one barrier key.
+    processes = ocp.options.MultiprocessingOptions(
+        barrier_sync_key_prefix=f"{directory.parent.name}_{directory.name}"
+    )
     if read_only:
-        options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+        options = ocp.CheckpointManagerOptions(
+            read_only=True, create=False, multiprocessing_options=processes
+        )
     else:
         options = ocp.CheckpointManagerOptions(
             preservation_policy=ocp.checkpoint_managers.LatestN(1),
             enable_async_checkpointing=async_save,
             create=True,
+            multiprocessing_options=processes,
         )
     return ocp.CheckpointManager(directory.absolute(), options=options, item_names=("state", "meta"))
 

@@ -18,10 +18,12 @@ import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
 from coreecho_jax.data import echonet, echonet_tfds, pipeline, start_indexes, synthetic, tf_runtime
 from coreecho_jax.data import echonet_layout as layout
@@ -158,10 +160,22 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | Path) -> DataBundl
     """Writes the synthetic set if enabled, prepares the TFDS dataset once, returns the bundle."""
     tf_runtime.hide_gpus_from_tensorflow()
     workdir = Path(workdir)
-    root = _source_root(config, workdir)
     data_dir = Path(config.data.data_dir) if config.data.data_dir else workdir / "tfds"
     options = echonet_tfds.PrepareOptions.from_config(config.data)
-    builder = echonet_tfds.prepare_echonet(root, data_dir, options)
+
+    def build() -> tuple[Path, Any]:
+        root = _source_root(config, workdir)
+        return root, echonet_tfds.prepare_echonet(root, data_dir, options)
+
+    # Several processes: process 0 writes (synthetic set, preparation) first; the others then find it
+    # ready on a shared disk, or prepare their own copy on a local one. No two processes write at once.
+    if jax.process_count() > 1 and jax.process_index() != 0:
+        multihost_utils.sync_global_devices("coreecho_jax.data.prepare")
+        root, builder = build()
+    else:
+        root, builder = build()
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("coreecho_jax.data.prepare")
     return DataBundle(config=config, workdir=workdir, root=root, builder=builder)
 
 
