@@ -21,7 +21,6 @@ import math
 import warnings
 from pathlib import Path
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -29,7 +28,9 @@ from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.data import clips, video_io
 from coreecho_jax.data.echonet_layout import FRAME_SIZE
 from coreecho_jax.data.video_types import NotAnEchoVideoError, Video
+from coreecho_jax.evaluation import multiclip
 from coreecho_jax.evaluation import steps as eval_steps
+from coreecho_jax.evaluation.evaluator import Evaluator
 
 #: Frame rate of the training data, EchoNet-Dynamic (its videos are ~50 fps).
 TRAINING_FPS = 50.0
@@ -153,7 +154,11 @@ def predict_file(
     x = clips.make_clips(video.frames, starts, spec)
     model, origin = loading.load_for_inference(config, checkpoint)
     model.eval()
-    prediction = np.asarray(jax.device_get(eval_steps.predict_step(model, x[None])))[0]
+    evaluator = Evaluator(
+        lambda batch: np.asarray(eval_steps.predict_step(model, batch["video"])), config.eval
+    )
+    result = evaluator.predict([multiclip.video_batch(x, starts, Path(video_path).name)])
+    prediction = result.clip_predictions[0]
     return {
         "video": str(video_path),
         "checkpoint": origin,
