@@ -14,6 +14,8 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from coreecho_jax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -47,7 +49,7 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
 def local_batch_size(global_batch: int, mesh: jax.sharding.Mesh) -> int:
     """Videos each host must feed; the global batch must split evenly over the devices."""
     if global_batch % mesh.size:
-        raise ValueError(
+        raise ConfigError(
             f"batch size {global_batch} does not divide over {mesh.size} devices; "
             f"choose a multiple of {mesh.size}"
         )
