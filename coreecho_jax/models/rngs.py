@@ -37,10 +37,9 @@ def reseed(node: nnx.Module, seed: int, *, stream: str = "dropout") -> None:
     """Restarts every ``stream`` RngStream in ``node`` from ``seed``, in place.
 
     Each stream gets ``fold_in(key(seed), crc32(path))`` with its own key implementation ('rbg' stays
-    'rbg', 'threefry2x32' stays threefry) and placement, and its counter reset to 0. Unlike ``nnx.reseed(node,
-    dropout=seed)``, which gives every stream the same threefry key (so two Dropout layers of one
-    shape would draw the same mask), the streams stay distinct, as the per-layer streams
-    ``make_rngs`` forks at construction are.
+    'rbg', 'threefry2x32' stays threefry) and placement, and its counter reset to 0: the streams stay
+    distinct and depend only on (seed, path). ``nnx.reseed(node, dropout=seed)`` would turn every
+    stream into JAX's default implementation (threefry), whatever ``make_rngs`` chose.
     """
     for path, value in nnx.iter_graph(node):
         if isinstance(value, nnx.RngStream) and value.tag == stream:
