@@ -19,6 +19,8 @@ from coreecho_jax.checkpoints.manager import model_state_dict
 from coreecho_jax.data import synthetic
 from coreecho_jax.train import loop
 
+pytestmark = pytest.mark.slow  # three short trainings (compiling both steps and the predict step)
+
 OVERRIDES = {
     "data.synthetic.n_videos": 24,  # 18 train, 3 val, 3 test
     "data.frames": 4,

@@ -113,9 +113,9 @@ def stage2_loss(model: nnx.Module, video: jax.Array, ef: jax.Array):
 @nnx.jit(static_argnames=("spec",), donate_argnames=("model", "optimizer"))
 def stage1_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict, spec: LossSpec) -> dict:
     """One stage-1 update on ``batch = {'video': [B,2,T,H,W,C], 'ef': [B]}``, every module in train
-    mode; returns scalar metrics (device arrays)."""
+    mode, of the parameters the optimizer holds (``ALL_PARAMS``); returns scalar metrics (device arrays)."""
     model = in_modes(model, STAGE1_TRAIN)
-    grad_fn = nnx.value_and_grad(stage1_loss, argnums=nnx.DiffState(0, ALL_PARAMS), has_aux=True)
+    grad_fn = nnx.value_and_grad(stage1_loss, argnums=nnx.DiffState(0, optimizer.wrt), has_aux=True)
     (_, metrics), grads = grad_fn(model, batch["video"], batch["ef"], spec)
     optimizer.update(model, grads)
     metrics["grad_norm"] = optax.tree.norm(grads)
@@ -125,9 +125,10 @@ def stage1_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict, spec: 
 @nnx.jit(donate_argnames=("model", "optimizer"))
 def stage2_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict) -> dict:
     """One probing update of the head (train mode) on view 0 of ``batch``; the encoder is frozen and
-    in eval mode (running BatchNorm statistics, no dropout). Returns scalar metrics (device arrays)."""
+    in eval mode (running BatchNorm statistics, no dropout). The gradient covers the parameters the
+    optimizer holds (``HEAD_PARAMS``). Returns scalar metrics (device arrays)."""
     model = in_modes(model, STAGE2_TRAIN)
-    grad_fn = nnx.value_and_grad(stage2_loss, argnums=nnx.DiffState(0, HEAD_PARAMS), has_aux=True)
+    grad_fn = nnx.value_and_grad(stage2_loss, argnums=nnx.DiffState(0, optimizer.wrt), has_aux=True)
     (_, metrics), grads = grad_fn(model, batch["video"], batch["ef"])
     optimizer.update(model, grads)
     return metrics
