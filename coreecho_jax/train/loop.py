@@ -107,6 +107,25 @@ def _dropout_seed(seed: int, stage: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, stage, epoch]).generate_state(1)[0])
 
 
+def _host_metrics(pending: list[tuple[int, dict]], stage: int, epoch: int, checkpoints: Path) -> list[dict]:
+    """Host floats of the pending ``(step, device metrics)`` (one transfer); FloatingPointError at
+    the first step with a non-finite value."""
+    window = [{k: float(v) for k, v in m.items()} for m in jax.device_get([m for _, m in pending])]
+    for (step, _), metrics in zip(pending, window):
+        if not all(math.isfinite(v) for v in metrics.values()):
+            raise FloatingPointError(
+                f"non-finite loss at stage {stage}, epoch {epoch}, step {step}: {metrics}; the last good "
+                f"checkpoint is kept in {checkpoints}"
+            )
+    return window
+
+
+def _say(line: str) -> None:
+    """A line for people (once, from process 0), printed above the progress bar."""
+    if jax.process_index() == 0:
+        tqdm.write(line)
+
+
 class Trainer:
     """Holds the pieces one run shares: config, workdir, mesh, data, model, writer."""
 
@@ -340,25 +359,6 @@ class Trainer:
         if jax.process_index() == 0:
             multiclip.write_csv(result, self.workdir / f"test_predictions_{tag}.csv")
         return summary
-
-
-def _host_metrics(pending: list[tuple[int, dict]], stage: int, epoch: int, checkpoints: Path) -> list[dict]:
-    """Host floats of the pending ``(step, device metrics)`` (one transfer); FloatingPointError at
-    the first step with a non-finite value."""
-    window = [{k: float(v) for k, v in m.items()} for m in jax.device_get([m for _, m in pending])]
-    for (step, _), metrics in zip(pending, window):
-        if not all(math.isfinite(v) for v in metrics.values()):
-            raise FloatingPointError(
-                f"non-finite loss at stage {stage}, epoch {epoch}, step {step}: {metrics}; the last good "
-                f"checkpoint is kept in {checkpoints}"
-            )
-    return window
-
-
-def _say(line: str) -> None:
-    """A line for people (once, from process 0), printed above the progress bar."""
-    if jax.process_index() == 0:
-        tqdm.write(line)
 
 
 def _stages(config: ml_collections.ConfigDict) -> list[int]:
