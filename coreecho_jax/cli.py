@@ -71,8 +71,8 @@ def run(
 ) -> dict:
     """Checks the config, then dispatches ``--mode``: train | evaluate | predict | data.
 
-    ``--mode=train`` runs inside :func:`coreecho_jax.train.workdir.claim`: one run per workdir, resumed
-    only under the config it started with unless ``allow_config_change``.
+    ``--mode=train`` holds the workdir (:func:`coreecho_jax.train.workdir.claim`): one run per workdir,
+    resumed only under the config it started with unless ``allow_config_change``.
     """
     if mode not in MODES:
         raise ConfigError(f"--mode={mode}: unknown mode; expected one of {', '.join(MODES)}")
@@ -81,14 +81,9 @@ def run(
     config_check.check_config(config)
     workdir_path = Path(workdir)
     if mode == "train":
-        from coreecho_jax.train import workdir as workdir_lib
+        from coreecho_jax.train import loop
 
-        with workdir_lib.claim(
-            workdir_path, config, allow_config_change=allow_config_change, primary=_is_primary(config)
-        ):
-            from coreecho_jax.train import loop  # after the guard: a refused run stops in a second
-
-            return loop.train_and_evaluate(config, workdir_path)
+        return loop.train_and_evaluate(config, workdir_path, allow_config_change=allow_config_change)
     if mode == "evaluate":
         from coreecho_jax.train import loop
 
@@ -102,14 +97,3 @@ def run(
     from coreecho_jax.data import datasets
 
     return datasets.describe(config, workdir_path)
-
-
-def _is_primary(config: ml_collections.ConfigDict) -> bool:
-    """Process 0 of a multi-host run (which starts JAX's distributed runtime here), else True."""
-    if not config.run.distributed:
-        return True
-    import jax
-
-    if not jax.distributed.is_initialized():
-        jax.distributed.initialize()
-    return jax.process_index() == 0

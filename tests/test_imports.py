@@ -19,7 +19,7 @@ ALLOWED = {
     "data": {"errors", "safe_pickle"},
     "evaluation": {"errors", "models", "losses"},
     "checkpoints": {"errors", "models", "safe_pickle"},
-    "train": {"errors", "models", "losses", "data", "evaluation", "checkpoints"},
+    "train": {"errors", "models", "losses", "data", "evaluation", "checkpoints", "config_check"},
     "config_check": {"errors", "models", "losses"},
 }
 

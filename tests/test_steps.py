@@ -1,8 +1,10 @@
-"""Stage-1/2 step functions: the gradient split, in-place state updates, freezing, data parallelism."""
+"""Stage-1/2 step functions: the gradient split, in-place state updates, the modes each step fixes,
+freezing, buffer donation, dropout reseeding, data parallelism."""
 
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -12,7 +14,9 @@ from coreecho_jax.checkpoints.manager import model_state_dict
 from coreecho_jax.evaluation import steps as eval_steps
 from coreecho_jax.losses import rnc
 from coreecho_jax.losses.heads import l1_loss
-from coreecho_jax.models.coreecho import build_coreecho
+from coreecho_jax.models import rngs as rng_lib
+from coreecho_jax.models.coreecho import build_coreecho, build_model
+from coreecho_jax.models.head import RegressionHead
 from coreecho_jax.train import mesh as mesh_lib
 from coreecho_jax.train import steps
 
@@ -69,7 +73,7 @@ def test_l1_only_ablation_trains_the_encoder_through_l1():
 
 def test_stage1_step_updates_params_batch_stats_and_optimizer_in_place():
     model = _model(dropout=0.1)
-    model.train()
+    model.eval()  # e.g. left by a validation: the step runs in train mode all the same
     optimizer = steps.make_optimizer(model, 1e-3, 1e-4)
     before = jax.tree_util.tree_map(np.array, model_state_dict(model))
     step = steps.bind(steps.stage1_step, model, optimizer)
@@ -110,8 +114,7 @@ def test_stage1_step_traces_once(monkeypatch):
 
 def test_stage2_freezes_encoder_and_keeps_no_optimizer_state_for_it():
     model = _model(dropout=0.1)
-    model.train()
-    model.encoder.eval()
+    model.train()  # e.g. a fresh model: the step runs the encoder in eval mode all the same
     optimizer = steps.make_optimizer(model, 1e-3, 1e-4, wrt=steps.HEAD_PARAMS)
     opt_paths = [
         jax.tree_util.keystr(p)
@@ -129,6 +132,66 @@ def test_stage2_freezes_encoder_and_keeps_no_optimizer_state_for_it():
         for a, b in zip(jax.tree_util.tree_leaves(before["head"]), jax.tree_util.tree_leaves(after["head"]))
     ]
     assert all(changed)  # every head parameter and head BatchNorm statistic moved
+
+
+def test_in_modes_sets_and_check_modes_verifies_each_stage():
+    model = _model(dropout=0.1)
+    model.eval()
+    with pytest.raises(RuntimeError, match=r"encoder/.*use_running_average=True"):
+        steps.check_modes(model, steps.STAGE1_TRAIN)
+    stage2 = steps.in_modes(model, steps.STAGE2_TRAIN)
+    assert stage2.encoder.norm.use_running_average and not stage2.head.norm1.use_running_average
+    assert stage2.encoder.pos_drop.deterministic and not stage2.head.drop1.deterministic
+    assert model.head.norm1.use_running_average  # a view: the model object keeps its own modes
+    with pytest.raises(RuntimeError, match=r"head/norm1.use_running_average=False"):
+        steps.check_modes(stage2, None)  # None: every module in eval mode
+
+
+def test_steps_donate_the_model_and_optimizer_buffers():
+    model = _model()
+    optimizer = steps.make_optimizer(model, 1e-3, 1e-4)
+    kernel = model.head.fc1.kernel[...]
+    mu = jax.tree_util.tree_leaves(nnx.state(optimizer, nnx.OptState))[0]
+    steps.bind(steps.stage1_step, model, optimizer)(_batch(), SPEC)
+    assert kernel.is_deleted() and mu.is_deleted()  # updated in place: no second copy of the state
+    assert not model.head.fc1.kernel[...].is_deleted()
+
+
+@pytest.mark.parametrize("impl", ["rbg", "threefry2x32"])
+def test_reseed_keeps_the_key_implementation_and_distinct_streams(impl):
+    head = RegressionHead(8, dropout=0.5, rngs=rng_lib.make_rngs(0, impl=impl))
+    head.drop1.rngs()  # advance a counter: reseeding restarts it
+    rng_lib.reseed(head, 7)
+    keys = [head.drop1.rngs.key[...], head.drop2.rngs.key[...]]
+    expected = jax.random.key_impl(jax.random.key(0, impl=impl))
+    assert all(jax.random.key_impl(k) == expected for k in keys)
+    assert int(head.drop1.rngs.count[...]) == 0
+    data = [np.asarray(jax.random.key_data(k)) for k in keys]
+    assert not np.array_equal(data[0], data[1])  # two Dropouts of one shape draw different masks
+    rng_lib.reseed(head, 7)
+    np.testing.assert_array_equal(np.asarray(jax.random.key_data(head.drop1.rngs.key[...])), data[0])
+    rng_lib.reseed(head, 8)
+    assert not np.array_equal(np.asarray(jax.random.key_data(head.drop1.rngs.key[...])), data[0])
+
+
+def test_build_model_honours_every_model_switch():
+    config = ml_collections.ConfigDict(
+        {
+            "preset": "tiny",
+            "drop_path": 0.2,
+            "dropout_rng": "jax",
+            "rng_impl": "threefry2x32",
+            "unbiased_running_var": False,
+            "init_from": "",
+        }
+    )
+    model = nnx.eval_shape(lambda: build_model(config, seed=0))  # abstract: nothing is computed
+    assert model.head.drop1.rng == "jax" and not model.head.norm1.unbiased_running_var
+    assert max(m.rate for _, m in nnx.iter_modules(model) if type(m).__name__ == "DropPath") == pytest.approx(
+        0.2
+    )
+    key = model.head.drop1.rngs.key.get_value()  # abstract: a ShapeDtypeStruct of key dtype
+    assert key.dtype == jax.random.key(0, impl="threefry2x32").dtype
 
 
 def test_predict_step_shapes_and_eval_determinism():

@@ -8,12 +8,15 @@ import sys
 import time
 from pathlib import Path
 
+import chex
 import numpy as np
 import pytest
 
 from configs import demo
 from coreecho_jax import predict
+from coreecho_jax.checkpoints.manager import RunCheckpoints, model_state_dict
 from coreecho_jax.data import synthetic
+from coreecho_jax.models import build_model
 from coreecho_jax.train import loop
 from tests.paths import REPO
 
@@ -88,35 +91,64 @@ def test_run_writes_everything_a_user_needs(finished_run):
     assert rnc[-1] < rnc[0], rnc
 
 
-def test_resume_after_kill_ends_like_an_uninterrupted_run(root, finished_run, tmp_path):
-    _, reference = finished_run
-    workdir = tmp_path / "killed"
+def _kill_during(root: Path, workdir: Path, stage: int, epoch: int) -> None:
+    """Runs main.py in a subprocess and SIGKILLs it once it logged a training step of (stage, epoch)."""
     cmd = [sys.executable, str(REPO / "main.py")] + _flags(root, workdir)
     # The same numerics as this process (tests/conftest.py): devices and matmul precision.
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DEFAULT_MATMUL_PRECISION="highest")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     metrics = workdir / "metrics.jsonl"
-    killed_in_epoch = None
+    killed = False
     deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
+    while time.time() < deadline and proc.poll() is None and not killed:
         if metrics.exists():
             for line in metrics.read_text().splitlines():
                 record = json.loads(line)
-                if record.get("stage") == 1 and record.get("epoch") == 1 and "train/loss" in record:
-                    killed_in_epoch = 1
-            if killed_in_epoch is not None:
-                proc.send_signal(signal.SIGKILL)
-                break
+                if record.get("stage") == stage and record.get("epoch") == epoch and "train/loss" in record:
+                    proc.send_signal(signal.SIGKILL)
+                    killed = True
+                    break
         time.sleep(0.02)
     proc.wait()
-    assert killed_in_epoch == 1, proc.stderr.read().decode()[-3000:]
+    assert killed, proc.stderr.read().decode()[-3000:]
     assert not (workdir / "results.json").exists()
-    resumed = loop.train_and_evaluate(_config(root), workdir)
+
+
+def _assert_resumed_like(reference: dict, resumed: dict) -> None:
     # Same batches, dropout masks, optimizer and BatchNorm state; the killed run compiled its steps in
     # another process, so float32 reductions may be ordered differently: equal to ~1e-5 relative.
     for key in ("mae", "rmse", "r2", "stage1_best_val_mae", "stage2_best_val_mae"):
         np.testing.assert_allclose(resumed[key], reference[key], rtol=1e-4, err_msg=key)
     assert resumed["stage1_best_epoch"] == reference["stage1_best_epoch"]
+
+
+@pytest.mark.slow
+def test_resume_after_kill_ends_like_an_uninterrupted_run(root, finished_run, tmp_path):
+    _, reference = finished_run
+    workdir = tmp_path / "killed"
+    _kill_during(root, workdir, stage=1, epoch=1)
+    _assert_resumed_like(reference, loop.train_and_evaluate(_config(root), workdir))
+
+
+@pytest.mark.slow
+def test_resume_after_kill_in_stage2_keeps_the_encoder_frozen(root, finished_run, tmp_path):
+    _, reference = finished_run
+    workdir = tmp_path / "killed2"
+    _kill_during(root, workdir, stage=2, epoch=0)
+    config = _config(root)
+    _assert_resumed_like(reference, loop.train_and_evaluate(config, workdir))
+    # The probed model: the stage-1 model's encoder, parameters and BatchNorm statistics bit for bit;
+    # the head's BatchNorm statistics trained (official: model.eval(); regressor.train()).
+    template = {"model": model_state_dict(build_model(config.model, seed=int(config.seed)))}
+    best = {}
+    for stage in (1, 2):
+        ckpts = RunCheckpoints(workdir / "checkpoints" / f"stage{stage}", async_save=False)
+        best[stage] = ckpts.restore_best(template)[0]["model"]
+        ckpts.close()
+    chex.assert_trees_all_equal(best[1]["encoder"], best[2]["encoder"])
+    for norm in ("norm1", "norm2"):
+        for stat in ("mean", "var"):
+            assert not np.array_equal(best[1]["head"][norm][stat], best[2]["head"][norm][stat])
 
 
 def test_evaluate_mode_reproduces_the_run(root, finished_run, tmp_path):

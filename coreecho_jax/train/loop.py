@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,44 +25,78 @@ import ml_collections
 import numpy as np
 from absl import logging
 from flax import nnx
+from flax.nnx import filterlib
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from coreecho_jax.checkpoints import loading
+from coreecho_jax import config_check
+from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.checkpoints import manager as ckpt_lib
 from coreecho_jax.data import datasets
+from coreecho_jax.errors import CheckpointError, ConfigError
 from coreecho_jax.evaluation import multiclip
 from coreecho_jax.evaluation import steps as eval_steps
 from coreecho_jax.evaluation.evaluator import Evaluator, PredictFn
-from coreecho_jax.evaluation.results import format_results, write_json
+from coreecho_jax.evaluation.results import format_results, json_ready, write_json
 from coreecho_jax.models import build_model
+from coreecho_jax.models import rngs as rng_lib
 from coreecho_jax.train import mesh as mesh_lib
-from coreecho_jax.train import steps
+from coreecho_jax.train import preflight, steps
+from coreecho_jax.train import workdir as workdir_lib
 from coreecho_jax.train.writer import MetricWriter
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class StageSettings:
-    """What differs between the two stages of CoReEcho."""
+    """Everything that differs between the stages of CoReEcho (``Trainer.run_stage`` has no per-stage
+    branch). The step function fixes the stage's train/eval modes (``steps.STAGE1_TRAIN``: everything
+    trains; ``steps.STAGE2_TRAIN``: only the head, the encoder runs in eval mode)."""
 
     stage: int
     epochs: int
-    batch_size: int
+    batch_size: int  # videos per global step
     lr: float
     weight_decay: float
-    decay_epoch: int | None
+    decay_epoch: int | None  # lr x decay_rate from this epoch on; None: constant lr
     decay_rate: float
-    views: int
+    views: int  # clips per video in a training batch
+    wrt: filterlib.Filter = steps.ALL_PARAMS  # parameters the optimizer updates
+    step: Callable = steps.stage1_step  # step(model, optimizer, batch, *step_args) -> metrics
+    step_args: tuple = ()  # trailing (static) arguments of ``step``
 
 
 def stage_settings(config: ml_collections.ConfigDict, stage: int) -> StageSettings:
+    """Stage 1: RnC + L1 on 2 views, all parameters; stage 2: L1 probing of the head on 1 view."""
     if stage == 1:
         s = config.stage1
         return StageSettings(
-            1, s.epochs, s.batch_size, s.lr, s.weight_decay, s.lr_decay_epoch, s.lr_decay_rate, views=2
+            1,
+            s.epochs,
+            s.batch_size,
+            s.lr,
+            s.weight_decay,
+            s.lr_decay_epoch,
+            s.lr_decay_rate,
+            views=2,
+            wrt=steps.ALL_PARAMS,
+            step=steps.stage1_step,
+            step_args=(loss_spec(config),),
         )
-    s = config.stage2
-    return StageSettings(2, s.epochs, s.batch_size, s.lr, s.weight_decay, None, 1.0, views=1)
+    if stage == 2:
+        s = config.stage2
+        return StageSettings(
+            2,
+            s.epochs,
+            s.batch_size,
+            s.lr,
+            s.weight_decay,
+            None,
+            1.0,
+            views=1,
+            wrt=steps.HEAD_PARAMS,
+            step=steps.stage2_step,
+        )
+    raise ConfigError(f"stage must be 1 or 2, got {stage!r}")
 
 
 def loss_spec(config: ml_collections.ConfigDict) -> steps.LossSpec:
@@ -77,6 +111,25 @@ def _dropout_seed(seed: int, stage: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, stage, epoch]).generate_state(1)[0])
 
 
+def _host_metrics(pending: list[tuple[int, dict]], stage: int, epoch: int, checkpoints: Path) -> list[dict]:
+    """Host floats of the pending ``(step, device metrics)`` (one transfer); FloatingPointError at
+    the first step with a non-finite value."""
+    window = [{k: float(v) for k, v in m.items()} for m in jax.device_get([m for _, m in pending])]
+    for (step, _), metrics in zip(pending, window):
+        if not all(math.isfinite(v) for v in metrics.values()):
+            raise FloatingPointError(
+                f"non-finite loss at stage {stage}, epoch {epoch}, step {step}: {metrics}; the last good "
+                f"checkpoint is kept in {checkpoints}"
+            )
+    return window
+
+
+def _say(line: str) -> None:
+    """A line for people (once, from process 0), printed above the progress bar."""
+    if jax.process_index() == 0:
+        tqdm.write(line)
+
+
 class Trainer:
     """Holds the pieces one run shares: config, workdir, mesh, data, model, writer."""
 
@@ -87,14 +140,27 @@ class Trainer:
         *,
         model: nnx.Module | None = None,
         write_metrics: bool = True,
+        stages: Sequence[int] | None = None,
     ):
-        """Prepares the data and the model (``config.model`` + ``init_from`` unless ``model`` is given)."""
+        """Prepares the data and the model (``config.model`` + ``init_from`` unless ``model`` is given).
+
+        Before building the model, checks the batch sizes of ``stages`` (default: ``run.stages``; ``()``
+        for evaluation only) and ``eval.batch_size`` against the mesh and the splits (ConfigError).
+        """
         self.config = config
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         mesh_lib.initialize_distributed(bool(config.run.distributed))
         self.mesh = mesh_lib.make_mesh()
         self.data = datasets.prepare(config, self.workdir)
+        preflight.check_batch_sizes(
+            config,
+            stages=_stages(config) if stages is None else stages,
+            num_devices=self.mesh.size,
+            num_processes=jax.process_count(),
+            num_train_batches=self.data.num_train_batches,
+            train_videos=len(self.data.videos("train")),
+        )
         if model is None:
             model = build_model(config.model, seed=int(config.seed))
             logging.info("model initialised from %s", loading.initialize_from(model, config.model.init_from))
@@ -152,14 +218,11 @@ class Trainer:
         config = self.config
         stage = settings.stage
         local_batch = mesh_lib.local_batch_size(settings.batch_size, self.mesh)
-        steps_per_epoch = self.data.num_train_batches(local_batch * jax.process_count())
-        if config.run.max_steps_per_epoch:
-            steps_per_epoch = min(steps_per_epoch, int(config.run.max_steps_per_epoch))
+        steps_per_epoch = self.steps_per_epoch(settings)
         schedule = steps.step_decay_schedule(
             settings.lr, steps_per_epoch, settings.decay_epoch, settings.decay_rate
         )
-        wrt = steps.ALL_PARAMS if stage == 1 else steps.HEAD_PARAMS
-        optimizer = steps.make_optimizer(self.model, schedule, settings.weight_decay, wrt)
+        optimizer = steps.make_optimizer(self.model, schedule, settings.weight_decay, settings.wrt)
         ckpts = ckpt_lib.RunCheckpoints(self.workdir / "checkpoints" / f"stage{stage}")
 
         start_epoch, best_mae, history = 0, math.inf, []
@@ -168,25 +231,16 @@ class Trainer:
             state, meta = restored
             self._load_state(state, optimizer)
             start_epoch, best_mae, history = meta["epoch"] + 1, meta["best_val_mae"], meta["history"]
-            logging.info(
-                "stage %d: resuming after epoch %d (best val MAE %.3f)", stage, meta["epoch"], best_mae
-            )
+            _say(f"stage {stage}: resuming after epoch {meta['epoch'] + 1} (best val MAE {best_mae:.3f})")
         else:
             nnx.update(optimizer, mesh_lib.replicate(nnx.state(optimizer), self.mesh))
 
-        spec = loss_spec(config)
-        if stage == 1:
-            step_fn = steps.bind(steps.stage1_step, self.model, optimizer)
-            run_step = lambda batch: step_fn(batch, spec)
-        else:
-            run_step = steps.bind(steps.stage2_step, self.model, optimizer)
-
+        # The step sets its own train/eval modes (steps.in_modes), so the modes the model object was
+        # left in (eval, after a validation) cannot leak into training.
+        run_step = steps.bind(settings.step, self.model, optimizer)
         for epoch in range(start_epoch, settings.epochs):
-            nnx.reseed(self.model, dropout=_dropout_seed(int(config.seed), stage, epoch))
-            self.model.train()
-            if stage == 2:
-                self.model.encoder.eval()
-            train_metrics = self._train_epoch(run_step, stage, epoch, settings, local_batch, steps_per_epoch)
+            rng_lib.reseed(self.model, _dropout_seed(int(config.seed), stage, epoch))
+            train_metrics = self.train_epoch(run_step, settings, epoch, local_batch, steps_per_epoch)
             val = self.validate(epoch)
             record = {
                 "stage": stage,
@@ -196,7 +250,7 @@ class Trainer:
                 "val_rmse": val["rmse"],
                 "val_r2": val["r2"],
             }
-            history.append(record)
+            history.append(json_ready(record))  # strict JSON in the checkpoint meta (NaN -> null)
             improved = val["mae"] <= best_mae  # ties go to the later epoch, as in the official code
             if improved:
                 best_mae = val["mae"]
@@ -215,42 +269,48 @@ class Trainer:
                 stage=stage,
                 epoch=epoch,
             )
-            logging.info(
-                "stage %d epoch %d: train loss %.4f | val MAE %.3f RMSE %.3f R2 %.3f%s",
-                stage,
-                epoch,
-                train_metrics.get("loss", float("nan")),
-                val["mae"],
-                val["rmse"],
-                val["r2"],
-                "  (best)" if improved else "",
-            )
-            print(
-                f"stage {stage} epoch {epoch + 1}/{settings.epochs}: loss {train_metrics.get('loss', float('nan')):.4f}"
+            _say(
+                f"stage {stage} epoch {epoch + 1}/{settings.epochs}: loss {train_metrics['loss']:.4f}"
                 f"  val MAE {val['mae']:.3f}  RMSE {val['rmse']:.3f}  R2 {val['r2']:.3f}"
-                f"{'  *best*' if improved else ''}",
-                flush=True,
+                f"  ({train_metrics['clips_per_s']:.1f} clips/s){'  *best*' if improved else ''}"
             )
 
         ckpts.wait()
         best = ckpts.restore_best({"model": ckpt_lib.model_state_dict(self.model)})
         if best is None:
-            raise RuntimeError(f"stage {stage} finished without a best checkpoint in {ckpts.directory}")
+            raise CheckpointError(f"stage {stage} finished without a best checkpoint in {ckpts.directory}")
         self._load_state(best[0], None)
         ckpts.close()
         return {"best_val_mae": best_mae, "best_epoch": best[1]["epoch"], "history": history}
 
-    def _train_epoch(
+    def steps_per_epoch(self, settings: StageSettings) -> int:
+        """Steps of one training epoch: full global batches of the train split (the last partial batch
+        is dropped), at most ``run.max_steps_per_epoch`` when that is > 0."""
+        n = self.data.num_train_batches(settings.batch_size)
+        cap = int(self.config.run.max_steps_per_epoch)
+        return min(n, cap) if cap > 0 else n
+
+    def train_epoch(
         self,
         run_step: Callable,
-        stage: int,
-        epoch: int,
         settings: StageSettings,
+        epoch: int,
         local_batch: int,
         steps_per_epoch: int,
     ) -> dict:
+        """One epoch of ``run_step(batch, *settings.step_args)``; returns the mean of each metric and
+        ``steps``, ``seconds``, ``clips_per_s``.
+
+        The host reads the step metrics (device scalars) every ``run.log_every`` steps and at the end of
+        the epoch, not after each step, so it never waits for the device in between; at each read it
+        writes the mean over the steps read, updates the progress bar and stops the run at the first
+        non-finite metric, naming its step.
+        """
+        stage = settings.stage
         ds = self.data.train_batches(local_batch, views=settings.views, epoch=epoch, stage=stage)
+        log_every = max(1, int(self.config.run.log_every))
         sums: dict[str, float] = {}
+        pending: list[tuple[int, dict]] = []  # (global step, device metrics) not read yet
         count = 0
         t0 = time.perf_counter()
         bar = tqdm(
@@ -259,29 +319,35 @@ class Trainer:
             leave=False,
             disable=jax.process_index() != 0,
         )
-        global_step = epoch * steps_per_epoch
+
+        def read() -> None:
+            window = _host_metrics(pending, stage, epoch, self.workdir / "checkpoints" / f"stage{stage}")
+            mean = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+            for m in window:
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + v
+            clips_s = count * settings.batch_size * settings.views / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{mean['loss']:.4f}", clips_s=f"{clips_s:.1f}")
+            self._log(pending[-1][0], {f"train/{k}": v for k, v in mean.items()}, stage=stage, epoch=epoch)
+            pending.clear()
+
         for i, batch in enumerate(ds):
             if i >= steps_per_epoch:
                 break
             sharded = mesh_lib.shard_batch({"video": batch["video"], "ef": batch["ef"]}, self.mesh)
-            metrics = {k: float(v) for k, v in run_step(sharded).items()}
-            step = global_step + i + 1
-            if not all(math.isfinite(v) for v in metrics.values()):
-                raise FloatingPointError(
-                    f"non-finite loss at stage {stage}, epoch {epoch}, step {step}: {metrics}; the last good "
-                    f"checkpoint is kept in {self.workdir / 'checkpoints' / f'stage{stage}'}"
-                )
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v
+            step = epoch * steps_per_epoch + i + 1
+            pending.append((step, run_step(sharded, *settings.step_args)))
             count += 1
-            clips = (i + 1) * settings.batch_size * settings.views / (time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", clips_s=f"{clips:.1f}")
             bar.update(1)
-            if step % max(1, int(self.config.run.log_every)) == 0:
-                self._log(step, {f"train/{k}": v for k, v in metrics.items()}, stage=stage, epoch=epoch)
+            if step % log_every == 0:
+                read()
+        if pending:
+            read()
         bar.close()
         if count == 0:
-            raise ValueError("the training split produced no batch; is it smaller than one batch?")
+            raise ConfigError(
+                f"stage{stage}.batch_size={settings.batch_size}: the training split produced no batch"
+            )
         elapsed = time.perf_counter() - t0
         out = {k: v / count for k, v in sums.items()}
         out.update(
@@ -316,26 +382,32 @@ class Trainer:
 
 
 def _stages(config: ml_collections.ConfigDict) -> list[int]:
-    stages = sorted({int(s) for s in str(config.run.stages).split(",") if s.strip()})
-    if not stages or any(s not in (1, 2) for s in stages):
-        raise ValueError(f"run.stages must list 1 and/or 2, got {config.run.stages!r}")
-    return stages
+    """The stages ``run.stages`` lists, e.g. "1,2" -> [1, 2]."""
+    return config_check.parse_stages(config.run.stages)
 
 
-def save_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
-    if jax.process_index() == 0:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | Path, *, allow_config_change: bool = False
+) -> dict:
+    """Runs the configured stages (resuming where a previous run stopped) and the test evaluation.
 
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
-    """Runs the configured stages (resuming where a previous run stopped) and the test evaluation."""
+    The config is checked first; the run then holds the workdir (:func:`workdir_lib.claim`: one run
+    at a time, ``config.json`` written once, a resume only under the same config unless
+    ``allow_config_change``).
+    """
+    config_check.check_config(config)
     workdir = Path(workdir)
+    mesh_lib.initialize_distributed(bool(config.run.distributed))
+    with workdir_lib.claim(
+        workdir, config, allow_config_change=allow_config_change, primary=jax.process_index() == 0
+    ):
+        return _run(config, workdir)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: Path) -> dict:
     trainer = Trainer(config, workdir)
-    save_config(config, workdir)
     report: dict[str, Any] = {}
     for stage in _stages(config):
-        if stage == 2 and 1 not in _stages(config) and not config.model.init_from:
-            raise ValueError("stage 2 alone needs model.init_from (a stage-1 checkpoint or .pth)")
         report[f"stage{stage}"] = trainer.run_stage(stage_settings(config, stage))
     results = trainer.test(tag="final")
     results.update({f"{k}_best_val_mae": v["best_val_mae"] for k, v in report.items()})
@@ -354,8 +426,10 @@ def evaluate_checkpoint(
     """The test protocol on any checkpoint: a run workdir, an imported folder or a CoReEcho ``.pth``."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    model, origin = loading.load_for_inference(config, checkpoint or workdir)
-    trainer = Trainer(config, workdir, model=model, write_metrics=False)
+    source = checkpoint or workdir
+    config = saved_config.inference_config(config, source)  # the run's clip settings and model
+    model, origin = loading.load_for_inference(config, source)
+    trainer = Trainer(config, workdir, model=model, write_metrics=False, stages=())
     results = trainer.test(tag="evaluate")
     results["checkpoint"] = origin
     if jax.process_index() == 0:

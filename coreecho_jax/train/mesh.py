@@ -14,12 +14,14 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from coreecho_jax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
 def initialize_distributed(enabled: bool) -> None:
     """Starts JAX's multi-host runtime when asked (coordinator from the environment, e.g. SLURM)."""
-    if enabled:
+    if enabled and not jax.distributed.is_initialized():
         jax.distributed.initialize()
 
 
@@ -47,7 +49,7 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
 def local_batch_size(global_batch: int, mesh: jax.sharding.Mesh) -> int:
     """Videos each host must feed; the global batch must split evenly over the devices."""
     if global_batch % mesh.size:
-        raise ValueError(
+        raise ConfigError(
             f"batch size {global_batch} does not divide over {mesh.size} devices; "
             f"choose a multiple of {mesh.size}"
         )

@@ -13,8 +13,13 @@ stop-gradient, L1 trains encoder and head together.
 Stage 2 (MLP probing): the encoder runs in eval mode under ``stop_gradient``; the optimizer and the
 gradient cover the head's parameters only, so the encoder has neither gradients nor optimizer state.
 
-Call the steps with the model already in the right mode (``model.train()``; stage 2 additionally
-``model.encoder.eval()``; evaluation ``model.eval()``): modes are Python attributes, fixed at trace time.
+Modes belong to the steps, not to the caller: each training step runs on an ``nnx.view`` of the model
+in its own modes (stage 1: every module in train mode; stage 2: the encoder in eval mode, running
+BatchNorm statistics and no dropout, the head in train mode, as the official ``train_second_stage.py``
+``model.eval(); regressor.train()``), whatever modes the model object carries, and checks them when
+it is traced. The view shares the model's variables, so parameter, BatchNorm and RNG updates land
+in the model. The steps donate the model's and the optimizer's buffers: after a step, arrays read
+from the model before it are deleted (copy them, e.g. ``np.array``, to keep them).
 """
 
 from __future__ import annotations
@@ -26,12 +31,46 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from flax.nnx import filterlib
 
 from coreecho_jax.losses import rnc
 from coreecho_jax.losses.heads import l1_loss
 
-HEAD_PARAMS = nnx.All(nnx.Param, nnx.PathContains("head"))
+HEAD = nnx.PathContains("head")
+HEAD_PARAMS = nnx.All(nnx.Param, HEAD)
 ALL_PARAMS = nnx.Param
+# Modules each stage runs in train mode (batch statistics, dropout); all others run in eval mode.
+STAGE1_TRAIN = ...  # everything
+STAGE2_TRAIN = HEAD
+
+_TRAIN = {"deterministic": False, "use_running_average": False}
+_EVAL = {"deterministic": True, "use_running_average": True}
+
+
+def in_modes(model: nnx.Module, train: filterlib.Filter) -> nnx.Module:
+    """A view of ``model`` (same variables) with the modules selected by ``train`` in train mode
+    and every other module in eval mode; checked with :func:`check_modes`."""
+    view = nnx.view(model, **_EVAL)
+    view = nnx.view(view, only=train, **_TRAIN)
+    check_modes(view, train)
+    return view
+
+
+def check_modes(model: nnx.Module, train: filterlib.Filter) -> None:
+    """Raises RuntimeError naming each Dropout/BatchNorm-like module whose mode differs from ``train``.
+
+    A module is in train mode when ``deterministic`` and ``use_running_average`` are False. Called at
+    trace time inside the steps, so it costs nothing per step.
+    """
+    selects = filterlib.to_predicate(train)
+    wrong = []
+    for path, module in nnx.iter_modules(model):
+        expected = bool(selects(path, module))
+        for attr in _TRAIN:
+            if hasattr(module, attr) and (not getattr(module, attr)) != expected:
+                wrong.append(f"{'/'.join(map(str, path))}.{attr}={getattr(module, attr)}")
+    if wrong:
+        raise RuntimeError(f"modules in the wrong train/eval mode for this step: {', '.join(wrong)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,20 +110,25 @@ def stage2_loss(model: nnx.Module, video: jax.Array, ef: jax.Array):
     return l1, {"l1": l1, "loss": l1}
 
 
-@nnx.jit(static_argnames=("spec",))
+@nnx.jit(static_argnames=("spec",), donate_argnames=("model", "optimizer"))
 def stage1_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict, spec: LossSpec) -> dict:
-    """One stage-1 update on ``batch = {'video': [B,2,T,H,W,C], 'ef': [B]}``; returns scalar metrics."""
-    grad_fn = nnx.value_and_grad(stage1_loss, argnums=nnx.DiffState(0, ALL_PARAMS), has_aux=True)
+    """One stage-1 update on ``batch = {'video': [B,2,T,H,W,C], 'ef': [B]}``, every module in train
+    mode, of the parameters the optimizer holds (``ALL_PARAMS``); returns scalar metrics (device arrays)."""
+    model = in_modes(model, STAGE1_TRAIN)
+    grad_fn = nnx.value_and_grad(stage1_loss, argnums=nnx.DiffState(0, optimizer.wrt), has_aux=True)
     (_, metrics), grads = grad_fn(model, batch["video"], batch["ef"], spec)
     optimizer.update(model, grads)
     metrics["grad_norm"] = optax.tree.norm(grads)
     return metrics
 
 
-@nnx.jit
+@nnx.jit(donate_argnames=("model", "optimizer"))
 def stage2_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict) -> dict:
-    """One probing update of the head on view 0 of ``batch``; the encoder is frozen."""
-    grad_fn = nnx.value_and_grad(stage2_loss, argnums=nnx.DiffState(0, HEAD_PARAMS), has_aux=True)
+    """One probing update of the head (train mode) on view 0 of ``batch``; the encoder is frozen and
+    in eval mode (running BatchNorm statistics, no dropout). The gradient covers the parameters the
+    optimizer holds (``HEAD_PARAMS``). Returns scalar metrics (device arrays)."""
+    model = in_modes(model, STAGE2_TRAIN)
+    grad_fn = nnx.value_and_grad(stage2_loss, argnums=nnx.DiffState(0, optimizer.wrt), has_aux=True)
     (_, metrics), grads = grad_fn(model, batch["video"], batch["ef"])
     optimizer.update(model, grads)
     return metrics
