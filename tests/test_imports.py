@@ -31,7 +31,7 @@ import coreecho_jax.evaluation
 for m in pkgutil.iter_modules(coreecho_jax.evaluation.__path__):
     importlib.import_module("coreecho_jax.evaluation." + m.name)
 import coreecho_jax.models, coreecho_jax.losses, coreecho_jax.losses.heads, coreecho_jax.train.steps
-import coreecho_jax.cli, coreecho_jax.config_check, coreecho_jax.train.workdir
+import coreecho_jax.cli, coreecho_jax.config_check, coreecho_jax.train.workdir, coreecho_jax.train.loop
 from coreecho_jax.train.writer import MetricWriter
 from configs import demo
 MetricWriter({str(tmp_path)!r}).write(1, {{"loss": 1.0}})

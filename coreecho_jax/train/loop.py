@@ -32,7 +32,6 @@ from tqdm import tqdm
 from coreecho_jax import config_check
 from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.checkpoints import manager as ckpt_lib
-from coreecho_jax.data import datasets
 from coreecho_jax.errors import CheckpointError, ConfigError
 from coreecho_jax.evaluation import multiclip
 from coreecho_jax.evaluation import steps as eval_steps
@@ -152,6 +151,8 @@ class Trainer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         mesh_lib.initialize_distributed(bool(config.run.distributed))
         self.mesh = mesh_lib.make_mesh()
+        from coreecho_jax.data import datasets  # TensorFlow loads here, after the workdir guard
+
         self.data = datasets.prepare(config, self.workdir)
         preflight.check_batch_sizes(
             config,
