@@ -89,15 +89,6 @@ def test_train_epoch_averages_and_stops_at_steps_per_epoch(tmp_path):
     assert out["loss"] == 2.0 and out["steps"] == 2
 
 
-def test_stage_parsing():
-    config = ml_collections.ConfigDict({"run": {"stages": "2, 1"}})
-    assert loop._stages(config) == [1, 2]
-    for bad in ("3", "one"):
-        config.run.stages = bad
-        with pytest.raises(ConfigError, match="run.stages must list 1 and/or 2"):
-            loop._stages(config)
-
-
 def _batch_config(stage1: int, stage2: int, evaluation: int) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         {
