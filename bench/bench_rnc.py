@@ -11,7 +11,8 @@ is skipped where its ``[n, n, n]`` tensors would exceed ``--memory-budget-gib`` 
 float32 ``n^3`` arrays: the membership mask and the ``exp`` values kept for the backward pass).
 
 Baseline: the official ``RnCLoss`` (PyTorch 2.13 CPU, ``torch.set_num_threads(2)``, same setup,
-median over 7 processes) from ``shared/docs/RNC.md`` section 4. It was measured for 2N <= 256 only.
+median over 7 processes), measured on this project's 2-core CPU machine kind in November 2026 for
+2N <= 256 only. A constant from another day, not a same-run measurement.
 
 ``--check-memory`` adds XLA's buffer-assignment size (temporaries of the compiled step) per form,
 and the process's peak RSS is printed at the end. The CPU is shared with other processes, so the
@@ -38,7 +39,7 @@ import jax.numpy as jnp
 
 from coreecho_jax.losses import rnc
 
-# Official RnCLoss, fwd+bwd median in ms, 2 threads, D = 512, float32 (shared/docs/RNC.md, section 4).
+# Official RnCLoss, fwd+bwd median in ms, 2 threads, D = 512, float32 (2-core CPU, November 2026).
 TORCH_BASELINE_MS = {32: 4.98, 64: 14.5, 128: 80.8, 256: 281.0}
 FORMS = ("pairwise", "sorted")
 

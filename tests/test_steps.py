@@ -39,9 +39,9 @@ def _grads(model, loss_fn, wrt=nnx.Param):
     return nnx.grad(loss_fn, argnums=nnx.DiffState(0, wrt))(model)
 
 
-def test_flatten_views_is_view_major():
+def test_flatten_clips_is_view_major():
     video = jnp.arange(3 * 2).reshape(3, 2, 1) * 1.0
-    x, y = steps.flatten_views(video, jnp.array([10.0, 20.0, 30.0]))
+    x, y = steps.flatten_clips(video, jnp.array([10.0, 20.0, 30.0]))
     np.testing.assert_array_equal(x[:, 0], [0, 2, 4, 1, 3, 5])  # view 0 of videos 0..2, then view 1
     np.testing.assert_array_equal(y, [10, 20, 30, 10, 20, 30])
 
@@ -50,7 +50,7 @@ def test_stage1_encoder_gets_only_rnc_gradient_and_head_only_l1():
     model = _model()
     model.train()
     batch = _batch()
-    x, y = steps.flatten_views(batch["video"], batch["ef"])
+    x, y = steps.flatten_clips(batch["video"], batch["ef"])
     total = _grads(model, lambda m: steps.stage1_loss(m, batch["video"], batch["ef"], SPEC)[0])
     rnc_only = _grads(model, lambda m: rnc.rnc_loss(m.encoder(x), y, temperature=1.0))
     l1_only = _grads(model, lambda m: l1_loss(m(x, detach_embedding=True)[0], y))

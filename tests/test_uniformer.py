@@ -72,7 +72,7 @@ def test_config_validation_errors():
 
 
 def test_stage_shapes_for_coreecho_clips():
-    # UNIFORMER.md: 36x112x112 -> [18,28,28,64] -> [18,14,14,128] -> [18,7,7,320] -> [18,3,3,512]
+    # UniFormer-S stage shapes: -> [18,28,28,64] -> [18,14,14,128] -> [18,7,7,320] -> [18,3,3,512]
     assert stage_shapes(uniformer_config("small"), 36, 112, 112) == [
         (18, 28, 28, 64),
         (18, 14, 14, 128),

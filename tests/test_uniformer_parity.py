@@ -1,4 +1,4 @@
-"""UniFormer parity with the official PyTorch model (shared/fixtures/uniformer) and the full-size key list."""
+"""UniFormer parity with the official PyTorch model (tests/fixtures/uniformer) and the full-size key list."""
 
 import json
 

@@ -11,7 +11,7 @@ every other row ``m`` it contrasts ``m`` against all rows whose label is at leas
 with ``n = 2N`` rows (two augmented views of ``N`` videos), plain (not squared) Euclidean feature
 distance, un-normalised features and the L1 label distance ``d``. This is exactly ``RnCLoss`` of
 ``kaiwenzha/Rank-N-Contrast`` (``loss.py``), copied unchanged into CoReEcho's ``coreecho/loss.py``;
-the defaults here reproduce it (see ``shared/docs/RNC.md``).
+the defaults here reproduce it.
 
 Layouts
     * ``features [N, 2, D]`` + ``labels [N]`` or ``[N, K]`` (the official layout: sample, view, dim).
@@ -67,7 +67,7 @@ Two implementations, one contract
 
 All forms are jitted, accept any float dtype (bfloat16 / float16 inputs are computed in float32,
 float64 stays float64), are differentiable with respect to ``features`` (labels get no gradient)
-and agree with each other and with the official code's float64 values (``shared/fixtures/rnc``).
+and agree with each other and with the official code's float64 values (``tests/fixtures/rnc``).
 
 Pairwise feature distances
     ``pairwise_distance='difference'`` forms ``E_i - E_j`` (exact, ``[n, n, D]`` work);
@@ -111,6 +111,7 @@ __all__ = [
     "LABEL_DISTANCES",
     "PAIRWISE_DISTANCES",
     "flatten_views",
+    "view_major",
     "rnc_loss",
     "rnc_loss_pairwise",
     "rnc_loss_sorted",
@@ -142,6 +143,16 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"rnc_loss: {name}={value!r} is not one of {allowed}")
 
 
+def view_major(x: jax.Array) -> jax.Array:
+    """``[N, V, ...]`` -> ``[V*N, ...]``: row ``v * N + s`` is view ``v`` of sample ``s``.
+
+    The one home of the official row order (``torch.cat([f[:, 0], f[:, 1]])`` in ``train_first_stage.py``),
+    used for the RnC features here and for the clips of a training batch in ``train.steps``.
+    """
+    n, v = x.shape[:2]
+    return jnp.swapaxes(x, 0, 1).reshape((v * n,) + tuple(x.shape[2:]))
+
+
 def flatten_views(
     features: jax.Array, labels: jax.Array, valid: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
@@ -167,7 +178,7 @@ def flatten_views(
                 f"rnc_loss: features {f_shape} ([N, 2, D], N={n_samples}) need labels of shape "
                 f"[N] or [N, K], i.e. ({n_samples},) or ({n_samples}, K); got labels {y_shape}"
             )
-        flat = jnp.concatenate([features[:, 0], features[:, 1]], axis=0)
+        flat = view_major(features)
         y = labels.reshape(n_samples, -1)
         y = jnp.concatenate([y, y], axis=0)
         if valid is not None:

@@ -1,7 +1,7 @@
 """UniFormer video backbone (Li et al., ICLR 2022) as CoReEcho uses it, in Flax NNX, channels-last.
 
-A port of the official Sense-X video ``uniformer.py`` (CoReEcho's copy); see
-``shared/docs/UNIFORMER.md``. Attribute names mirror the torch ``state_dict`` names
+A port of the official Sense-X video ``uniformer.py`` (CoReEcho's copy, ``coreecho/uniformer.py``).
+Attribute names mirror the torch ``state_dict`` names
 (``patch_embed1.proj``, ``blocks3[1].attn.qkv``, ``norm``, ...), so that
 :mod:`coreecho_jax.checkpoints.key_map` is a rename plus layout transposes.
 
@@ -115,9 +115,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(depth=(3, 4, 8, 3), dims=(64, 128, 320, 512), head_dim=64, dropout=0.1),
     # CoReEcho's uniformer_base(): depth [5,8,20,7], same dims, drop_rate 0.3.
     "base": dict(depth=(5, 8, 20, 7), dims=(64, 128, 320, 512), head_dim=64, dropout=0.3),
-    # The torch checkpoint fixtures' model (shared/fixtures/checkpoints).
+    # The torch checkpoint fixtures' model (tests/fixtures/checkpoints).
     "tiny": dict(depth=(1, 1, 1, 1), dims=(16, 32, 64, 128), head_dim=16, dropout=0.1),
-    # The UniFormer parity fixture (shared/fixtures/uniformer/small_d1121.json), with its K400 head.
+    # The UniFormer parity fixture (tests/fixtures/uniformer/small_d1121.json), with its K400 head.
     "small_d1121": dict(
         depth=(1, 1, 2, 1), dims=(64, 128, 320, 512), head_dim=64, dropout=0.1, num_classes=400
     ),

@@ -82,15 +82,13 @@ class LossSpec:
     implementation: str = "auto"
 
 
-def flatten_views(video: jax.Array, ef: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``[B, V, ...]`` clips and ``[B]`` labels -> ``[V*B, ...]`` view-major rows and ``[V*B]`` labels."""
-    b, v = video.shape[:2]
-    x = jnp.swapaxes(video, 0, 1).reshape((v * b,) + video.shape[2:])
-    return x, jnp.tile(ef, v)
+def flatten_clips(video: jax.Array, ef: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``[B, V, ...]`` clips and ``[B]`` labels -> ``[V*B, ...]`` rows in ``rnc.view_major`` order, ``[V*B]`` labels."""
+    return rnc.view_major(video), jnp.tile(ef, video.shape[1])
 
 
 def stage1_loss(model: nnx.Module, video: jax.Array, ef: jax.Array, spec: LossSpec):
-    x, y = flatten_views(video, ef)
+    x, y = flatten_clips(video, ef)
     use_rnc = spec.rnc_weight > 0
     prediction, embedding = model(x, detach_embedding=use_rnc)
     l1 = l1_loss(prediction, y)
