@@ -127,7 +127,7 @@ LABEL_DISTANCES: tuple[str, ...] = ("l1", "l2")
 IMPLEMENTATIONS: tuple[str, ...] = ("auto", "pairwise", "sorted")
 PAIRWISE_DISTANCES: tuple[str, ...] = ("auto", "difference", "gram")
 
-# 'auto' choices (measured on a 2-core CPU, see bench/bench_rnc.py and /work/notes/rnc.md).
+# 'auto' choices (measured on a 2-core CPU with bench/bench_rnc.py).
 PAIRWISE_MAX_ROWS = 64  # implementation='auto': pairwise form up to this many rows n = 2N
 FALLBACK_PAIRWISE_MAX_ROWS = 128  # stable fallback of the sorted form: pairwise up to this n
 DIFFERENCE_MAX_ELEMENTS = 2**23  # pairwise_distance='auto': difference form while n * n * D <= this
