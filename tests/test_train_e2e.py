@@ -20,36 +20,20 @@ from coreecho_jax.models import build_model
 from coreecho_jax.train import loop
 from tests.paths import REPO
 
-OVERRIDES = {
-    "data.synthetic.n_videos": 40,
-    "data.frames": 8,
-    "data.image_size": 32,
-    "stage1.epochs": 3,
-    "stage1.batch_size": 4,
-    "stage1.lr_decay_epoch": 2,
-    "stage2.epochs": 1,
-    "stage2.batch_size": 4,
-    "eval.batch_size": 4,
-    "eval.bootstrap": 20,
-    "run.log_every": 1,
-}
-
 
 def _config(root: Path):
-    config = demo.get_config()
+    """The demo's ``quick`` variant (40 videos, 8x32x32 clips, 3 + 1 epochs) on the shared root."""
+    config = demo.get_config("quick")
     config.data.root = str(root)
-    for key, value in OVERRIDES.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
     return config
 
 
 def _flags(root: Path, workdir: Path) -> list[str]:
-    flags = [f"--config={REPO / 'configs' / 'demo.py'}", f"--workdir={workdir}", f"--config.data.root={root}"]
-    return flags + [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+    return [
+        f"--config={REPO / 'configs' / 'demo.py'}:quick",
+        f"--workdir={workdir}",
+        f"--config.data.root={root}",
+    ]
 
 
 @pytest.fixture(scope="module")
