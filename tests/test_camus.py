@@ -55,6 +55,8 @@ def test_2023_layout_records(root_2023):
     assert [r.patient for r in ds] == [f"patient{i:04d}" for i in range(1, 10)]
     assert {r.quality for r in ds} == {"Good", "Medium", "Poor"}
     rec = ds["patient0001"]
+    with pytest.raises(KeyError, match="patient0010"):
+        ds["patient0010"]
     assert rec.release == "2023-nifti" and rec.subset is None and rec.fps == 30.0
     assert rec.path.name == "patient0001_4CH_half_sequence.nii.gz"
     assert (rec.height, rec.width) == (40, 40)

@@ -74,6 +74,9 @@ def test_shipped_folds_are_the_papers():
     assert [len(f.test) for f in folds] == [23, 23, 21, 21, 21]
     assert [sum(ds[n].mi for n in f.test) for f in folds] == [15, 15, 14, 14, 14]
     assert sorted(sum((f.test for f in folds), ())) == sorted(r.echo for r in ds)
+    assert ds["ES0001 _4CH_1"].echo == "ES0001 _4CH_1"
+    with pytest.raises(KeyError, match="ES0001_4CH_1"):
+        ds["ES0001_4CH_1"]  # the space is part of the name
     for f in folds:
         assert set(f.train) == {r.echo for r in ds} - set(f.test) and f.val == ()
     assert "ES0001 _4CH_1" in folds[0].test  # names keep their space

@@ -156,3 +156,29 @@ def test_results_table_shows_cis_and_the_mean_baseline():
     assert "MAE (EF %)                             3.900   [3.700, 4.100]" in table
     assert "R2 x 100                              82.000   [80.000, 84.000]" in table
     assert "MAE of predicting the train mean" in table and "1276" in table
+
+
+def test_stage_settings_read_each_stage_section():
+    config = ml_collections.ConfigDict(
+        {
+            "stage1": {
+                "epochs": 3,
+                "batch_size": 8,
+                "lr": 1e-3,
+                "weight_decay": 1e-4,
+                "lr_decay_epoch": 2,
+                "lr_decay_rate": 0.5,
+            },
+            "stage2": {"epochs": 1, "batch_size": 4, "lr": 1e-2, "weight_decay": 0.0},
+            "loss": {"temperature": 2.0, "rnc_weight": 1.0, "implementation": "sorted"},
+        }
+    )
+    one, two = loop.stage_settings(config, 1), loop.stage_settings(config, 2)
+    assert (one.stage, one.epochs, one.batch_size, one.lr, one.weight_decay) == (1, 3, 8, 1e-3, 1e-4)
+    assert (one.decay_epoch, one.decay_rate, one.views) == (2, 0.5, 2)
+    assert (one.step, one.step_args) == (loop.steps.stage1_step, (loop.loss_spec(config),))
+    assert (two.stage, two.epochs, two.batch_size, two.lr, two.weight_decay) == (2, 1, 4, 1e-2, 0.0)
+    assert (two.decay_epoch, two.decay_rate, two.views, two.step_args) == (None, 1.0, 1, ())
+    assert (two.step, two.wrt) == (loop.steps.stage2_step, loop.steps.HEAD_PARAMS)
+    with pytest.raises(ConfigError, match="stage must be 1 or 2"):
+        loop.stage_settings(config, 3)

@@ -313,6 +313,18 @@ def test_forms_agree_with_ties_and_padding(label_dim):
         np.testing.assert_allclose(float(ref_loss), expected, rtol=2e-6, err_msg="numpy reference")
 
 
+@pytest.mark.parametrize(
+    "wrapper, implementation", [(rnc.rnc_loss_pairwise, "pairwise"), (rnc.rnc_loss_sorted, "sorted")]
+)
+def test_named_forms_are_rnc_loss(wrapper, implementation):
+    """rnc_loss_pairwise / rnc_loss_sorted are rnc_loss with that implementation, bit for bit."""
+    x, y, _ = _standard_batch(7, n_label_values=4)
+    valid = jnp.arange(N_ROWS) % 5 != 0
+    got = wrapper(x, y, temperature=1.5, valid=valid)
+    want = rnc.rnc_loss(x, y, temperature=1.5, valid=valid, implementation=implementation)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
 def test_ties_from_float_rounding():
     """Distinct labels whose float32 distances to an anchor round to the same value are ties in every
     form (as in the official code's float comparison)."""

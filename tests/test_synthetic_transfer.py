@@ -11,6 +11,8 @@ import pytest
 
 from coreecho_jax.data.camus import read_camus, read_cfg
 from coreecho_jax.data.hmcqu import read_hmcqu, read_sheet
+from coreecho_jax.data.synthetic import camus as camus_writer
+from coreecho_jax.data.synthetic import hmcqu as hmcqu_writer
 from coreecho_jax.data.synthetic.camus import CamusSyntheticConfig, quota_labels, write_camus_dataset
 from coreecho_jax.data.synthetic.echonet import DatasetExistsError
 from coreecho_jax.data.synthetic.heart import A4C_SEGMENTS
@@ -88,6 +90,26 @@ def test_config_checks():
         HmcQuSyntheticConfig(height=100, width=80)
     with pytest.raises(ConfigError, match="header"):
         HmcQuSyntheticConfig(header="three_rows")
+
+
+def test_writers_take_a_dict_or_overrides_and_refuse_another_config(tmp_path):
+    a = write_camus_dataset(tmp_path / "a", CAMUS.to_dict())
+    b = write_camus_dataset(tmp_path / "b", None, **CAMUS.to_dict())
+    assert (
+        _camus_content(a) == _camus_content(b) == _camus_content(write_camus_dataset(tmp_path / "c", CAMUS))
+    )
+    with pytest.raises(TypeError, match="must be a CamusSyntheticConfig"):
+        write_camus_dataset(tmp_path / "d", HMCQU)
+    with pytest.raises(TypeError, match="must be a HmcQuSyntheticConfig"):
+        write_hmcqu_dataset(tmp_path / "e", CAMUS)
+
+
+def test_command_lines(tmp_path):
+    root = camus_writer.main(["--root", str(tmp_path / "c"), "--release", "2019", "--n", "3", "--size", "32"])
+    assert [r.patient for r in read_camus(root)] == ["patient0001", "patient0002", "patient0003"]
+    argv = ["--root", str(tmp_path / "h"), "--n", "10", "--seed", "3", "--size", "32", "--height", "40"]
+    root = hmcqu_writer.main([*argv, "--width", "48", "--header", "two_rows"])
+    assert len(read_hmcqu(root, subset="all")) == 10
 
 
 def test_hmcqu_writer_is_deterministic(tmp_path):

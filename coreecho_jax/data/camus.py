@@ -26,12 +26,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from coreecho_jax.data.folds import Fold, OnError, Skipped, check_on_error, contiguous_folds
+from coreecho_jax.data.folds import Fold, NamedRecords, OnError, Skipped, check_on_error, contiguous_folds
 from coreecho_jax.errors import ConfigError, DataError
 
 PathLike = str | os.PathLike
@@ -394,7 +394,7 @@ def read_split_files(folder: PathLike, known: set[str] | None = None) -> list[Fo
 
 
 @dataclasses.dataclass(frozen=True)
-class CamusDataset:
+class CamusDataset(NamedRecords[CamusRecord]):
     """The readable patients of a CAMUS download in one view, and the ones left out.
 
     Attributes:
@@ -407,24 +407,14 @@ class CamusDataset:
         split_dir: the ``database_split`` folder when the download has one.
     """
 
+    NAME_FIELD = "patient"  # dataset[name] looks records up by this attribute
+
     root: Path
     view: str
     records: tuple[CamusRecord, ...]
     skipped: tuple[Skipped, ...]
     patients: tuple[str, ...]
     split_dir: Path | None
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __iter__(self) -> Iterator[CamusRecord]:
-        return iter(self.records)
-
-    def __getitem__(self, patient: str) -> CamusRecord:
-        for r in self.records:
-            if r.patient == patient:
-                return r
-        raise KeyError(patient)
 
     def folds(
         self, scheme: str = "official", *, n_folds: int = 10, split_dir: PathLike | None = None

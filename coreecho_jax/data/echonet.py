@@ -105,6 +105,21 @@ def _split_key(name: str) -> str:
     return key
 
 
+def _check_values(
+    path: Path, df: pd.DataFrame, names: pd.Series, column: str, bad: pd.Series, expected: str
+) -> None:
+    """Raises EchoNetLayoutError naming the first 10 rows flagged ``bad`` (CSV line numbers, FileName
+    and the ``column`` value as read from ``df``) when any is."""
+    if bad.any():
+        rows = [
+            f"row {i + 2} (FileName {names.iat[i]}, {column} {df[column].iat[i]!r})"
+            for i in bad.to_numpy().nonzero()[0][:10]
+        ]
+        raise EchoNetLayoutError(
+            f"{path}: {column} must be {expected}; {int(bad.sum())} bad value(s): {'; '.join(rows)}"
+        )
+
+
 def read_filelist(root: PathLike) -> pd.DataFrame:
     """Reads and validates ``<root>/FileList.csv``.
 
@@ -137,16 +152,9 @@ def read_filelist(root: PathLike) -> pd.DataFrame:
 
     out = pd.DataFrame({"FileName": df["FileName"].astype(str).map(lambda n: layout.stem(n.strip()))})
     ef = pd.to_numeric(df["EF"], errors="coerce")
-    bad = ef.isna() | (ef <= 0) | (ef >= 100)
-    if bad.any():
-        rows = [
-            f"row {i + 2} (FileName {out['FileName'].iat[i]}, EF {df['EF'].iat[i]!r})"
-            for i in bad.to_numpy().nonzero()[0][:10]
-        ]
-        raise EchoNetLayoutError(
-            f"{path}: EF must be a number in (0, 100) percent; {int(bad.sum())} bad "
-            f"value(s): {'; '.join(rows)}"
-        )
+    _check_values(
+        path, df, out["FileName"], "EF", ef.isna() | (ef <= 0) | (ef >= 100), "a number in (0, 100) percent"
+    )
     if (ef <= 1.0).all():
         raise EchoNetLayoutError(
             f"{path}: every EF is within 0-1 (min {ef.min():g}, max {ef.max():g}): these look like "
@@ -160,15 +168,7 @@ def read_filelist(root: PathLike) -> pd.DataFrame:
     else:
         out["NumberOfFrames"] = -1
     split = df["Split"].astype(str).str.strip().str.lower()
-    unknown = ~split.isin(SPLITS)
-    if unknown.any():
-        rows = [
-            f"row {i + 2} (FileName {out['FileName'].iat[i]}, Split {df['Split'].iat[i]!r})"
-            for i in unknown.to_numpy().nonzero()[0][:10]
-        ]
-        raise EchoNetLayoutError(
-            f"{path}: Split must be TRAIN, VAL or TEST; {int(unknown.sum())} bad value(s): {'; '.join(rows)}"
-        )
+    _check_values(path, df, out["FileName"], "Split", ~split.isin(SPLITS), "TRAIN, VAL or TEST")
     out["Split"] = split
     dup = out["FileName"].duplicated(keep=False)
     if dup.any():

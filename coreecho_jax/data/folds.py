@@ -9,8 +9,8 @@ separate validation set, empty unless the split provides one (then select epochs
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Hashable, Iterable, Sequence
-from typing import Literal, NamedTuple
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from typing import ClassVar, Generic, Literal, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -26,6 +26,28 @@ class Skipped(NamedTuple):
     name: str
     path: str
     reason: str
+
+
+R = TypeVar("R")
+
+
+class NamedRecords(Generic[R]):
+    """What a reader's dataset class shares: ``len``, iteration over its ``records`` (a tuple), and
+    ``dataset[name]``, the record whose ``NAME_FIELD`` attribute equals ``name`` (KeyError if none)."""
+
+    NAME_FIELD: ClassVar[str]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[R]:
+        return iter(self.records)
+
+    def __getitem__(self, name: str) -> R:
+        for r in self.records:
+            if getattr(r, self.NAME_FIELD) == name:
+                return r
+        raise KeyError(name)
 
 
 def check_on_error(on_error: str) -> None:

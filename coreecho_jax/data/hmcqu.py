@@ -29,7 +29,7 @@ import csv
 import dataclasses
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +37,7 @@ import numpy as np
 
 from coreecho_jax.data.folds import (
     Fold,
+    NamedRecords,
     OnError,
     Skipped,
     check_on_error,
@@ -311,7 +312,7 @@ def read_fold_file(path: PathLike) -> dict[str, int]:
 
 
 @dataclasses.dataclass(frozen=True)
-class HmcQuDataset:
+class HmcQuDataset(NamedRecords[HmcQuRecord]):
     """The readable videos of an HMC-QU download in one subset, and the ones left out.
 
     Attributes:
@@ -325,6 +326,8 @@ class HmcQuDataset:
         video_dir: the folder of the videos.
     """
 
+    NAME_FIELD = "echo"  # dataset[name] looks records up by this attribute
+
     root: Path
     view: str
     subset: str
@@ -333,18 +336,6 @@ class HmcQuDataset:
     columns: dict[str, Column]
     sheet: Path
     video_dir: Path
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __iter__(self) -> Iterator[HmcQuRecord]:
-        return iter(self.records)
-
-    def __getitem__(self, echo: str) -> HmcQuRecord:
-        for r in self.records:
-            if r.echo == echo:
-                return r
-        raise KeyError(echo)
 
     def folds(
         self, scheme: str = "shipped", *, fold_file: PathLike | None = None, n_folds: int = 5, seed: int = 0

@@ -728,47 +728,10 @@ def rnc_loss(
     )
 
 
-def rnc_loss_pairwise(
-    features: jax.Array,
-    labels: jax.Array,
-    *,
-    temperature: float | jax.Array = 2.0,
-    valid: jax.Array | None = None,
-    feature_similarity: FeatureSimilarity = "l2",
-    label_distance: LabelDistance = "l1",
-    pairwise_distance: PairwiseDistance = "auto",
-) -> jax.Array:
-    """:func:`rnc_loss` with the ``[n, n, n]`` mask form (O(n^3) time and memory)."""
-    return rnc_loss(
-        features,
-        labels,
-        temperature=temperature,
-        valid=valid,
-        feature_similarity=feature_similarity,
-        label_distance=label_distance,
-        implementation="pairwise",
-        pairwise_distance=pairwise_distance,
-    )
+rnc_loss_pairwise = functools.partial(rnc_loss, implementation="pairwise")
+rnc_loss_pairwise.__doc__ = ":func:`rnc_loss` with the ``[n, n, n]`` mask form (O(n^3) time and memory)."
 
-
-def rnc_loss_sorted(
-    features: jax.Array,
-    labels: jax.Array,
-    *,
-    temperature: float | jax.Array = 2.0,
-    valid: jax.Array | None = None,
-    feature_similarity: FeatureSimilarity = "l2",
-    label_distance: LabelDistance = "l1",
-    pairwise_distance: PairwiseDistance = "auto",
-) -> jax.Array:
-    """:func:`rnc_loss` with the per-anchor sort + prefix log-sum-exp form (O(n^2 log n))."""
-    return rnc_loss(
-        features,
-        labels,
-        temperature=temperature,
-        valid=valid,
-        feature_similarity=feature_similarity,
-        label_distance=label_distance,
-        implementation="sorted",
-        pairwise_distance=pairwise_distance,
-    )
+rnc_loss_sorted = functools.partial(rnc_loss, implementation="sorted")
+rnc_loss_sorted.__doc__ = (
+    ":func:`rnc_loss` with the per-anchor sort + prefix log-sum-exp form (O(n^2 log n))."
+)

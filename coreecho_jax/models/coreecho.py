@@ -55,25 +55,22 @@ class CoReEcho(nnx.Module):
         return self.head(z), embedding
 
 
-# Keys accepted by build_coreecho; None means "keep the preset's value".
-MODEL_CONFIG_KEYS = (
-    "preset",
+# Keys of build_coreecho passed on to uniformer_config; None means "keep the preset's value".
+ENCODER_CONFIG_KEYS = (
     "dims",
     "depth",
     "head_dim",
     "mlp_ratio",
     "dropout",
     "drop_path",
-    "head_dropout",
-    "head_bias_init",
     "dtype",
     "remat",
     "depthwise",
     "dropout_rng",
     "unbiased_running_var",
-    "seed",
-    "rng_impl",
 )
+# Keys accepted by build_coreecho; None means "keep the default".
+MODEL_CONFIG_KEYS = ("preset", *ENCODER_CONFIG_KEYS, "head_dropout", "head_bias_init", "seed", "rng_impl")
 
 
 def _as_dict(config: Mapping[str, Any] | Any) -> dict[str, Any]:
@@ -107,20 +104,7 @@ def build_coreecho(config: Mapping[str, Any] | Any) -> CoReEcho:
     unknown = set(cfg) - set(MODEL_CONFIG_KEYS)
     if unknown:
         raise ValueError(f"unknown model config keys {sorted(unknown)}; accepted: {list(MODEL_CONFIG_KEYS)}")
-    enc_keys = (
-        "dims",
-        "depth",
-        "head_dim",
-        "mlp_ratio",
-        "dropout",
-        "drop_path",
-        "dtype",
-        "remat",
-        "depthwise",
-        "dropout_rng",
-        "unbiased_running_var",
-    )
-    overrides = {k: cfg[k] for k in enc_keys if cfg.get(k) is not None}
+    overrides = {k: cfg[k] for k in ENCODER_CONFIG_KEYS if cfg.get(k) is not None}
     encoder_cfg = uniformer_config(cfg.get("preset") or "small", **overrides)
     head_kw: dict[str, Any] = {}
     if cfg.get("head_dropout") is not None:

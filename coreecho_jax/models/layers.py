@@ -200,7 +200,45 @@ def hash_bernoulli(key: jax.Array, keep_prob: float, shape: Sequence[int]) -> ja
     return bits < jnp.uint32(threshold)
 
 
-class Dropout(nnx.Module):
+def _check_rate(rate: float, what: str) -> None:
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"{what} rate must be in [0, 1), got {rate}")
+
+
+class _RandomMask(nnx.Module):
+    """What :class:`Dropout` and :class:`DropPath` share: in train mode keep entries where
+    :meth:`_keep_mask` is True, scaled by ``1 / (1 - rate)``, and zero the rest; identity when
+    ``rate == 0`` or in eval mode (``deterministic=True``). Each train call consumes one key from the
+    ``dropout`` stream."""
+
+    def __init__(self, rate: float, *, deterministic: bool, rngs: nnx.Rngs | None):
+        self.rate = rate
+        self.deterministic = deterministic
+        if rate > 0.0:
+            if rngs is None:
+                raise ValueError(f"{type(self).__name__} with rate > 0 needs rngs")
+            self.rngs = rngs["dropout"].fork()
+        else:
+            self.rngs = nnx.data(None)
+
+    def _keep_mask(self, key: jax.Array, keep: float, x: jax.Array) -> jax.Array:
+        """Bool mask (broadcastable to ``x``), True with probability ``keep``."""
+        raise NotImplementedError
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.rate == 0.0 or self.deterministic:
+            return x
+        keep = 1.0 - self.rate
+        mask = self._keep_mask(self.rngs(), keep, x)
+        return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
+
+    def set_view(self, deterministic: bool | None = None):
+        """Used by ``nnx.view``: ``deterministic=True`` selects eval mode."""
+        if deterministic is not None:
+            self.deterministic = deterministic
+
+
+class Dropout(_RandomMask):
     """Element-wise dropout (``torch.nn.Dropout``): in train mode zero each element with probability
     ``rate`` and scale the rest by ``1 / (1 - rate)``; identity in eval mode (``deterministic=True``).
 
@@ -213,65 +251,29 @@ class Dropout(nnx.Module):
     def __init__(
         self, rate: float, *, rng: str = "hash", deterministic: bool = False, rngs: nnx.Rngs | None = None
     ):
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        _check_rate(rate, "dropout")
         if rng not in DROPOUT_RNGS:
             raise ValueError(f"dropout rng must be one of {DROPOUT_RNGS}, got {rng!r}")
-        self.rate = rate
         self.rng = rng
-        self.deterministic = deterministic
-        if rate > 0.0:
-            if rngs is None:
-                raise ValueError("Dropout with rate > 0 needs rngs")
-            self.rngs = rngs["dropout"].fork()
-        else:
-            self.rngs = nnx.data(None)
+        super().__init__(rate, deterministic=deterministic, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        if self.rate == 0.0 or self.deterministic:
-            return x
-        keep = 1.0 - self.rate
-        key = self.rngs()
+    def _keep_mask(self, key: jax.Array, keep: float, x: jax.Array) -> jax.Array:
         if self.rng == "hash":
-            mask = hash_bernoulli(key, keep, x.shape)
-        else:
-            mask = jax.random.bernoulli(key, keep, x.shape)
-        return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
-
-    def set_view(self, deterministic: bool | None = None):
-        """Used by ``nnx.view``: ``deterministic=True`` selects eval mode."""
-        if deterministic is not None:
-            self.deterministic = deterministic
+            return hash_bernoulli(key, keep, x.shape)
+        return jax.random.bernoulli(key, keep, x.shape)
 
 
-class DropPath(nnx.Module):
+class DropPath(_RandomMask):
     """Stochastic depth: zero a whole sample's residual branch with probability ``rate`` (train mode),
     scaling kept samples by ``1 / (1 - rate)`` (timm's ``DropPath``). Identity when ``rate == 0`` or in
     eval mode (``deterministic=True``)."""
 
     def __init__(self, rate: float, *, deterministic: bool = False, rngs: nnx.Rngs | None = None):
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"drop path rate must be in [0, 1), got {rate}")
-        self.rate = rate
-        self.deterministic = deterministic
-        if rate > 0.0:
-            if rngs is None:
-                raise ValueError("DropPath with rate > 0 needs rngs")
-            self.rngs = rngs["dropout"].fork()
-        else:
-            self.rngs = nnx.data(None)
+        _check_rate(rate, "drop path")
+        super().__init__(rate, deterministic=deterministic, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        if self.rate == 0.0 or self.deterministic:
-            return x
-        keep = 1.0 - self.rate
-        mask = jax.random.bernoulli(self.rngs(), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-        return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
-
-    def set_view(self, deterministic: bool | None = None):
-        """Used by ``nnx.view``: ``deterministic=True`` selects eval mode."""
-        if deterministic is not None:
-            self.deterministic = deterministic
+    def _keep_mask(self, key: jax.Array, keep: float, x: jax.Array) -> jax.Array:
+        return jax.random.bernoulli(key, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
 
 
 def conv3d(

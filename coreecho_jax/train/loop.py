@@ -68,34 +68,20 @@ def stage_settings(config: ml_collections.ConfigDict, stage: int) -> StageSettin
     """Stage 1: RnC + L1 on 2 views, all parameters; stage 2: L1 probing of the head on 1 view."""
     if stage == 1:
         s = config.stage1
-        return StageSettings(
-            1,
-            s.epochs,
-            s.batch_size,
-            s.lr,
-            s.weight_decay,
-            s.lr_decay_epoch,
-            s.lr_decay_rate,
-            views=2,
-            wrt=steps.ALL_PARAMS,
-            step=steps.stage1_step,
-            step_args=(loss_spec(config),),
-        )
-    if stage == 2:
+        decay = (s.lr_decay_epoch, s.lr_decay_rate)
+        kind = {
+            "views": 2,
+            "wrt": steps.ALL_PARAMS,
+            "step": steps.stage1_step,
+            "step_args": (loss_spec(config),),
+        }
+    elif stage == 2:
         s = config.stage2
-        return StageSettings(
-            2,
-            s.epochs,
-            s.batch_size,
-            s.lr,
-            s.weight_decay,
-            None,
-            1.0,
-            views=1,
-            wrt=steps.HEAD_PARAMS,
-            step=steps.stage2_step,
-        )
-    raise ConfigError(f"stage must be 1 or 2, got {stage!r}")
+        decay = (None, 1.0)  # constant lr
+        kind = {"views": 1, "wrt": steps.HEAD_PARAMS, "step": steps.stage2_step}
+    else:
+        raise ConfigError(f"stage must be 1 or 2, got {stage!r}")
+    return StageSettings(int(stage), s.epochs, s.batch_size, s.lr, s.weight_decay, *decay, **kind)
 
 
 def loss_spec(config: ml_collections.ConfigDict) -> steps.LossSpec:

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +40,8 @@ import cv2
 import numpy as np
 
 from coreecho_jax.data.camus import NIFTI_SEQUENCE, SPLIT_FILES
+from coreecho_jax.data.synthetic import heart
 from coreecho_jax.data.synthetic.echonet import DatasetExistsError, split_assignment
-from coreecho_jax.data.synthetic.heart import (
-    DrawingConfig,
-    DrawnVideo,
-    draw_video,
-    sample_heart_params,
-    video_rng,
-)
 from coreecho_jax.data.synthetic.quality import degrade
 from coreecho_jax.errors import ConfigError
 
@@ -59,7 +54,7 @@ RELEASES = ("2023", "2019")
 
 
 @dataclasses.dataclass(frozen=True)
-class CamusSyntheticConfig(DrawingConfig):
+class CamusSyntheticConfig(heart.DrawingConfig):
     """What to write: the drawing's distributions plus the dataset's fields.
 
     Attributes:
@@ -158,6 +153,23 @@ def finish_root(root: Path, wanted: dict[str, Any]) -> None:
     (root / META_NAME).write_text(json.dumps({**wanted, "complete": True}, indent=2, sort_keys=True) + "\n")
 
 
+def write_once(
+    root: PathLike, kind: str, format_version: int, config: heart.DrawingConfig, write: Callable[[Path], None]
+) -> Path:
+    """Runs ``write(root)`` unless ``root`` already holds this dataset, complete; returns ``root``.
+
+    The dataset is named by its ``kind``, the writer's ``format_version`` and ``config`` (recorded in
+    ``synthetic.json``). Idempotent for the same three; refuses (``DatasetExistsError``, see
+    :func:`prepare_root`) a ``root`` holding anything else. Marked complete only after ``write`` returns.
+    """
+    root = Path(root)
+    wanted = {"format_version": format_version, "kind": kind, "config": config.to_dict()}
+    if not prepare_root(root, wanted, complete=True):
+        write(root)
+        finish_root(root, wanted)
+    return root
+
+
 def to_image(frames: np.ndarray, row_scale: float, width: int) -> np.ndarray:
     """Square drawn frames ``[T, S, S]`` -> ``[T, round(S row_scale), max(S, width)]``: rows stretched
     (linear), black columns added evenly on both sides."""
@@ -181,31 +193,15 @@ def _cfg_text(fields: Mapping[str, Any]) -> str:
     return "".join(f"{k}: {v}\n" for k, v in fields.items())
 
 
-def draw_patient(config: CamusSyntheticConfig, index: int) -> tuple[DrawnVideo, np.random.Generator]:
+def draw_patient(config: CamusSyntheticConfig, index: int) -> tuple[heart.DrawnVideo, np.random.Generator]:
     """The half cycle of patient ``index`` (1-based) and its generator (for what the writer draws next)."""
-    rng = video_rng(config.seed, index)
+    rng = heart.video_rng(config.seed, index)
     T = int(rng.integers(config.min_frames, config.max_frames + 1))
-    params = sample_heart_params(rng, config, T).half_cycle()
-    return draw_video(params, rng), rng
+    params = heart.sample_heart_params(rng, config, T).half_cycle()
+    return heart.draw_video(params, rng), rng
 
 
-def write_camus_dataset(
-    root: PathLike, config: CamusSyntheticConfig | Mapping[str, Any] | None = None, **overrides: Any
-) -> Path:
-    """Writes a synthetic CAMUS download under ``root`` (layouts in the module doc); returns ``root``.
-
-    Idempotent for the same config; refuses (``DatasetExistsError``) a ``root`` holding anything else.
-    """
-    if config is None:
-        config = CamusSyntheticConfig()
-    elif isinstance(config, Mapping):
-        config = CamusSyntheticConfig.from_dict(config)
-    cfg = dataclasses.replace(config, **overrides) if overrides else config
-    root = Path(root)
-    wanted = {"format_version": FORMAT_VERSION, "kind": "camus", "config": cfg.to_dict()}
-    if prepare_root(root, wanted, complete=True):
-        return root
-
+def _write_files(cfg: CamusSyntheticConfig, root: Path) -> None:
     n = cfg.n_patients
     order = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xCA305]))
     qualities = quota_labels(n, cfg.quality_shares, order)
@@ -226,7 +222,7 @@ def write_camus_dataset(
         folder.mkdir(parents=True, exist_ok=True)
         views = [("4CH", video)]
         if cfg.with_2ch:
-            views.append(("2CH", draw_video(video.params, np.random.default_rng([cfg.seed, i + 1, 2]))))
+            views.append(("2CH", heart.draw_video(video.params, np.random.default_rng([cfg.seed, i + 1, 2]))))
         sex, age = ("F", "M")[int(rng.integers(2))], int(rng.integers(20, 91))
         for view, drawn in views:
             frames = to_image(degrade(drawn.frames, amounts[qualities[i]], rng), cfg.row_scale, cfg.width)
@@ -252,21 +248,34 @@ def write_camus_dataset(
         for role, label in zip(("train", "val", "test"), ("TRAIN", "VAL", "TEST")):
             text = "".join(f"{p}\n" for p, s in zip(names, splits) if s == label)
             (split_dir / SPLIT_FILES[role]).write_text(text)
-    finish_root(root, wanted)
-    return root
+
+
+def write_camus_dataset(
+    root: PathLike, config: CamusSyntheticConfig | Mapping[str, Any] | None = None, **overrides: Any
+) -> Path:
+    """Writes a synthetic CAMUS download under ``root`` (layouts in the module doc) with
+    :func:`write_once`; returns ``root``."""
+    cfg = CamusSyntheticConfig.resolve(config, overrides)
+    return write_once(root, "camus", FORMAT_VERSION, cfg, functools.partial(_write_files, cfg))
+
+
+def writer_parser(
+    module: str, doc: str, n_default: int, n_help: str, seed: int, size: int
+) -> argparse.ArgumentParser:
+    """The command line the download writers share: ``--root``, ``--n``, ``--seed``, ``--size``."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
+    p.add_argument("--root", required=True, help="output folder")
+    p.add_argument("--n", type=int, default=n_default, help=n_help)
+    p.add_argument("--seed", type=int, default=seed)
+    p.add_argument("--size", type=int, default=size, help="side of the drawn square (pixels)")
+    return p
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
     """``python -m coreecho_jax.data.synthetic.camus --root DIR [--release 2019] [--n 20] [--seed 0]``."""
     d = CamusSyntheticConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m coreecho_jax.data.synthetic.camus", description=__doc__.split("\n")[0]
-    )
-    p.add_argument("--root", required=True, help="output folder")
+    p = writer_parser("coreecho_jax.data.synthetic.camus", __doc__, d.n_patients, "patients", d.seed, d.size)
     p.add_argument("--release", choices=RELEASES, default=d.release)
-    p.add_argument("--n", type=int, default=d.n_patients, help="patients")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--size", type=int, default=d.size, help="side of the drawn square (pixels)")
     p.add_argument("--with-2ch", action="store_true", help="also write the two-chamber view")
     a = p.parse_args(argv)
     cfg = CamusSyntheticConfig(

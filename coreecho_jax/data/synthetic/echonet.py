@@ -239,18 +239,6 @@ def _pool_init() -> None:
     cv2.setNumThreads(1)
 
 
-def _resolve_config(
-    config: SyntheticConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]
-) -> SyntheticConfig:
-    if config is None:
-        config = SyntheticConfig()
-    elif isinstance(config, Mapping):
-        config = SyntheticConfig.from_dict(config)
-    elif not isinstance(config, SyntheticConfig):
-        raise TypeError(f"config must be a SyntheticConfig, a dict or None, got {type(config).__name__}")
-    return dataclasses.replace(config, **overrides) if overrides else config
-
-
 def _dataset_complete(root: Path, config: SyntheticConfig, write_masks: bool) -> bool:
     if not (root / layout.FILELIST).is_file():
         return False
@@ -321,7 +309,7 @@ def write_echonet_dataset(
     Returns:
         ``root`` as a Path.
     """
-    cfg = _resolve_config(config, overrides)
+    cfg = SyntheticConfig.resolve(config, overrides)
     if workers < 1:
         raise ConfigError(f"write_echonet_dataset: workers must be >= 1, got {workers}")
     root = Path(root)

@@ -128,6 +128,17 @@ class DrawingConfig:
             raise ConfigError(f"{cls.__name__}: unknown keys {sorted(unknown)}; known: {sorted(names)}")
         return cls(**d)
 
+    @classmethod
+    def resolve(cls, config: Self | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> Self:
+        """``config`` (an instance, a dict of its fields, or None for the defaults) with ``overrides``."""
+        if config is None:
+            config = cls()
+        elif isinstance(config, Mapping):
+            config = cls.from_dict(config)
+        elif not isinstance(config, cls):
+            raise TypeError(f"config must be a {cls.__name__}, a dict or None, got {type(config).__name__}")
+        return dataclasses.replace(config, **overrides) if overrides else config
+
 
 @dataclasses.dataclass(frozen=True)
 class HeartParams:

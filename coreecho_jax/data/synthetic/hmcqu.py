@@ -23,9 +23,9 @@ are 422 x 636 to 768 x 1024). Video ``i`` uses ``video_rng(seed, i)``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -37,14 +37,8 @@ import numpy as np
 
 from coreecho_jax.data.folds import stratified_folds
 from coreecho_jax.data.hmcqu import A4C_SEGMENT_COLUMNS
-from coreecho_jax.data.synthetic.camus import finish_root, prepare_root, quota_labels
-from coreecho_jax.data.synthetic.heart import (
-    DrawingConfig,
-    DrawnVideo,
-    draw_video,
-    sample_heart_params,
-    video_rng,
-)
+from coreecho_jax.data.synthetic import heart
+from coreecho_jax.data.synthetic.camus import quota_labels, write_once, writer_parser
 from coreecho_jax.data.video_io import write_video
 from coreecho_jax.errors import ConfigError
 
@@ -61,7 +55,7 @@ FOLD_FILE = "hmcqu_folds.csv"
 
 
 @dataclasses.dataclass(frozen=True)
-class HmcQuSyntheticConfig(DrawingConfig):
+class HmcQuSyntheticConfig(heart.DrawingConfig):
     """What to write: the drawing's distributions plus the dataset's fields.
 
     Attributes:
@@ -118,16 +112,16 @@ def echo_id(index: int) -> str:
 
 def draw_recording(
     config: HmcQuSyntheticConfig, index: int, mi_segment: int | None
-) -> tuple[DrawnVideo, int, int]:
+) -> tuple[heart.DrawnVideo, int, int]:
     """Video ``index`` (hypokinetic ``mi_segment`` or none) and its cycle (start, end), 1-based inclusive.
 
     The first ED lies in the first half beat (``phase0`` in [0.5, 1)) and the rate is raised when
     needed so that the next ED is in the video too. The cycle's frames come from the timing (the
     frames nearest the two ED instants), so they are the same with or without the MI segment.
     """
-    rng = video_rng(config.seed, index)
+    rng = heart.video_rng(config.seed, index)
     T = int(rng.integers(config.min_frames, config.max_frames + 1))
-    params = sample_heart_params(rng, config, T)
+    params = heart.sample_heart_params(rng, config, T)
     if 1.5 * params.period + 2 > T:
         params = dataclasses.replace(params, heart_rate_bpm=60.0 * config.fps * 1.5 / (T - 2))
     params = dataclasses.replace(
@@ -136,7 +130,7 @@ def draw_recording(
         hypokinetic_segments=() if mi_segment is None else (mi_segment,),
         segment_motion=config.mi_segment_motion,
     )
-    video = draw_video(params, rng)
+    video = heart.draw_video(params, rng)
     t_ed = (1.0 - params.phase0) * params.period  # the first ED instant, in frames
 
     def nearest_ed(t: float) -> int:  # the less contracted of the two frames around instant t
@@ -172,23 +166,7 @@ def _write_sheet(path: Path, rows: list[list[Any]], header: str) -> None:
     book.save(path)
 
 
-def write_hmcqu_dataset(
-    root: PathLike, config: HmcQuSyntheticConfig | Mapping[str, Any] | None = None, **overrides: Any
-) -> Path:
-    """Writes a synthetic HMC-QU download under ``root`` (layout in the module doc); returns ``root``.
-
-    Idempotent for the same config; refuses (``DatasetExistsError``) a ``root`` holding anything else.
-    """
-    if config is None:
-        config = HmcQuSyntheticConfig()
-    elif isinstance(config, Mapping):
-        config = HmcQuSyntheticConfig.from_dict(config)
-    cfg = dataclasses.replace(config, **overrides) if overrides else config
-    root = Path(root)
-    wanted = {"format_version": FORMAT_VERSION, "kind": "hmcqu", "config": cfg.to_dict()}
-    if prepare_root(root, wanted, complete=True):
-        return root
-
+def _write_files(cfg: HmcQuSyntheticConfig, root: Path) -> None:
     n = cfg.n_videos
     order = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x4DC0]))
     has_mask = np.array(quota_labels(n, (1 - cfg.mask_fraction, cfg.mask_fraction), order), bool)
@@ -217,20 +195,21 @@ def write_hmcqu_dataset(
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["name", *A4C_SEGMENT_COLUMNS, "start_frame", "end_frame", "available", "Fold"])
         w.writerows([*r, fold_of[r[0]]] for r in fold_rows)
-    finish_root(root, wanted)
-    return root
+
+
+def write_hmcqu_dataset(
+    root: PathLike, config: HmcQuSyntheticConfig | Mapping[str, Any] | None = None, **overrides: Any
+) -> Path:
+    """Writes a synthetic HMC-QU download under ``root`` (layout in the module doc) with
+    :func:`coreecho_jax.data.synthetic.camus.write_once`; returns ``root``."""
+    cfg = HmcQuSyntheticConfig.resolve(config, overrides)
+    return write_once(root, "hmcqu", FORMAT_VERSION, cfg, functools.partial(_write_files, cfg))
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
     """``python -m coreecho_jax.data.synthetic.hmcqu --root DIR [--n 24] [--seed 0] [--height H --width W]``."""
     d = HmcQuSyntheticConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m coreecho_jax.data.synthetic.hmcqu", description=__doc__.split("\n")[0]
-    )
-    p.add_argument("--root", required=True, help="output folder")
-    p.add_argument("--n", type=int, default=d.n_videos, help="recordings")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--size", type=int, default=d.size, help="side of the drawn square (pixels)")
+    p = writer_parser("coreecho_jax.data.synthetic.hmcqu", __doc__, d.n_videos, "recordings", d.seed, d.size)
     p.add_argument("--height", type=int, default=d.height, help="AVI frame height")
     p.add_argument("--width", type=int, default=d.width, help="AVI frame width")
     p.add_argument("--header", choices=HEADER_STYLES, default=d.header)
