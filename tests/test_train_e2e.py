@@ -107,22 +107,19 @@ def _assert_resumed_like(reference: dict, resumed: dict) -> None:
 
 
 @pytest.mark.slow
-def test_resume_after_kill_ends_like_an_uninterrupted_run(root, finished_run, tmp_path):
+def test_resume_after_kills_in_both_stages_ends_like_an_uninterrupted_run(root, finished_run, tmp_path):
+    """kill -9 in stage 1, rerun, kill -9 in stage 2, rerun: the numbers of an uninterrupted run.
+
+    Each rerun also takes over the lock the killed run left. The probed model keeps the stage-1
+    model's encoder, parameters and BatchNorm statistics bit for bit, while the head's BatchNorm
+    statistics train (official: ``model.eval(); regressor.train()``).
+    """
     _, reference = finished_run
     workdir = tmp_path / "killed"
     _kill_during(root, workdir, stage=1, epoch=1)
-    _assert_resumed_like(reference, loop.train_and_evaluate(_config(root), workdir))
-
-
-@pytest.mark.slow
-def test_resume_after_kill_in_stage2_keeps_the_encoder_frozen(root, finished_run, tmp_path):
-    _, reference = finished_run
-    workdir = tmp_path / "killed2"
     _kill_during(root, workdir, stage=2, epoch=0)
     config = _config(root)
     _assert_resumed_like(reference, loop.train_and_evaluate(config, workdir))
-    # The probed model: the stage-1 model's encoder, parameters and BatchNorm statistics bit for bit;
-    # the head's BatchNorm statistics trained (official: model.eval(); regressor.train()).
     template = {"model": model_state_dict(build_model(config.model, seed=int(config.seed)))}
     best = {}
     for stage in (1, 2):
