@@ -258,35 +258,29 @@ def test_eval_multi_process_same_batch_count(prepared):
     nf = {f"{n}.avi": f for n, f in et.split_videos(builder, "val").items()}
     starts = si.draw_start_indexes(nf, k=1, seed=0)
     names, counts = [], []
-    for p in range(2):
-        bs = _batches(
+
+    def val_batches(process_index: int, process_count: int) -> list:
+        return _batches(
             pl.eval_dataset(
                 builder,
                 "val",
                 starts,
                 spec=ClipSpec(frames=8),
                 batch_size=2,
-                process_index=p,
-                process_count=2,
+                process_index=process_index,
+                process_count=process_count,
             )
         )
+
+    for p in range(2):
+        bs = val_batches(p, 2)
         counts.append(len(bs))
         names += [_text(n) for b in bs for n, m in zip(b["filename"], b["mask"]) if m]
     assert counts == [2, 2]
     assert sorted(names) == sorted(n[:-4] for n in nf)
     # More processes than videos: every process still yields the same number of (masked) batches.
     for p in (0, 6):
-        bs = _batches(
-            pl.eval_dataset(
-                builder,
-                "val",
-                starts,
-                spec=ClipSpec(frames=8),
-                batch_size=2,
-                process_index=p,
-                process_count=7,
-            )
-        )
+        bs = val_batches(p, 7)
         assert len(bs) == 1 and bs[0]["mask"].sum() == (1 if p < 5 else 0)
 
 
