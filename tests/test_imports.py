@@ -21,6 +21,9 @@ ALLOWED = {
     "checkpoints": {"errors", "models", "safe_pickle"},
     "train": {"errors", "models", "losses", "data", "evaluation", "checkpoints", "config_check"},
     "config_check": {"errors", "models", "losses"},
+    # Above the loop: transfer learning (CAMUS, HMC-QU) and the analyses reuse data, models and steps.
+    "transfer": {"errors", "models", "losses", "data", "evaluation", "checkpoints", "train", "config_check"},
+    "analysis": {"errors", "models", "losses", "data", "evaluation", "checkpoints", "train", "config_check"},
 }
 
 

@@ -2,7 +2,8 @@
 
 Regression (EF in percent): MAE, RMSE, R2 (``torcheval.metrics.functional.r2_score``: 1 - SS_res/SS_tot,
 the paper prints R2 x 100) and Pearson correlation (CAMUS). Classification (HMC-QU MI):
-sensitivity, specificity, precision, F1 and accuracy, in percent as the paper prints them.
+sensitivity, specificity, precision, F1 and accuracy, in percent as the paper prints them, and AUROC
+(in [0, 1], of a score rather than 0/1 predictions).
 
 A metric without a value (R2 or Pearson of constant labels, a ratio with an empty denominator) is NaN
 here; :func:`summarize` adds ``<name>_undefined`` with the reason, so result files can say why.
@@ -93,6 +94,26 @@ def accuracy(y, p):
     return _ratio(tp + tn, tp + fp + tn + fn)
 
 
+def auroc(y: ArrayLike, score: ArrayLike) -> float:
+    """Area under the ROC curve of 0/1 labels ``y`` ranked by ``score`` (higher = more positive), in
+    [0, 1]: the Mann-Whitney probability that a random positive outranks a random negative, ties
+    counting one half. NaN when either class is absent."""
+    y = np.asarray(y).astype(bool)
+    score = np.asarray(score, np.float64)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(score, kind="mergesort")
+    ranks = np.empty(len(score), np.float64)
+    sorted_scores = score[order]
+    # average ranks (1-based) over runs of tied scores
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(score)]
+    for a, b in zip(starts, ends):
+        ranks[order[a:b]] = (a + 1 + b) / 2.0
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
 def bootstrap_ci(
     metric: Callable[[ArrayLike, ArrayLike], float],
     y: ArrayLike,
@@ -132,6 +153,8 @@ def undefined_reason(name: str, y: ArrayLike, p: ArrayLike) -> str:
         return "predictions are not finite"
     if name in ("r2", "pearson") and _constant(y):
         return "labels are constant"
+    if name == "auroc" and _constant(y):
+        return "only one class among the labels"
     if name == "pearson" and _constant(p):
         return "predictions are constant"
     return "the metric is not defined on these values"
