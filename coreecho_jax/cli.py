@@ -80,6 +80,8 @@ def run(
         raise ConfigError("--mode=predict needs --video=PATH (an AVI, MP4 or DICOM file)")
     config_check.check_config(config)
     workdir_path = Path(workdir)
+    if config_check.is_transfer(config):
+        return _run_transfer(mode, config, workdir_path, allow_config_change=allow_config_change)
     if mode == "train":
         from coreecho_jax.train import loop
 
@@ -97,3 +99,26 @@ def run(
     from coreecho_jax.data import datasets
 
     return datasets.describe(config, workdir_path)
+
+
+def _run_transfer(
+    mode: str, config: ml_collections.ConfigDict, workdir: Path, *, allow_config_change: bool
+) -> dict:
+    """A CAMUS / HMC-QU config: ``--mode=train`` runs the cross-validation, ``--mode=data`` prepares the
+    clips and prints what was read; the other modes belong to EchoNet-style runs."""
+    if mode == "train":
+        from coreecho_jax.transfer import loop
+
+        return loop.run_transfer(config, workdir, allow_config_change=allow_config_change)
+    if mode == "data":
+        from coreecho_jax.data import transfer_sets
+
+        data = transfer_sets.prepare(str(config.task), config.data, workdir)
+        print(data.source)
+        print(f"folds: {[(len(f.train), len(f.val), len(f.test)) for f in data.folds]} (train, val, test)")
+        print(f"report: {workdir / transfer_sets.REPORT_FILE}")
+        return {"videos": len(data.names), "folds": len(data.folds)}
+    raise ConfigError(
+        f"--mode={mode} is not available for a transfer config ({config.task}); use --mode=train "
+        "(cross-validation, per-video predictions in predictions.csv) or --mode=data"
+    )

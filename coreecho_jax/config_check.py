@@ -88,6 +88,88 @@ RULES: tuple[_Rule, ...] = (
 )
 
 
+def _even(low: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: _is_int(v) and v >= low and v % 2 == 0), f"must be an even integer >= {low}"
+
+
+def _fraction() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: _is_number(v) and 0 < v <= 1), "must be in (0, 1]"
+
+
+# The rules of a transfer config (configs/camus.py, configs/hmcqu.py), which has no stage1/stage2/loss.
+TRANSFER_RULES: tuple[_Rule, ...] = (
+    ("seed", *_int(0)),
+    ("task", *_one_of(("camus", "hmcqu"))),
+    ("data.on_error", *_one_of(("skip", "raise"))),
+    ("data.n_folds", *_int(2)),
+    ("data.fold_seed", *_int(0)),
+    ("data.frames", *_even(2)),  # the UniFormer stem halves time
+    ("data.image_size", *_int(32)),
+    ("data.crop_fraction", *_fraction()),
+    ("data.augment", *_one_of((True, False))),
+    ("data.affine_degrees", *_non_negative()),
+    ("data.affine_translate", *_probability()),
+    ("data.synthetic.n_videos", *_int(10)),
+    ("data.synthetic.seed", *_int(0)),
+    ("data.synthetic.size", *_int(32)),
+    ("model.head_dropout", *_probability()),
+    ("transfer.mode", *_one_of(("probe", "finetune"))),
+    ("probe.epochs", *_int(1)),
+    ("probe.batch_size", *_int(2)),  # the head's BatchNorm normalises over the batch
+    ("probe.lr", *_positive()),
+    ("probe.weight_decay", *_non_negative()),
+    ("finetune.epochs", *_int(1)),
+    ("finetune.batch_size", *_int(2)),
+    ("finetune.lr", *_positive()),
+    ("finetune.weight_decay", *_non_negative()),
+    ("eval.batch_size", *_int(1)),
+    ("eval.threshold", *_fraction()),
+    ("run.max_steps_per_epoch", *_int(0)),
+)
+
+
+def is_transfer(config: ml_collections.ConfigDict) -> bool:
+    """A transfer config (CAMUS / HMC-QU) rather than a CoReEcho training config."""
+    return isinstance(config, ml_collections.ConfigDict) and "transfer" in config
+
+
+def _transfer_problems(config: ml_collections.ConfigDict) -> list[str]:
+    problems = _rule_problems(config, TRANSFER_RULES, "configs/camus.py")
+    for name in ("data.mean", "data.std"):
+        value = get_field(config, name, None)
+        if not (
+            isinstance(value, list | tuple) and len(value) in (1, 3) and all(_is_number(v) for v in value)
+        ):
+            problems.append(f"{name} = {value!r}: must be a list of 1 or 3 numbers (0..255 scale)")
+    std = get_field(config, "data.std", None)
+    if isinstance(std, list | tuple) and any(_is_number(v) and v <= 0 for v in std):
+        problems.append(f"data.std = {std!r}: every value must be > 0")
+    scale = get_field(config, "data.affine_scale", None)
+    if not (
+        isinstance(scale, list | tuple) and len(scale) == 2 and all(_is_number(v) and v > 0 for v in scale)
+    ):
+        problems.append(f"data.affine_scale = {scale!r}: must be two numbers > 0 (low, high)")
+    elif scale[0] > scale[1]:
+        problems.append(f"data.affine_scale = {tuple(scale)!r}: low must be <= high")
+    folds = {"camus": ("official", "split_files"), "hmcqu": ("shipped", "stratified")}.get(
+        get_field(config, "task", None), ()
+    )
+    if folds and get_field(config, "data.folds", None) not in folds:
+        problems.append(f"data.folds = {get_field(config, 'data.folds', None)!r}: must be one of {folds}")
+    return problems + _model_problems(config)
+
+
+def _rule_problems(config: ml_collections.ConfigDict, rules: Sequence[_Rule], example: str) -> list[str]:
+    problems = []
+    for name, test, expected in rules:
+        value = get_field(config, name, None)
+        if value is None:
+            problems.append(f"{name}: missing (every run config has it; see {example})")
+        elif not test(value):
+            problems.append(f"{name} = {value!r}: {expected}")
+    return problems
+
+
 def parse_stages(value: Any) -> list[int]:
     """``run.stages`` ("1,2", "1", "2") as a sorted list; ConfigError unless it lists 1 and/or 2."""
     try:
@@ -115,13 +197,9 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
     """Every problem of ``config``, one line each (empty: the config is fine)."""
     if not isinstance(config, ml_collections.ConfigDict):
         return [f"the config must be an ml_collections.ConfigDict, got {type(config).__name__}"]
-    problems = []
-    for name, test, expected in RULES:
-        value = get_field(config, name, None)
-        if value is None:
-            problems.append(f"{name}: missing (every run config has it; see configs/echonet.py)")
-        elif not test(value):
-            problems.append(f"{name} = {value!r}: {expected}")
+    if is_transfer(config):
+        return _transfer_problems(config)
+    problems = _rule_problems(config, RULES, "configs/echonet.py")
     try:
         stages = parse_stages(get_field(config, "run.stages", ""))
     except ConfigError as e:

@@ -1,4 +1,5 @@
-"""Head losses: L1 for EF regression (``nn.L1Loss`` in the official code) and logistic loss for MI."""
+"""Head losses: L1 for EF regression (``nn.L1Loss`` in the official code), MSE (the paper's CAMUS loss)
+and the logistic loss for MI (HMC-QU)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ def l1_loss(prediction: jax.Array, target: jax.Array, mask: jax.Array | None = N
     """Mean absolute error over ``[B]`` predictions and targets (EF in percent); rows with mask 0 ignored."""
     prediction = prediction.astype(jnp.float32)
     return _masked_mean(jnp.abs(prediction - target.astype(jnp.float32)), mask)
+
+
+def mse_loss(prediction: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Mean squared error over ``[B]`` predictions and targets (EF in percent, so in %^2)."""
+    prediction = prediction.astype(jnp.float32)
+    return _masked_mean(jnp.square(prediction - target.astype(jnp.float32)), mask)
 
 
 def binary_cross_entropy(logit: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> jax.Array:

@@ -68,7 +68,21 @@ class ClassificationHead(RegressionHead):
 
     Returns logits ``[B]`` (apply ``jax.nn.sigmoid`` for probabilities)."""
 
-    def __init__(self, dim: int, *, dropout: float = 0.4, dropout_rng: str = "hash", rngs: nnx.Rngs):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        dropout: float = 0.4,
+        dropout_rng: str = "hash",
+        unbiased_running_var: bool = True,
+        rngs: nnx.Rngs,
+    ):
         super().__init__(
-            dim, dropout=dropout, out_bias_init=0.0, num_outputs=1, dropout_rng=dropout_rng, rngs=rngs
+            dim,
+            dropout=dropout,
+            out_bias_init=0.0,
+            num_outputs=1,
+            dropout_rng=dropout_rng,
+            unbiased_running_var=unbiased_running_var,
+            rngs=rngs,
         )

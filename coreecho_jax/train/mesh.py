@@ -7,10 +7,12 @@ the global array, and everything under ``jit`` (the RnC loss, BatchNorm statisti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -70,3 +72,18 @@ def shard_batch(batch: dict[str, Any], mesh: jax.sharding.Mesh) -> dict[str, Any
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
     """Places every array of ``tree`` on all devices of ``mesh`` (parameters, optimizer state)."""
     return jax.device_put(tree, replicated(mesh))
+
+
+def host_local_fn(
+    fn: Callable[[jax.Array], jax.Array], mesh: jax.sharding.Mesh
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``fn`` (global ``[B, ...]`` array -> ``[B, ...]`` array, e.g. a jitted eval step with its model
+    bound) as a host function: this process's rows in, this process's rows of the result out (numpy),
+    the batch sharded over every device of every process."""
+    spec = data_sharding(mesh).spec
+
+    def host_fn(rows: np.ndarray) -> np.ndarray:
+        x = jax.make_array_from_process_local_data(data_sharding(mesh), np.asarray(rows))
+        return np.asarray(multihost_utils.global_array_to_host_local_array(fn(x), mesh, spec))
+
+    return host_fn

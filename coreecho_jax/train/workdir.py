@@ -51,6 +51,7 @@ RESULT_NEUTRAL_FIELDS = frozenset(
         "run.stages",
         "run.log_every",
         "run.distributed",
+        "transfer.folds",  # a transfer run may add folds into the same workdir
     }
 )
 
