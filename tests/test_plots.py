@@ -9,6 +9,7 @@ from PIL import Image
 from coreecho_jax.errors import DataError
 from coreecho_jax.evaluation import metrics, multiclip, plots
 from coreecho_jax.evaluation.results import format_results, json_ready
+from tests.conftest import run_python
 
 LABELS = np.array([30.0, 45.0, 55.0, 60.0, 70.0])
 PREDS = np.array([34.0, 43.0, 57.0, 66.0, 69.0])  # differences p - y: 4, -2, 2, 6, -1
@@ -185,3 +186,19 @@ def test_training_curves_of_no_epochs_and_bad_records(tmp_path):
     assert plots.write_training_curves([], tmp_path / "none.png").is_file()
     with pytest.raises(DataError, match="record 1 lacks val_mae"):
         plots.training_curves_figure([HISTORY[0], {"stage": 1, "epoch": 1, "loss": 2.0}])
+
+
+def test_drawing_needs_no_display_and_no_pyplot(tmp_path):
+    """No pyplot: the global backend a caller chose (e.g. a notebook's) is never switched."""
+    code = f"""
+import os, sys
+os.environ.pop("DISPLAY", None)
+from coreecho_jax.evaluation import plots
+plots.write_agreement_plots([40.0, 60.0], [42.0, 57.0], {str(tmp_path)!r}, "x")
+plots.write_training_curves([], {str(tmp_path / "curves.png")!r})
+print("pyplot loaded:", "matplotlib.pyplot" in sys.modules)
+"""
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "pyplot loaded: False"
+    assert (tmp_path / "x_scatter.png").is_file() and (tmp_path / "curves.png").is_file()
