@@ -58,12 +58,27 @@ def test_run_writes_everything_a_user_needs(finished_run):
         "results.json",
         "test_predictions_final.csv",
         "test_start_indexes.json",
+        "test_final_scatter.png",
+        "test_final_bland_altman.png",
+        "training_curves.png",
     ):
         assert (workdir / name).is_file(), name
     assert list((workdir / "tensorboard").iterdir())
     saved = json.loads((workdir / "results.json").read_text())
-    for key in ("mae", "mae_ci_low", "mae_ci_high", "rmse", "r2", "r2_x100", "mae_of_predicting_train_mean"):
+    for key in (
+        "mae",
+        "mae_ci_low",
+        "mae_ci_high",
+        "rmse",
+        "r2",
+        "r2_x100",
+        "mae_of_predicting_train_mean",
+        "ba_bias",
+        "ba_loa_low",
+        "ba_loa_high",
+    ):
         assert np.isfinite(saved[key]), key
+    assert saved["ba_loa_low"] < saved["ba_bias"] < saved["ba_loa_high"]
     assert saved["n"] == 5 and saved["clips_per_video"] == 3  # every test video, 3 clips each
     assert saved["mae_ci_low"] <= saved["mae"] <= saved["mae_ci_high"]
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -136,6 +151,9 @@ def test_evaluate_mode_reproduces_the_run(root, finished_run, tmp_path):
     workdir, reference = finished_run
     results = loop.evaluate_checkpoint(_config(root), tmp_path / "eval", str(workdir))
     np.testing.assert_allclose(results["mae"], reference["mae"], rtol=1e-6)
+    np.testing.assert_allclose(results["ba_bias"], reference["ba_bias"], rtol=1e-6)
+    for name in ("test_evaluate_scatter.png", "test_evaluate_bland_altman.png"):
+        assert (tmp_path / "eval" / name).is_file(), name
 
 
 def test_predict_on_a_short_video_pads_and_answers(root, finished_run, tmp_path):

@@ -192,3 +192,29 @@ def summarize(
             else:
                 out[f"{name}_ci_undefined"] = "undefined in every bootstrap resample"
     return out
+
+
+def bland_altman(y: ArrayLike, p: ArrayLike) -> dict[str, float | str]:
+    """Bland-Altman agreement of predictions ``p`` with labels ``y`` (same units, e.g. EF %).
+
+    ``bias``: mean of ``p - y``; ``sd``: its sample standard deviation (ddof=1); ``loa_low`` and
+    ``loa_high``: the 95% limits of agreement ``bias -/+ 1.96 sd``. An undefined value (no videos, one
+    video for ``sd`` and the limits, non-finite inputs) is NaN, and ``undefined`` says why.
+    """
+    y = np.asarray(y, np.float64)
+    p = np.asarray(p, np.float64)
+    if y.shape != p.shape:
+        raise ValueError(f"labels {y.shape} and predictions {p.shape} differ in shape")
+    nan = float("nan")
+    out: dict[str, float | str] = {"bias": nan, "sd": nan, "loa_low": nan, "loa_high": nan}
+    if y.size == 0 or not (np.all(np.isfinite(y)) and np.all(np.isfinite(p))):
+        out["undefined"] = undefined_reason("bland_altman", y, p)
+        return out
+    diff = p - y
+    out["bias"] = float(diff.mean())
+    if diff.size < 2:
+        out["undefined"] = "fewer than 2 videos"
+        return out
+    sd = float(diff.std(ddof=1))
+    out.update(sd=sd, loa_low=out["bias"] - 1.96 * sd, loa_high=out["bias"] + 1.96 * sd)
+    return out

@@ -8,6 +8,7 @@ This module works on one process's batches; :mod:`coreecho_jax.evaluation.evalua
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +95,9 @@ def video_batch(
 def summarize(
     result: VideoPredictions, *, train_mean: float | None = None, n_resamples: int = 1000, seed: int = 0
 ) -> dict[str, float | int | str]:
-    """MAE/RMSE/R2/Pearson with 95% bootstrap CIs, R2 x 100 as the paper prints it, mean-baseline MAE.
+    """MAE/RMSE/R2/Pearson with 95% bootstrap CIs, R2 x 100 as the paper prints it, mean-baseline MAE,
+    and the Bland-Altman bias and 95% limits of agreement (``ba_bias``, ``ba_loa_low``, ``ba_loa_high``,
+    EF %; see ``metrics.bland_altman``).
 
     ``n_resamples=0`` leaves the CIs out; ``train_mean`` (EF %) adds the MAE of predicting it for every
     video. An undefined value is NaN with a ``<name>_undefined`` reason (see ``metrics.summarize``).
@@ -102,6 +105,11 @@ def summarize(
     out = metrics_lib.summarize(result.labels, result.prediction, n_resamples=n_resamples, seed=seed)
     out["r2_x100"] = 100.0 * out["r2"]
     out["clips_per_video"] = int(result.clip_predictions.shape[1])
+    agreement = metrics_lib.bland_altman(result.labels, result.prediction)
+    for key in ("bias", "loa_low", "loa_high"):
+        out[f"ba_{key}"] = agreement[key]
+        if not math.isfinite(agreement[key]):
+            out[f"ba_{key}_undefined"] = agreement["undefined"]
     if train_mean is not None:
         baseline = np.full_like(result.labels, train_mean)
         out["train_mean_ef"] = float(train_mean)

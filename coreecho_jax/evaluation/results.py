@@ -44,8 +44,23 @@ def _value(results: Mapping[str, Any], key: str) -> float | None:
     return float(value)
 
 
+def _agreement_line(results: Mapping[str, Any]) -> str:
+    label = f"{'Bland-Altman bias (EF %)':<34}"
+    bias = _value(results, "ba_bias")
+    if bias is None:
+        return label + f"undefined: {results.get('ba_bias_undefined', 'not a number')}"
+    lo, hi = _value(results, "ba_loa_low"), _value(results, "ba_loa_high")
+    if lo is None or hi is None:
+        return (
+            label
+            + f"{bias:>10.3f}   95% LoA undefined: {results.get('ba_loa_low_undefined', 'not a number')}"
+        )
+    return label + f"{bias:>10.3f}   95% LoA [{lo:.3f}, {hi:.3f}]"
+
+
 def format_results(results: Mapping[str, Any]) -> str:
-    """The final table: test MAE / RMSE / R2 with 95% CIs next to the predict-the-training-mean MAE.
+    """The final table: test MAE / RMSE / R2 with 95% CIs next to the predict-the-training-mean MAE,
+    and the Bland-Altman bias with its 95% limits of agreement (LoA) when the results have them.
 
     Works on a summary (NaN for undefined values) or on its JSON (``null``); an undefined value is
     printed as ``undefined: <reason>``.
@@ -71,5 +86,7 @@ def format_results(results: Mapping[str, Any]) -> str:
     baseline = _value(results, "mae_of_predicting_train_mean")
     if baseline is not None:
         lines.append(f"{'MAE of predicting the train mean':<34}{baseline:>10.3f}")
+    if "ba_bias" in results:  # results written before the Bland-Altman keys lack them
+        lines.append(_agreement_line(results))
     lines.append(f"{'videos':<34}{int(results['n']):>10d}   ({results['clips_per_video']} clips each)")
     return "\n".join(lines)

@@ -33,7 +33,7 @@ from coreecho_jax import config_check
 from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.checkpoints import manager as ckpt_lib
 from coreecho_jax.errors import CheckpointError, ConfigError
-from coreecho_jax.evaluation import multiclip
+from coreecho_jax.evaluation import multiclip, plots
 from coreecho_jax.evaluation import steps as eval_steps
 from coreecho_jax.evaluation.evaluator import Evaluator, PredictFn
 from coreecho_jax.evaluation.results import format_results, json_ready, write_json
@@ -349,7 +349,8 @@ class Trainer:
         return summary
 
     def test(self, tag: str) -> dict:
-        """The test protocol: fixed starts, K clips per video, CIs; process 0 writes the per-video CSV."""
+        """The test protocol: fixed starts, K clips per video, CIs; process 0 writes the per-video CSV
+        and the agreement plots ``test_<tag>_scatter.png``, ``test_<tag>_bland_altman.png``."""
         first = jax.process_index() == 0
         starts = self.data.test_starts() if first else None  # process 0 draws and saves them if needed
         if jax.process_count() > 1:  # the others read the file only once it is complete
@@ -365,6 +366,9 @@ class Trainer:
         result, summary = evaluator.run(self.data.eval_batches("test", starts))
         if first:
             multiclip.write_csv(result, self.workdir / f"test_predictions_{tag}.csv")
+            plots.write_agreement_plots(
+                result.labels, result.prediction, self.workdir, f"test_{tag}", title=f"test ({tag})"
+            )
         return summary
 
 
@@ -401,6 +405,8 @@ def _run(config: ml_collections.ConfigDict, workdir: Path) -> dict:
     results.update({f"{k}_best_epoch": v["best_epoch"] for k, v in report.items()})
     if jax.process_index() == 0:
         write_json(results, workdir / "results.json")
+        history = [record for stage in report.values() for record in stage["history"]]
+        plots.write_training_curves(history, workdir / "training_curves.png")
         print(f"\nTest results ({workdir / 'results.json'})\n" + format_results(results), flush=True)
     if trainer.writer is not None:
         trainer.writer.close()
