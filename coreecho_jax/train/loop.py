@@ -185,15 +185,8 @@ class Trainer:
         process's rows, in the order of its batch.
         """
         self.model.eval()
-        predict = steps.bind(eval_steps.predict_step, self.model)
-        spec = mesh_lib.data_sharding(self.mesh).spec
-
-        def fn(batch):
-            video = mesh_lib.shard_batch({"video": batch["video"]}, self.mesh)["video"]
-            out = multihost_utils.global_array_to_host_local_array(predict(video), self.mesh, spec)
-            return np.asarray(out)
-
-        return fn
+        host_fn = mesh_lib.host_local_fn(steps.bind(eval_steps.predict_step, self.model), self.mesh)
+        return lambda batch: host_fn(batch["video"])
 
     def predict_batches(self, batches) -> multiclip.VideoPredictions:
         """Multi-clip predictions of every process's videos over eval batches, in file-name order."""
