@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from configs import echonet as echonet_config
 from coreecho_jax import config_check
-from coreecho_jax.data import clips
+from coreecho_jax.data import clips, datasets
 from coreecho_jax.data import echonet_tfds as et
 from coreecho_jax.data import pipeline as pl
 from coreecho_jax.data.clips import ClipSpec
@@ -60,6 +60,13 @@ def test_defaults_are_official():
     # Both change results: a resume under another value is refused by the workdir guard.
     assert {"data.augment", "data.independent_views"}.isdisjoint(workdir.RESULT_NEUTRAL_FIELDS)
     assert ClipSpec.from_config({**config.data, "independent_views": False}).independent_views is False
+
+
+def test_the_training_data_of_a_run_gets_the_switches_from_its_config(quick_config, tmp_path):
+    quick_config.data.augment = False
+    quick_config.data.independent_views = False
+    bundle = datasets.DataBundle(config=quick_config, workdir=tmp_path, root=tmp_path, builder=None)
+    assert not bundle.spec.augment and not bundle.spec.independent_views  # train_batches passes bundle.spec
 
 
 def test_config_rules_reject_non_booleans():
