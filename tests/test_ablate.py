@@ -115,6 +115,21 @@ def test_table_of_seeds_and_a_rerun_that_trains_nothing(quick_config, tmp_path):
         quick_config, tmp_path, 2, seeds=2, train_fn=_fake_train(calls), say=lines.append
     )
     assert len(calls) == 4 and again == out
+    # Table 3's first row is Table 2's l1-rnc: read back, not trained again.
+    table3 = ablate.run_table(
+        quick_config, tmp_path, 3, seeds=2, train_fn=_fake_train(calls), say=lines.append
+    )
+    assert [(c.parent.name, c.name) for c in calls[4:]] == [
+        ("rnc-aug-1clip", "seed0"),
+        ("rnc-aug-1clip", "seed1"),
+        ("rnc-noaug-2clips", "seed0"),
+        ("rnc-noaug-2clips", "seed1"),
+    ]
+    assert table3["rows"][0]["r2_x100"] == rows["l1-rnc"]["r2_x100"]
+    assert (
+        "table 3 rnc-aug-2clips seed 1: MAE 5.00  RMSE 6.00  R2 73.00  (read from table2/l1-rnc/seed1)"
+        in lines
+    )
     quick_config.stage1.lr = 0.5
     with pytest.raises(workdir_lib.ConfigMismatchError, match="stage1.lr"):
         ablate.run_table(quick_config, tmp_path, 2, seeds=2, train_fn=_fake_train(calls), say=lines.append)

@@ -20,9 +20,11 @@ random init, whose first row equals Table 2's ``l1-rnc``):
 * ``rnc-aug-1clip``: one clip seen twice, translated independently (``data.independent_views=False``).
 * ``rnc-noaug-2clips``: no translation (``data.augment=False``).
 
-A run whose ``results.json`` exists is not run again (after checking that its saved config matches);
-an unfinished one resumes. Every row shares the prepared dataset (``data.data_dir``, and for a
-synthetic set ``data.root``) under ``<workdir>`` unless the config names one. The tables are written
+A run whose ``results.json`` exists is not run again (after checking that its saved config matches),
+nor is one whose twin in another table (same seed, equal config on every result field) has finished:
+Table 3's first row reads Table 2's ``l1-rnc`` back, or the other way round. An unfinished run
+resumes. Every row shares the prepared dataset (``data.data_dir``, and for a synthetic set
+``data.root``) under ``<workdir>`` unless the config names one. The tables are written
 to ``<workdir>/table<k>.md`` and ``.json``: MAE and RMSE (EF %) and R2 x 100 on the test split as
 mean +- sample standard deviation (ddof 1; none for one seed) over the seeds, beside the paper's R2.
 """
@@ -199,6 +201,24 @@ def _stats(values: Sequence[float | None]) -> dict[str, Any]:
     return {"mean": float(arr.mean()), "std": std, "n": int(arr.size)}
 
 
+def _finished_twin(target: Path, config: ml_collections.ConfigDict) -> Path | None:
+    """A finished run of the same seed in another table with a config equal on every result field.
+
+    Table 3's first row is Table 2's ``l1-rnc``: whichever table runs first, the other reads it back.
+    """
+    table_dir = target.parent.parent
+    current = workdir_lib.config_record(config)
+    for other in sorted(table_dir.parent.glob(f"table*/*/{target.name}")):
+        if other.parent.parent == table_dir or not (other / workdir_lib.RESULTS_FILE).exists():
+            continue
+        saved_path = other / workdir_lib.CONFIG_FILE
+        if saved_path.exists() and not workdir_lib.config_differences(
+            json.loads(saved_path.read_text()), current
+        ):
+            return other
+    return None
+
+
 def _read_results(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
@@ -245,11 +265,13 @@ def run_table(
                 break
             target = run_dir(workdir, table.number, row.slug, seed)
             run_config = row_config(config, overrides, workdir)
-            results_path = target / workdir_lib.RESULTS_FILE
-            t0 = time.perf_counter()
-            if results_path.exists():
+            own, t0 = target, time.perf_counter()
+            if not (target / workdir_lib.RESULTS_FILE).exists():
+                target = _finished_twin(target, run_config) or target
+            if (target / workdir_lib.RESULTS_FILE).exists():
                 workdir_lib.check_config_against_saved(target, run_config, write=False)
-                results, how = _read_results(results_path), "finished earlier"
+                results = _read_results(target / workdir_lib.RESULTS_FILE)
+                how = "finished earlier" if target == own else f"read from {target.relative_to(workdir)}"
             else:
                 say(f"table {table.number} {row.slug} seed {seed}: training in {target}")
                 results, how = train_fn(run_config, target), f"{time.perf_counter() - t0:.0f} s"
