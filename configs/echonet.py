@@ -42,6 +42,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.pad = layout.TRANSLATION_PAD  # train translation, px per side (official PadIfNeeded 124, crop 112)
     c.data.image_size = layout.FRAME_SIZE  # model input, px; != 112 resizes after the crop (official 112)
     c.data.channels = 3  # 3: RGB as the official loader reads it; 1: one stored channel copied to 3 (disk)
+    c.data.augment = True  # train translation +-pad px (official --aug); False: centre crop (Table 3 w/o A)
+    c.data.independent_views = True  # stage 1: 2 independent clips per video (official); False: 1 clip twice
     c.data.test_start_indexes = ""  # official test_start_indexes.pkl or our JSON; "" -> drawn from eval.seed
     c.data.drop_truncated = False  # True drops videos that decode fewer frames than their header says
     c.data.hash_videos = False  # True keys the prepared data on each video's SHA-1, not its size + mtime

@@ -85,6 +85,8 @@ RULES: tuple[_Rule, ...] = (
     ("eval.seed", *_int(0)),
     ("run.log_every", *_int(1)),
     ("run.max_steps_per_epoch", *_int(0)),
+    ("data.augment", lambda v: isinstance(v, bool), "must be True or False"),
+    ("data.independent_views", lambda v: isinstance(v, bool), "must be True or False"),
 )
 
 

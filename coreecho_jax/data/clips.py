@@ -71,6 +71,13 @@ class ClipSpec:
             with :func:`normalise`.
         channels: 3 = the decoded RGB channels (official); 1 = luma, tiled to 3 at normalisation
             (the compact one-channel prepared dataset).
+        augment: training clips get the random +-``pad`` px translation (official ``--aug``:
+            ``PadIfNeeded`` + ``RandomCrop``); ``False``: none, every clip is the centre crop
+            (the paper's Table 3 row without A). Evaluation clips are never translated.
+        independent_views: the views of a training video are independent clips, each with its own
+            start and translation (official ``EchoNetRNC``: two ``__getitem__`` calls); ``False``:
+            one start shared by all views, translations still drawn per view (the paper's Table 3
+            row without 2xC: one clip seen twice).
     """
 
     frames: int = CLIP_FRAMES
@@ -79,6 +86,8 @@ class ClipSpec:
     image_size: int | None = FRAME_SIZE
     output: Output = "float32"
     channels: int = 3
+    augment: bool = True
+    independent_views: bool = True
 
     def __post_init__(self) -> None:
         if self.frames < 1 or self.stride < 1 or self.pad < 0:
@@ -91,16 +100,22 @@ class ClipSpec:
             raise ClipError(f"clip spec: output must be one of {OUTPUTS}, got {self.output!r}")
         if self.channels not in CHANNELS:
             raise ClipError(f"clip spec: channels must be one of {CHANNELS}, got {self.channels!r}")
+        for name in ("augment", "independent_views"):
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                raise ClipError(f"clip spec: {name} must be True or False, got {getattr(self, name)!r}")
 
     @classmethod
     def from_config(cls, data: Mapping[str, Any], **overrides: Any) -> ClipSpec:
-        """The spec of a ``config.data`` (fields frames, stride, pad, image_size, channels)."""
+        """The spec of a ``config.data`` (fields frames, stride, pad, image_size, channels, augment,
+        independent_views; the last three default to the official values when absent)."""
         fields = dict(
             frames=int(data["frames"]),
             stride=int(data["stride"]),
             pad=int(data["pad"]),
             image_size=int(data["image_size"]),
             channels=int(data.get("channels", 3)),
+            augment=bool(data.get("augment", True)),
+            independent_views=bool(data.get("independent_views", True)),
         )
         return cls(**{**fields, **overrides})
 

@@ -5,8 +5,11 @@ Training (:func:`train_dataset`), one or more epochs per call::
     {'video': float32 [B, V, T, S, S, 3], 'ef', 'edv', 'esv': float32 [B], 'filename': string [B],
      'starts': int64 [B, V], 'offsets': int64 [B, V, 2], 'num_frames', 'epoch': int32 [B]}
 
-V independent clips per video (2 for stage 1, 1 for stage 2), each with its own start and
-translation. Evaluation (:func:`eval_dataset`) at fixed starts, no augmentation, every video once::
+V clips per video (2 for stage 1, 1 for stage 2), each with its own start and translation
+(official); ``spec.independent_views=False`` gives all views of a video the start of view 0 (one
+clip seen V times, translations still per view) and ``spec.augment=False`` turns the translation
+off (the paper's Table 3 ablations). Evaluation (:func:`eval_dataset`) at fixed starts, no
+augmentation, every video once::
 
     {'video': float32 [B, K, T, S, S, 3], 'ef', 'edv', 'esv', 'filename', 'starts': int64 [B, K],
      'num_frames', 'mask': bool [B]}
@@ -265,7 +268,7 @@ def train_dataset(
     num_epochs: int | None = 1,
     deterministic: bool = False,
     shuffle_buffer: int = 1024,
-    augment: bool = True,
+    augment: bool | None = None,
     num_parallel_calls: int = AUTOTUNE,
     prefetch: int = 2,
     process_index: int = 0,
@@ -293,7 +296,8 @@ def train_dataset(
             to two windows are in memory: 1024 videos x 72 RGB frames ~ 5.5 GB. An epoch no longer
             than the window is a full uniform permutation, but its first batch then waits until the
             whole epoch has been read.
-        augment: the official +-``spec.pad`` px translation; ``False`` = none.
+        augment: the official +-``spec.pad`` px translation; ``False`` = none (centre crop);
+            ``None`` = ``spec.augment``. Views share a start when ``spec.independent_views`` is False.
         num_parallel_calls: parallelism of the decode map.
         prefetch: batches to prefetch.
         process_index, process_count: multi-host sharding of the videos.
@@ -306,6 +310,7 @@ def train_dataset(
         raise clips.ClipError(f"num_epochs must be >= 1 or None, got {num_epochs}")
     maker = _ClipMaker(builder, spec)
     frames, stride, pad = spec.frames, spec.stride, spec.pad
+    augment = spec.augment if augment is None else bool(augment)
     steps = train_batches_per_epoch(builder, split, batch_size * process_count)
     if steps < 1:
         n_videos = len(echonet_tfds.split_videos(builder, split))
@@ -322,7 +327,9 @@ def train_dataset(
         ex = features.deserialize_example(serialized, decoders=decoders)
         key = video_key(ex["filename"])
         u = tf.stack([clip_uniforms(seed, e, key, v) for v in range(views)])  # [V, 3]
-        starts = tf_start_from_uniform(u[:, 0], ex["num_frames"], frames, stride)
+        # Shared start: every view takes view 0's uniform, so view 0 is the same clip in both modes.
+        u_start = u[:, 0] if spec.independent_views else tf.fill([views], u[0, 0])
+        starts = tf_start_from_uniform(u_start, ex["num_frames"], frames, stride)
         if augment:
             offsets = tf_offset_from_uniform(u[:, 1:], pad)
         else:
