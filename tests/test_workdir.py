@@ -102,3 +102,12 @@ def test_the_non_primary_processes_only_check(tmp_path):
     config.seed = 3
     with pytest.raises(workdir_lib.ConfigMismatchError, match="seed: 0 -> 3"):
         _enter(tmp_path, config, primary=False)
+
+
+def test_a_run_saved_before_the_ablation_switches_existed_resumes_without_a_change():
+    current = {"data": {"augment": True, "independent_views": True, "frames": 16}}
+    assert workdir_lib.config_differences({"data": {"frames": 16}}, current) == {}
+    current["data"]["augment"] = False
+    assert workdir_lib.config_differences({"data": {"frames": 16}}, current) == {
+        "data.augment": (True, False)
+    }

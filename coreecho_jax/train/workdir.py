@@ -56,6 +56,11 @@ RESULT_NEUTRAL_FIELDS = frozenset(
 )
 
 
+#: Fields added after runs were saved without them: a saved config that lacks one ran with this value
+#: (the official behaviour), so an old workdir resumes without ``--allow_config_change``.
+ABSENT_MEANS = {"data.augment": True, "data.independent_views": True}
+
+
 class WorkdirLockedError(WorkdirError):
     """Another live process holds the workdir's lock."""
 
@@ -162,7 +167,8 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
     for name in sorted(set(old) | set(new)):
         if name in RESULT_NEUTRAL_FIELDS:
             continue
-        a, b = old.get(name, "(absent)"), new.get(name, "(absent)")
+        a = old.get(name, ABSENT_MEANS.get(name, "(absent)"))
+        b = new.get(name, ABSENT_MEANS.get(name, "(absent)"))
         if a != b:
             diffs[name] = (a, b)
     return diffs
