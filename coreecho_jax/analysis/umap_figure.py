@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.figure
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -49,10 +50,10 @@ def _panel(ax, xy: np.ndarray, ef: np.ndarray, title: str, vmin: float, vmax: fl
     return points
 
 
-def plot_umaps(
-    panels: Sequence[tuple[np.ndarray, np.ndarray, str]], out: str | Path, *, seed: int = 0, **umap_kwargs
-) -> Path:
-    """One PNG with a UMAP panel per ``(embeddings [N, D], EF [N] %, title)``, one shared EF colour bar."""
+def umap_figure(
+    panels: Sequence[tuple[np.ndarray, np.ndarray, str]], *, seed: int = 0, **umap_kwargs
+) -> matplotlib.figure.Figure:
+    """A figure with a UMAP panel per ``(embeddings [N, D], EF [N] %, title)``, one shared EF colour bar."""
     if not panels:
         raise DataError("no embeddings to draw")
     efs = np.concatenate([np.asarray(ef, np.float64) for _, ef, _ in panels])
@@ -62,6 +63,12 @@ def plot_umaps(
     for ax, (embeddings, ef, title) in zip(axes[0], panels):
         points = _panel(ax, umap_2d(embeddings, seed=seed, **umap_kwargs), ef, title, vmin, vmax)
     fig.colorbar(points, ax=list(axes[0]), label=COLORBAR_LABEL)
+    return fig
+
+
+def plot_umaps(panels: Sequence[tuple[np.ndarray, np.ndarray, str]], out: str | Path, **kwargs) -> Path:
+    """:func:`umap_figure` saved as a PNG (120 dpi)."""
+    fig = umap_figure(panels, **kwargs)
     out = Path(out)
     fig.savefig(out, dpi=120)
     plt.close(fig)
