@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from coreecho_jax import cli
+from coreecho_jax import cli, predict
 from coreecho_jax.analysis import embed
 from coreecho_jax.checkpoints.manager import RunCheckpoints, model_state_dict
 from coreecho_jax.data.echonet_layout import avi_name
@@ -122,3 +122,7 @@ def test_embed_mode_writes_embeddings_scores_analysis_and_umap(run_dir):
         assert key in analysis
     assert analysis["n_train"] == 30 and analysis["n_test"] == 5
     assert (run_dir / "umap_test.png").stat().st_size > 1000
+    # predict finds the run's training embeddings and adds the video's shift score
+    video = sorted((run_dir / "synthetic" / "Videos").glob("*.avi"))[0]
+    scored = predict.predict_file(quick_config(), video, run_dir)
+    assert scored["shift_distance"] > 0 and 0 <= scored["shift_percentile"] <= 100

@@ -275,6 +275,13 @@ def cached_train(workdir: Path, origin: str) -> Embeddings | None:
     return cached
 
 
+def train_index(run: str | Path, origin: str, k: int = continuity.DEFAULT_K) -> ShiftIndex | None:
+    """The shift-score index of a run workdir's ``embeddings_train.npz`` of checkpoint ``origin``, if any."""
+    run = Path(run)
+    train = cached_train(run, origin) if run.is_dir() else None
+    return None if train is None else ShiftIndex(train.embedding, k)
+
+
 def run_embed(
     config: ml_collections.ConfigDict,
     workdir: str | Path,
@@ -287,7 +294,7 @@ def run_embed(
     names = parse_splits(splits)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    source = checkpoint or workdir
+    source = Path(checkpoint or workdir).resolve()  # an absolute origin: predict finds the same
     config = saved_config.inference_config(config, source)
     model, origin = loading.load_for_inference(config, source)
     trainer = Trainer(config, workdir, model=model, write_metrics=False, stages=())

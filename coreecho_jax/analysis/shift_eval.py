@@ -90,7 +90,7 @@ def run_shift_eval(
         raise ConfigError(f"--shifts: unknown {unknown}; expected some of {', '.join(shift.SHIFTS)}")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    source = checkpoint or workdir
+    source = Path(checkpoint or workdir).resolve()  # the origin embed mode records
     config = saved_config.inference_config(config, source)
     model, origin = loading.load_for_inference(config, source)
     trainer = Trainer(config, workdir, model=model, write_metrics=False, stages=())
