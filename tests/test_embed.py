@@ -10,6 +10,7 @@ import pytest
 
 from coreecho_jax import cli, predict
 from coreecho_jax.analysis import embed
+from coreecho_jax.analysis.embeddings import NPZ_KEYS, Embeddings
 from coreecho_jax.checkpoints.manager import RunCheckpoints, model_state_dict
 from coreecho_jax.data.echonet_layout import avi_name
 from coreecho_jax.errors import ConfigError, DataError
@@ -55,18 +56,18 @@ def test_npz_keys_shapes_and_round_trip(tmp_path):
     result.checkpoint = "run/checkpoints/stage2"
     path = result.save(tmp_path / "embeddings_val.npz")
     with np.load(path, allow_pickle=False) as z:
-        assert set(z.files) == set(embed.NPZ_KEYS)
+        assert set(z.files) == set(NPZ_KEYS)
         chex.assert_shape([z["ef"], z["prediction"]], (2,))
         chex.assert_shape([z["clip_predictions"], z["starts"]], (2, 3))
         chex.assert_shape(z["clip_embeddings"], (2, 3, D))
         chex.assert_shape(z["embedding"], (2, D))
         assert z["filenames"].tolist() == ["a.avi", "b.avi"] and str(z["split"]) == "val"
-    loaded = embed.Embeddings.load(path)
+    loaded = Embeddings.load(path)
     assert loaded.checkpoint == "run/checkpoints/stage2" and loaded.videos.filenames == ["a.avi", "b.avi"]
     np.testing.assert_allclose(loaded.videos.prediction, [60.0, 40.0])
     np.savez(tmp_path / "other.npz", ef=np.zeros(2))
     with pytest.raises(DataError, match="other.npz: not an embeddings file"):
-        embed.Embeddings.load(tmp_path / "other.npz")
+        Embeddings.load(tmp_path / "other.npz")
 
 
 def test_splits_flag():
@@ -105,14 +106,14 @@ def run_dir(tmp_path_factory):
 def test_embed_mode_writes_embeddings_scores_analysis_and_umap(run_dir):
     result = cli.run("embed", quick_config(), str(run_dir), splits="train,test")
     for split, n in (("train", 30), ("test", 5)):
-        e = embed.Embeddings.load(run_dir / f"embeddings_{split}.npz")
+        e = Embeddings.load(run_dir / f"embeddings_{split}.npz")
         chex.assert_shape(e.clip_embeddings, (n, 3, 128))
         assert e.split == split and "stage2" in e.checkpoint
         with open(run_dir / f"embeddings_{split}.csv") as f:
             rows = list(csv.DictReader(f))
         assert [r["FileName"] for r in rows] == e.videos.filenames
         assert {"EF", "EF_pred", "EF_pred_std", "shift_distance", "shift_percentile"} <= set(rows[0])
-    test = embed.Embeddings.load(run_dir / "embeddings_test.npz")
+    test = Embeddings.load(run_dir / "embeddings_test.npz")
     saved = json.loads((run_dir / "test_start_indexes.json").read_text())  # the test protocol's starts
     for name, starts in zip(test.videos.filenames, test.videos.starts):
         assert starts.tolist() == saved[avi_name(name)]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from coreecho_jax.analysis import umap_figure
-from coreecho_jax.analysis.embed import Embeddings
+from coreecho_jax.analysis.embeddings import Embeddings
 from coreecho_jax.errors import DataError
 from coreecho_jax.evaluation.multiclip import VideoPredictions
 

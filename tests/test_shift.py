@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from coreecho_jax.analysis import shift
-from coreecho_jax.analysis.embed import Embeddings
+from coreecho_jax.analysis.embeddings import Embeddings
 from coreecho_jax.analysis.shift_eval import shift_report
 from coreecho_jax.data import clips
 from coreecho_jax.errors import DataError

@@ -7,7 +7,7 @@ starts: the test split at the test protocol's starts (``test_start_indexes.json`
 ``data.test_start_indexes``), train and val at starts drawn from ``eval.seed`` the same way (distinct
 per video). Process 0 writes, in the workdir:
 
-* ``embeddings_<split>.npz`` (see :data:`NPZ_KEYS`) and ``embeddings_<split>.csv`` (one row per video:
+* ``embeddings_<split>.npz`` (keys: :data:`.embeddings.NPZ_KEYS`) and ``embeddings_<split>.csv`` (one row per video:
   FileName, EF, EF_pred, EF_pred_std and, with training embeddings, shift_distance, shift_percentile).
 * with test embeddings: ``analysis.json`` (:func:`continuity.analyse`; the kNN MAE and the shift
   scores need the training embeddings: this call's, or an ``embeddings_train.npz`` of the same
@@ -21,8 +21,8 @@ videos in file-name order.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from coreecho_jax.analysis import continuity
+from coreecho_jax.analysis.embeddings import Embeddings
 from coreecho_jax.analysis.shift import ShiftIndex
 from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.data import start_indexes
@@ -49,68 +50,8 @@ from coreecho_jax.train.loop import Trainer
 
 SPLITS = ("train", "val", "test")
 
-#: Keys of ``embeddings_<split>.npz`` (N videos in file-name order, K clips, D embedding width).
-NPZ_KEYS = {
-    "filenames": "[N] str, video file names",
-    "ef": "[N] float64, true EF (%)",
-    "prediction": "[N] float64, predicted EF (%), mean over the K clips",
-    "clip_predictions": "[N, K] float64, predicted EF (%) of each clip",
-    "starts": "[N, K] int64, first frame of each clip",
-    "clip_embeddings": "[N, K, D] float32, encoder embedding of each clip",
-    "embedding": "[N, D] float32, mean of the K clip embeddings",
-    "split": "[] str, the split",
-    "checkpoint": "[] str, where the model came from",
-}
-
 EmbedFn = Callable[[Mapping[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
 """This process's eval batch -> its ``([B, K] EF predictions (%), [B, K, D] embeddings)``."""
-
-
-@dataclasses.dataclass
-class Embeddings:
-    """One split's videos: predictions (``VideoPredictions``), clip embeddings ``[N, K, D]``, origin."""
-
-    videos: multiclip.VideoPredictions
-    clip_embeddings: np.ndarray
-    split: str
-    checkpoint: str = ""
-
-    @property
-    def embedding(self) -> np.ndarray:
-        """``[N, D]`` mean over the K clips."""
-        return self.clip_embeddings.mean(axis=1)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The :data:`NPZ_KEYS` arrays."""
-        v = self.videos
-        return {
-            "filenames": np.array(v.filenames, dtype=str),
-            "ef": v.labels,
-            "prediction": v.prediction,
-            "clip_predictions": v.clip_predictions,
-            "starts": v.starts,
-            "clip_embeddings": self.clip_embeddings.astype(np.float32),
-            "embedding": self.embedding.astype(np.float32),
-            "split": np.array(self.split),
-            "checkpoint": np.array(self.checkpoint),
-        }
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        np.savez(path, **self.arrays())
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> Embeddings:
-        """Reads an ``embeddings_<split>.npz``; DataError naming the file when a key is missing."""
-        with np.load(path, allow_pickle=False) as z:
-            missing = sorted(set(NPZ_KEYS) - set(z.files))
-            if missing:
-                raise DataError(f"{path}: not an embeddings file, missing keys {missing}")
-            videos = multiclip.VideoPredictions(
-                [str(n) for n in z["filenames"]], z["ef"], z["clip_predictions"], z["starts"]
-            )
-            return cls(videos, z["clip_embeddings"], str(z["split"]), str(z["checkpoint"]))
 
 
 # ---------------------------------------------------------------------------------------- gathering
@@ -219,15 +160,19 @@ def split_starts(trainer: Trainer, split: str) -> dict:
 
 
 def embed_split(
-    trainer: Trainer, split: str, transform: Callable[[np.ndarray], np.ndarray] | None = None
+    trainer: Trainer,
+    split: str,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    desc: str | None = None,
 ) -> Embeddings:
-    """Every video of ``split`` embedded at :func:`split_starts` (progress bar on process 0)."""
+    """Every video of ``split`` embedded at :func:`split_starts` (progress bar ``desc`` on process 0)."""
     if split not in SPLITS:
         raise ConfigError(f"--splits: unknown split {split!r}; expected some of {', '.join(SPLITS)}")
     starts = split_starts(trainer, split)
     batches = tqdm(
         trainer.data.eval_batches(split, starts),
-        desc=f"embed {split}",
+        desc=desc or f"embed {split}",
+        total=math.ceil(len(starts) / int(trainer.config.eval.batch_size)),
         leave=False,
         disable=jax.process_index() != 0,
     )

@@ -28,7 +28,7 @@ from scipy import stats
 
 from coreecho_jax.analysis import embed as embed_lib
 from coreecho_jax.analysis import shift
-from coreecho_jax.analysis.embed import Embeddings
+from coreecho_jax.analysis.embeddings import Embeddings
 from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.errors import ConfigError
 from coreecho_jax.evaluation import metrics
@@ -103,7 +103,10 @@ def run_shift_eval(
             train.save(workdir / "embeddings_train.npz")
     index = shift.ShiftIndex(train.embedding, k)
     clean = embed_lib.embed_split(trainer, "test")
-    shifted = {name: embed_lib.embed_split(trainer, "test", shift.SHIFTS[name]) for name in names}
+    shifted = {
+        name: embed_lib.embed_split(trainer, "test", shift.SHIFTS[name], f"embed test, {name}")
+        for name in names
+    }
     result = {
         "checkpoint": origin,
         "k": index.k,

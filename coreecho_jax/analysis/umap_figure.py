@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from coreecho_jax.analysis.embeddings import Embeddings
 from coreecho_jax.errors import DataError
 
 N_NEIGHBORS = 15
@@ -89,8 +90,6 @@ def plot_runs(
     **kwargs,
 ) -> Path:
     """Runs side by side from their ``embeddings_<split>.npz`` (``labels`` default: the folder names)."""
-    from coreecho_jax.analysis.embed import Embeddings
-
     labels = list(labels) if labels else [Path(r).name for r in runs]
     if len(labels) != len(runs):
         raise DataError(f"{len(runs)} runs but {len(labels)} labels")
