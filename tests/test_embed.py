@@ -16,7 +16,7 @@ from coreecho_jax.data.echonet_layout import avi_name
 from coreecho_jax.errors import ConfigError, DataError
 from coreecho_jax.evaluation import steps as eval_steps
 from coreecho_jax.models.coreecho import build_model
-from tests.conftest import quick_config
+from tests.conftest import quick_config, run_main
 from tests.test_evaluator import _batch, _clip_spread, _Processes
 
 D = 4
@@ -127,3 +127,11 @@ def test_embed_mode_writes_embeddings_scores_analysis_and_umap(run_dir):
     video = sorted((run_dir / "synthetic" / "Videos").glob("*.avi"))[0]
     scored = predict.predict_file(quick_config(), video, run_dir)
     assert scored["shift_distance"] > 0 and 0 <= scored["shift_percentile"] <= 100
+
+
+def test_main_passes_splits_to_embed_mode(tmp_path):
+    done = run_main(
+        "--config=configs/demo.py:quick", f"--workdir={tmp_path}", "--mode=embed", "--splits=train,tset"
+    )
+    assert done.returncode == 1
+    assert "error: --splits=train,tset: expected a comma list of train, val, test" in done.stderr
