@@ -11,6 +11,7 @@ import pytest
 from coreecho_jax import cli, predict
 from coreecho_jax.analysis import embed
 from coreecho_jax.analysis.embeddings import NPZ_KEYS, Embeddings
+from coreecho_jax.analysis.shift import ShiftIndex
 from coreecho_jax.checkpoints.manager import RunCheckpoints, model_state_dict
 from coreecho_jax.data.echonet_layout import avi_name
 from coreecho_jax.errors import ConfigError, DataError
@@ -113,6 +114,9 @@ def test_embed_mode_writes_embeddings_scores_analysis_and_umap(run_dir):
             rows = list(csv.DictReader(f))
         assert [r["FileName"] for r in rows] == e.videos.filenames
         assert {"EF", "EF_pred", "EF_pred_std", "shift_distance", "shift_percentile"} <= set(rows[0])
+        if split == "train":  # the training videos' own scores leave themselves out of the index
+            own = ShiftIndex(e.embedding).score()["shift_distance"]
+            np.testing.assert_allclose([float(r["shift_distance"]) for r in rows], own, atol=1e-3)
     test = Embeddings.load(run_dir / "embeddings_test.npz")
     saved = json.loads((run_dir / "test_start_indexes.json").read_text())  # the test protocol's starts
     for name, starts in zip(test.videos.filenames, test.videos.starts):

@@ -32,6 +32,9 @@ def test_leave_one_out_excludes_each_training_video_itself():
     index = shift.ShiftIndex(np.array([[0.0], [3.0]]), k=1)
     np.testing.assert_array_equal(index.train_distances, [3.0, 3.0])
     np.testing.assert_array_equal(index.percentile(np.array([2.9, 3.0])), [0.0, 100.0])
+    own = index.score()  # the training videos' own scores, themselves left out
+    np.testing.assert_array_equal(own["shift_distance"], [3.0, 3.0])
+    np.testing.assert_array_equal(own["shift_percentile"], [100.0, 100.0])
     with pytest.raises(DataError, match="width 2"):
         index.distance(np.zeros((1, 2)))
 

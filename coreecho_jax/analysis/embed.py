@@ -7,8 +7,9 @@ starts: the test split at the test protocol's starts (``test_start_indexes.json`
 ``data.test_start_indexes``), train and val at starts drawn from ``eval.seed`` the same way (distinct
 per video). Process 0 writes, in the workdir:
 
-* ``embeddings_<split>.npz`` (keys: :data:`.embeddings.NPZ_KEYS`) and ``embeddings_<split>.csv`` (one row per video:
-  FileName, EF, EF_pred, EF_pred_std and, with training embeddings, shift_distance, shift_percentile).
+* ``embeddings_<split>.npz`` (keys: :data:`.embeddings.NPZ_KEYS`) and ``embeddings_<split>.csv``
+  (one row per video: FileName, EF, EF_pred, EF_pred_std and, with training embeddings,
+  shift_distance, shift_percentile; the training videos' own scores leave themselves out).
 * with test embeddings: ``analysis.json`` (:func:`continuity.analyse`; the kNN MAE and the shift
   scores need the training embeddings: this call's, or an ``embeddings_train.npz`` of the same
   checkpoint already in the workdir) and ``umap_test.png``.
@@ -180,16 +181,17 @@ def embed_split(
 
 
 # ------------------------------------------------------------------------------------------ outputs
-def write_csv(embeddings: Embeddings, path: str | Path, index: ShiftIndex | None = None) -> None:
-    """One row per video: FileName, EF, EF_pred, EF_pred_std (+ shift_distance, shift_percentile)."""
+def write_csv(
+    embeddings: Embeddings, path: str | Path, scores: Mapping[str, np.ndarray] | None = None
+) -> None:
+    """One row per video: FileName, EF, EF_pred, EF_pred_std (+ the ``[N]`` columns of ``scores``)."""
     v = embeddings.videos
     columns = {
         "EF": v.labels,
         "EF_pred": v.prediction,
         "EF_pred_std": v.clip_predictions.std(axis=1),
     }
-    if index is not None:
-        columns.update(index.score(embeddings.embedding))
+    columns.update(scores or {})
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["FileName", *columns])
@@ -254,7 +256,9 @@ def run_embed(
     index = ShiftIndex(train.embedding, k) if train is not None else None
     if first:
         for split, e in done.items():
-            write_csv(e, workdir / f"embeddings_{split}.csv", index)
+            # the training videos are in the index: their own scores leave themselves out
+            scores = None if index is None else index.score(None if split == "train" else e.embedding)
+            write_csv(e, workdir / f"embeddings_{split}.csv", scores)
     if "test" not in done:
         return {}
     test = done["test"]

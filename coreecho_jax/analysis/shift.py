@@ -37,7 +37,8 @@ class ShiftIndex:
         self.k = max(1, min(int(k), x.shape[0] - 1))
         d = spatial.distance.cdist(x, x)
         np.fill_diagonal(d, np.inf)  # leave one out
-        self.train_distances = np.sort(self._mean_nearest(d))
+        self.train_loo = self._mean_nearest(d)  # [N], in the order of ``train_embeddings``
+        self.train_distances = np.sort(self.train_loo)
 
     def _mean_nearest(self, d: np.ndarray) -> np.ndarray:
         return np.sort(d, axis=1)[:, : self.k].mean(axis=1)
@@ -56,9 +57,10 @@ class ShiftIndex:
         rank = np.searchsorted(self.train_distances, np.asarray(distance, np.float64), side="right")
         return 100.0 * rank / len(self.train_distances)
 
-    def score(self, embeddings: np.ndarray) -> dict[str, np.ndarray]:
-        """``{'shift_distance': [M], 'shift_percentile': [M]}`` of embeddings ``[M, D]``."""
-        distance = self.distance(embeddings)
+    def score(self, embeddings: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """``{'shift_distance': [M], 'shift_percentile': [M]}`` of embeddings ``[M, D]``; None: the
+        training videos' own leave-one-out scores."""
+        distance = self.train_loo if embeddings is None else self.distance(embeddings)
         return {"shift_distance": distance, "shift_percentile": self.percentile(distance)}
 
 
