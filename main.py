@@ -5,6 +5,7 @@ python main.py --config=configs/demo.py:quick --workdir=/tmp/coreecho_quick
 python main.py --config=configs/echonet.py --workdir=runs/echonet --config.data.root=/data/EchoNet-Dynamic
 python main.py --config=configs/echonet.py --workdir=runs/echonet --mode=evaluate --checkpoint=best.pth
 python main.py --config=configs/echonet.py --workdir=runs/echonet --mode=predict --video=clip.dcm
+python main.py --config=configs/echonet.py --workdir=runs/echonet --mode=embed --splits=train,test
 
 Errors the library raises on purpose (a bad config, input, checkpoint or workdir) print one line per
 problem, ``error: <message>``, and exit with status 1; anything else keeps its traceback.
@@ -28,12 +29,16 @@ flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results are
 flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "evaluate", "predict", "data"],
+    ["train", "evaluate", "predict", "data", "embed"],
     "train: both stages + test; evaluate: test a checkpoint; predict: EF of one video; "
-    "data: prepare the dataset and print a summary and one batch.",
+    "data: prepare the dataset and print a summary and one batch; embed: encoder embeddings of "
+    "--splits, continuity numbers and UMAP.",
 )
-flags.DEFINE_string("checkpoint", None, "evaluate/predict: a run workdir, an imported Orbax dir or a .pth.")
+flags.DEFINE_string(
+    "checkpoint", None, "evaluate/predict/embed: a run workdir, an imported Orbax dir or a .pth."
+)
 flags.DEFINE_string("video", None, "predict: an AVI/MP4/DICOM file.")
+flags.DEFINE_string("splits", "test", "embed: comma list of splits to embed (train, val, test).")
 flags.DEFINE_bool(
     "allow_config_change",
     False,
@@ -77,6 +82,7 @@ def main(argv):
             checkpoint=FLAGS.checkpoint,
             video=FLAGS.video,
             allow_config_change=FLAGS.allow_config_change,
+            splits=FLAGS.splits,
         )
     except CoreEchoError as e:
         fail(e)

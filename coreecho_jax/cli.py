@@ -17,7 +17,7 @@ import ml_collections
 from coreecho_jax import config_check
 from coreecho_jax.errors import ConfigError
 
-MODES = ("train", "evaluate", "predict", "data")
+MODES = ("train", "evaluate", "predict", "data", "embed")
 
 
 def config_overrides(argv: Sequence[str], flag: str = "config") -> tuple[str | None, list[str]]:
@@ -68,8 +68,9 @@ def run(
     checkpoint: str | None = None,
     video: str | None = None,
     allow_config_change: bool = False,
+    splits: str | None = None,
 ) -> dict:
-    """Checks the config, then dispatches ``--mode``: train | evaluate | predict | data.
+    """Checks the config, then dispatches ``--mode``: train | evaluate | predict | data | embed.
 
     ``--mode=train`` holds the workdir (:func:`coreecho_jax.train.workdir.claim`): one run per workdir,
     resumed only under the config it started with unless ``allow_config_change``.
@@ -96,6 +97,10 @@ def run(
         result = predict.predict_file(config, video, checkpoint or workdir_path)
         print(json.dumps(result, indent=2))
         return result
+    if mode == "embed":
+        from coreecho_jax.analysis import embed
+
+        return embed.run_embed(config, workdir_path, checkpoint, splits)
     from coreecho_jax.data import datasets
 
     return datasets.describe(config, workdir_path)

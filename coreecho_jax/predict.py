@@ -13,6 +13,11 @@ file): a still image (one frame, or frames that are all the same picture) and a 
 a cardiac cycle: fewer than :func:`min_frames` frames, i.e. one cycle at 150 bpm (0.4 s, 20 frames at
 50 fps) or one clip span (``frames * stride``), whichever is fewer. A frame rate far from the training
 data's (EchoNet-Dynamic, ~50 fps) gives a warning: the clip then spans another stretch of time.
+
+When the run workdir holds ``embeddings_train.npz`` of the same checkpoint (``--mode=embed
+--splits=train``), the result also carries the distribution-shift score of the video's mean clip
+embedding: ``shift_distance`` and ``shift_percentile`` (:class:`coreecho_jax.analysis.shift.ShiftIndex`,
+a heuristic).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
+from coreecho_jax.analysis import embed
 from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.data import clips, video_io
 from coreecho_jax.data.echonet_layout import FRAME_SIZE
@@ -132,11 +138,15 @@ def predict_file(
         crop: see ``video_io.load_echo_video``; None: ``"none"`` for a 112x112 video, else ``"auto"``.
         target_fps: resample the video to this fps first (e.g. 50, the training data's); off by default.
 
+    Returns:
+        The JSON-ready result; ``shift_distance``/``shift_percentile`` only with training embeddings.
+
     Raises:
         ConfigError: the given config's clip settings disagree with the run's.
         NotAnEchoVideoError: a still image or a loop too short for a cardiac cycle.
         VideoReadError: a missing or unreadable file.
     """
+    checkpoint = Path(checkpoint).resolve()  # the origin ``--mode=embed`` records with its embeddings
     config = saved_config.inference_config(config, checkpoint)
     d = config.data
     frames, stride, k = int(d.frames), int(d.stride), int(config.eval.n_clips)
@@ -159,6 +169,11 @@ def predict_file(
     )
     result = evaluator.predict([multiclip.video_batch(x, starts, Path(video_path).name)])
     prediction = result.clip_predictions[0]
+    shift_score = {}
+    index = embed.train_index(checkpoint, origin)
+    if index is not None:
+        embedding = np.asarray(eval_steps.embed_step(model, x[None]))[0].mean(axis=0, keepdims=True)
+        shift_score = {key: float(value[0]) for key, value in index.score(embedding).items()}
     return {
         "video": str(video_path),
         "checkpoint": origin,
@@ -177,4 +192,5 @@ def predict_file(
         "crop": video.metadata.get("crop_mode"),
         "crop_box": list(video.metadata["crop_box"]),
         "notes": notes,
+        **shift_score,
     }
