@@ -45,6 +45,7 @@ from coreecho_jax.data import cycles
 from coreecho_jax.data.folds import Fold
 from coreecho_jax.data.transfer_sets import PreparedSet, prepare
 from coreecho_jax.errors import CheckpointError, ConfigError
+from coreecho_jax.evaluation import plots
 from coreecho_jax.evaluation import steps as eval_steps
 from coreecho_jax.evaluation.evaluator import Evaluator
 from coreecho_jax.evaluation.results import json_ready, write_json
@@ -416,6 +417,12 @@ def _run(config: ml_collections.ConfigDict, workdir: Path) -> dict:
         write_json(summary, workdir / "results.json")
         (workdir / "table.md").write_text(summary["table"] + "\n")
         write_predictions_csv(results, workdir / "predictions.csv")
+        if data.task == "camus":  # predicted vs true EF and Bland-Altman of every tested patient
+            labels = [p["label"] for r in results for p in r["predictions"]]
+            outputs = [p["output"] for r in results for p in r["predictions"]]
+            plots.write_agreement_plots(
+                labels, outputs, workdir, "camus", title=f"CAMUS {summary['mode']}, folds pooled"
+            )
         print(f"\n{data.task} {summary['mode']} over folds {summary['folds']} ({workdir / 'results.json'})")
         print(summary["table"], flush=True)
     logging.info("transfer finished: %s", workdir)
