@@ -55,7 +55,11 @@ Two implementations, one contract
         valid pair's logit lies more than 60 (float32; 600 in float64) below its row's max, where
         ``exp`` could underflow, a ``lax.cond`` switches the whole batch to an exact stable form
         (the pairwise one for 2N <= 128, else the per-anchor sort below), so extreme distances
-        stay exact; only speed changes.
+        stay exact; only speed changes. The anchors are processed in blocks of
+        ``SORTED_BLOCK_ELEMENTS // 2N`` rows (``lax.map``; 32 rows at 2N = 4096), so the
+        searches and prefix sums work on cache-sized ``[rows, 2N]`` arrays, and under
+        differentiation the same pass also forms the gradient w.r.t. the logits: about 1.5-2x
+        faster than whole ``[2N, 2N]`` arrays at 2N = 4096, same values to float32 rounding.
       - Multi-dimensional labels: each anchor's candidates are sorted (``argsort``) and a
         ``logaddexp`` associative scan gives the prefix log-sum-exps.
 
@@ -470,19 +474,31 @@ def _suffix_sum_at(x: jax.Array, index: jax.Array) -> jax.Array:
     return jnp.where(index < x.shape[1], jnp.take_along_axis(inclusive, index, axis=1, mode="clip"), 0.0)
 
 
+def _group_edges(z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Upper (exclusive) and lower edge ``[n]`` of each row's equal-label group in sorted ``z``."""
+    upper = jnp.searchsorted(z, z, side="right").astype(jnp.int32)
+    lower = jnp.searchsorted(z, z, side="left").astype(jnp.int32)
+    return upper, lower
+
+
 class _LabelOrder:
     """Index structure of the sorted labels ``z [n]`` shared by the forward and backward pass."""
 
-    def __init__(self, z: jax.Array, valid: jax.Array, rows: jax.Array | None = None):
+    def __init__(
+        self,
+        z: jax.Array,
+        valid: jax.Array,
+        rows: jax.Array | None = None,
+        edges: tuple[jax.Array, jax.Array] | None = None,
+    ):
         """``rows [B]``: the anchors (row indices into ``z``) this structure covers, all ``n`` if None;
-        indices ``>= n`` are padding anchors with no terms."""
+        indices ``>= n`` are padding anchors with no terms. ``edges``: :func:`_group_edges` of ``z``
+        if already computed."""
         n = z.shape[0]
         self.n = n
         self.z = z
         self.position = jnp.arange(n, dtype=jnp.int32)
-        # upper / lower edge of each row's equal-label group
-        self.upper = jnp.searchsorted(z, z, side="right").astype(jnp.int32)
-        self.lower = jnp.searchsorted(z, z, side="left").astype(jnp.int32)
+        self.upper, self.lower = _group_edges(z) if edges is None else edges
         if rows is None:
             rows, z_rows, valid_rows, upper_rows = self.position, z, valid, self.upper
         else:
@@ -632,10 +648,11 @@ def _blocked_map(logits: jax.Array, z: jax.Array, valid: jax.Array, block: int, 
     n_blocks = -(-n // block)
     rows = jnp.arange(n_blocks * block, dtype=jnp.int32).reshape(n_blocks, block)
     logit_blocks = jnp.pad(logits, ((0, n_blocks * block - n), (0, 0))).reshape(n_blocks, block, n)
+    edges = _group_edges(z)
 
     def one_block(args):
         rows_b, logits_b = args
-        order = _LabelOrder(z, valid, rows_b)
+        order = _LabelOrder(z, valid, rows_b, edges)
         a, b = order.outer_bounds()
         value, lse, row_max, e = _direct_value(logits_b, order, a, b)
         if not with_grad:
@@ -649,21 +666,49 @@ def _blocked_map(logits: jax.Array, z: jax.Array, valid: jax.Array, block: int, 
     return jnp.sum(values), grads.reshape(n_blocks * block, n)[:n]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _label_order_blocked(logits, z, valid, block: int):
-    """Direct path in blocks of anchor rows (:func:`_blocked_map`); same terms as
-    :func:`_label_order_direct`. Under differentiation the forward pass also forms the gradient
-    w.r.t. the logits, so the backward pass is one multiplication."""
-    return _blocked_map(logits, z, valid, block, with_grad=False)
+def _stable_term_sum(logits: jax.Array, order: _LabelOrder) -> jax.Array:
+    """Exact for any logit spread: the pairwise form for ``n <= FALLBACK_PAIRWISE_MAX_ROWS``, else the
+    per-anchor sort with ``logaddexp`` scans."""
+    if logits.shape[0] <= FALLBACK_PAIRWISE_MAX_ROWS:
+        return _pairwise_term_sum(logits, order.radius, order.cand, order.pair)
+    return _per_anchor_sort_term_sum(logits, order.radius, order.cand, order.pair)
 
 
-def _label_order_blocked_fwd(logits, z, valid, block):
-    value, grad = _blocked_map(logits, z, valid, block, with_grad=True)
-    return value, grad
+def _blocked_select(logits, z, valid, block: int, mode: str, with_grad: bool):
+    """Row-blocked direct path, or (``mode='auto'``, a row too wide for it) the stable form, chosen by
+    ``lax.cond``; with ``with_grad`` each branch returns ``(value, d value / d logits)``."""
+
+    def direct(logits):
+        return _blocked_map(logits, z, valid, block, with_grad)
+
+    if mode == "direct":
+        return direct(logits)
+    check = _LabelOrder(z, valid)  # only cand / pair, fused into the check
+    use_direct = _use_direct(logits, lax.stop_gradient(_row_max(logits, check.cand)), check.pair)
+
+    def stable(logits):
+        # the [n, n] structure is built inside the branch: as a closure it would be a cond operand,
+        # materialised on every call although the branch rarely runs
+        value = functools.partial(_stable_term_sum, order=_LabelOrder(z, valid))
+        return jax.value_and_grad(value)(logits) if with_grad else value(logits)
+
+    return lax.cond(use_direct, direct, stable, logits)
 
 
-def _label_order_blocked_bwd(block, grad, cotangent):
-    del block
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _label_order_blocked(logits, z, valid, block: int, mode: str):
+    """:func:`_blocked_select` as a differentiable function. Under differentiation the forward pass
+    also forms the gradient w.r.t. the logits (in the same blocks, from the same bounds), so the
+    backward pass is one multiplication and the ``lax.cond`` keeps a single ``[n, n]`` residual."""
+    return _blocked_select(logits, z, valid, block, mode, with_grad=False)
+
+
+def _label_order_blocked_fwd(logits, z, valid, block, mode):
+    return _blocked_select(logits, z, valid, block, mode, with_grad=True)
+
+
+def _label_order_blocked_bwd(block, mode, grad, cotangent):
+    del block, mode
     return cotangent * grad, None, None
 
 
@@ -682,27 +727,18 @@ def _label_order_term_sum(
     forces the direct path (tests and benchmarks). ``block``: anchors per block of the direct path
     (:func:`_blocked_map`); None evaluates all rows at once.
     """
+    if block is not None:
+        return _label_order_blocked(logits, z, valid, block, mode)
     order = _LabelOrder(z, valid)
-    if block is None:
-        a, b = order.outer_bounds()
+    a, b = order.outer_bounds()
 
-        def direct(logits):
-            return _label_order_direct(logits, z, valid, a, b)
-    else:
-
-        def direct(logits):
-            return _label_order_blocked(logits, z, valid, block)
+    def direct(logits):
+        return _label_order_direct(logits, z, valid, a, b)
 
     if mode == "direct":
         return direct(logits)
     use_direct = _use_direct(logits, lax.stop_gradient(_row_max(logits, order.cand)), order.pair)
-
-    def stable(logits):
-        if logits.shape[0] <= FALLBACK_PAIRWISE_MAX_ROWS:
-            return _pairwise_term_sum(logits, order.radius, order.cand, order.pair)
-        return _per_anchor_sort_term_sum(logits, order.radius, order.cand, order.pair)
-
-    return lax.cond(use_direct, direct, stable, logits)
+    return lax.cond(use_direct, direct, functools.partial(_stable_term_sum, order=order), logits)
 
 
 # ----------------------------------------------------------------------------------------------
