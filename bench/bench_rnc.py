@@ -18,7 +18,8 @@ Each form is compiled and called twice first; then the forms are timed **interle
 B, C, ...) for ``--repeats`` rounds (3 for ``2N >= 4096``), each call ended by
 ``block_until_ready``, and the median and the min-max spread are printed. The pairwise form is
 skipped where its ``[n, n, n]`` tensors would exceed ``--memory-budget-gib`` (two float32 ``n^3``
-arrays: the membership mask and the ``exp`` values kept for the backward pass).
+arrays: the membership mask and the ``exp`` values kept for the backward pass), the other forms
+where about 16 (all rows) or 6 (row blocks) float32 ``[n, n]`` arrays would.
 
 Official algorithm: ``RnCLoss`` of ``kaiwenzha/Rank-N-Contrast`` (``loss.py``) in PyTorch 2.13 CPU,
 ``torch.set_num_threads(2)``, same setup, median over 7 processes, measured on this project's
@@ -73,8 +74,12 @@ def make_step(implementation: str):
     return jax.jit(jax.value_and_grad(loss))
 
 
-def pairwise_bytes(n: int) -> int:
-    return 2 * 4 * n**3
+def form_bytes(form: str, n: int) -> int:
+    """Rough peak of one step: two float32 ``[n, n, n]`` arrays for the pairwise form (mask and kept
+    ``exp`` values); about 16 (all rows at once) or 6 (row blocks) float32 ``[n, n]`` arrays."""
+    if form == "pairwise":
+        return 2 * 4 * n**3
+    return (16 if form == "sorted_all_rows" else 6) * 4 * n**2
 
 
 def auto_form(n: int) -> str:
@@ -180,10 +185,10 @@ def main() -> None:
     for n in args.sizes:
         forms = []
         for form in args.forms:
-            if form == "pairwise" and pairwise_bytes(n) > args.memory_budget_gib * 2**30:
+            if form_bytes(form, n) > args.memory_budget_gib * 2**30:
                 notes.append(
-                    f"2N={n}: pairwise skipped, its [n, n, n] tensors need about "
-                    f"{pairwise_bytes(n) / 2**30:.0f} GiB > budget {args.memory_budget_gib:g} GiB"
+                    f"2N={n}: {form} skipped, it needs about {form_bytes(form, n) / 2**30:.0f} GiB "
+                    f"> budget {args.memory_budget_gib:g} GiB"
                 )
                 continue
             forms.append(form)
