@@ -1,22 +1,35 @@
-"""Rank-N-Contrast loss: forward + backward time of both JAX forms next to the official PyTorch loss.
+"""Rank-N-Contrast loss: forward + backward time of the JAX forms, side by side in one run.
 
-    python bench/bench_rnc.py [--sizes 32 64 128 256 1024 4096] [--dim 512] [--repeats 15]
-                              [--memory-budget-gib 4] [--check-memory]
+    python bench/bench_rnc.py [--sizes 256 1024 4096] [--dim 512] [--repeats 7]
+                              [--forms pairwise sorted_all_rows sorted] [--memory-budget-gib 4]
+                              [--check-memory] [--plot docs/images/rnc_scaling.png]
 
 For every batch of ``2N`` rows (``D``-dim float32 embeddings, features ~ N(0, 0.2^2), labels
 uniform(5, 95), ``temperature=2``, the official benchmark setup) it times one jitted
-``jax.value_and_grad`` of ``rnc_loss`` per form: compile + 2 warm-up calls, then the median of
-``--repeats`` calls (fewer for 2N >= 1024), each ended by ``block_until_ready``. The pairwise form
-is skipped where its ``[n, n, n]`` tensors would exceed ``--memory-budget-gib`` (estimated as two
-float32 ``n^3`` arrays: the membership mask and the ``exp`` values kept for the backward pass).
+``jax.value_and_grad`` of the loss w.r.t. the features per form:
 
-Baseline: the official ``RnCLoss`` (PyTorch 2.13 CPU, ``torch.set_num_threads(2)``, same setup,
-median over 7 processes), measured on this project's 2-core CPU machine kind in November 2026 for
-2N <= 256 only. A constant from another day, not a same-run measurement.
+    * ``pairwise``: the ``[n, n, n]`` mask form (the official algorithm's O(n^3) work, fused);
+    * ``sorted_all_rows``: the label-order form evaluated on whole ``[n, n]`` arrays (the form before
+      row blocks; internal spelling ``sorted_label_order@full``);
+    * ``sorted``: the label-order form in blocks of anchor rows (what ``implementation='sorted'`` and,
+      for ``2N > 64``, ``'auto'`` run).
 
-``--check-memory`` adds XLA's buffer-assignment size (temporaries of the compiled step) per form,
-and the process's peak RSS is printed at the end. The CPU is shared with other processes, so the
-load average is printed too: on a busy machine every number is inflated.
+Each form is compiled and called twice first; then the forms are timed **interleaved** (A, B, C, A,
+B, C, ...) for ``--repeats`` rounds (3 for ``2N >= 4096``), each call ended by
+``block_until_ready``, and the median and the min-max spread are printed. The pairwise form is
+skipped where its ``[n, n, n]`` tensors would exceed ``--memory-budget-gib`` (two float32 ``n^3``
+arrays: the membership mask and the ``exp`` values kept for the backward pass), the other forms
+where about 16 (all rows) or 6 (row blocks) float32 ``[n, n]`` arrays would.
+
+Official algorithm: ``RnCLoss`` of ``kaiwenzha/Rank-N-Contrast`` (``loss.py``) in PyTorch 2.13 CPU,
+``torch.set_num_threads(2)``, same setup, median over 7 processes, measured on this project's
+2-core CPU machine kind in November 2026 for 2N <= 256 only: a constant from another run (PyTorch
+is not a dependency of this project), printed and plotted as such.
+
+``--check-memory`` adds XLA's buffer-assignment size (temporaries of the compiled step) per form;
+the process's peak RSS is printed at the end. The CPU may be shared with other processes, so the
+load average is printed before and after: on a busy machine every number is inflated, which the
+interleaving spreads evenly over the forms. ``--plot`` writes time vs 2N (log-log) as a PNG.
 """
 
 from __future__ import annotations
@@ -41,40 +54,71 @@ from coreecho_jax.losses import rnc
 
 # Official RnCLoss, fwd+bwd median in ms, 2 threads, D = 512, float32 (2-core CPU, November 2026).
 TORCH_BASELINE_MS = {32: 4.98, 64: 14.5, 128: 80.8, 256: 281.0}
-FORMS = ("pairwise", "sorted")
+# form name -> rnc._rnc_flat implementation string
+FORMS = {"pairwise": "pairwise", "sorted_all_rows": "sorted_label_order@full", "sorted": "sorted"}
 
 
-def make_step(form: str):
+def make_step(implementation: str):
     def loss(x, y):
-        return rnc.rnc_loss(x, y, temperature=2.0, implementation=form)
+        return rnc._rnc_flat(
+            x,
+            y,
+            None,
+            2.0,
+            similarity="l2",
+            label_distance="l1",
+            implementation=implementation,
+            distance_method="auto",
+        )
 
     return jax.jit(jax.value_and_grad(loss))
 
 
-def pairwise_bytes(n: int) -> int:
-    return 2 * 4 * n**3
+def form_bytes(form: str, n: int) -> int:
+    """Rough peak of one step: two float32 ``[n, n, n]`` arrays for the pairwise form (mask and kept
+    ``exp`` values); about 16 (all rows at once) or 6 (row blocks) float32 ``[n, n]`` arrays."""
+    if form == "pairwise":
+        return 2 * 4 * n**3
+    return (16 if form == "sorted_all_rows" else 6) * 4 * n**2
 
 
-def time_form(form: str, n: int, dim: int, repeats: int, check_memory: bool) -> dict:
+def auto_form(n: int) -> str:
+    return "pairwise" if n <= rnc.PAIRWISE_MAX_ROWS else "sorted"
+
+
+def time_size(n: int, dim: int, forms: list[str], repeats: int, check_memory: bool) -> dict:
+    """Compile every form for ``2N = n``, then time them interleaved; per form: all times in s,
+    compile time and XLA temp bytes."""
     rng = np.random.default_rng(n)
     x = jnp.asarray(rng.normal(0.0, 0.2, (n, dim)).astype(np.float32))
     y = jnp.asarray(rng.uniform(5.0, 95.0, (n, 1)).astype(np.float32))
-    step = make_step(form)
-    start = time.perf_counter()
-    compiled = step.lower(x, y).compile()
-    compile_s = time.perf_counter() - start
-    temp_bytes = None
-    if check_memory:
-        analysis = compiled.memory_analysis()
-        temp_bytes = getattr(analysis, "temp_size_in_bytes", None)
-    for _ in range(2):
-        jax.block_until_ready(compiled(x, y))
-    times = []
-    for _ in range(repeats):
+    compiled, result = {}, {}
+    for form in forms:
         start = time.perf_counter()
-        jax.block_until_ready(compiled(x, y))
-        times.append(time.perf_counter() - start)
-    return {"ms": 1e3 * float(np.median(times)), "compile_s": compile_s, "temp_bytes": temp_bytes}
+        compiled[form] = make_step(FORMS[form]).lower(x, y).compile()
+        compile_s = time.perf_counter() - start
+        temp = compiled[form].memory_analysis() if check_memory else None
+        result[form] = {
+            "times": [],
+            "compile_s": compile_s,
+            "temp_bytes": getattr(temp, "temp_size_in_bytes", None),
+        }
+        for _ in range(2):
+            jax.block_until_ready(compiled[form](x, y))
+    for _ in range(repeats):
+        for form in forms:
+            start = time.perf_counter()
+            jax.block_until_ready(compiled[form](x, y))
+            result[form]["times"].append(time.perf_counter() - start)
+    for form in forms:
+        times = 1e3 * np.asarray(result[form]["times"])
+        result[form].update(ms=float(np.median(times)), lo=float(times.min()), hi=float(times.max()))
+        print(
+            f"  2N={n:5d} {form:16s} median {result[form]['ms']:9.1f} ms  (min {times.min():.1f}, "
+            f"max {times.max():.1f}, {len(times)} calls; compile {result[form]['compile_s']:.1f} s)",
+            flush=True,
+        )
+    return result
 
 
 def fmt_ms(value: float | None) -> str:
@@ -83,72 +127,97 @@ def fmt_ms(value: float | None) -> str:
     return f"{value:.3g}" if value < 100 else f"{value:.0f}"
 
 
+def plot(rows: list, forms: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for form in forms:
+        pts = [(n, r[form]) for n, r in rows if form in r]
+        if not pts:
+            continue
+        ns = np.array([n for n, _ in pts])
+        med = np.array([t["ms"] for _, t in pts])
+        err = np.array([[t["ms"] - t["lo"] for _, t in pts], [t["hi"] - t["ms"] for _, t in pts]])
+        ax.errorbar(ns, med, yerr=err, marker="o", capsize=3, label=f"JAX {form}")
+    base = sorted(TORCH_BASELINE_MS.items())
+    ax.plot(
+        [n for n, _ in base],
+        [ms for _, ms in base],
+        "k--s",
+        label="official PyTorch (constant, Nov 2026 run)",
+    )
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("2N (rows in the loss)")
+    ax.set_ylabel("forward + backward, ms (median; bars: min-max)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"- plot written to {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256, 1024, 4096])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--forms", nargs="+", default=list(FORMS), choices=list(FORMS))
     parser.add_argument("--memory-budget-gib", type=float, default=4.0)
     parser.add_argument("--check-memory", action="store_true")
+    parser.add_argument("--plot", type=Path, default=None, help="write time vs 2N to this PNG")
     args = parser.parse_args()
 
-    print(
-        f"# RnC loss fwd+bwd, float32, D={args.dim}, {datetime.date.today()}, {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, jax {jax.__version__} "
-        f"on {jax.devices()[0].platform}"
+    head = (
+        f"RnC loss fwd+bwd, float32, D={args.dim}, {datetime.date.today()}, {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, jax {jax.__version__} on {jax.devices()[0].platform}"
     )
+    print(f"# {head}, load average {os.getloadavg()[0]:.1f}")
     rows = []
     notes = []
     for n in args.sizes:
-        repeats = args.repeats if n < 1024 else 3
-        result = {}
-        for form in FORMS:
-            if form == "pairwise" and pairwise_bytes(n) > args.memory_budget_gib * 2**30:
+        forms = []
+        for form in args.forms:
+            if form_bytes(form, n) > args.memory_budget_gib * 2**30:
                 notes.append(
-                    f"2N={n}: pairwise skipped, its [n, n, n] tensors need about "
-                    f"{pairwise_bytes(n) / 2**30:.0f} GiB > budget {args.memory_budget_gib:g} GiB"
+                    f"2N={n}: {form} skipped, it needs about {form_bytes(form, n) / 2**30:.0f} GiB "
+                    f"> budget {args.memory_budget_gib:g} GiB"
                 )
                 continue
-            result[form] = time_form(form, n, args.dim, repeats, args.check_memory)
-            timing = result[form]
-            print(
-                f"  2N={n:5d} {form:8s} {timing['ms']:10.2f} ms  (compile {timing['compile_s']:.1f} s)",
-                flush=True,
-            )
-        rows.append((n, result))
+            forms.append(form)
+        repeats = args.repeats if n < 4096 else min(args.repeats, 3)
+        rows.append((n, time_size(n, args.dim, forms, repeats, args.check_memory)))
 
     header = (
-        "| 2N | torch baseline ms | pairwise ms | sorted ms | auto picks | speedup (auto vs torch) "
-        "| compile s (pairwise / sorted) |"
+        "| 2N | official torch ms (constant) | "
+        + " | ".join(f"{f} ms (min-max)" for f in args.forms)
+        + " | auto picks | sorted_all_rows / sorted |"
     )
     if args.check_memory:
-        header += " XLA temp MiB (pairwise / sorted) |"
+        header += " XLA temp MiB (" + " / ".join(args.forms) + ") |"
     print()
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for n, result in rows:
-        base = TORCH_BASELINE_MS.get(n)
-        auto = "pairwise" if n <= rnc.PAIRWISE_MAX_ROWS else "sorted"
-        auto_ms = result[auto]["ms"] if auto in result else None
-        speedup = f"{base / auto_ms:.1f}x" if (base and auto_ms) else "-"
-        cells = [
-            str(n),
-            fmt_ms(base),
-            fmt_ms(result["pairwise"]["ms"]) if "pairwise" in result else "skipped",
-            fmt_ms(result["sorted"]["ms"]),
-            auto,
-            speedup,
-            " / ".join(f"{result[f]['compile_s']:.1f}" if f in result else "-" for f in FORMS),
-        ]
+        cells = [str(n), fmt_ms(TORCH_BASELINE_MS.get(n))]
+        for form in args.forms:
+            t = result.get(form)
+            cells.append(f"{fmt_ms(t['ms'])} ({fmt_ms(t['lo'])}-{fmt_ms(t['hi'])})" if t else "skipped")
+        cells.append(auto_form(n))
+        both = "sorted_all_rows" in result and "sorted" in result
+        cells.append(f"{result['sorted_all_rows']['ms'] / result['sorted']['ms']:.2f}x" if both else "-")
         if args.check_memory:
             cells.append(
                 " / ".join(
-                    f"{result[f]['temp_bytes'] / 2**20:.1f}"
-                    if f in result and result[f]["temp_bytes"]
-                    else "-"
-                    for f in FORMS
+                    f"{result[f]['temp_bytes'] / 2**20:.0f}" if result.get(f, {}).get("temp_bytes") else "-"
+                    for f in args.forms
                 )
             )
         print("| " + " | ".join(cells) + " |")
@@ -156,6 +225,8 @@ def main() -> None:
         print(f"- {note}")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"- peak RSS of this process: {peak_mib:.0f} MiB; load average at the end {os.getloadavg()[0]:.1f}")
+    if args.plot is not None:
+        plot(rows, args.forms, args.plot, head)
 
 
 if __name__ == "__main__":

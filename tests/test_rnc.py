@@ -342,6 +342,60 @@ def test_ties_from_float_rounding():
         np.testing.assert_allclose(grad, ref_grad, atol=1e-6, err_msg=impl)
 
 
+# ----------------------------------------------------------------------------------------------
+# row-blocked evaluation of the sorted form
+# ----------------------------------------------------------------------------------------------
+
+
+def _tied_batch(seed, n_rows, dim, n_label_values, valid_fraction=0.8):
+    """Flat ``x [n, dim]``, labels on a coarse grid (many ties, and ties at equal distance on both
+    sides of an anchor) and a random ``valid [n]`` mask."""
+    kx, ky, kv = jax.random.split(jax.random.key(seed), 3)
+    x = jax.random.normal(kx, (n_rows, dim))
+    y = jax.random.randint(ky, (n_rows, 1), 0, n_label_values).astype(jnp.float32) * 2.5 + 20
+    valid = jax.random.uniform(kv, (n_rows,)) < valid_fraction
+    return x, y, valid
+
+
+@pytest.mark.parametrize("block", [1, 5, 24])
+def test_row_blocks_match_full_width_and_pairwise(block):
+    """The sorted form evaluated per block of anchor rows (incl. a last partial block) equals the
+    all-rows-at-once evaluation and the pairwise form: loss and gradient, with ties and padding."""
+    for trial in range(2):
+        x, y, valid = _tied_batch(100 + trial, N_ROWS, DIM, n_label_values=3 + 2 * trial)
+        want = _vg("pairwise")(x, y, valid, 1.0)
+        full = _vg("sorted_label_order@full")(x, y, valid, 1.0)
+        got = _vg(f"sorted_label_order@{block}")(x, y, valid, 1.0)
+        chex.assert_trees_all_close(got, full, rtol=1e-6, atol=1e-6 * float(jnp.abs(full[1]).max()))
+        chex.assert_trees_all_close(got, want, rtol=2e-6, atol=1e-6 * float(jnp.abs(want[1]).max()))
+
+
+def test_row_blocks_float_rounding_ties_and_fallback():
+    """Blocks of 7 rows: ties from float rounding (as ``test_ties_from_float_rounding``) and a row
+    spread wide enough to take the exact stable form still match the pairwise form."""
+    merged = [5.0, 5.0000005, 5.000001, 60.0, 60.0, 114.99999, 115.0, 115.00001, 30.0, 90.0]
+    y = jnp.asarray(np.resize(np.array(merged, np.float32), N_ROWS)[:, None])
+    x, _, valid = _standard_batch(50)
+    for features in (x, x.at[3].multiply(300.0)):  # the second: spread >> 60 at tau = 1
+        want = _vg("pairwise")(features, y, valid, 1.0)
+        got = _vg("sorted_label_order@7")(features, y, valid, 1.0)
+        chex.assert_trees_all_close(got, want, rtol=1e-6, atol=2e-5 * float(jnp.abs(want[1]).max()))
+
+
+@pytest.mark.slow
+def test_row_blocks_large_batch():
+    """2N = 1024 (the default block: 128 anchors, 8 blocks) against the all-rows-at-once form, and
+    2N = 256 in blocks of 48 against the pairwise form; labels on a 0.5 grid (EF-like ties)."""
+    for n_rows, reference, block in ((1024, "sorted_label_order@full", ""), (256, "pairwise", "@48")):
+        kx, ky = jax.random.split(jax.random.key(n_rows))
+        x = 0.2 * jax.random.normal(kx, (n_rows, 32))
+        y = jnp.round(jax.random.uniform(ky, (n_rows, 1), minval=5.0, maxval=95.0) * 2) / 2
+        valid = jnp.arange(n_rows) % 17 != 0
+        want = _vg(reference)(x, y, valid, 1.0)
+        got = _vg("sorted_label_order" + block)(x, y, valid, 1.0)
+        chex.assert_trees_all_close(got, want, rtol=2e-6, atol=1e-6 * float(jnp.abs(want[1]).max()))
+
+
 @pytest.mark.parametrize(
     "similarity,label_distance,label_dim",
     [("cosine", "l1", 1), ("l2_squared", "l1", 1), ("l2", "l2", 2), ("l2", "l1", 2), ("cosine", "l2", 2)],

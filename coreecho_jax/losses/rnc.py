@@ -55,7 +55,11 @@ Two implementations, one contract
         valid pair's logit lies more than 60 (float32; 600 in float64) below its row's max, where
         ``exp`` could underflow, a ``lax.cond`` switches the whole batch to an exact stable form
         (the pairwise one for 2N <= 128, else the per-anchor sort below), so extreme distances
-        stay exact; only speed changes.
+        stay exact; only speed changes. The anchors are processed in blocks of
+        ``SORTED_BLOCK_ELEMENTS // 2N`` rows (``lax.map``; 32 rows at 2N = 4096), so the
+        searches and prefix sums work on cache-sized ``[rows, 2N]`` arrays, and under
+        differentiation the same pass also forms the gradient w.r.t. the logits: about 1.5-2x
+        faster than whole ``[2N, 2N]`` arrays at 2N = 4096, same values to float32 rounding.
       - Multi-dimensional labels: each anchor's candidates are sorted (``argsort``) and a
         ``logaddexp`` associative scan gives the prefix log-sum-exps.
 
@@ -131,6 +135,7 @@ PAIRWISE_DISTANCES: tuple[str, ...] = ("auto", "difference", "gram")
 PAIRWISE_MAX_ROWS = 64  # implementation='auto': pairwise form up to this many rows n = 2N
 FALLBACK_PAIRWISE_MAX_ROWS = 128  # stable fallback of the sorted form: pairwise up to this n
 DIFFERENCE_MAX_ELEMENTS = 2**23  # pairwise_distance='auto': difference form while n * n * D <= this
+SORTED_BLOCK_ELEMENTS = 2**17  # sorted form: anchors per block = this // n (cache-sized blocks)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -469,27 +474,48 @@ def _suffix_sum_at(x: jax.Array, index: jax.Array) -> jax.Array:
     return jnp.where(index < x.shape[1], jnp.take_along_axis(inclusive, index, axis=1, mode="clip"), 0.0)
 
 
+def _group_edges(z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Upper (exclusive) and lower edge ``[n]`` of each row's equal-label group in sorted ``z``."""
+    upper = jnp.searchsorted(z, z, side="right").astype(jnp.int32)
+    lower = jnp.searchsorted(z, z, side="left").astype(jnp.int32)
+    return upper, lower
+
+
 class _LabelOrder:
     """Index structure of the sorted labels ``z [n]`` shared by the forward and backward pass."""
 
-    def __init__(self, z: jax.Array, valid: jax.Array):
+    def __init__(
+        self,
+        z: jax.Array,
+        valid: jax.Array,
+        rows: jax.Array | None = None,
+        edges: tuple[jax.Array, jax.Array] | None = None,
+    ):
+        """``rows [B]``: the anchors (row indices into ``z``) this structure covers, all ``n`` if None;
+        indices ``>= n`` are padding anchors with no terms. ``edges``: :func:`_group_edges` of ``z``
+        if already computed."""
         n = z.shape[0]
         self.n = n
         self.z = z
         self.position = jnp.arange(n, dtype=jnp.int32)
-        # upper / lower edge of each row's equal-label group
-        self.upper = jnp.searchsorted(z, z, side="right").astype(jnp.int32)
-        self.lower = jnp.searchsorted(z, z, side="left").astype(jnp.int32)
-        self.split = self.upper[:, None]  # c_i: anchor i's left side is [0, c_i)
+        self.upper, self.lower = _group_edges(z) if edges is None else edges
+        if rows is None:
+            rows, z_rows, valid_rows, upper_rows = self.position, z, valid, self.upper
+        else:
+            z_rows = jnp.take(z, rows, mode="clip")
+            valid_rows = jnp.take(valid, rows, mode="fill", fill_value=False)
+            upper_rows = jnp.take(self.upper, rows, mode="clip")
+        self.z_rows = z_rows[:, None]  # [B, 1] anchor labels
+        self.split = upper_rows[:, None]  # c_i: anchor i's left side is [0, c_i)
         self.right = self.position[None, :] >= self.split  # [i, m]: m on anchor i's right side
-        off_diagonal = self.position[:, None] != self.position[None, :]
+        off_diagonal = rows[:, None] != self.position[None, :]
         self.cand = valid[None, :] & off_diagonal
-        self.pair = valid[:, None] & self.cand
-        self.radius = jnp.abs(z[:, None] - z[None, :])  # r[i, m] = |z_i - z_m|
+        self.pair = valid_rows[:, None] & self.cand
+        self.radius = jnp.abs(self.z_rows - z[None, :])  # r[i, m] = |z_i - z_m|
 
     def distance_to(self, k: jax.Array) -> jax.Array:
-        """``|z_i - z_k|`` for a ``[n(i), n]`` position array ``k`` (clipped into range)."""
-        return jnp.abs(self.z[:, None] - jnp.take(self.z, k, mode="clip"))
+        """``|z_i - z_k|`` for a ``[B(i), n]`` position array ``k`` (clipped into range)."""
+        return jnp.abs(self.z_rows - jnp.take(self.z, k, mode="clip"))
 
     def outer_bounds(self) -> tuple[jax.Array, jax.Array]:
         """``S(i, m) = [0, a) u [b, n)``: ``a`` = #left with distance >= r, ``b`` = first right one.
@@ -498,6 +524,7 @@ class _LabelOrder:
         of ``m``'s equal-label group, pushed further only over distinct labels whose distance
         rounds to the same float (checked per column, so the usual case costs no gather)."""
         n, r, right, split, z = self.n, self.radius, self.right, self.split, self.z
+        shape = r.shape
         dist = self.distance_to
         cross = _first_false(
             lambda k: (dist(k) < r) != right,
@@ -505,21 +532,21 @@ class _LabelOrder:
             jnp.where(right, split, n),
             n.bit_length(),
         )
-        upper = jnp.broadcast_to(self.upper[None, :], (n, n))
+        upper = jnp.broadcast_to(self.upper[None, :], shape)
         z_upper = jnp.take(z, self.upper, mode="clip")[None, :]
         same_a = _extend(
             upper,
             lambda a: (a < split) & (dist(a) >= r),
             lambda a: jnp.take(self.upper, a, mode="clip"),
-            (upper < split) & (jnp.abs(z[:, None] - z_upper) >= r),
+            (upper < split) & (jnp.abs(self.z_rows - z_upper) >= r),
         )
-        lower = jnp.broadcast_to(self.lower[None, :], (n, n))
+        lower = jnp.broadcast_to(self.lower[None, :], shape)
         z_below = jnp.take(z, self.lower - 1, mode="clip")[None, :]
         same_b = _extend(
             lower,
             lambda b: (b > split) & (dist(b - 1) >= r),
             lambda b: jnp.take(self.lower, b - 1, mode="clip"),
-            (lower > split) & (jnp.abs(z[:, None] - z_below) >= r),
+            (lower > split) & (jnp.abs(self.z_rows - z_below) >= r),
         )
         return jnp.where(right, cross, same_a), jnp.where(right, same_b, cross)
 
@@ -554,18 +581,10 @@ def _use_direct(logits: jax.Array, row_max: jax.Array, pair: jax.Array) -> jax.A
     return jnp.all(jnp.where(pair, logits - row_max >= -spread, True))
 
 
-@jax.custom_vjp
-def _label_order_direct(logits, z, valid, a, b):
-    """Direct path: row-max-shifted ``exp``, prefix / suffix sums, hand-written backward pass.
-
-    Exact while every valid pair's logit is within ``_DIRECT_SPREAD`` of its row's max (then every
-    ``exp`` that matters is a normal float); :func:`_label_order_term_sum` checks that.
-    """
-    return _label_order_direct_fwd(logits, z, valid, a, b)[0]
-
-
-def _label_order_direct_fwd(logits, z, valid, a, b):
-    order = _LabelOrder(z, valid)
+def _direct_value(logits: jax.Array, order: _LabelOrder, a: jax.Array, b: jax.Array):
+    """Direct-path forward for the rows of ``order``: ``(value, lse, row_max, e)`` with ``e`` the
+    row-max-shifted ``exp`` of the candidates (0 elsewhere) and ``lse [B, n]`` each term's log
+    denominator."""
     row_max = _row_max(logits, order.cand)
     e = jnp.where(order.cand, jnp.exp(logits - row_max), 0.0)
     total = _prefix_sum_at(e, a) + _suffix_sum_at(e, b)
@@ -574,48 +593,152 @@ def _label_order_direct_fwd(logits, z, valid, a, b):
     total = jnp.maximum(total, jnp.finfo(total.dtype).tiny)
     lse = row_max + jnp.log(jnp.where(order.pair, total, 1.0))
     value = jnp.sum(jnp.where(order.pair, lse - logits, 0.0))
-    return value, (logits, z, valid, a, b, lse, row_max)
+    return value, lse, row_max, e
 
 
-def _label_order_direct_bwd(residuals, cotangent):
-    # d value / d logit[i, l] = -pair[i, l] + cand[i, l] sum_{m: r_m <= r_l, pair} exp(logit[i, l] - lse[i, m])
-    logits, z, valid, a, b, lse, row_max = residuals
-    order = _LabelOrder(z, valid)
+def _direct_logit_grad(order: _LabelOrder, a, b, lse, row_max, e) -> jax.Array:
+    """``d value / d logit [B, n]`` of the direct path:
+    ``-pair[i, l] + cand[i, l] sum_{m: r_m <= r_l, pair} exp(logit[i, l] - lse[i, m])``."""
     inner_a, inner_b = order.inner_bounds(a, b)
     w = jnp.where(order.pair, jnp.exp(row_max - lse), 0.0)
     inner = _suffix_sum_at(jnp.where(order.right, 0.0, w), inner_a) + _prefix_sum_at(
         jnp.where(order.right, w, 0.0), inner_b
     )
     inner = jnp.minimum(inner, jnp.finfo(inner.dtype).max)  # finite even off this path's domain
-    grad = jnp.where(order.cand, jnp.exp(logits - row_max) * inner, 0.0) - order.pair.astype(logits.dtype)
-    return cotangent * grad, None, None, None, None
+    return e * inner - order.pair.astype(e.dtype)
+
+
+@jax.custom_vjp
+def _label_order_direct(logits, z, valid, a, b):
+    """Direct path, all rows at once: row-max-shifted ``exp``, prefix / suffix sums, hand-written
+    backward pass.
+
+    Exact while every valid pair's logit is within ``_DIRECT_SPREAD`` of its row's max (then every
+    ``exp`` that matters is a normal float); :func:`_label_order_term_sum` checks that.
+    """
+    return _label_order_direct_fwd(logits, z, valid, a, b)[0]
+
+
+def _label_order_direct_fwd(logits, z, valid, a, b):
+    value, lse, row_max, _ = _direct_value(logits, _LabelOrder(z, valid), a, b)
+    return value, (logits, z, valid, a, b, lse, row_max)
+
+
+def _label_order_direct_bwd(residuals, cotangent):
+    logits, z, valid, a, b, lse, row_max = residuals
+    order = _LabelOrder(z, valid)
+    e = jnp.where(order.cand, jnp.exp(logits - row_max), 0.0)
+    return cotangent * _direct_logit_grad(order, a, b, lse, row_max, e), None, None, None, None
 
 
 _label_order_direct.defvjp(_label_order_direct_fwd, _label_order_direct_bwd)
 
 
-def _label_order_term_sum(logits: jax.Array, z: jax.Array, valid: jax.Array, mode: str = "auto") -> jax.Array:
+def _row_block(n: int) -> int:
+    """Anchors per block of the row-blocked direct path: ``SORTED_BLOCK_ELEMENTS // n``, in ``[1, n]``."""
+    return max(1, min(n, SORTED_BLOCK_ELEMENTS // n))
+
+
+def _blocked_map(logits: jax.Array, z: jax.Array, valid: jax.Array, block: int, with_grad: bool):
+    """The direct path one block of ``block`` anchor rows at a time (``lax.map``): every ``[block, n]``
+    intermediate (bounds, binary searches, prefix sums) stays cache-sized instead of streaming
+    ``[n, n]`` arrays through memory a few dozen times. Returns the value, and with ``with_grad`` also
+    ``d value / d logits [n, n]`` (computed in the same pass, from the same bounds)."""
+    n = logits.shape[0]
+    n_blocks = -(-n // block)
+    rows = jnp.arange(n_blocks * block, dtype=jnp.int32).reshape(n_blocks, block)
+    logit_blocks = jnp.pad(logits, ((0, n_blocks * block - n), (0, 0))).reshape(n_blocks, block, n)
+    edges = _group_edges(z)
+
+    def one_block(args):
+        rows_b, logits_b = args
+        order = _LabelOrder(z, valid, rows_b, edges)
+        a, b = order.outer_bounds()
+        value, lse, row_max, e = _direct_value(logits_b, order, a, b)
+        if not with_grad:
+            return value
+        return value, _direct_logit_grad(order, a, b, lse, row_max, e)
+
+    out = lax.map(one_block, (rows, logit_blocks))
+    if not with_grad:
+        return jnp.sum(out)
+    values, grads = out
+    return jnp.sum(values), grads.reshape(n_blocks * block, n)[:n]
+
+
+def _stable_term_sum(logits: jax.Array, order: _LabelOrder) -> jax.Array:
+    """Exact for any logit spread: the pairwise form for ``n <= FALLBACK_PAIRWISE_MAX_ROWS``, else the
+    per-anchor sort with ``logaddexp`` scans."""
+    if logits.shape[0] <= FALLBACK_PAIRWISE_MAX_ROWS:
+        return _pairwise_term_sum(logits, order.radius, order.cand, order.pair)
+    return _per_anchor_sort_term_sum(logits, order.radius, order.cand, order.pair)
+
+
+def _blocked_select(logits, z, valid, block: int, mode: str, with_grad: bool):
+    """Row-blocked direct path, or (``mode='auto'``, a row too wide for it) the stable form, chosen by
+    ``lax.cond``; with ``with_grad`` each branch returns ``(value, d value / d logits)``."""
+
+    def direct(logits):
+        return _blocked_map(logits, z, valid, block, with_grad)
+
+    if mode == "direct":
+        return direct(logits)
+    check = _LabelOrder(z, valid)  # only cand / pair, fused into the check
+    use_direct = _use_direct(logits, lax.stop_gradient(_row_max(logits, check.cand)), check.pair)
+
+    def stable(logits):
+        # the [n, n] structure is built inside the branch: as a closure it would be a cond operand,
+        # materialised on every call although the branch rarely runs
+        value = functools.partial(_stable_term_sum, order=_LabelOrder(z, valid))
+        return jax.value_and_grad(value)(logits) if with_grad else value(logits)
+
+    return lax.cond(use_direct, direct, stable, logits)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _label_order_blocked(logits, z, valid, block: int, mode: str):
+    """:func:`_blocked_select` as a differentiable function. Under differentiation the forward pass
+    also forms the gradient w.r.t. the logits (in the same blocks, from the same bounds), so the
+    backward pass is one multiplication and the ``lax.cond`` keeps a single ``[n, n]`` residual."""
+    return _blocked_select(logits, z, valid, block, mode, with_grad=False)
+
+
+def _label_order_blocked_fwd(logits, z, valid, block, mode):
+    return _blocked_select(logits, z, valid, block, mode, with_grad=True)
+
+
+def _label_order_blocked_bwd(block, mode, grad, cotangent):
+    del block, mode
+    return cotangent * grad, None, None
+
+
+_label_order_blocked.defvjp(_label_order_blocked_fwd, _label_order_blocked_bwd)
+
+
+def _label_order_term_sum(
+    logits: jax.Array, z: jax.Array, valid: jax.Array, mode: str = "auto", block: int | None = None
+) -> jax.Array:
     """Sum of the RnC terms for rows sorted by a scalar label ``z`` (ascending): O(n^2 log n) time
     (the binary searches), O(n^2) memory.
 
     ``mode='auto'`` takes the direct path when every row's logit spread allows it (the usual case)
     and otherwise an exact stable form chosen by ``lax.cond``: the pairwise form for
     ``n <= FALLBACK_PAIRWISE_MAX_ROWS``, else the per-anchor sort with ``logaddexp`` scans. ``'direct'``
-    forces the direct path (tests and benchmarks).
+    forces the direct path (tests and benchmarks). ``block``: anchors per block of the direct path
+    (:func:`_blocked_map`); None evaluates all rows at once.
     """
+    if block is not None:
+        return _label_order_blocked(logits, z, valid, block, mode)
     order = _LabelOrder(z, valid)
     a, b = order.outer_bounds()
-    if mode == "direct":
+
+    def direct(logits):
         return _label_order_direct(logits, z, valid, a, b)
+
+    if mode == "direct":
+        return direct(logits)
     use_direct = _use_direct(logits, lax.stop_gradient(_row_max(logits, order.cand)), order.pair)
-
-    def stable(logits, z, valid, a, b):
-        del z, valid, a, b
-        if logits.shape[0] <= FALLBACK_PAIRWISE_MAX_ROWS:
-            return _pairwise_term_sum(logits, order.radius, order.cand, order.pair)
-        return _per_anchor_sort_term_sum(logits, order.radius, order.cand, order.pair)
-
-    return lax.cond(use_direct, _label_order_direct, stable, logits, z, valid, a, b)
+    return lax.cond(use_direct, direct, functools.partial(_stable_term_sum, order=order), logits)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -652,12 +775,15 @@ def _rnc_flat(
     if implementation == "sorted" and y.shape[1] == 1:
         implementation = "sorted_label_order"
     if implementation.startswith("sorted_label_order"):
+        # internal spelling 'sorted_label_order[:mode][@rows]': rows per block, 'full' = all at once
+        form, _, rows_spec = implementation.partition("@")
+        mode = form.partition(":")[2] or "auto"
+        block = _row_block(n) if not rows_spec else None if rows_spec == "full" else int(rows_spec)
         # the loss is invariant to a joint permutation of the rows: sort them by label once
         rows = jnp.argsort(y[:, 0], stable=True)
         x, y, valid = x[rows], y[rows], valid[rows]
         logits = _logits(x, valid, temperature, similarity, distance_method)
-        mode = implementation.partition(":")[2] or "auto"
-        total = _label_order_term_sum(logits, lax.stop_gradient(y[:, 0]), valid, mode)
+        total = _label_order_term_sum(logits, lax.stop_gradient(y[:, 0]), valid, mode, block)
     else:
         logits = _logits(x, valid, temperature, similarity, distance_method)
         ld = _label_distances(y, label_distance)
