@@ -189,8 +189,28 @@ def test_lv_focus_on_synthetic_videos(model, dataset):
     assert out["focus_over_chance"] == pytest.approx(out["focus_mean"] / out["chance_mean"])
     masks = read_mask(dataset, names[0])
     assert out["chance_mean"] > masks.mean()  # the dilation grows the region
+    per_clip = out["videos"][0]["clips"]
+    assert len(per_clip) == 2 and len({c["start"] for c in per_clip}) == 2  # distinct test starts
+    assert out["fallback_clips"] == sum(c["fallback"] for c in per_clip) and out["blank_clips"] == 0
     with pytest.raises(DataError, match="write_masks"):
         gradcam.lv_focus(model, tiny_config(), dataset.parent, names, progress=False)
+
+
+def test_summary_means_over_videos_and_over_each_kind_of_clip():
+    def clip(focus, chance, fallback):
+        return {"start": 0, "focus": focus, "chance": chance, "fallback": fallback}
+
+    rows = [
+        {"focus": 0.5, "chance": 0.1, "clips": [clip(0.4, 0.1, False), clip(0.6, 0.1, True)]},
+        {"focus": 0.1, "chance": 0.3, "clips": [clip(0.1, 0.3, True), clip(float("nan"), 0.3, False)]},
+    ]
+    out = gradcam._summarise(rows, stage=2)
+    assert out["focus_mean"] == pytest.approx(0.3) and out["chance_mean"] == pytest.approx(0.2)
+    assert out["focus_over_chance"] == pytest.approx(1.5) and out["videos_above_chance"] == 1
+    assert (out["fallback_clips"], out["blank_clips"]) == (2, 1)
+    assert out["gradcam_clips_focus_mean"] == pytest.approx(0.4)
+    assert out["fallback_clips_focus_mean"] == pytest.approx(0.35)
+    assert out["fallback_clips_chance_mean"] == pytest.approx(0.2)
 
 
 # ----------------------------------------------------------------------------- pictures and command
@@ -212,6 +232,7 @@ def test_strip_and_movies(tmp_path, batch, cam):
         gradcam.save_movie(tmp_path / "m.avi", frames, cam.maps[0])
 
 
+@pytest.mark.slow  # saves and restores a run checkpoint, compiles for the restored model: ~50 s when loaded
 def test_command_on_a_run_and_a_video(tmp_path, model, dataset):
     run = tmp_path / "run"
     run.mkdir()

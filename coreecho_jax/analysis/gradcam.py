@@ -18,7 +18,7 @@ evidence for this prediction is all negative), the map falls back to ``|sum_c G_
 magnitude of gradient x activation, and ``GradCam.fallback`` says so for that clip. When that is
 zero too (a gradient of zero everywhere), the map is all zero and ``GradCam.blank`` says so: a
 blank map is never normalised into a uniform one. A stage whose feature map is one token wide and
-high (stage 4 of clips under 64 px, stage 3 under 32 px) cannot localise anything in space:
+high (stage 4 of clips under 64 px, e.g. the 32 px quick demo) cannot localise anything in space:
 :class:`GradCamError` is raised instead of returning a map that is uniform by construction.
 
 The stage activation is taken by running the encoder's public submodules (``patch_embed1..4``,
@@ -99,8 +99,8 @@ def check_stage(stage: int, height: int, width: int) -> None:
     if h * w <= 1:
         raise GradCamError(
             f"stage {stage} of a {height}x{width} clip has a {h}x{w} feature map: its Grad-CAM is uniform "
-            f"in space by construction; choose a stage with a finer map (stage 2 needs clips of at least "
-            f"16x16 px, stage 4 at least 64x64 px)"
+            f"in space by construction; choose an earlier stage (stage {stage} needs clips of at least "
+            f"{2 * STAGE_STRIDE[stage]} px on a side)"
         )
 
 
@@ -281,7 +281,16 @@ def save_strip(
     idx = strip_indices(len(frames), n)
     labels = list(range(len(frames))) if frame_labels is None else list(frame_labels)
     fig = plt.figure(figsize=(len(idx) * panel_inches + 0.6, panel_inches + 0.6), dpi=dpi)
-    grid = fig.add_gridspec(1, len(idx) + 1, width_ratios=[1.0] * len(idx) + [0.08], wspace=0.05)
+    grid = fig.add_gridspec(
+        1,
+        len(idx) + 1,
+        width_ratios=[1.0] * len(idx) + [0.08],
+        wspace=0.05,
+        left=0.01,
+        right=0.96,
+        top=0.8,
+        bottom=0.02,
+    )
     image = None
     for j, i in enumerate(idx):
         ax = fig.add_subplot(grid[0, j])
@@ -431,9 +440,12 @@ def lv_focus(
 
     Returns:
         ``{"focus_mean", "chance_mean", "focus_over_chance", "videos_above_chance", "n_videos",
-        "n_clips", "fallback_clips", "blank_clips", "stage", "dilation_px", "videos": [{"file",
-        "focus", "chance", "prediction"}]}``; per video the mean over its clips, overall the mean
-        over videos.
+        "n_clips", "fallback_clips", "blank_clips", "gradcam_clips_focus_mean",
+        "gradcam_clips_chance_mean", "fallback_clips_focus_mean", "fallback_clips_chance_mean",
+        "stage", "dilation_px", "videos": [{"file", "focus", "chance", "prediction", "clips": [{"start",
+        "focus", "chance", "fallback"}]}]}``: per video the mean over its clips, overall the mean over
+        videos; the ``gradcam_clips_*`` / ``fallback_clips_*`` means are over the clips whose map is the
+        ReLU Grad-CAM / the ``|G x A|`` fallback.
 
     Raises:
         DataError: a video without its mask file (``masks/<name>.npz``), or masks of another frame count.
@@ -451,7 +463,7 @@ def lv_focus(
     spec = clips.ClipSpec.from_config(d)
     seed = int(config.eval.seed)
     root = Path(dataset_root)
-    rows, fallback, blank = [], 0, 0
+    rows = []
     for name in tqdm(list(file_names), desc=f"LV focus, stage {stage}", disable=not progress):
         masks = read_mask(root, name)
         video = read_video(root / layout.VIDEO_DIR / layout.avi_name(name), color=True).frames
@@ -462,40 +474,50 @@ def lv_focus(
         avi = layout.avi_name(name)
         starts = start_indexes.draw_start_indexes({avi: len(video)}, k, frames, stride, seed)[avi]
         cam = grad_cam(model, clips.make_clips(video, starts, spec), stage, sign=sign)
-        fallback += int(cam.fallback.sum())
-        blank += int(cam.blank.sum())
-        pairs = [
-            cam_lv.focus_fraction(
-                cam.maps[j], *cam_lv.clip_lv_masks(masks, int(s), frames, stride, size, dilation)
+        per_clip = []
+        for j, start in enumerate(starts):
+            lv, valid = cam_lv.clip_lv_masks(masks, int(start), frames, stride, size, dilation)
+            focus, chance = cam_lv.focus_fraction(cam.maps[j], lv, valid)
+            per_clip.append(
+                {"start": int(start), "focus": focus, "chance": chance, "fallback": bool(cam.fallback[j])}
             )
-            for j, s in enumerate(starts)
-            if not cam.blank[j]
-        ]
-        focus = [f for f, _ in pairs if np.isfinite(f)]
+        used = [c for c in per_clip if np.isfinite(c["focus"])]  # a blank map has no mass
         rows.append(
             {
                 "file": name,
-                "focus": float(np.mean(focus)) if focus else float("nan"),
-                "chance": float(np.mean([c for _, c in pairs])) if pairs else float("nan"),
+                "focus": float(np.mean([c["focus"] for c in used])) if used else float("nan"),
+                "chance": float(np.mean([c["chance"] for c in used])) if used else float("nan"),
                 "prediction": float(cam.prediction.mean()),
+                "clips": per_clip,
             }
         )
-    focus = np.array([r["focus"] for r in rows], np.float64)
-    chance = np.array([r["chance"] for r in rows], np.float64)
-    ok = np.isfinite(focus) & np.isfinite(chance)
-    return {
-        "stage": stage,
-        "dilation_px": dilation,
+    return _summarise(rows, stage=stage, dilation_px=dilation, n_clips=k)
+
+
+def _summarise(rows: list[dict], **fields) -> dict:
+    """Means over videos (and over the Grad-CAM and the fallback clips apart) of :func:`lv_focus`'s rows."""
+    every = [c for r in rows for c in r["clips"]]
+
+    def mean(values) -> float:
+        values = [v for v in values if np.isfinite(v)]
+        return float(np.mean(values)) if values else float("nan")
+
+    videos = [r for r in rows if np.isfinite(r["focus"])]
+    out = {
+        **fields,
         "n_videos": len(rows),
-        "n_clips": k,
-        "focus_mean": float(focus[ok].mean()) if ok.any() else float("nan"),
-        "chance_mean": float(chance[ok].mean()) if ok.any() else float("nan"),
-        "focus_over_chance": float(focus[ok].mean() / chance[ok].mean()) if ok.any() else float("nan"),
-        "videos_above_chance": int((focus[ok] > chance[ok]).sum()),
-        "fallback_clips": fallback,
-        "blank_clips": blank,
-        "videos": rows,
+        "focus_mean": mean(r["focus"] for r in videos),
+        "chance_mean": mean(r["chance"] for r in videos),
+        "videos_above_chance": sum(r["focus"] > r["chance"] for r in videos),
+        "fallback_clips": sum(c["fallback"] for c in every),
+        "blank_clips": sum(not np.isfinite(c["focus"]) for c in every),
     }
+    out["focus_over_chance"] = out["focus_mean"] / out["chance_mean"] if videos else float("nan")
+    for kind, fallback in (("gradcam", False), ("fallback", True)):
+        chosen = [c for c in every if c["fallback"] == fallback and np.isfinite(c["focus"])]
+        out[f"{kind}_clips_focus_mean"] = mean(c["focus"] for c in chosen)
+        out[f"{kind}_clips_chance_mean"] = mean(c["chance"] for c in chosen)
+    return {**out, "videos": rows}
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -525,12 +547,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     except ValueError:
         raise GradCamError(f"--stage={a.stage}: expected stage numbers 1-4, comma-separated") from None
     config = saved_config.inference_config(load_config(a.config, a.checkpoint), a.checkpoint)
+    for stage in stages:  # before loading anything
+        check_stage(stage, int(config.data.image_size), int(config.data.image_size))
     model, origin = loading.load_for_inference(config, a.checkpoint)
     report: dict = {"checkpoint": origin, "stages": {}}
+    if a.video is not None:
+        x, starts = video_clips(config, a.video, n_clips=a.clips)
     for stage in stages:
         entry: dict = {}
         if a.video is not None:
-            x, starts = video_clips(config, a.video, n_clips=a.clips)
             cam = grad_cam(model, x, stage, sign=a.sign)
             entry["pictures"] = [
                 write_pictures(a.out, a.video, x[k], cam, k, int(starts[k]), int(config.data.stride), a.movie)
