@@ -1,0 +1,274 @@
+"""Video Grad-CAM: the split forward is the model's, the map is Grad-CAM by hand, never blank or uniform
+by construction, the LV-focus measure, the pictures and the command.
+
+One randomly initialised tiny CoReEcho model and one batch of echo-like 8-frame 32x32 clips serve every
+test (one compilation of the Grad-CAM step).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import chex
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from PIL import Image
+
+from configs import demo
+from coreecho_jax.analysis import cam_lv, gradcam
+from coreecho_jax.checkpoints.manager import RunCheckpoints, model_state_dict
+from coreecho_jax.data import clips
+from coreecho_jax.data.synthetic.echonet import read_mask, write_echonet_dataset
+from coreecho_jax.data.video_io import count_frames, read_video
+from coreecho_jax.errors import ConfigError, DataError
+from coreecho_jax.models.coreecho import build_model
+
+FRAMES, STRIDE, SIZE = 8, 2, 32
+
+
+def tiny_config():
+    config = demo.get_config("quick")
+    config.data.frames = FRAMES
+    config.data.stride = STRIDE
+    config.data.image_size = SIZE
+    config.eval.n_clips = 2
+    return config
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = build_model(tiny_config().model, seed=0)
+    m.eval()
+    return m
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Three synthetic 112 px videos of 30-40 frames with their LV masks (one per split)."""
+    root = tmp_path_factory.mktemp("synthetic") / "echonet"
+    return write_echonet_dataset(
+        root, n_videos=3, min_frames=30, max_frames=40, progress=False, write_masks=True
+    )
+
+
+@pytest.fixture(scope="module")
+def batch(dataset):
+    """Two evaluation clips [2, 8, 32, 32, 3] of a synthetic video, and the video's file name."""
+    name = gradcam.split_file_names(dataset, "test")[0]
+    video = read_video(dataset / "Videos" / f"{name}.avi", color=True).frames
+    return clips.make_clips(video, [0, 5], frames=FRAMES, stride=STRIDE, image_size=SIZE), name
+
+
+@pytest.fixture(scope="module")
+def cam(model, batch):
+    return gradcam.grad_cam(model, batch[0], 2)
+
+
+# ----------------------------------------------------------------------------- the map
+
+
+def test_map_shape_range_and_spatial_variation(cam):
+    chex.assert_shape(cam.maps, (2, FRAMES, SIZE, SIZE))
+    chex.assert_shape(cam.raw, (2, 4, 4, 4))  # T' = 8 / 2, H' = W' = 32 / 8
+    assert not cam.fallback.any() and not cam.blank.any()
+    assert cam.maps.min() >= 0.0
+    np.testing.assert_allclose(cam.maps.max(axis=(1, 2, 3)), 1.0, rtol=1e-6)
+    spatial_std = cam.maps.std(axis=(2, 3))  # [B, T]
+    assert (spatial_std > 1e-3).mean() >= 0.75, spatial_std
+
+
+@nnx.jit
+def forward_and_gradient(model, x, direction, eps):
+    """Model prediction, split prediction, the gradient at stage 2 and a central difference along ``direction``."""
+    activation = gradcam.stage_activation(model, x, 2)
+    split = functools.partial(gradcam.prediction_from_stage, model, stage=2)
+    grad = jax.grad(lambda a: jnp.sum(split(activation=a)))(activation)
+    difference = (
+        split(activation=activation + eps * direction).sum()
+        - split(activation=activation - eps * direction).sum()
+    ) / (2 * eps)
+    return model(x)[0], split(activation=activation), activation, grad, difference
+
+
+def test_split_forward_is_the_model_and_the_map_is_grad_cam_by_hand(model, batch, cam):
+    x = jnp.asarray(batch[0])
+    direction = jax.random.normal(jax.random.key(1), (2, 4, 4, 4, 32))
+    prediction, split, activation, grad, difference = forward_and_gradient(model, x, direction, 1e-2)
+    np.testing.assert_allclose(cam.prediction, np.asarray(prediction), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(split), np.asarray(prediction), rtol=1e-5)
+    # The gradient is the prediction's: a central finite difference along a random direction.
+    np.testing.assert_allclose(float(difference), float(jnp.vdot(grad, direction)), rtol=2e-2)
+    # Grad-CAM by hand in numpy: channel weights, ReLU, separable linear interpolation, max scaling.
+    a, g = np.asarray(activation, np.float64), np.asarray(grad, np.float64)
+    raw = np.maximum(np.einsum("bthwc,bc->bthw", a, g.mean(axis=(1, 2, 3))), 0.0)
+    np.testing.assert_allclose(cam.raw, raw, rtol=1e-4, atol=1e-6 * raw.max())
+
+    def interp(x, coords, axis):
+        return np.apply_along_axis(lambda v: np.interp(coords, np.arange(len(v)), v), axis, x)
+
+    centres = (np.arange(SIZE) + 0.5) / 8 - 0.5
+    maps = interp(interp(interp(raw, np.arange(FRAMES) / 2, 1), centres, 2), centres, 3)
+    maps /= maps.max(axis=(1, 2, 3), keepdims=True)
+    np.testing.assert_allclose(cam.maps, maps, atol=1e-5)
+
+
+def test_upsampling_puts_each_token_at_its_centre():
+    t, h, w = np.meshgrid(np.arange(3.0), np.arange(4.0), np.arange(4.0), indexing="ij")
+    up_t = np.asarray(gradcam.upsample(jnp.asarray(t)[None], 6, 32, 32, 2))[0, :, 0, 0]
+    np.testing.assert_allclose(up_t, [0, 0.5, 1, 1.5, 2, 2])  # frame i at t' = i / 2, clamped
+    up_h = np.asarray(gradcam.upsample(jnp.asarray(h)[None], 6, 32, 32, 2))[0, 0, :, 0]
+    np.testing.assert_allclose(up_h[:4], 0.0)  # left of token 0's centre (pixel 3.5): clamped
+    np.testing.assert_allclose(up_h[4:12], (np.arange(4, 12) + 0.5) / 8 - 0.5)
+    np.testing.assert_allclose(up_h[28:], 3.0)
+
+
+def test_all_negative_evidence_falls_back_to_grad_times_activation_and_zero_stays_blank():
+    cam = jnp.zeros((2, 2, 2, 2))
+    magnitude = jnp.stack([jnp.arange(8.0).reshape(2, 2, 2), jnp.zeros((2, 2, 2))])
+    maps, raw, fallback, blank = gradcam.finish(cam, magnitude, (4, 16, 16), 2)
+    assert fallback.tolist() == [True, True] and blank.tolist() == [False, True]
+    np.testing.assert_allclose(raw, magnitude)
+    assert float(maps[0].max()) == pytest.approx(1.0) and float(maps[0].std()) > 0
+    assert not np.asarray(maps[1]).any()  # a blank map stays zero, not a uniform one
+    a = jnp.ones((1, 1, 1, 2, 2))
+    g = jnp.array([-1.0, -2.0, 3.0, -1.0]).reshape(1, 1, 1, 2, 2)  # weights [-1, -1.5] < 0
+    relu, grad_x_act = gradcam.cam_from_gradient(a, g)
+    assert not np.asarray(relu).any()
+    np.testing.assert_allclose(np.asarray(grad_x_act)[0, 0, 0], [3.0, 2.0])
+
+
+def test_a_one_token_map_or_an_unknown_stage_is_refused(model, batch):
+    with pytest.raises(gradcam.GradCamError, match="1x1 feature map"):
+        gradcam.grad_cam(model, batch[0], 4)  # 32 px / 32
+    with pytest.raises(ConfigError, match="one of"):
+        gradcam.check_stage(5, 64, 64)
+    gradcam.check_stage(4, 64, 64)  # a 2x2 map
+
+
+# ----------------------------------------------------------------------------- LV focus
+
+
+def test_lv_masks_follow_the_clip_frames_padding_and_resize():
+    masks = np.zeros((10, 112, 112), bool)
+    for f in range(10):
+        masks[f, 4 * f : 4 * f + 4, 0:4] = True  # frame f: a 4x4 block at row 4f
+    lv, valid = cam_lv.clip_lv_masks(masks, start=5, frames=4, stride=2, image_size=56, dilation=0)
+    chex.assert_shape(lv, (4, 56, 56))
+    assert valid.tolist() == [True, True, True, False]  # frames 5, 7, 9, then 11: end padding
+    assert not lv[3].any()
+    for i, f in enumerate([5, 7, 9]):
+        rows = np.flatnonzero(lv[i].any(axis=1))
+        assert rows.tolist() == [2 * f, 2 * f + 1]  # 112 -> 56 halves the coordinates
+    dilated, _ = cam_lv.clip_lv_masks(masks, 5, 4, 2, 112, dilation=3)
+    assert dilated[0].sum() > masks[5].sum() and dilated[0][masks[5]].all()
+
+
+def test_focus_of_the_mask_is_one_and_of_a_uniform_map_the_area_share():
+    rng = np.random.default_rng(0)
+    lv = rng.random((4, 16, 16)) < 0.2
+    focus, chance = cam_lv.focus_fraction(lv.astype(np.float32), lv)
+    assert focus == pytest.approx(1.0) and chance == pytest.approx(lv.mean())
+    focus, _ = cam_lv.focus_fraction(np.ones(lv.shape), lv)
+    assert focus == pytest.approx(lv.mean())
+    valid = np.array([True, True, False, False])
+    assert cam_lv.focus_fraction(np.ones(lv.shape), lv, valid)[0] == pytest.approx(lv[:2].mean())
+    with pytest.raises(DataError, match="same"):
+        cam_lv.focus_fraction(np.ones((2, 3, 3)), lv)
+
+
+def test_lv_focus_on_synthetic_videos(model, dataset):
+    names = gradcam.split_file_names(dataset, "test")
+    out = gradcam.lv_focus(model, tiny_config(), dataset, names, progress=False)
+    assert out["n_videos"] == 1 and out["n_clips"] == 2 and out["stage"] == 2
+    assert 0.0 < out["chance_mean"] < 0.5 and 0.0 <= out["focus_mean"] <= 1.0
+    assert out["focus_over_chance"] == pytest.approx(out["focus_mean"] / out["chance_mean"])
+    masks = read_mask(dataset, names[0])
+    assert out["chance_mean"] > masks.mean()  # the dilation grows the region
+    per_clip = out["videos"][0]["clips"]
+    assert len(per_clip) == 2 and len({c["start"] for c in per_clip}) == 2  # distinct test starts
+    assert out["fallback_clips"] == sum(c["fallback"] for c in per_clip) and out["blank_clips"] == 0
+    with pytest.raises(DataError, match="write_masks"):
+        gradcam.lv_focus(model, tiny_config(), dataset.parent, names, progress=False)
+
+
+def test_summary_means_over_videos_and_over_each_kind_of_clip():
+    def clip(focus, chance, fallback):
+        return {"start": 0, "focus": focus, "chance": chance, "fallback": fallback}
+
+    rows = [
+        {"focus": 0.5, "chance": 0.1, "clips": [clip(0.4, 0.1, False), clip(0.6, 0.1, True)]},
+        {"focus": 0.1, "chance": 0.3, "clips": [clip(0.1, 0.3, True), clip(float("nan"), 0.3, False)]},
+    ]
+    out = gradcam._summarise(rows, stage=2)
+    assert out["focus_mean"] == pytest.approx(0.3) and out["chance_mean"] == pytest.approx(0.2)
+    assert out["focus_over_chance"] == pytest.approx(1.5) and out["videos_above_chance"] == 1
+    assert (out["fallback_clips"], out["blank_clips"]) == (2, 1)
+    assert out["gradcam_clips_focus_mean"] == pytest.approx(0.4)
+    assert out["fallback_clips_focus_mean"] == pytest.approx(0.35)
+    assert out["fallback_clips_chance_mean"] == pytest.approx(0.2)
+
+
+# ----------------------------------------------------------------------------- pictures and command
+
+
+def test_strip_and_movies(tmp_path, batch, cam):
+    frames = gradcam.clip_frames_uint8(batch[0][0])
+    chex.assert_shape(frames, (FRAMES, SIZE, SIZE))
+    strip = gradcam.save_strip(tmp_path / "s.png", frames, cam.maps[0], n=4, title="t", dpi=50)
+    picture = np.asarray(Image.open(strip).convert("RGB"))
+    assert picture.shape[:2] == (round((1.6 + 0.6) * 50), round((4 * 1.6 + 0.6) * 50))
+    assert picture.std() > 10  # not blank
+    gif = gradcam.save_movie(tmp_path / "m.gif", frames, cam.maps[0], size=64)
+    with Image.open(gif) as image:
+        assert image.n_frames == FRAMES and image.size == (64, 64)
+    mp4 = gradcam.save_movie(tmp_path / "m.mp4", frames, cam.maps[0], size=64)
+    assert count_frames(mp4, exact=True) == FRAMES
+    with pytest.raises(gradcam.GradCamError, match="gif or .mp4"):
+        gradcam.save_movie(tmp_path / "m.avi", frames, cam.maps[0])
+
+
+@pytest.mark.slow  # saves and restores a run checkpoint, compiles for the restored model: ~50 s when loaded
+def test_command_on_a_run_and_a_video(tmp_path, model, dataset):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(tiny_config().to_json_best_effort())
+    checkpoints = RunCheckpoints(run / "checkpoints" / "stage2", async_save=False)
+    checkpoints.save_best(1, {"model": model_state_dict(model)}, {"epoch": 0})
+    checkpoints.wait()
+    checkpoints.close()
+    name = gradcam.split_file_names(dataset, "train")[0]
+    video = dataset / "Videos" / f"{name}.avi"
+    out = tmp_path / "out"
+    report = gradcam.main(
+        [
+            "--checkpoint",
+            str(run),
+            "--video",
+            str(video),
+            "--out",
+            str(out),
+            "--lv_focus",
+            str(dataset),
+            "--clips",
+            "2",
+        ]
+    )
+    stage = report["stages"]["2"]
+    assert {p.name for p in out.iterdir()} == {
+        f"gradcam_{name}_stage2.png",
+        f"gradcam_{name}_stage2.gif",
+        f"gradcam_{name}_stage2_clip1.png",
+        f"gradcam_{name}_stage2_clip1.gif",
+        "lv_focus_stage2.json",
+    }
+    assert len(stage["prediction"]) == 2 and stage["lv_focus"]["n_videos"] == 1
+    assert json.loads((out / "lv_focus_stage2.json").read_text())["videos"][0]["file"]
+    expected = cv2.imread(str(out / f"gradcam_{name}_stage2.png"))
+    assert expected is not None and expected.std() > 10
+    with pytest.raises(gradcam.GradCamError, match="1x1"):
+        gradcam.main(["--checkpoint", str(run), "--video", str(video), "--out", str(out), "--stage", "4"])
