@@ -365,10 +365,11 @@ def video_clips(
 
     ``config`` is the inference config (clip settings of the run). The video is cropped to a square
     and resized to 112 px unless it already is 112x112 (``video_io.load_echo_video``), and cut into
-    ``n_clips`` evaluation clips whose starts are spread evenly over the valid positions. Unlike
-    prediction, a still image or a loop shorter than a cardiac cycle is not refused here.
+    ``n_clips`` evaluation clips whose starts are spread evenly over the valid positions
+    (:func:`clips.even_starts`). A still image or a loop shorter than a cardiac cycle is refused.
     """
     from coreecho_jax.data import clips, video_io
+    from coreecho_jax.data.echo_loop import check_echo_loop
     from coreecho_jax.data.echonet_layout import FRAME_SIZE
 
     d = config.data
@@ -376,8 +377,8 @@ def video_clips(
     info = video_io.probe_video(video_path)
     crop = "none" if (info.height, info.width) == (FRAME_SIZE, FRAME_SIZE) else "auto"
     video = video_io.load_echo_video(video_path, size=FRAME_SIZE, crop=crop, channels=int(d.channels))
-    positions = clips.num_start_positions(video.num_frames, frames, stride)
-    starts = np.round(np.linspace(0, positions - 1, n_clips)).astype(np.int64)
+    check_echo_loop(video, frames, stride)  # a still image or a too-short loop is refused, as by predict
+    starts = clips.even_starts(video.num_frames, n_clips, frames, stride)
     return clips.make_clips(video.frames, starts, clips.ClipSpec.from_config(d)), starts
 
 

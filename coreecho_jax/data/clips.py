@@ -345,3 +345,9 @@ def make_clips(
     video = _as_thwc(video, spec.channels)
     starts = check_starts(starts, video.shape[0], spec.frames, spec.stride)
     return np.stack([make_clip(video, int(s), spec=spec) for s in starts])
+
+
+def even_starts(num_frames: int, k: int, frames: int, stride: int) -> np.ndarray:
+    """``k`` starts spread evenly over the valid positions of a (padded) video of ``num_frames``."""
+    n = num_start_positions(num_frames, frames, stride)
+    return np.round(np.linspace(0, n - 1, k)).astype(np.int64)
