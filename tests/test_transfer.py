@@ -178,7 +178,7 @@ def _fold_state(workdir: Path, fold: int, mode: str, config) -> dict:
 @pytest.mark.slow
 def test_camus_probing_freezes_the_encoder_and_trains_a_fresh_head(tmp_path):
     c = camus_demo.get_config("quick")
-    summary = loop.run_transfer(c, tmp_path)
+    summary = cli.run("train", c, str(tmp_path))  # what main.py calls
     assert summary["folds"] == [0] and summary["task"] == "camus"
     assert set(summary["summary"]) >= {"good_medium/corr", "good_medium/mae", "poor/mae", "all/mae"}
     for name in (
