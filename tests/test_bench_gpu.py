@@ -18,6 +18,7 @@ SCRIPT = REPO / "bench" / "gpu.py"
 def _load_gpu():
     spec = importlib.util.spec_from_file_location("bench_gpu_script", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
