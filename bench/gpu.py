@@ -25,11 +25,13 @@ Every timing excludes compilation and a warm-up call and ends with ``block_until
 in order of importance; before each one the script predicts its cost from the previous item of its
 kind and skips it, with the reason in the table, when it would not fit in what is left of
 ``--budget-s``. A compile that is already running cannot be interrupted, so keep a margin.
-Depthwise convolutions use ``model.depthwise='auto'``: ``'lax'`` (grouped convolution) on GPU,
-``'shifted'`` on CPU.
+Training rows use every visible device (``bench_train``'s data-parallel mesh: the videos per step must
+divide over them), eval and RnC rows one. Depthwise convolutions use ``model.depthwise='auto'``:
+``'lax'`` (grouped convolution) on GPU, ``'shifted'`` on CPU; the header says which ran.
 
-``--smoke`` shrinks everything (preset 'tiny', 8x32x32 clips, batch 4 clips, 2N = 64) to check the
-script on a CPU in well under a minute of compute; its numbers mean nothing.
+``--smoke`` shrinks everything (preset 'tiny', 8x32x32 clips, batch 4 clips, 2N = 64, no doubling of
+the batch) and lowers XLA's compile effort, to check the script on a CPU; its numbers mean nothing.
+Its cost is mostly the compiles of four tiny training steps (10-30 s each on 2 busy cores).
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ SMOKE = Sizes(
     input_frame_size=32,
     input_seconds=1.0,
     input_estimate_s=20.0,
-    max_videos=4,
+    max_videos=2,  # the paper-batch row only: doubling costs one more compile (tested with a stand-in)
 )
 
 
