@@ -373,19 +373,28 @@ def _stages(config: ml_collections.ConfigDict) -> list[int]:
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str | Path, *, allow_config_change: bool = False
 ) -> dict:
-    """Runs the configured stages (resuming where a previous run stopped) and the test evaluation.
+    """Runs the configured stages (resuming where a previous run stopped) and the test evaluation,
+    inside :func:`run_in_workdir`."""
+    return run_in_workdir(_run, config, workdir, allow_config_change=allow_config_change)
 
-    The config is checked first; the run then holds the workdir (:func:`workdir_lib.claim`: one run
-    at a time, ``config.json`` written once, a resume only under the same config unless
-    ``allow_config_change``).
-    """
+
+def run_in_workdir(
+    run: Callable[[ml_collections.ConfigDict, Path], dict],
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    allow_config_change: bool = False,
+) -> dict:
+    """``run(config, workdir)`` after the config check, holding the workdir (:func:`workdir_lib.claim`:
+    one run at a time, ``config.json`` written once, a resume only under the same config unless
+    ``allow_config_change``). Shared by CoReEcho training and the transfer experiments."""
     config_check.check_config(config)
     workdir = Path(workdir)
     mesh_lib.initialize_distributed(bool(config.run.distributed))
     with workdir_lib.claim(
         workdir, config, allow_config_change=allow_config_change, primary=jax.process_index() == 0
     ):
-        return _run(config, workdir)
+        return run(config, workdir)
 
 
 def _run(config: ml_collections.ConfigDict, workdir: Path) -> dict:

@@ -52,9 +52,9 @@ from coreecho_jax.evaluation.results import json_ready, write_json
 from coreecho_jax.models import build_model
 from coreecho_jax.models import rngs as rng_lib
 from coreecho_jax.models.coreecho import CoReEcho
+from coreecho_jax.train import loop as train_loop
 from coreecho_jax.train import mesh as mesh_lib
 from coreecho_jax.train import steps as train_steps
-from coreecho_jax.train import workdir as workdir_lib
 from coreecho_jax.train.writer import MetricWriter
 from coreecho_jax.transfer import report
 from coreecho_jax.transfer import steps as transfer_steps
@@ -387,14 +387,9 @@ def summarize(config: ml_collections.ConfigDict, data: PreparedSet, results: Seq
 def run_transfer(
     config: ml_collections.ConfigDict, workdir: str | Path, *, allow_config_change: bool = False
 ) -> dict:
-    """Checks the config, holds the workdir and runs every chosen fold (module doc)."""
-    config_check.check_config(config)
-    workdir = Path(workdir)
-    mesh_lib.initialize_distributed(bool(config.run.distributed))
-    with workdir_lib.claim(
-        workdir, config, allow_config_change=allow_config_change, primary=jax.process_index() == 0
-    ):
-        return _run(config, workdir)
+    """Runs every chosen fold (module doc) with the config checked and the workdir held, as CoReEcho
+    training does (:func:`coreecho_jax.train.loop.run_in_workdir`)."""
+    return train_loop.run_in_workdir(_run, config, workdir, allow_config_change=allow_config_change)
 
 
 def _run(config: ml_collections.ConfigDict, workdir: Path) -> dict:
