@@ -12,13 +12,13 @@ problem, ``error: <message>``, and exit with status 1; anything else keeps its t
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from coreecho_jax import cli  # light: no jax or TensorFlow at import
 from coreecho_jax.errors import CoreEchoError
 
 FLAGS = flags.FLAGS
@@ -48,28 +48,8 @@ flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def fail(error: CoreEchoError) -> None:
-    """Prints ``error: <line>`` for each line of the message to stderr and exits with status 1."""
-    lines = str(error).splitlines() or [type(error).__name__]
-    sys.stderr.write("".join(f"error: {line}\n" for line in lines))
-    sys.exit(1)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, after a check that every ``--config.<name>`` names a config field."""
-    from coreecho_jax import cli  # light: no jax or TensorFlow at import
-
-    try:
-        cli.check_command_line(argv)
-    except CoreEchoError as e:
-        fail(e)
-    return app.parse_flags_with_usage(argv)
-
-
 def main(argv):
     del argv
-    from coreecho_jax import cli
-
     if not FLAGS["verbosity"].present:  # library INFO logs (Orbax, TFDS) only when asked: -v 0
         logging.set_verbosity(logging.WARNING)
 
@@ -85,8 +65,8 @@ def main(argv):
             splits=FLAGS.splits,
         )
     except CoreEchoError as e:
-        fail(e)
+        cli.fail(e)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from coreecho_jax import cli  # light: no jax or TensorFlow at import
 from coreecho_jax.errors import CoreEchoError
 
 FLAGS = flags.FLAGS
@@ -33,26 +34,8 @@ flags.DEFINE_string(
 flags.mark_flags_as_required(["config", "workdir", "table"])
 
 
-def _fail(error: CoreEchoError) -> None:
-    sys.stderr.write(
-        "".join(f"error: {line}\n" for line in (str(error).splitlines() or [type(error).__name__]))
-    )
-    sys.exit(1)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    from coreecho_jax import cli
-
-    try:
-        cli.check_command_line(argv)
-    except CoreEchoError as e:
-        _fail(e)
-    return app.parse_flags_with_usage(argv)
-
-
 def main(argv: list[str]) -> None:
     del argv
-    from coreecho_jax import cli
     from coreecho_jax.analysis import ablate
 
     if not FLAGS["verbosity"].present:
@@ -65,8 +48,8 @@ def main(argv: list[str]) -> None:
             FLAGS.config, FLAGS.workdir, table.number, seeds=FLAGS.seeds, init_from=FLAGS.init_from
         )
     except CoreEchoError as e:
-        _fail(e)
+        cli.fail(e)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

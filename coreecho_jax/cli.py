@@ -9,13 +9,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import ml_collections
 
 from coreecho_jax import config_check
-from coreecho_jax.errors import ConfigError
+from coreecho_jax.errors import ConfigError, CoreEchoError
 
 MODES = ("train", "evaluate", "predict", "data", "embed")
 
@@ -58,6 +60,26 @@ def check_command_line(argv: Sequence[str], flag: str = "config") -> None:
     config = module.get_config(arg) if colon else module.get_config()  # as ml_collections calls it
     if isinstance(config, ml_collections.ConfigDict):
         config_check.check_overrides(config, names)
+
+
+def fail(error: CoreEchoError) -> NoReturn:
+    """Prints ``error: <line>`` for each line of the message to stderr and exits with status 1: how the
+    entry points (``main.py``, ``python -m coreecho_jax.ablate``) end on an error raised on purpose."""
+    lines = str(error).splitlines() or [type(error).__name__]
+    sys.stderr.write("".join(f"error: {line}\n" for line in lines))
+    sys.exit(1)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing (the entry points' ``flags_parser``), after :func:`check_command_line`:
+    every ``--config.<name>`` must name a config field, or the command fails with one line each."""
+    from absl import app
+
+    try:
+        check_command_line(argv)
+    except CoreEchoError as e:
+        fail(e)
+    return app.parse_flags_with_usage(argv)
 
 
 def run(
