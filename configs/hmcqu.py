@@ -37,4 +37,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.std = [float(x) for x in clips.STD]
     c.data.augment = True  # choice: the CAMUS augmentation ([21]'s is not published)
     c.data.synthetic.n_videos = 60  # recordings (about 2/3 with masks)
+    c.data.synthetic.mi_segments = (1, 1)  # adjacent MI segments per MI video, drawn in lo..hi
+    c.data.synthetic.mi_segment_motion = 0.1  # share of normal wall motion left in them (0: akinetic)
     return c

@@ -90,6 +90,9 @@ def test_config_checks():
         HmcQuSyntheticConfig(height=100, width=80)
     with pytest.raises(ConfigError, match="header"):
         HmcQuSyntheticConfig(header="three_rows")
+    for bad in [(0, 1), (3, 2), (1, 7), (2,)]:
+        with pytest.raises(ConfigError, match="mi_segments"):
+            HmcQuSyntheticConfig(mi_segments=bad)
 
 
 def test_writers_take_a_dict_or_overrides_and_refuse_another_config(tmp_path):
@@ -139,6 +142,35 @@ def test_hmcqu_sheet_labels_follow_the_drawn_segment(tmp_path):
         assert (start, end) == (rec.start_frame, rec.end_frame)
         frames = to_frame_size(video.frames, cfg.height, cfg.width)[start - 1 : end]
         np.testing.assert_array_equal(rec.cycle(), frames)
+
+
+def test_mi_territory_labels_adjacent_segments_and_draws_them(tmp_path):
+    cfg = dataclasses.replace(HMCQU, n_videos=12, mi_segments=(2, 3), mi_segment_motion=0.0)
+    root = write_hmcqu_dataset(tmp_path / "h", cfg)
+    rows, _ = read_sheet(root / "A4C.xlsx")
+    territories = [tuple(int(s[3:]) for s, is_mi in r.segments.items() if is_mi) for r in rows]
+    mi = [t for t in territories if t]
+    assert 0 < len(mi) < len(rows)
+    order = hmcqu_writer.WALL_ORDER
+    for t in mi:  # a run of 2 or 3 neighbours along the wall
+        first = order.index(t[0])
+        assert 2 <= len(t) <= 3 and t == order[first : first + len(t)]
+    for i, (t, rec) in enumerate(zip(territories, read_hmcqu(root, subset="all"))):
+        video, start, end = draw_recording(cfg, i, t or None)
+        frames = to_frame_size(video.frames, cfg.height, cfg.width)[start - 1 : end]
+        np.testing.assert_array_equal(rec.cycle(), frames)
+        expected = (*t, 4) if {3, 5} <= set(t) else t
+        assert video.params.hypokinetic_segments == expected
+
+
+def test_mi_territory_draw_is_uniform_over_runs():
+    rng = np.random.default_rng(0)
+    runs = [hmcqu_writer.mi_territory(rng, 1, 2) for _ in range(6000)]
+    counts = {r: runs.count(r) for r in set(runs)}
+    assert len(counts) == 6 + 5  # every single segment and every adjacent pair
+    singles = sum(c for r, c in counts.items() if len(r) == 1)
+    assert abs(singles / len(runs) - 0.5) < 0.03
+    assert counts[(3, 5)] > 0  # the apical cap sits between 3 and 5, which are neighbours
 
 
 @pytest.mark.parametrize("segment", [2, 7])

@@ -80,7 +80,14 @@ def write_synthetic(task: str, data_config: Any, workdir: Path) -> Path:
         return write_camus_dataset(root, n_patients=int(s.n_videos), seed=int(s.seed), size=int(s.size))
     from coreecho_jax.data.synthetic.hmcqu import write_hmcqu_dataset
 
-    return write_hmcqu_dataset(root, n_videos=int(s.n_videos), seed=int(s.seed), size=int(s.size))
+    return write_hmcqu_dataset(
+        root,
+        n_videos=int(s.n_videos),
+        seed=int(s.seed),
+        size=int(s.size),
+        mi_segments=tuple(int(k) for k in s.mi_segments),
+        mi_segment_motion=float(s.mi_segment_motion),
+    )
 
 
 def _identity(paths: list[Path]) -> list:

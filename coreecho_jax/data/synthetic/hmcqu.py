@@ -12,11 +12,13 @@ Layout (what :func:`coreecho_jax.data.hmcqu.read_hmcqu` reads)::
 ``header="two_rows"`` writes the start/end headers under a merged "One cardiac-cycle frames" cell, as
 another release's sheet reads. An MI video draws one wall segment (of SEG1..SEG7 without the apical
 cap) hypokinetic (``HeartParams.hypokinetic_segments``, its motion scaled by ``mi_segment_motion``) and
-labels that segment MI; a normal video has none. Everything else (EF, anatomy, texture, rate) comes
-from the same distributions, so only the motion tells the label (the global EF drops a little with the
-segment, as in real infarcts). The annotated cycle runs from the first ED to the next ED. The square
-drawing (``size``) is resized to ``height`` and padded with black columns to ``width`` (real videos
-are 422 x 636 to 768 x 1024). Video ``i`` uses ``video_rng(seed, i)``.
+labels that segment MI; a normal video has none. ``mi_segments=(lo, hi)`` lets an infarct span a run of
+``lo..hi`` adjacent labelled segments along the wall instead (a coronary territory; the apical cap is
+drawn hypokinetic too when the run goes round the apex), each labelled MI. Everything else (EF,
+anatomy, texture, rate) comes from the same distributions, so only the motion tells the label (the
+global EF drops a little with the segment, as in real infarcts). The annotated cycle runs from the
+first ED to the next ED. The square drawing (``size``) is resized to ``height`` and padded with black
+columns to ``width`` (real videos are 422 x 636 to 768 x 1024). Video ``i`` uses ``video_rng(seed, i)``.
 
 ``python -m coreecho_jax.data.synthetic.hmcqu --root DIR [--n 24] [--seed 0] [--height 422 --width 636]``.
 """
@@ -52,6 +54,9 @@ MASK_HEADER = "LV Wall Ground-truth Segmentation Masks"
 #: The check sign of the mask column (a Wingdings check mark shows as "ü" in the sheet's text).
 MASK_MARK = "ü"
 FOLD_FILE = "hmcqu_folds.csv"
+#: The labelled segments in their order along the wall, basal septum -> apex -> basal lateral wall.
+WALL_ORDER = tuple(int(s[3:]) for s in A4C_SEGMENT_COLUMNS)
+APICAL_CAP = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +73,9 @@ class HmcQuSyntheticConfig(heart.DrawingConfig):
         mi_fraction: share of MI videos (72 / 109 in the paper's subset); >= 1 of each class per
             mask group when it has >= 2 videos.
         mask_fraction: share of videos marked as having a mask (109 / 162).
-        mi_segment_motion: share of normal wall motion left in the MI segment.
+        mi_segment_motion: share of normal wall motion left in the MI segment(s) (0 = akinetic).
+        mi_segments: (lo, hi), the number of adjacent labelled segments an infarct spans, drawn
+            uniformly in ``lo..hi`` (default (1, 1): one segment, as the issue that built this asked).
         n_folds, fold_seed: the stratified folds written to ``hmcqu_folds.csv``.
         header: ``"one_row"`` or ``"two_rows"`` (see the module doc).
     """
@@ -83,6 +90,7 @@ class HmcQuSyntheticConfig(heart.DrawingConfig):
     mi_fraction: float = 0.66
     mask_fraction: float = 0.67
     mi_segment_motion: float = 0.1
+    mi_segments: tuple[int, int] = (1, 1)
     n_folds: int = 5
     fold_seed: int = 0
     header: str = "one_row"
@@ -101,6 +109,13 @@ class HmcQuSyntheticConfig(heart.DrawingConfig):
             raise ConfigError(
                 f"HmcQuSyntheticConfig needs 8 <= min_frames <= max_frames, got {self.min_frames}, {self.max_frames}"
             )
+        object.__setattr__(self, "mi_segments", tuple(int(k) for k in self.mi_segments))
+        k = self.mi_segments
+        if len(k) != 2 or not 1 <= k[0] <= k[1] <= len(WALL_ORDER):
+            raise ConfigError(
+                f"HmcQuSyntheticConfig.mi_segments must be (lo, hi) with 1 <= lo <= hi <= "
+                f"{len(WALL_ORDER)}, got {self.mi_segments}"
+            )
         if not (0 <= self.mi_fraction <= 1 and 0 <= self.mask_fraction <= 1):
             raise ConfigError("HmcQuSyntheticConfig.mi_fraction and mask_fraction must lie in [0, 1]")
 
@@ -110,10 +125,19 @@ def echo_id(index: int) -> str:
     return f"ES{index + 1:04d} _4CH_1"
 
 
+def mi_territory(rng: np.random.Generator, lo: int, hi: int) -> tuple[int, ...]:
+    """A run of ``lo..hi`` (uniform) adjacent labelled segments of :data:`WALL_ORDER`, uniform start."""
+    k = int(rng.integers(lo, hi + 1))
+    start = int(rng.integers(0, len(WALL_ORDER) - k + 1))
+    return WALL_ORDER[start : start + k]
+
+
 def draw_recording(
-    config: HmcQuSyntheticConfig, index: int, mi_segment: int | None
+    config: HmcQuSyntheticConfig, index: int, mi_segments: int | tuple[int, ...] | None
 ) -> tuple[heart.DrawnVideo, int, int]:
-    """Video ``index`` (hypokinetic ``mi_segment`` or none) and its cycle (start, end), 1-based inclusive.
+    """Video ``index`` (hypokinetic ``mi_segments``, one or several labelled segments, or none) and
+    its cycle (start, end), 1-based inclusive. A territory holding segments 3 and 5 also draws the
+    apical cap between them hypokinetic.
 
     The first ED lies in the first half beat (``phase0`` in [0.5, 1)) and the rate is raised when
     needed so that the next ED is in the video too. The cycle's frames come from the timing (the
@@ -127,7 +151,7 @@ def draw_recording(
     params = dataclasses.replace(
         params,
         phase0=float(rng.uniform(0.5, 1.0)),
-        hypokinetic_segments=() if mi_segment is None else (mi_segment,),
+        hypokinetic_segments=_drawn_segments(mi_segments),
         segment_motion=config.mi_segment_motion,
     )
     video = heart.draw_video(params, rng)
@@ -138,6 +162,13 @@ def draw_recording(
         return min(frames, key=lambda k: video.contraction[k])
 
     return video, nearest_ed(t_ed) + 1, nearest_ed(t_ed + params.period) + 1
+
+
+def _drawn_segments(mi_segments: int | tuple[int, ...] | None) -> tuple[int, ...]:
+    if mi_segments is None:
+        return ()
+    segs = (mi_segments,) if isinstance(mi_segments, int) else tuple(mi_segments)
+    return segs + (APICAL_CAP,) if {3, 5} <= set(segs) else segs
 
 
 def to_frame_size(frames: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -174,16 +205,20 @@ def _write_files(cfg: HmcQuSyntheticConfig, root: Path) -> None:
     for group in (has_mask, ~has_mask):
         idx = np.flatnonzero(group)
         mi[idx] = np.array(quota_labels(len(idx), (1 - cfg.mi_fraction, cfg.mi_fraction), order), bool)
-    segment_numbers = [int(s[3:]) for s in A4C_SEGMENT_COLUMNS]
     video_dir = root / "HMC-QU" / "A4C"
     rows, fold_rows = [], []
     for i in range(n):
-        segment = int(order.choice(segment_numbers)) if mi[i] else None
-        video, start, end = draw_recording(cfg, i, segment)
+        if not mi[i]:
+            segments: tuple[int, ...] = ()
+        elif cfg.mi_segments == (1, 1):  # the original one-segment draw (same data as before)
+            segments = (int(order.choice(WALL_ORDER)),)
+        else:
+            segments = mi_territory(order, *cfg.mi_segments)
+        video, start, end = draw_recording(cfg, i, segments or None)
         write_video(
             video_dir / f"{echo_id(i)}.avi", to_frame_size(video.frames, cfg.height, cfg.width), cfg.fps
         )
-        labels = ["MI" if s == segment else "non-MI" for s in segment_numbers]
+        labels = ["MI" if s in segments else "non-MI" for s in WALL_ORDER]
         rows.append([echo_id(i), *labels, start, end, MASK_MARK if has_mask[i] else None])
         if has_mask[i]:
             fold_rows.append([echo_id(i), *labels, start, end, 1])
