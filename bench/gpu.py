@@ -27,7 +27,10 @@ kind and skips it, with the reason in the table, when it would not fit in what i
 ``--budget-s``. A compile that is already running cannot be interrupted, so keep a margin.
 Training rows use every visible device (``bench_train``'s data-parallel mesh: the videos per step must
 divide over them), eval and RnC rows one. Depthwise convolutions use ``model.depthwise='auto'``:
-``'lax'`` (grouped convolution) on GPU, ``'shifted'`` on CPU; the header says which ran.
+``'lax'`` (grouped convolution) on GPU, ``'shifted'`` on CPU; self-attention ``model.attention='auto'``:
+cuDNN's fused attention on GPU in bfloat16, XLA's otherwise on GPU, ``'einsum'`` on CPU. The header
+says which ran, and one more bfloat16 eval row runs the attention kernel 'auto' did not pick
+(``'xla'``, or ``'einsum'`` where 'auto' is 'xla') at the largest eval batch, side by side.
 
 ``--smoke`` shrinks everything (preset 'tiny', 8x32x32 clips, batch 4 clips, 2N = 64, no doubling of
 the batch) and lowers XLA's compile effort, to check the script on a CPU; its numbers mean nothing.
@@ -63,6 +66,7 @@ from flax import nnx
 
 from coreecho_jax.models import depthwise
 from coreecho_jax.models.coreecho import build_coreecho
+from coreecho_jax.models.uniformer import resolve_attention, uniformer_config
 
 SECTIONS = ("eval", "train", "rnc", "input", "train_max_batch", "epoch")
 CLIPS_PER_VIDEO = 2  # stage 1: two views per video
@@ -170,9 +174,16 @@ def _median_s(fn: Callable[[], object], repeats: int) -> float:
     return float(np.median(times))
 
 
-def eval_rate(sizes: Sizes, batch: int, dtype: str) -> dict:
-    """Eval forward of CoReEcho (UniFormer encoder + head, eval mode) on ``[batch, T, S, S, 3]`` float32 clips."""
-    model = build_coreecho({"preset": sizes.preset, "dtype": dtype, "seed": 0})
+def attention_auto(preset: str, dtype: str) -> str:
+    """The attention kernel ``model.attention='auto'`` picks here for ``preset`` in ``dtype``."""
+    cfg = uniformer_config(preset, dtype=dtype)
+    return resolve_attention("auto", cfg.compute_dtype, cfg.head_dim)
+
+
+def eval_rate(sizes: Sizes, batch: int, dtype: str, attention: str = "auto") -> dict:
+    """Eval forward of CoReEcho (UniFormer encoder + head, eval mode) on ``[batch, T, S, S, 3]`` float32
+    clips, self-attention by ``attention`` (``model.attention``)."""
+    model = build_coreecho({"preset": sizes.preset, "dtype": dtype, "attention": attention, "seed": 0})
     model.eval()
     graphdef, state = nnx.split(model)
 
@@ -195,6 +206,7 @@ def eval_rate(sizes: Sizes, batch: int, dtype: str) -> dict:
         "compile_s": compile_s,
         "batch_clips": batch,
         "dtype": dtype,
+        "attention": attention if attention != "auto" else attention_auto(sizes.preset, dtype),
         "xla_gflop_per_clip": flops / batch / 1e9,
         "achieved_tflops": flops / s / 1e12,
     }
@@ -307,11 +319,12 @@ def run(sizes: Sizes, budget: Budget, report: Report, workdir: Path) -> None:
             last[section] = row["elapsed_s"]
         return row
 
-    def eval_item(dtype: str, batch: int) -> None:
+    def eval_item(dtype: str, batch: int, attention: str = "auto") -> None:
+        kernel = attention if attention != "auto" else attention_auto(sizes.preset, dtype)
         item(
             "eval",
-            f"{sizes.preset} eval forward, {dtype}, batch {batch} clips of {clip}",
-            lambda: eval_rate(sizes, batch, dtype),
+            f"{sizes.preset} eval forward, {dtype}, attention '{kernel}', batch {batch} clips of {clip}",
+            lambda: eval_rate(sizes, batch, dtype, attention),
         )
 
     def train_item(dtype: str, remat: bool) -> None:
@@ -340,6 +353,9 @@ def run(sizes: Sizes, budget: Budget, report: Report, workdir: Path) -> None:
         )
     for batch in sizes.eval_batches:
         eval_item("float32", batch)
+    # the attention kernel 'auto' did not pick, side by side (on a GPU in bfloat16: 'xla' vs 'cudnn')
+    auto = attention_auto(sizes.preset, "bfloat16")
+    eval_item("bfloat16", sizes.eval_batches[-1], "xla" if auto != "xla" else "einsum")
     for dtype, remat in (("float32", False), ("bfloat16", True), ("float32", True)):
         train_item(dtype, remat)
     _max_batch(sizes, budget, report, clip)
@@ -416,7 +432,7 @@ def _epoch(report: Report) -> None:
     )
 
 
-def meta(args: argparse.Namespace, command: str) -> dict:
+def meta(args: argparse.Namespace, command: str, sizes: Sizes) -> dict:
     dev = jax.devices()[0]
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -428,6 +444,7 @@ def meta(args: argparse.Namespace, command: str) -> dict:
         "python": platform.python_version(),
         "host": f"{platform.machine()}, {os.cpu_count()} cores",
         "depthwise_auto": depthwise.resolve_impl("auto"),
+        "attention_auto": {d: attention_auto(sizes.preset, d) for d in ("float32", "bfloat16")},
         "budget_s": args.budget_s,
         "smoke": args.smoke,
     }
@@ -440,7 +457,8 @@ def _fmt(value: float) -> str:
 def print_table(info: dict, report: Report, elapsed: float) -> None:
     print(
         f"\n# {info['device_kind']} ({info['platform']} x{info['device_count']}) | jax {info['jax_version']} | "
-        f"{info['host']} | depthwise 'auto' = '{info['depthwise_auto']}' | {info['date']}"
+        f"{info['host']} | depthwise 'auto' = '{info['depthwise_auto']}' | attention 'auto' = "
+        f"{info['attention_auto']} | {info['date']}"
     )
     print(
         f"# command: {info['command']}  (every row below; {elapsed:.0f} s of {info['budget_s']:g} s budget)"
@@ -481,7 +499,7 @@ def main(argv: list[str] | None = None) -> dict:
         sizes = dataclasses.replace(sizes, max_videos=args.max_videos)
     budget = Budget(args.budget_s)
     report = Report(command)
-    info = meta(args, command)
+    info = meta(args, command, sizes)
     with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:
         run(sizes, budget, report, Path(tmp))
     elapsed = time.perf_counter() - budget.start

@@ -63,6 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.dtype = "float32"  # switch: "bfloat16" computes in bf16 with float32 parameters
     c.model.remat = False  # switch: rematerialise each stage (jax.checkpoint) to save memory; same math
     c.model.depthwise = "auto"  # depthwise 3-D conv: auto | lax | shifted | shifted_autodiff (same math)
+    c.model.attention = "auto"  # self-attention: auto | einsum | xla | cudnn (same math; cudnn: GPU bf16)
     c.model.dropout_rng = "hash"  # dropout masks: "hash" (fast on CPU) | "jax" (jax.random.bernoulli)
     c.model.rng_impl = "rbg"  # JAX key implementation of init/dropout: rbg | unsafe_rbg | threefry2x32
     c.model.unbiased_running_var = True  # BatchNorm running var from the unbiased batch var, as torch does

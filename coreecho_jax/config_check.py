@@ -229,6 +229,7 @@ def _model_problems(config: ml_collections.ConfigDict) -> list[str]:
     overrides = {k: v for k, v in model.items() if k in encoder_fields and v is not None}
     try:
         encoder = uniformer.uniformer_config(str(model.get("preset")), **overrides)
+        uniformer.resolve_attention(encoder.attention, encoder.compute_dtype, encoder.head_dim)
     except (ValueError, TypeError) as e:
         return [*problems, f"model: {e}"]
     size = get_field(config, "data.image_size", None)

@@ -59,8 +59,12 @@ def test_smoke_run_writes_every_section_as_json(tmp_path):
     assert not [r for r in result["sections"]["train"] if "skipped" in r], result["sections"]["train"]
     train = {(r["dtype"], r["remat"]) for r in result["sections"]["train"]}
     assert train == {("float32", False), ("float32", True), ("bfloat16", False), ("bfloat16", True)}
-    evals = {(r["dtype"], r["batch_clips"]) for r in result["sections"]["eval"] if "value" in r}
-    assert evals == {("float32", 4), ("bfloat16", 4)}
+    evals = {
+        (r["dtype"], r["batch_clips"], r["attention"]) for r in result["sections"]["eval"] if "value" in r
+    }
+    # on the CPU 'auto' is 'einsum'; the side-by-side row runs jax.nn.dot_product_attention's 'xla'
+    assert evals == {("float32", 4, "einsum"), ("bfloat16", 4, "einsum"), ("bfloat16", 4, "xla")}
+    assert meta["attention_auto"] == {"float32": "einsum", "bfloat16": "einsum"}
     assert "EchoNet-Dynamic epoch" in proc.stdout
 
 

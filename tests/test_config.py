@@ -113,6 +113,7 @@ def test_shipped_configs_pass(get):
         ("loss.implementation", "fast", "loss.implementation = 'fast'"),
         ("model.dropout", 1.5, "model: dropout and drop_path must be in [0, 1)"),
         ("model.preset", "huge", "model: unknown UniFormer preset 'huge'"),
+        ("model.attention", "cudnn", "model: attention='cudnn' needs a CUDA GPU"),
         ("model.rng_impl", "philox", "model.rng_impl = 'philox'"),
         ("model.head_dropout", -0.1, "model.head_dropout = -0.1: must be in [0, 1)"),
         ("run.stages", "1,3", "run.stages = '1,3': must list 1 and/or 2"),

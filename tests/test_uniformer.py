@@ -11,9 +11,11 @@ from coreecho_jax.models.layers import BatchNorm, Dropout, DropPath, hash_bernou
 from coreecho_jax.models.rngs import make_rngs
 from coreecho_jax.models.uniformer import (
     PRESETS,
+    Attention,
     UniFormer,
     UniFormerConfig,
     attention_core,
+    resolve_attention,
     stage_shapes,
     uniformer_config,
 )
@@ -262,6 +264,44 @@ def test_attention_core_custom_vjp_matches_autodiff(scale):
     ref_out, ref_pull = jax.vjp(reference, q, k, v)
     chex.assert_trees_all_close(out, ref_out, rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(pull(cot), ref_pull(cot), rtol=1e-5, atol=1e-5)
+
+
+def test_attention_implementations_compute_the_same_model():
+    """'xla' (jax.nn.dot_product_attention) and 'einsum' (attention_core): same outputs and gradients."""
+    einsum = _model(dropout=0.0, depthwise="lax", attention="einsum")
+    xla = _model(dropout=0.0, depthwise="lax", attention="xla")
+    _copy_params(einsum, xla)
+    for model, impl in ((einsum, "einsum"), (xla, "xla")):
+        assert {m.impl for _, m in model.iter_modules() if isinstance(m, Attention)} == {impl}
+    x = _clip(5)
+
+    def loss(model, x):
+        return jnp.mean(model(x) ** 2)
+
+    step = nnx.jit(nnx.value_and_grad(loss))
+    einsum.train()
+    xla.train()
+    (l_e, g_e), (l_x, g_x) = step(einsum, x), step(xla, x)
+    np.testing.assert_allclose(l_x, l_e, rtol=1e-5)
+    chex.assert_trees_all_close(g_x, g_e, rtol=1e-4, atol=1e-6)
+    assert any(np.any(np.asarray(v) != 0) for v in jax.tree.leaves(g_e))
+
+
+def test_attention_choice_by_backend_and_dtype():
+    bf16, f32 = jnp.bfloat16, jnp.float32
+    assert resolve_attention("auto", f32, 64, backend="cpu") == "einsum"
+    assert resolve_attention("auto", bf16, 64, backend="cpu") == "einsum"
+    assert resolve_attention("auto", bf16, 64, backend="gpu") == "cudnn"
+    assert resolve_attention("auto", f32, 64, backend="gpu") == "xla"
+    assert resolve_attention("auto", bf16, 12, backend="gpu") == "xla"  # not a multiple of 8
+    assert resolve_attention("xla", f32, 64, backend="cpu") == "xla"
+    assert resolve_attention("cudnn", bf16, 64, backend="gpu") == "cudnn"
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        resolve_attention("cudnn", bf16, 64, backend="cpu")
+    with pytest.raises(ValueError, match="bfloat16"):
+        resolve_attention("cudnn", f32, 64, backend="gpu")
+    with pytest.raises(ValueError, match="attention must be one of"):
+        uniformer_config("tiny", attention="flash")
 
 
 def test_hash_dropout_masks():

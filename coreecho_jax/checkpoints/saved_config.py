@@ -26,7 +26,7 @@ CLIP_FIELDS = ("data.frames", "data.stride", "data.image_size", "data.channels")
 #: Values of fields that a run saved before the field existed had: the pipeline then stored grey frames.
 LEGACY_VALUES = {"data.channels": 1}
 #: Model fields that choose how the model computes, not what: taken from the given config.
-MODEL_RUNTIME_FIELDS = ("dtype", "remat", "depthwise")
+MODEL_RUNTIME_FIELDS = ("dtype", "remat", "depthwise", "attention")
 
 _ABSENT = object()
 

@@ -66,6 +66,7 @@ ENCODER_CONFIG_KEYS = (
     "dtype",
     "remat",
     "depthwise",
+    "attention",
     "dropout_rng",
     "unbiased_running_var",
 )
@@ -92,6 +93,7 @@ def build_coreecho(config: Mapping[str, Any] | Any) -> CoReEcho:
       dtype: 'float32' (default) or 'bfloat16' compute dtype.
       remat: rematerialise each encoder stage (False).
       depthwise: 'auto' (default), 'lax', 'shifted' or 'shifted_autodiff'.
+      attention: 'auto' (default), 'einsum', 'xla' or 'cudnn' (see ``resolve_attention``).
       dropout_rng: dropout mask generator for encoder and head, 'hash' (default) or 'jax'.
       unbiased_running_var: BatchNorm running variance updated torch-style (True, default) or
         Flax-style (False), encoder and head.

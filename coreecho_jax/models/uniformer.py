@@ -60,6 +60,8 @@ class UniFormerConfig:
       dtype: compute dtype, 'float32' or 'bfloat16'; parameters always stay float32.
       remat: rematerialise each stage during the backward pass.
       depthwise: depthwise conv implementation: 'auto', 'lax', 'shifted' or 'shifted_autodiff'.
+      attention: self-attention implementation (same function, different kernels; see
+        :func:`resolve_attention`): 'auto', 'einsum', 'xla' or 'cudnn'.
       dropout_rng: 'hash' (counter-hash masks, fast on CPU) or 'jax' (``jax.random.bernoulli``), see
         :class:`coreecho_jax.models.layers.Dropout`; both drop with probability ``dropout``.
       unbiased_running_var: BatchNorm running-variance update with the unbiased batch variance, as
@@ -77,6 +79,7 @@ class UniFormerConfig:
     dtype: str = "float32"
     remat: bool = False
     depthwise: str = "auto"
+    attention: str = "auto"
     dropout_rng: str = "hash"
     unbiased_running_var: bool = True
 
@@ -94,6 +97,8 @@ class UniFormerConfig:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.depthwise not in IMPLEMENTATIONS:
             raise ValueError(f"depthwise must be one of {IMPLEMENTATIONS}, got {self.depthwise!r}")
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {self.attention!r}")
         if self.dropout_rng not in DROPOUT_RNGS:
             raise ValueError(f"dropout_rng must be one of {DROPOUT_RNGS}, got {self.dropout_rng!r}")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.drop_path < 1.0:
@@ -233,6 +238,43 @@ def _attention_core_bwd(scale, residuals, d_out):
 attention_core.defvjp(_attention_core_fwd, _attention_core_bwd)
 
 
+ATTENTION_IMPLEMENTATIONS = ("auto", "einsum", "xla", "cudnn")
+
+
+def resolve_attention(impl: str, dtype: Any, head_dim: int, backend: str | None = None) -> str:
+    """The attention kernel for ``impl`` on ``backend`` (default: JAX's default backend).
+
+    - ``'einsum'``: :func:`attention_core`, two einsums and a float32 softmax with a hand-written
+      backward pass (the fastest measured on XLA:CPU).
+    - ``'xla'``: ``jax.nn.dot_product_attention(implementation='xla')``, the same algebra as JAX
+      writes it (float32 logits and softmax), left to XLA to fuse.
+    - ``'cudnn'``: ``jax.nn.dot_product_attention(implementation='cudnn')``, cuDNN's fused
+      (flash) attention: CUDA GPUs only, bfloat16 compute, ``head_dim`` a multiple of 8 up to 128.
+    - ``'auto'``: ``'einsum'`` on CPU; on GPU ``'cudnn'`` where it applies (bfloat16), else ``'xla'``.
+      The GPU choice follows the kernels' design, not a measurement here (``bench/gpu.py`` prints it).
+
+    All compute ``softmax(q k^T * scale) v``; they differ only in rounding (tested on CPU for 'einsum'
+    and 'xla'). ValueError when ``'cudnn'`` cannot run here.
+    """
+    if impl not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {impl!r}")
+    backend = backend or jax.default_backend()
+    cudnn_ok = jnp.dtype(dtype) == jnp.bfloat16 and head_dim % 8 == 0 and head_dim <= 128
+    if impl == "auto":
+        if backend != "gpu":
+            return "einsum"
+        return "cudnn" if cudnn_ok else "xla"
+    if impl == "cudnn":
+        if backend != "gpu":
+            raise ValueError(f"attention='cudnn' needs a CUDA GPU; JAX's backend here is {backend!r}")
+        if not cudnn_ok:
+            raise ValueError(
+                f"attention='cudnn' needs dtype bfloat16 and head_dim a multiple of 8 up to 128 "
+                f"(got {jnp.dtype(dtype).name}, head_dim {head_dim}); use 'xla' or 'auto'"
+            )
+    return impl
+
+
 def _is_power_of_two(x: float) -> bool:
     m, _ = math.frexp(x)
     return m == 0.5
@@ -245,10 +287,21 @@ class Attention(nnx.Module):
     4, 16, 64, 256, ...) it is applied to ``q`` instead, which gives bit-identical logits for less work.
     """
 
-    def __init__(self, dim: int, num_heads: int, dropout: float, *, dtype, dropout_rng: str, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        dropout: float,
+        *,
+        dtype,
+        dropout_rng: str,
+        rngs: nnx.Rngs,
+        impl: str = "auto",
+    ):
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.dtype = dtype
+        self.impl = resolve_attention(impl, dtype, dim // num_heads)
         linear = dict(kernel_init=_LINEAR_KERNEL_INIT, bias_init=_ZEROS, dtype=dtype, rngs=rngs)
         self.qkv = torch_linear(dim, 3 * dim, **linear)
         self.proj = torch_linear(dim, dim, **linear)
@@ -258,7 +311,12 @@ class Attention(nnx.Module):
         b, n, c = x.shape
         h = self.num_heads
         # channel index of qkv = s*C + head*hd + d, s in (q, k, v)
-        qkv = self.qkv(x).reshape(b, n, 3, h, c // h).transpose(2, 0, 3, 1, 4)  # [3, B, heads, N, hd]
+        qkv = self.qkv(x).reshape(b, n, 3, h, c // h)
+        if self.impl != "einsum":  # jax.nn.dot_product_attention takes [B, N, heads, hd]
+            q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+            out = jax.nn.dot_product_attention(q, k, v, scale=self.scale, implementation=self.impl)
+            return self.proj_drop(self.proj(out.reshape(b, n, c)))
+        qkv = qkv.transpose(2, 0, 3, 1, 4)  # [3, B, heads, N, hd]
         q, k, v = qkv[0], qkv[1], qkv[2]
         scale = self.scale
         if _is_power_of_two(scale):
@@ -289,7 +347,9 @@ class SABlock(nnx.Module):
         dt = cfg.compute_dtype
         self.pos_embed = Conv3d(dim, dim, 3, padding=1, groups=dim, impl=cfg.depthwise, dtype=dt, rngs=rngs)
         self.norm1 = _layer_norm(dim, 1e-6, dt, rngs)
-        self.attn = Attention(dim, num_heads, cfg.dropout, dtype=dt, dropout_rng=cfg.dropout_rng, rngs=rngs)
+        self.attn = Attention(
+            dim, num_heads, cfg.dropout, dtype=dt, dropout_rng=cfg.dropout_rng, rngs=rngs, impl=cfg.attention
+        )
         self.drop_path = DropPath(drop_path, rngs=rngs)
         self.norm2 = _layer_norm(dim, 1e-6, dt, rngs)
         self.mlp = Mlp(

@@ -39,13 +39,14 @@ CHANGES_FILE = "config_changes.jsonl"
 RESULTS_FILE = "results.json"  # written by the loop when a run has finished
 
 #: Fields that may differ between the saved and the current config: paths, logging and machine
-#: settings that leave every number of the run unchanged (the depthwise implementations and remat
-#: compute the same function; eval batching does not change eval-mode predictions).
+#: settings that leave every number of the run unchanged (the depthwise and attention implementations
+#: and remat compute the same function; eval batching does not change eval-mode predictions).
 RESULT_NEUTRAL_FIELDS = frozenset(
     {
         "data.root",
         "data.data_dir",
         "model.depthwise",
+        "model.attention",
         "model.remat",
         "eval.batch_size",
         "run.stages",
