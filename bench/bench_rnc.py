@@ -3,6 +3,7 @@
     python bench/bench_rnc.py [--sizes 256 1024 4096] [--dim 512] [--repeats 7]
                               [--forms pairwise sorted_all_rows sorted] [--memory-budget-gib 4]
                               [--check-memory] [--plot docs/images/rnc_scaling.png]
+                              [--official-repo PATH]
 
 For every batch of ``2N`` rows (``D``-dim float32 embeddings, features ~ N(0, 0.2^2), labels
 uniform(5, 95), ``temperature=2``, the official benchmark setup) it times one jitted
@@ -21,10 +22,16 @@ skipped where its ``[n, n, n]`` tensors would exceed ``--memory-budget-gib`` (tw
 arrays: the membership mask and the ``exp`` values kept for the backward pass), the other forms
 where about 16 (all rows) or 6 (row blocks) float32 ``[n, n]`` arrays would.
 
-Official algorithm: ``RnCLoss`` of ``kaiwenzha/Rank-N-Contrast`` (``loss.py``) in PyTorch 2.13 CPU,
-``torch.set_num_threads(2)``, same setup, median over 7 processes, measured on this project's
-2-core CPU machine kind in November 2026 for 2N <= 256 only: a constant from another run (PyTorch
-is not a dependency of this project), printed and plotted as such.
+Official algorithm: with ``--official-repo PATH`` (a checkout of the official CoReEcho code, and
+PyTorch installed; neither is a dependency of this project) the official ``RnCLoss``
+(``coreecho/loss.py``, the Rank-N-Contrast loss) is timed in the same run, forward + backward w.r.t.
+the features, as one more entry of the interleaved rounds, with as many PyTorch threads as this
+process has cores and denormals flushed to zero (see ``bench/official.py``). It gets the same
+features; its labels are those of the first N rows, repeated for the second N (the official layout:
+two views per video; its cost does not depend on the label values). It is skipped where its peak
+(about ``16 n^3`` bytes) would exceed ``--memory-budget-gib``. The table prints its median, ours and
+the ratio official / the form ``auto`` picks; without ``--official-repo`` the column says it was not
+measured, and the plot draws the official curve only when it was.
 
 ``--check-memory`` adds XLA's buffer-assignment size (temporaries of the compiled step) per form;
 the process's peak RSS is printed at the end. The CPU may be shared with other processes, so the
@@ -50,10 +57,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax
 import jax.numpy as jnp
 
+from bench import official
 from coreecho_jax.losses import rnc
 
-# Official RnCLoss, fwd+bwd median in ms, 2 threads, D = 512, float32 (2-core CPU, November 2026).
-TORCH_BASELINE_MS = {32: 4.98, 64: 14.5, 128: 80.8, 256: 281.0}
+OFFICIAL = "official"  # key of the official RnCLoss in a size's results
 # form name -> rnc._rnc_flat implementation string
 FORMS = {"pairwise": "pairwise", "sorted_all_rows": "sorted_label_order@full", "sorted": "sorted"}
 
@@ -86,36 +93,52 @@ def auto_form(n: int) -> str:
     return "pairwise" if n <= rnc.PAIRWISE_MAX_ROWS else "sorted"
 
 
-def time_size(n: int, dim: int, forms: list[str], repeats: int, check_memory: bool) -> dict:
-    """Compile every form for ``2N = n``, then time them interleaved; per form: all times in s,
-    compile time and XLA temp bytes."""
+def time_size(
+    n: int,
+    dim: int,
+    forms: list[str],
+    repeats: int,
+    check_memory: bool,
+    official_repo: Path | None = None,
+    threads: int = 1,
+) -> dict:
+    """Compile every form for ``2N = n``, then time them interleaved (with the official ``RnCLoss``
+    as one more entry when ``official_repo`` is given); per entry: all times in s, compile time and
+    XLA temp bytes."""
     rng = np.random.default_rng(n)
-    x = jnp.asarray(rng.normal(0.0, 0.2, (n, dim)).astype(np.float32))
-    y = jnp.asarray(rng.uniform(5.0, 95.0, (n, 1)).astype(np.float32))
-    compiled, result = {}, {}
+    x_np = rng.normal(0.0, 0.2, (n, dim)).astype(np.float32)
+    y_np = rng.uniform(5.0, 95.0, (n, 1)).astype(np.float32)
+    x, y = jnp.asarray(x_np), jnp.asarray(y_np)
+    calls, result = {}, {}
     for form in forms:
         start = time.perf_counter()
-        compiled[form] = make_step(FORMS[form]).lower(x, y).compile()
+        compiled = make_step(FORMS[form]).lower(x, y).compile()
         compile_s = time.perf_counter() - start
-        temp = compiled[form].memory_analysis() if check_memory else None
+        temp = compiled.memory_analysis() if check_memory else None
         result[form] = {
             "times": [],
             "compile_s": compile_s,
             "temp_bytes": getattr(temp, "temp_size_in_bytes", None),
         }
+        calls[form] = lambda compiled=compiled: jax.block_until_ready(compiled(x, y))
+    if official_repo is not None:
+        calls[OFFICIAL] = official.rnc_timer(official_repo, x_np, y_np, threads=threads, temperature=2.0)
+        result[OFFICIAL] = {"times": [], "temp_bytes": None}
+    for call in calls.values():
         for _ in range(2):
-            jax.block_until_ready(compiled[form](x, y))
+            call()
     for _ in range(repeats):
-        for form in forms:
+        for name, call in calls.items():
             start = time.perf_counter()
-            jax.block_until_ready(compiled[form](x, y))
-            result[form]["times"].append(time.perf_counter() - start)
-    for form in forms:
+            call()
+            result[name]["times"].append(time.perf_counter() - start)
+    for form in calls:
         times = 1e3 * np.asarray(result[form]["times"])
         result[form].update(ms=float(np.median(times)), lo=float(times.min()), hi=float(times.max()))
         print(
             f"  2N={n:5d} {form:16s} median {result[form]['ms']:9.1f} ms  (min {times.min():.1f}, "
-            f"max {times.max():.1f}, {len(times)} calls; compile {result[form]['compile_s']:.1f} s)",
+            f"max {times.max():.1f}, {len(times)} calls"
+            + (f"; compile {result[form]['compile_s']:.1f} s)" if form != OFFICIAL else ", PyTorch)"),
             flush=True,
         )
     return result
@@ -127,6 +150,44 @@ def fmt_ms(value: float | None) -> str:
     return f"{value:.3g}" if value < 100 else f"{value:.0f}"
 
 
+def format_table(rows: list[tuple[int, dict]], forms: list[str], check_memory: bool = False) -> list[str]:
+    """The markdown table: one line per ``(2N, results)``; ``results`` maps a form (and ``'official'``
+    when it was measured) to ``{'ms', 'lo', 'hi', 'temp_bytes'}``, and may hold ``'official_note'``
+    (why the official loss was not timed at that size)."""
+    header = (
+        "| 2N | official torch ms (min-max) | "
+        + " | ".join(f"{f} ms (min-max)" for f in forms)
+        + " | auto picks | sorted_all_rows / sorted | official / auto |"
+    )
+    if check_memory:
+        header += " XLA temp MiB (" + " / ".join(forms) + ") |"
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for n, result in rows:
+        cells = [str(n)]
+        for name in [OFFICIAL, *forms]:
+            t = result.get(name)
+            if t:
+                cells.append(f"{fmt_ms(t['ms'])} ({fmt_ms(t['lo'])}-{fmt_ms(t['hi'])})")
+            elif name == OFFICIAL:
+                cells.append(result.get("official_note", official.NOT_MEASURED))
+            else:
+                cells.append("skipped")
+        cells.append(auto_form(n))
+        both = "sorted_all_rows" in result and "sorted" in result
+        cells.append(f"{result['sorted_all_rows']['ms'] / result['sorted']['ms']:.2f}x" if both else "-")
+        ours = result.get(auto_form(n))
+        cells.append(official.ratio(result.get(OFFICIAL, {}).get("ms"), ours["ms"] if ours else None))
+        if check_memory:
+            cells.append(
+                " / ".join(
+                    f"{result[f]['temp_bytes'] / 2**20:.0f}" if result.get(f, {}).get("temp_bytes") else "-"
+                    for f in forms
+                )
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def plot(rows: list, forms: list[str], path: Path, title: str) -> None:
     import matplotlib
 
@@ -134,21 +195,18 @@ def plot(rows: list, forms: list[str], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for form in forms:
+    for form in [*forms, OFFICIAL]:
         pts = [(n, r[form]) for n, r in rows if form in r]
-        if not pts:
+        if not pts:  # the official curve only where it was measured in this run
             continue
         ns = np.array([n for n, _ in pts])
         med = np.array([t["ms"] for _, t in pts])
         err = np.array([[t["ms"] - t["lo"] for _, t in pts], [t["hi"] - t["ms"] for _, t in pts]])
-        ax.errorbar(ns, med, yerr=err, marker="o", capsize=3, label=f"JAX {form}")
-    base = sorted(TORCH_BASELINE_MS.items())
-    ax.plot(
-        [n for n, _ in base],
-        [ms for _, ms in base],
-        "k--s",
-        label="official PyTorch (constant, Nov 2026 run)",
-    )
+        if form == OFFICIAL:
+            style = dict(fmt="k--", marker="s", label="official PyTorch (same run)")
+        else:
+            style = dict(marker="o", label=f"JAX {form}")
+        ax.errorbar(ns, med, yerr=err, capsize=3, **style)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("2N (rows in the loss)")
@@ -162,7 +220,7 @@ def plot(rows: list, forms: list[str], path: Path, title: str) -> None:
     print(f"- plot written to {path}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -173,13 +231,32 @@ def main() -> None:
     parser.add_argument("--memory-budget-gib", type=float, default=4.0)
     parser.add_argument("--check-memory", action="store_true")
     parser.add_argument("--plot", type=Path, default=None, help="write time vs 2N to this PNG")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--official-repo",
+        type=Path,
+        default=None,
+        help="checkout of the official CoReEcho code: time its RnCLoss (PyTorch) in the same run",
+    )
+    args = parser.parse_args(argv)
+    threads = len(os.sched_getaffinity(0))
+    if args.official_repo is not None:
+        try:
+            args.official_repo = official.check_available(args.official_repo)
+        except official.OfficialUnavailable as err:
+            parser.error(str(err))
 
     head = (
         f"RnC loss fwd+bwd, float32, D={args.dim}, {datetime.date.today()}, {platform.machine()}, "
         f"{os.cpu_count()} CPUs, jax {jax.__version__} on {jax.devices()[0].platform}"
     )
     print(f"# {head}, load average {os.getloadavg()[0]:.1f}")
+    if args.official_repo is not None:
+        import torch
+
+        print(
+            f"# official RnCLoss from {args.official_repo}: torch {torch.__version__}, {threads} threads, "
+            "denormals flushed to zero, same features (labels of the first N rows repeated)"
+        )
     rows = []
     notes = []
     for n in args.sizes:
@@ -193,34 +270,20 @@ def main() -> None:
                 continue
             forms.append(form)
         repeats = args.repeats if n < 4096 else min(args.repeats, 3)
-        rows.append((n, time_size(n, args.dim, forms, repeats, args.check_memory)))
-
-    header = (
-        "| 2N | official torch ms (constant) | "
-        + " | ".join(f"{f} ms (min-max)" for f in args.forms)
-        + " | auto picks | sorted_all_rows / sorted |"
-    )
-    if args.check_memory:
-        header += " XLA temp MiB (" + " / ".join(args.forms) + ") |"
-    print()
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
-    for n, result in rows:
-        cells = [str(n), fmt_ms(TORCH_BASELINE_MS.get(n))]
-        for form in args.forms:
-            t = result.get(form)
-            cells.append(f"{fmt_ms(t['ms'])} ({fmt_ms(t['lo'])}-{fmt_ms(t['hi'])})" if t else "skipped")
-        cells.append(auto_form(n))
-        both = "sorted_all_rows" in result and "sorted" in result
-        cells.append(f"{result['sorted_all_rows']['ms'] / result['sorted']['ms']:.2f}x" if both else "-")
-        if args.check_memory:
-            cells.append(
-                " / ".join(
-                    f"{result[f]['temp_bytes'] / 2**20:.0f}" if result.get(f, {}).get("temp_bytes") else "-"
-                    for f in args.forms
-                )
+        repo, skip = args.official_repo, None
+        if repo is not None and official.rnc_bytes(n) > args.memory_budget_gib * 2**30:
+            repo, skip = None, f"skipped (needs ~{official.rnc_bytes(n) / 2**30:.0f} GiB)"
+            notes.append(
+                f"2N={n}: official RnCLoss skipped, it needs about {official.rnc_bytes(n) / 2**30:.0f} GiB "
+                f"> budget {args.memory_budget_gib:g} GiB"
             )
-        print("| " + " | ".join(cells) + " |")
+        result = time_size(n, args.dim, forms, repeats, args.check_memory, repo, threads)
+        if skip:
+            result["official_note"] = skip
+        rows.append((n, result))
+
+    print()
+    print("\n".join(format_table(rows, args.forms, args.check_memory)))
     for note in notes:
         print(f"- {note}")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
