@@ -2,8 +2,16 @@
 
 Prints, per implementation: compile time, seconds per step and per clip, clips/s, peak resident memory,
 XLA's FLOP count per clip, the achieved FLOP/s next to a large float32 matmul timed in the same process,
-and the ratio to the official PyTorch model measured on the same 2-core machine (0.40 s/clip eval
-forward, 2.9 s/clip training step, batch 2, 2 threads).
+and, with ``--official-repo PATH``, the official PyTorch model measured in the same run.
+
+Official model (``--official-repo PATH``, a checkout of the official CoReEcho code, with PyTorch
+installed; neither is a dependency of this project): right after ours, per phase, in its own
+subprocess with the same settings (same clips, batch, steps; float32), the official UniFormer-S
+(``bench/official.py``: eval forward under ``torch.inference_mode()``, and the stage-1 step of
+``train_first_stage.py``) with as many PyTorch threads as this process has cores and denormals
+flushed to zero. The table prints its seconds per clip next to ours and the ratio official / ours;
+without ``--official-repo`` the column says it was not measured. The official step needs an even
+batch (two views per video).
 
 Each (implementation, phase) runs in its own subprocess so that the peak-memory column (``ru_maxrss``)
 belongs to that run alone. The training step is the stage-1 step: encoder + head forward (train mode:
@@ -25,7 +33,7 @@ time (a lower bound; spinning worker threads would inflate it).
 Usage::
 
     python bench/bench_model.py [--batch 2] [--dtype float32|bfloat16] [--frames 36] [--size 112]
-        [--impl shifted,lax] [--steps 3] [--phases forward,train]
+        [--impl shifted,lax] [--steps 3] [--phases forward,train] [--official-repo PATH]
 
 The CPU of the development machine is shared with other jobs: numbers taken there are noisy.
 """
@@ -41,7 +49,11 @@ import sys
 import time
 from pathlib import Path
 
-TORCH_BASELINE_S_PER_CLIP = {"forward": 0.40, "train": 2.9}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import official
+
+OFFICIAL = "official"  # the impl name of the official PyTorch rows
 TARGET_S_PER_CLIP = {"forward": 0.25, "train": 1.0}
 
 
@@ -83,8 +95,37 @@ def _timed(fn, steps: int) -> tuple[float, float]:
     return min(times), (_cpu_seconds() - cpu0) / steps
 
 
+def _inputs(args) -> tuple:
+    """The benchmark's clips ``[B, T, H, W, 3]`` float32 and EF labels ``[B]`` (%), numpy, seed 0."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.batch, args.frames, args.size, args.size, 3)).astype(np.float32)
+    return x, rng.uniform(20, 80, args.batch).astype(np.float32)
+
+
+def official_worker(args) -> dict:
+    """Time the official PyTorch model for ``args.phase`` in this process and return its row."""
+    import torch
+
+    threads = len(os.sched_getaffinity(0))
+    x, y = _inputs(args)
+    if args.phase == "forward":
+        fn = official.forward_timer(args.official_repo, x, threads)
+    else:
+        fn = official.train_step_timer(args.official_repo, x, y, threads)
+    fn()  # warm-up
+    row = dict(impl=OFFICIAL, phase=args.phase, batch=args.batch, dtype="float32", threads=threads)
+    row["backend"] = f"torch {torch.__version__}"
+    row["step_s"], row["cpu_s"] = _timed(fn, args.steps)
+    row["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return row
+
+
 def worker(args) -> dict:
     """Run one (implementation, phase) measurement in this process and return its row."""
+    if args.impl == OFFICIAL:
+        return official_worker(args)
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -100,9 +141,7 @@ def worker(args) -> dict:
 
     b = args.batch
     model = build_coreecho(dict(preset="small", dtype=args.dtype, depthwise=args.impl, seed=0))
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((b, args.frames, args.size, args.size, 3)), jnp.float32)
-    y = jnp.asarray(rng.uniform(20, 80, b), jnp.float32)
+    x, y = (jnp.asarray(a) for a in _inputs(args))
     row = dict(
         impl=args.impl,
         phase=args.phase,
@@ -168,7 +207,7 @@ def worker(args) -> dict:
 
 
 def _run_worker(args, impl: str, phase: str, compile_only: bool = False) -> dict:
-    steps = args.lax_steps if impl == "lax" else args.steps
+    steps = args.lax_steps if impl == "lax" else args.steps  # the official model: --steps
     cmd = [
         sys.executable,
         __file__,
@@ -190,11 +229,44 @@ def _run_worker(args, impl: str, phase: str, compile_only: bool = False) -> dict
     ]
     if compile_only:
         cmd.append("--compile-only")
+    if impl == OFFICIAL:
+        cmd += ["--official-repo", str(args.official_repo)]
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"worker {impl}/{phase} failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def format_table(rows: list[dict], model_flops: dict[str, float], batch: int, cores: int) -> list[str]:
+    """The table's lines (header, rule, one line per row). A row: ``impl``, ``phase``, ``step_s``,
+    ``cpu_s``, ``peak_rss_gib`` and, for ours, ``compile_s`` and ``matmul_gflops``; ``impl ==
+    'official'`` rows give the official seconds per clip of their phase to the other rows."""
+    official_s = {r["phase"]: r["step_s"] / batch for r in rows if r["impl"] == OFFICIAL}
+    width = len(official.NOT_MEASURED)
+    head = (
+        f"{'phase':8s} {'impl':17s} {'compile s':>9s} {'s/step':>7s} {'s/clip':>7s} {'clips/s':>7s} "
+        f"{'cpu s/clip/core':>15s} {'official s/clip':>{width}s} {'speed-up':>8s} {'target':>6s} "
+        f"{'GFLOP/s':>7s} {'matmul GFLOP/s':>14s} {'% matmul':>8s} {'peak RSS GiB':>12s}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        s_clip = r["step_s"] / batch
+        gflops = model_flops[r["phase"]] * batch / r["step_s"] / 1e9
+        off = official_s.get(r["phase"])
+        ours = r["impl"] != OFFICIAL
+        matmul = r.get("matmul_gflops")
+        lines.append(
+            f"{r['phase']:8s} {r['impl']:17s} "
+            + (f"{r['compile_s']:9.1f} " if ours else f"{'-':>9s} ")
+            + f"{r['step_s']:7.3f} {s_clip:7.3f} {1 / s_clip:7.2f} {r['cpu_s'] / batch / cores:15.3f} "
+            + (f"{off:{width}.3f} " if off is not None else f"{official.NOT_MEASURED:>{width}s} ")
+            + f"{official.ratio(off, s_clip) if ours else '-':>8s} "
+            + f"{TARGET_S_PER_CLIP[r['phase']]:6.2f} {gflops:7.1f} "
+            + (f"{matmul:14.1f} {100 * gflops / matmul:7.1f}% " if matmul else f"{'-':>14s} {'-':>8s} ")
+            + f"{r['peak_rss_gib']:12.2f}"
+        )
+    return lines
 
 
 def main(argv=None) -> None:
@@ -209,6 +281,11 @@ def main(argv=None) -> None:
         "--steps", type=int, default=3, help="timed steps (the best is reported) after one warm-up"
     )
     p.add_argument("--lax-steps", type=int, default=1, help="timed steps for 'lax' (slow on CPU)")
+    p.add_argument(
+        "--official-repo",
+        default=None,
+        help="checkout of the official CoReEcho code: time its UniFormer-S (PyTorch) in the same run",
+    )
     p.add_argument("--phase", help=argparse.SUPPRESS)
     p.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
@@ -220,9 +297,16 @@ def main(argv=None) -> None:
     load0 = os.getloadavg()
     impls = [s for s in args.impl.split(",") if s]
     phases = [s for s in args.phases.split(",") if s]
+    if args.official_repo is not None:
+        try:
+            args.official_repo = str(official.check_available(args.official_repo))
+        except official.OfficialUnavailable as err:
+            p.error(str(err))
+        if "train" in phases and (args.batch < 2 or args.batch % 2):
+            p.error(f"--official-repo with the train phase needs an even --batch >= 2, got {args.batch}")
     rows = []
     for phase in phases:
-        for impl in impls:
+        for impl in impls + ([OFFICIAL] if args.official_repo is not None else []):
             print(f"running {impl} / {phase} ...", file=sys.stderr, flush=True)
             rows.append(_run_worker(args, impl, phase))
     lax_fwd = [r for r in rows if r["phase"] == "forward" and r["impl"] == "lax"]
@@ -237,7 +321,7 @@ def main(argv=None) -> None:
     b = args.batch
     print(
         f"\nUniFormer-S CoReEcho, clips {args.frames}x{args.size}x{args.size}, batch {b}, {args.dtype}, "
-        f"backend {rows[0]['backend']} ({cores} cores), load average before/after "
+        f"backend {ref['backend']} ({cores} cores), load average before/after "
         f"{load0[0]:.1f}/{os.getloadavg()[0]:.1f}"
     )
     print(
@@ -249,27 +333,11 @@ def main(argv=None) -> None:
             else ""
         )
     )
-    head = (
-        f"{'phase':8s} {'impl':17s} {'compile s':>9s} {'s/step':>7s} {'s/clip':>7s} {'clips/s':>7s} "
-        f"{'cpu s/clip/core':>15s} {'torch s/clip':>12s} {'speed-up':>8s} {'target':>6s} {'GFLOP/s':>7s} "
-        f"{'matmul GFLOP/s':>14s} {'% matmul':>8s} {'peak RSS GiB':>12s}"
-    )
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        s_clip = r["step_s"] / b
-        gflops = model_flops[r["phase"]] * b / r["step_s"] / 1e9
-        torch_s = TORCH_BASELINE_S_PER_CLIP[r["phase"]]
-        cpu_clip = r["cpu_s"] / b / cores
-        print(
-            f"{r['phase']:8s} {r['impl']:17s} {r['compile_s']:9.1f} {r['step_s']:7.3f} {s_clip:7.3f} "
-            f"{1 / s_clip:7.2f} {cpu_clip:15.3f} {torch_s:12.2f} {torch_s / s_clip:7.2f}x "
-            f"{TARGET_S_PER_CLIP[r['phase']]:6.2f} {gflops:7.1f} {r['matmul_gflops']:14.1f} "
-            f"{100 * gflops / r['matmul_gflops']:7.1f}% {r['peak_rss_gib']:12.2f}"
-        )
+    print("\n".join(format_table(rows, model_flops, b, cores)))
     print(
-        "\ntorch s/clip: official PyTorch UniFormer-S on the same 2-core machine (batch 2, 2 threads); "
-        "speed-up = torch s/clip / ours. The CPU may be shared with other jobs."
+        f"\nofficial s/clip: the official PyTorch UniFormer-S (--official-repo), same clips and batch, "
+        f"float32, {cores} threads, denormals flushed to zero, measured in this run right after ours; "
+        "speed-up = official s/clip / ours. The CPU may be shared with other jobs."
     )
 
 
