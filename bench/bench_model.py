@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import official
 
-OFFICIAL = "official"  # the impl name of the official PyTorch rows
+OFFICIAL = official.OFFICIAL
 TARGET_S_PER_CLIP = {"forward": 0.25, "train": 1.0}
 
 

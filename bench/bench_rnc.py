@@ -60,7 +60,7 @@ import jax.numpy as jnp
 from bench import official
 from coreecho_jax.losses import rnc
 
-OFFICIAL = "official"  # key of the official RnCLoss in a size's results
+OFFICIAL = official.OFFICIAL
 # form name -> rnc._rnc_flat implementation string
 FORMS = {"pairwise": "pairwise", "sorted_all_rows": "sorted_label_order@full", "sorted": "sorted"}
 
@@ -188,7 +188,8 @@ def format_table(rows: list[tuple[int, dict]], forms: list[str], check_memory: b
     return lines
 
 
-def plot(rows: list, forms: list[str], path: Path, title: str) -> None:
+def plot(rows: list, forms: list[str], path: Path, title: str) -> list[str]:
+    """Write time vs 2N (log-log) to ``path``; returns the legend's labels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,6 +219,9 @@ def plot(rows: list, forms: list[str], path: Path, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     print(f"- plot written to {path}")
+    labels = ax.get_legend_handles_labels()[1]
+    plt.close(fig)
+    return labels
 
 
 def main(argv: list[str] | None = None) -> None:

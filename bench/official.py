@@ -52,6 +52,7 @@ OFFICIAL_FILES = (
 )
 PACKAGE = "_coreecho_official"
 NOT_MEASURED = "not measured (pass --official-repo)"
+OFFICIAL = "official"  # the name of the official model's rows / entries in the benchmarks' results
 
 
 class OfficialUnavailable(ConfigError):
@@ -239,15 +240,16 @@ def train_step_timer(
     return step
 
 
-def _rnc_inputs(torch, features: np.ndarray, labels: np.ndarray):
-    """Flat ``[2N, D]`` features (view-major) and ``[2N]``/``[2N, 1]`` labels -> the official
-    ``[N, 2, D]`` features and ``[N, 1]`` labels of view 0 (the official loss repeats them for view 1)."""
+def paired_views(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat ``[2N, D]`` features (view-major) and ``[2N]`` / ``[2N, 1]`` labels -> the official layout:
+    ``[N, 2, D]`` float32 features (``cat([f[:, 0], f[:, 1]])`` gives the rows back) and the ``[N, 1]``
+    labels of the first N rows (the official loss repeats them for the second view)."""
     n, dim = features.shape
     if n < 2 or n % 2:
         raise ConfigError(f"official RnC loss: 2N = {n} rows; it needs an even number >= 2")
-    paired = np.ascontiguousarray(np.asarray(features, np.float32).reshape(2, n // 2, dim).transpose(1, 0, 2))
+    paired = np.asarray(features, np.float32).reshape(2, n // 2, dim).transpose(1, 0, 2)
     y = np.asarray(labels, np.float32).reshape(n, -1)[: n // 2]
-    return torch.from_numpy(paired), torch.from_numpy(np.ascontiguousarray(y))
+    return np.ascontiguousarray(paired), np.ascontiguousarray(y)
 
 
 def rnc_timer(
@@ -263,7 +265,7 @@ def rnc_timer(
     torch = off.torch
     configure(torch, threads)
     criterion = off.RnCLoss(temperature=temperature, label_diff="l1", feature_sim="l2")
-    x, y = _rnc_inputs(torch, features, labels)
+    x, y = (torch.from_numpy(a) for a in paired_views(features, labels))
     x.requires_grad_(True)
 
     def step() -> float:
