@@ -20,7 +20,9 @@ What is timed (float32, CPU):
 Settings: ``torch.set_num_threads(threads)`` with ``threads`` the cores the JAX side uses, and
 ``torch.set_flush_denormal(True)``. XLA:CPU flushes denormal floats to zero; PyTorch does not by
 default, and with fresh random weights its CPU kernels slow down badly on denormal values, which
-would inflate the official times for a reason that has nothing to do with the code compared.
+would inflate the official times for a reason that has nothing to do with the code compared. Every
+timer sets both before PyTorch runs its first parallel op, so the intra-op threads, created then,
+inherit the flush-to-zero mode (a new thread inherits its creator's floating-point environment).
 
 ``timm``: the official ``uniformer.py`` imports ``trunc_normal_``, ``DropPath`` and ``to_2tuple`` from
 ``timm.models.layers``. timm from PyPI needs a matching torchvision, so when ``timm`` cannot be
