@@ -50,7 +50,7 @@ from coreecho_jax.errors import CoreEchoError
 DEPTHWISE = "depthwise convolution"
 DENSE_CONV = "dense convolution (patch embeds)"
 MATMUL = "matmul"
-ATTENTION = "attention softmax"
+ATTENTION = "attention (einsums, softmax)"
 NORM = "normalisation"
 ELEMENTWISE = "elementwise"
 DROPOUT = "dropout masks & RNG"
@@ -74,11 +74,11 @@ CATEGORIES = (
 CATEGORY_NOTES = {
     DEPTHWISE: "3x3x3 / 5x5x5 depthwise convs, forward and hand-written backward (shifted slices)",
     DENSE_CONV: "patch embeddings: space-to-depth + matmul",
-    MATMUL: "Linear layers, 1x1x1 convs, attention einsums",
-    ATTENTION: "softmax and scaling of the attention logits",
+    MATMUL: "Linear layers (qkv, proj, MLP), 1x1x1 convs",
+    ATTENTION: "q k^T and p v einsums, softmax (stages 3-4)",
     NORM: "BatchNorm, LayerNorm",
     ELEMENTWISE: "GELU, residual adds, pooling",
-    DROPOUT: "dropout / drop-path masks, RNG key updates",
+    DROPOUT: "dropout / drop-path masks (also recomputed inside backward fusions), RNG",
     LOSS: "Rank-N-Contrast and L1 head loss",
     OPTIMIZER: "AdamW update and the gradient norm metric",
     LAYOUT: "copies, transposes, concatenations outside the parts above",
@@ -324,7 +324,7 @@ def categorise(hlo_text: str) -> dict[str, OpInfo]:
         if heavy:
             cats = [source_category(i.stack) or source_category(ins.stack) for i in heavy]
             cat = cats[0] or _opcode_category(heavy[0].opcode)
-            if cat in (ATTENTION, NORM, ELEMENTWISE, DROPOUT):
+            if cat in (NORM, ELEMENTWISE, DROPOUT):
                 cat = MATMUL
             if heavy[0].opcode == "convolution" and cat == MATMUL:
                 cat = DENSE_CONV
@@ -470,10 +470,10 @@ def format_summary(summary: dict) -> str:
         )
     lines.append(f"{'total (traced op time)':<32}{summary['total_op_ms']:>10.1f}{100:>9.1f}")
     lines.append(f"\ntop {len(summary['top_ops'])} ops (exclusive time)")
-    lines.append(f"{'op':<36}{'ms/step':>9}{'share %':>9}  {'category':<30}{'opcode':<18}source | op_name")
+    lines.append(f"{'op':<36}{'ms/step':>9}{'share %':>9}  {'category':<33}{'opcode':<18}source | op_name")
     for t in summary["top_ops"]:
         lines.append(
-            f"{t['name'][:35]:<36}{t['ms']:>9.1f}{t['share']:>9.1f}  {t['category']:<30}{t['opcode'][:17]:<18}"
+            f"{t['name'][:35]:<36}{t['ms']:>9.1f}{t['share']:>9.1f}  {t['category']:<33}{t['opcode'][:17]:<18}"
             f"{t['source']} | {t['op_name']}"
         )
     return "\n".join(lines)
@@ -492,18 +492,20 @@ def profile_step(
     steps_: int = 2,
     warmup: int = 1,
     dtype: str = "float32",
+    model_overrides: dict[str, Any] | None = None,
     trace_dir: str | Path | None = None,
     top: int = 15,
 ) -> dict:
     """Compile the stage-1 step (``batch`` videos x 2 views), run ``warmup`` steps, trace ``steps_``
-    steps and return :func:`summarise`'s dict plus timings (``compile_s``, ``wall_ms`` per step)."""
+    steps and return :func:`summarise`'s dict plus timings (``compile_s``, ``wall_ms`` per step).
+    ``model_overrides`` are further ``build_coreecho`` keys (e.g. ``{'dropout': 0.0}``)."""
     import jax
     import numpy as np
 
     from coreecho_jax.models.coreecho import build_coreecho
     from coreecho_jax.train import steps
 
-    model = build_coreecho({"preset": preset, "dtype": dtype, "seed": 0})
+    model = build_coreecho({"preset": preset, "dtype": dtype, "seed": 0, **(model_overrides or {})})
     model.train()
     optimizer = steps.make_optimizer(model, 1e-4, 1e-4)
     rng = np.random.default_rng(0)
@@ -560,6 +562,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--size", type=int, default=112)
     p.add_argument("--batch", type=int, default=1, help="videos per step (2 clips each)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument(
+        "--dropout", type=float, help="encoder dropout rate (default: the preset's, 0.1 for small)"
+    )
+    p.add_argument("--dropout-rng", choices=["hash", "jax"], help="dropout mask generator (default: hash)")
     p.add_argument("--steps", type=int, default=2, help="traced steps")
     p.add_argument("--warmup", type=int, default=1, help="untraced steps after compilation")
     p.add_argument("--top", type=int, default=15, help="individual ops listed")
@@ -573,6 +579,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     import jax
 
+    overrides = {
+        k: v for k, v in {"dropout": args.dropout, "dropout_rng": args.dropout_rng}.items() if v is not None
+    }
     load0 = os.getloadavg()
     script = Path(__file__).resolve()
     command = "python " + shlex.join(
@@ -586,7 +595,8 @@ def main(argv: list[str] | None = None) -> dict:
         "backend": f"{jax.default_backend()} ({jax.devices()[0].device_kind})",
         "jax": jax.__version__,
         "config": f"preset={args.preset} clips {args.frames}x{args.size}x{args.size} "
-        f"batch {args.batch} video(s) x 2 views = {2 * args.batch} clips, {args.dtype}",
+        f"batch {args.batch} video(s) x 2 views = {2 * args.batch} clips, {args.dtype}"
+        + "".join(f", {k}={v}" for k, v in overrides.items()),
     }
     for k, v in header.items():
         print(f"# {k}: {v}")
@@ -599,6 +609,7 @@ def main(argv: list[str] | None = None) -> dict:
         steps_=args.steps,
         warmup=args.warmup,
         dtype=args.dtype,
+        model_overrides=overrides,
         trace_dir=args.trace_dir,
         top=args.top,
     )

@@ -47,6 +47,7 @@ FunctionNames
 5 "scale_by_adam.<locals>.update_fn"
 6 "conv3d"
 7 "PatchEmbed.__call__"
+8 "_attention_forward"
 
 FileLocations
 1 {file_name_id=1 function_name_id=1 line=10 end_line=10 column=1 end_column=9}
@@ -56,6 +57,7 @@ FileLocations
 5 {file_name_id=5 function_name_id=5 line=50 end_line=50 column=1 end_column=9}
 6 {file_name_id=4 function_name_id=6 line=60 end_line=60 column=1 end_column=9}
 7 {file_name_id=6 function_name_id=7 line=70 end_line=70 column=1 end_column=9}
+8 {file_name_id=6 function_name_id=8 line=80 end_line=80 column=1 end_column=9}
 
 StackFrames
 1 {file_location_id=1 parent_frame_id=1}
@@ -65,6 +67,7 @@ StackFrames
 5 {file_location_id=5 parent_frame_id=2}
 6 {file_location_id=7 parent_frame_id=2}
 7 {file_location_id=6 parent_frame_id=7}
+8 {file_location_id=8 parent_frame_id=2}
 
 
 %fused_dot (p0: f32[4,8], p1: f32[8,16]) -> f32[4,16] {
@@ -113,6 +116,7 @@ ENTRY %main.1 (a: f32[4,8], b: f32[8,16], t: (s32[], f32[2,4]), v: f32[2,4,8]) -
   %copy.1 = f32[8,16]{0,1} copy(%b), metadata={op_name="jit(stage1_step)/transpose(jvp())/transpose" stack_frame_id=3}
   %multiply.2 = f32[8,16]{1,0} multiply(%b, %b), metadata={op_name="jit(stage1_step)/mul" stack_frame_id=5}
   %transpose.1 = f32[16,4]{1,0} transpose(%dot_fusion.1), dimensions={1,0}
+  %dot.2 = f32[4,4]{1,0} dot(%a, %a), lhs_contracting_dims={1}, rhs_contracting_dims={1}, metadata={op_name="jit(stage1_step)/jvp(bhqd,bhkd->bhqk)/dot_general" stack_frame_id=8}
   %patch_fusion.1 = f32[2,8,4]{2,1,0} fusion(%v), kind=kLoop, calls=%fused_patch, metadata={op_name="jit(stage1_step)/jvp()/transpose" stack_frame_id=7}
   ROOT %norm_fusion.1 = f32[4,16]{1,0} fusion(%dot_fusion.1), kind=kLoop, calls=%fused_norm, metadata={op_name="jit(stage1_step)/jvp()/add" stack_frame_id=1}
 }
@@ -160,6 +164,7 @@ def test_categorise_hlo_snippet():
     infos = ps.categorise(HLO)
     cat = {name: info.category for name, info in infos.items()}
     assert cat["dot_fusion.1"] == ps.MATMUL  # the dot inside decides, not the fusion's BatchNorm root
+    assert cat["dot.2"] == ps.ATTENTION  # an attention einsum
     assert cat["while.1"] == ps.DEPTHWISE
     assert cat["add_body.1"] == ps.DEPTHWISE
     assert cat["copy.1"] == ps.LAYOUT  # a Linear layer's transpose is data movement
