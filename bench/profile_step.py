@@ -11,17 +11,19 @@ backward, AdamW, one jit), compiles it, runs ``--warmup`` steps, then ``--steps`
   module's ``StackFrames`` table) names the model part: the depthwise convolutions
   (``models/depthwise.py``), the losses (``losses/``), the optimizer (optax, ``Optimizer.update``),
   normalisation layers, dropout, attention, ``Linear`` layers, the patch embeddings...;
-- a fusion is charged like the dot or convolution it contains, else like most of its instructions;
+- a fusion is charged like the dot or convolution it contains, else like most of its instructions
+  (a backward fusion that recomputes dropout masks inline counts as dropout);
 - pure data movement (copy, transpose, concatenate, slice, pad...) outside the depthwise convolutions,
   the patch embeddings, the losses and the optimizer is "copies/transposes (layout)";
 - instructions without a call stack fall back to their opcode.
 
-Per category: ms per step, share of the traced op time, number of distinct HLO ops, and the part of
-it in the backward pass (``transpose(...)`` in the op name). Ops run on several threads at once, so
-the traced op time can exceed the wall time per step (printed next to it).
+Per category: ms per step, share of the traced op time, number of distinct HLO ops, and the parts of
+it in the backward pass (``transpose(...)`` in the op name) and in pure data movement. Ops run on
+several threads at once, so the traced op time can exceed the wall time per step (printed next to it).
 
     python bench/profile_step.py                       # UniFormer-S, 36x112x112, 1 video x 2 views
     python bench/profile_step.py --steps 2 --out profile.json
+    python bench/profile_step.py --dropout 0                # the same step without dropout
     python bench/profile_step.py --preset tiny --frames 8 --size 32 --steps 1
 """
 
