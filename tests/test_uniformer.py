@@ -272,7 +272,7 @@ def test_attention_implementations_compute_the_same_model():
     xla = _model(dropout=0.0, depthwise="lax", attention="xla")
     _copy_params(einsum, xla)
     for model, impl in ((einsum, "einsum"), (xla, "xla")):
-        assert {m.impl for _, m in model.iter_modules() if isinstance(m, Attention)} == {impl}
+        assert {m.impl for _, m in nnx.iter_modules(model) if isinstance(m, Attention)} == {impl}
     x = _clip(5)
 
     def loss(model, x):
