@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.paths import REPO, load_script
+
 SCRIPT = REPO / "bench" / "gpu.py"
 
 
-def _load_gpu():
-    spec = importlib.util.spec_from_file_location("bench_gpu_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu = _load_gpu()
+gpu = load_script(SCRIPT, "bench_gpu_script")
 
 
 def _check_row(row: dict) -> None:

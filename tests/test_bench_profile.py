@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import math
-import sys
 
 import pytest
 
-from tests.paths import REPO
+from tests.paths import REPO, load_script
 
 SCRIPT = REPO / "bench" / "profile_step.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_profile_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-ps = _load()
+ps = load_script(SCRIPT, "bench_profile_step")
 
 # A small module as XLA:CPU prints it: the call-stack tables (root frames print parent_frame_id=1,
 # children one above their parent's row), a dot fusion, a normalisation fusion, a while loop whose

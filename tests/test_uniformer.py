@@ -211,6 +211,10 @@ def test_drop_path_per_sample_and_linear_rates():
     np.testing.assert_allclose([b.drop_path.rate for b in blocks], np.linspace(0, 0.2, 4))
 
 
+def _mean_square(model, x):
+    return jnp.mean(model(x) ** 2)
+
+
 def _copy_params(src, dst):
     nnx.update(dst, nnx.state(src, nnx.Param))
 
@@ -237,11 +241,7 @@ def test_remat_gives_the_same_gradients_and_statistics():
     remat = _model(dropout=0.1, drop_path=0.1, depthwise="lax", remat=True)
     _copy_params(plain, remat)
     x = _clip(4)
-
-    def loss(model, x):
-        return jnp.mean(model(x) ** 2)
-
-    grad = nnx.jit(nnx.grad(loss))
+    grad = nnx.jit(nnx.grad(_mean_square))
     plain.train()
     remat.train()
     g_plain, g_remat = grad(plain, x), grad(remat, x)
@@ -274,11 +274,7 @@ def test_attention_implementations_compute_the_same_model():
     for model, impl in ((einsum, "einsum"), (xla, "xla")):
         assert {m.impl for _, m in nnx.iter_modules(model) if isinstance(m, Attention)} == {impl}
     x = _clip(5)
-
-    def loss(model, x):
-        return jnp.mean(model(x) ** 2)
-
-    step = nnx.jit(nnx.value_and_grad(loss))
+    step = nnx.jit(nnx.value_and_grad(_mean_square))
     einsum.train()
     xla.train()
     (l_e, g_e), (l_x, g_x) = step(einsum, x), step(xla, x)
