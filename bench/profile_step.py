@@ -1,8 +1,9 @@
-"""Where the stage-1 training step spends its time on the CPU: a profile by op type.
+"""Where the stage-1 training step (or the eval forward) spends its time on the CPU: a profile by op type.
 
 Builds the stage-1 step as ``bench/bench_train.py`` does (``steps.stage1_step`` with
 ``steps.make_optimizer``: encoder + head forward in train mode, Rank-N-Contrast + L1 head loss,
-backward, AdamW, one jit), compiles it, runs ``--warmup`` steps, then ``--steps`` steps under
+backward, AdamW, one jit) or, with ``--phase forward``, the eval-mode encoder + head forward of a
+batch of clips (what ``predict`` runs), compiles it, runs ``--warmup`` steps, then ``--steps`` steps under
 ``jax.profiler.trace``. Each XLA op the CPU runtime executed is an event of the trace
 (``args.hlo_op``); its exclusive time (minus the ops nested in it on the same thread, e.g. a
 ``while`` loop's body) is charged to a category found in the compiled module's HLO text:
@@ -24,6 +25,7 @@ several threads at once, so the traced op time can exceed the wall time per step
     python bench/profile_step.py                       # UniFormer-S, 36x112x112, 1 video x 2 views
     python bench/profile_step.py --steps 2 --out profile.json
     python bench/profile_step.py --dropout 0                # the same step without dropout
+    python bench/profile_step.py --phase forward --batch 1  # the eval forward of one clip
     python bench/profile_step.py --preset tiny --frames 8 --size 32 --steps 1
 """
 
@@ -60,6 +62,9 @@ LOSS = "loss (RnC + L1)"
 OPTIMIZER = "optimizer (AdamW, grad norm)"
 LAYOUT = "copies/transposes (layout)"
 OTHER = "other"
+# --phase -> the jitted function's name (its trace module is jit_<name>)
+PHASES = ("train", "forward")
+MODULES = {"train": "stage1_step", "forward": "forward_step"}
 CATEGORIES = (
     DEPTHWISE,
     DENSE_CONV,
@@ -497,38 +502,56 @@ def profile_step(
     model_overrides: dict[str, Any] | None = None,
     trace_dir: str | Path | None = None,
     top: int = 15,
+    phase: str = "train",
 ) -> dict:
-    """Compile the stage-1 step (``batch`` videos x 2 views), run ``warmup`` steps, trace ``steps_``
-    steps and return :func:`summarise`'s dict plus timings (``compile_s``, ``wall_ms`` per step).
-    ``model_overrides`` are further ``build_coreecho`` keys (e.g. ``{'dropout': 0.0}``)."""
+    """Compile the step, run ``warmup`` steps, trace ``steps_`` steps and return :func:`summarise`'s
+    dict plus timings (``compile_s``, ``wall_ms`` per step). ``phase='train'``: the stage-1 step
+    (``batch`` videos x 2 views); ``'forward'``: the eval-mode encoder + head forward of ``batch``
+    clips ``[B, T, H, W, 3]`` (what ``predict`` runs per clip batch). ``model_overrides`` are further
+    ``build_coreecho`` keys (e.g. ``{'dropout': 0.0}``)."""
     import jax
     import numpy as np
+    from flax import nnx
 
     from coreecho_jax.models.coreecho import build_coreecho
     from coreecho_jax.train import steps
 
+    if phase not in PHASES:
+        raise ProfileError(f"phase must be one of {PHASES}, got {phase!r}")
     model = build_coreecho({"preset": preset, "dtype": dtype, "seed": 0, **(model_overrides or {})})
-    model.train()
-    optimizer = steps.make_optimizer(model, 1e-4, 1e-4)
     rng = np.random.default_rng(0)
-    batches = [
-        {
-            "video": rng.normal(size=(batch, 2, frames, size, size, 3)).astype(np.float32),
-            "ef": rng.uniform(10, 85, size=(batch,)).astype(np.float32),
-        }
-        for _ in range(2)
-    ]
-    spec = steps.LossSpec(temperature=1.0)
+    if phase == "train":
+        model.train()
+        optimizer = steps.make_optimizer(model, 1e-4, 1e-4)
+        batches = [
+            {
+                "video": rng.normal(size=(batch, 2, frames, size, size, 3)).astype(np.float32),
+                "ef": rng.uniform(10, 85, size=(batch,)).astype(np.float32),
+            }
+            for _ in range(2)
+        ]
+        spec = steps.LossSpec(temperature=1.0)  # static: given to lower(), not to the compiled call
+        jitted, lower_extra, args = steps.stage1_step, (spec,), [(model, optimizer, b) for b in batches]
+    else:
+        model.eval()
+        graphdef, state = nnx.split(model)
+
+        def forward_step(state, clips):
+            return nnx.merge(graphdef, state)(clips)
+
+        jitted, lower_extra = jax.jit(forward_step), ()
+        clips = [rng.normal(size=(batch, frames, size, size, 3)).astype(np.float32) for _ in range(2)]
+        args = [(state, c) for c in clips]
     t0 = time.perf_counter()
-    compiled = steps.stage1_step.lower(model, optimizer, batches[0], spec).compile()
+    compiled = jitted.lower(*args[0], *lower_extra).compile()
     compile_s = time.perf_counter() - t0
     hlo_text = compiled.as_text()
     infos = categorise(hlo_text)
     if trace_dir is not None:
         Path(trace_dir).mkdir(parents=True, exist_ok=True)
-        (Path(trace_dir) / "stage1_step.hlo.txt").write_text(hlo_text)
+        (Path(trace_dir) / f"{MODULES[phase]}.hlo.txt").write_text(hlo_text)
     for i in range(warmup):
-        jax.block_until_ready(compiled(model, optimizer, batches[i % 2]))
+        jax.block_until_ready(compiled(*args[i % 2]))
     options = jax.profiler.ProfileOptions()
     options.python_tracer_level = 0  # XLA ops only: the Python tracer would bloat the trace
     with tempfile.TemporaryDirectory() as tmp:
@@ -537,13 +560,13 @@ def profile_step(
         with jax.profiler.trace(directory, create_perfetto_trace=True, profiler_options=options):
             for i in range(steps_):
                 t = time.perf_counter()
-                metrics = compiled(model, optimizer, batches[i % 2])
-                jax.block_until_ready(metrics)
+                out = jax.block_until_ready(compiled(*args[i % 2]))
                 walls.append(time.perf_counter() - t)
         trace = load_trace(directory)
-    events = op_events(trace, module="jit_stage1_step")
+    module = f"jit_{MODULES[phase]}"
+    events = op_events(trace, module=module)
     if not events:
-        raise ProfileError("the trace holds no op events of jit_stage1_step (was the CPU tracer on?)")
+        raise ProfileError(f"the trace holds no op events of {module} (was the CPU tracer on?)")
     runs = {e["run_id"] for e in events}
     if len(runs) != steps_:
         print(f"warning: {len(runs)} traced executions for {steps_} steps", file=sys.stderr)
@@ -552,7 +575,8 @@ def profile_step(
         compile_s=compile_s,
         wall_ms=1000 * float(np.mean(walls)),
         wall_ms_each=[1000 * w for w in walls],
-        loss_finite=bool(np.isfinite(float(metrics["loss"]))),
+        phase=phase,
+        output_finite=bool(np.all(np.isfinite(np.asarray(out["loss"] if phase == "train" else out[0])))),
     )
     return summary
 
@@ -562,7 +586,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--preset", default="small", help="UniFormer preset (small: UniFormer-S)")
     p.add_argument("--frames", type=int, default=36)
     p.add_argument("--size", type=int, default=112)
-    p.add_argument("--batch", type=int, default=1, help="videos per step (2 clips each)")
+    p.add_argument(
+        "--phase", default="train", choices=PHASES, help="train: the stage-1 step; forward: eval forward"
+    )
+    p.add_argument(
+        "--batch", type=int, default=1, help="train: videos per step (2 clips each); forward: clips"
+    )
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument(
         "--dropout", type=float, help="encoder dropout rate (default: the preset's, 0.1 for small)"
@@ -597,7 +626,11 @@ def main(argv: list[str] | None = None) -> dict:
         "backend": f"{jax.default_backend()} ({jax.devices()[0].device_kind})",
         "jax": jax.__version__,
         "config": f"preset={args.preset} clips {args.frames}x{args.size}x{args.size} "
-        f"batch {args.batch} video(s) x 2 views = {2 * args.batch} clips, {args.dtype}"
+        + (
+            f"stage-1 step, batch {args.batch} video(s) x 2 views = {2 * args.batch} clips, {args.dtype}"
+            if args.phase == "train"
+            else f"eval forward, batch {args.batch} clip(s), {args.dtype}"
+        )
         + "".join(f", {k}={v}" for k, v in overrides.items()),
     }
     for k, v in header.items():
@@ -614,6 +647,7 @@ def main(argv: list[str] | None = None) -> dict:
         model_overrides=overrides,
         trace_dir=args.trace_dir,
         top=args.top,
+        phase=args.phase,
     )
     load1 = os.getloadavg()
     summary.update(header, load_start=load0, load_end=load1)

@@ -227,10 +227,42 @@ def test_tiny_model_profile_end_to_end(tmp_path, capsys):
     assert rows[ps.DEPTHWISE]["ms"] > 0 and rows[ps.MATMUL]["ms"] > 0
     assert rows[ps.OPTIMIZER]["ms"] > 0 and rows[ps.LOSS]["ms"] > 0
     assert summary["unknown_ops"] == []  # every traced op is found in the compiled module's text
-    assert summary["loss_finite"] and summary["wall_ms"] > 0
+    assert summary["output_finite"] and summary["wall_ms"] > 0
     saved = json.loads(out.read_text())
     assert saved["command"].startswith("python bench/profile_step.py --preset tiny")
     assert len(saved["load_start"]) == 3 and len(saved["load_end"]) == 3
     printed = capsys.readouterr().out
     assert "load average at start" in printed and "load average at end" in printed
     assert "traced op time" in printed and ps.DEPTHWISE in printed
+
+
+def test_tiny_model_forward_profile(capsys):
+    argv = [
+        "--phase",
+        "forward",
+        "--batch",
+        "2",
+        "--preset",
+        "tiny",
+        "--frames",
+        "8",
+        "--size",
+        "32",
+        "--steps",
+        "1",
+    ]
+    summary = ps.main(argv)
+    rows = summary["categories"]
+    assert summary["phase"] == "forward" and summary["output_finite"]
+    assert rows[ps.MATMUL]["ms"] > 0 and rows[ps.DEPTHWISE]["ms"] > 0
+    # an eval forward has no backward pass, no loss, no optimizer and no dropout
+    for name in (ps.LOSS, ps.OPTIMIZER, ps.DROPOUT):
+        assert rows[name]["ms"] == 0, name
+    assert all(row["backward_ms"] == 0 for row in rows.values())
+    assert summary["unknown_ops"] == []
+    assert "eval forward, batch 2 clip(s)" in capsys.readouterr().out
+
+
+def test_unknown_phase_is_refused():
+    with pytest.raises(ps.ProfileError, match="phase must be one of"):
+        ps.profile_step(phase="backward")
