@@ -3,7 +3,7 @@
     python bench/bench_rnc.py [--sizes 256 1024 4096] [--dim 512] [--repeats 7]
                               [--forms pairwise sorted_all_rows sorted] [--memory-budget-gib 4]
                               [--check-memory] [--plot docs/images/rnc_scaling.png]
-                              [--official-repo PATH]
+                              [--official-repo PATH] [--breakdown]
 
 For every batch of ``2N`` rows (``D``-dim float32 embeddings, features ~ N(0, 0.2^2), labels
 uniform(5, 95), ``temperature=2``, the official benchmark setup) it times one jitted
@@ -32,6 +32,10 @@ two views per video; its cost does not depend on the label values). It is skippe
 (about ``16 n^3`` bytes) would exceed ``--memory-budget-gib``. The table prints its median, ours and
 the ratio official / the form ``auto`` picks; without ``--official-repo`` the column says it was not
 measured, and the plot draws the official curve only when it was.
+
+``--breakdown`` then times, per size, where the ``sorted`` form's time goes (:func:`breakdown`): the
+feature distances (two matmuls and elementwise work), the label-order reduction, and one matmul as
+the unit of the floor.
 
 ``--check-memory`` adds XLA's buffer-assignment size (temporaries of the compiled step) per form;
 the process's peak RSS is printed at the end. The CPU may be shared with other processes, so the
@@ -144,6 +148,85 @@ def time_size(
     return result
 
 
+BREAKDOWN_PARTS = ("loss", "distances", "label_order", "matmul")
+
+
+def breakdown_steps(n: int, dim: int) -> dict[str, tuple]:
+    """The jitted functions of :func:`breakdown` and their arguments, ``{part: (fn, args)}`` (labels
+    sorted, so the label-order pass gets the rows in the order the loss puts them in)."""
+    rng = np.random.default_rng(n)
+    x = jnp.asarray(rng.normal(0.0, 0.2, (n, dim)).astype(np.float32))
+    y = jnp.asarray(np.sort(rng.uniform(5.0, 95.0, n)).astype(np.float32))
+    valid = jnp.ones((n,), bool)
+    weights = jnp.asarray(rng.normal(size=(n, n)).astype(np.float32))
+    tau = jnp.float32(2.0)
+    logits = rnc._logits(x, valid, tau, "l2", "auto")
+    block = rnc._row_block(n)
+
+    def distances(x):
+        return jnp.sum(weights * rnc._logits(x, valid, tau, "l2", "auto"))
+
+    def label_order(logits):
+        return rnc._label_order_term_sum(logits, y, valid, "auto", block)
+
+    return {
+        "loss": (make_step("sorted"), (x, y[:, None])),
+        "distances": (jax.jit(jax.value_and_grad(distances)), (x,)),
+        "label_order": (jax.jit(jax.value_and_grad(label_order)), (logits,)),
+        "matmul": (jax.jit(lambda a: jnp.matmul(a, a.T, precision=jax.lax.Precision.HIGHEST)), (x,)),
+    }
+
+
+def breakdown(n: int, dim: int, repeats: int) -> dict[str, dict]:
+    """Where the ``sorted`` form's time goes at ``2N = n`` (forward + backward each, interleaved rounds):
+
+    * ``loss``: the whole loss, as in the table (``value_and_grad`` w.r.t. the features);
+    * ``distances``: the logits ``-||x_i - x_j|| / tau`` alone (Gram matmul, square root) and their
+      backward pass (one more matmul), under a fixed random cotangent;
+    * ``label_order``: the rest, the label-order reduction (binary searches, prefix sums, gradient)
+      on fixed logits;
+    * ``matmul``: one ``[n, D] x [D, n]`` float32 matmul, the unit of the floor (the loss needs two).
+
+    Returns per part ``{'ms', 'lo', 'hi'}`` (median, min, max over ``repeats`` rounds)."""
+    steps = breakdown_steps(n, dim)
+    times: dict[str, list[float]] = {part: [] for part in BREAKDOWN_PARTS}
+    for fn, fn_args in steps.values():
+        for _ in range(2):
+            jax.block_until_ready(fn(*fn_args))
+    for _ in range(repeats):
+        for part, (fn, fn_args) in steps.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*fn_args))
+            times[part].append(time.perf_counter() - start)
+    out = {}
+    for part, ts in times.items():
+        ms = 1e3 * np.asarray(ts)
+        out[part] = dict(ms=float(np.median(ms)), lo=float(ms.min()), hi=float(ms.max()))
+    return out
+
+
+def format_breakdown(n: int, parts: dict[str, dict]) -> list[str]:
+    """Markdown lines: each part's median (min-max) and share of the whole loss, then the floor."""
+    total = parts["loss"]["ms"]
+    notes = {
+        "loss": "the whole loss (what the table times)",
+        "distances": "logits: Gram matmul + sqrt, and their backward matmul",
+        "label_order": "label-order reduction on fixed logits: searches, prefix sums, gradient",
+        "matmul": "one [2N, D] x [D, 2N] matmul; the loss needs two",
+    }
+    lines = [f"| 2N = {n} | ms (min-max) | share of the loss | what |", "|---|---|---|---|"]
+    for part in BREAKDOWN_PARTS:
+        t = parts[part]
+        lines.append(
+            f"| {part} | {fmt_ms(t['ms'])} ({fmt_ms(t['lo'])}-{fmt_ms(t['hi'])}) | "
+            f"{100 * t['ms'] / total:.0f} % | {notes[part]} |"
+        )
+    lines.append(
+        f"| floor (2 matmuls) | {fmt_ms(2 * parts['matmul']['ms'])} | {200 * parts['matmul']['ms'] / total:.0f} % | |"
+    )
+    return lines
+
+
 def fmt_ms(value: float | None) -> str:
     if value is None:
         return "-"
@@ -241,6 +324,11 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="checkout of the official CoReEcho code: time its RnCLoss (PyTorch) in the same run",
     )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the parts of the sorted form (distances, label-order pass, one matmul) per size",
+    )
     args = parser.parse_args(argv)
     threads = len(os.sched_getaffinity(0))
     if args.official_repo is not None:
@@ -288,6 +376,11 @@ def main(argv: list[str] | None = None) -> None:
 
     print()
     print("\n".join(format_table(rows, args.forms, args.check_memory)))
+    if args.breakdown:
+        for n in args.sizes:
+            repeats = args.repeats if n < 4096 else min(args.repeats, 5)
+            print()
+            print("\n".join(format_breakdown(n, breakdown(n, args.dim, repeats))))
     for note in notes:
         print(f"- {note}")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
