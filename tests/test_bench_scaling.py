@@ -56,6 +56,24 @@ def test_sweep_runs_every_point_in_order_and_computes_ratios():
     assert all("official_over_ours" not in r for r in rows if r["impl"] == bs.OFFICIAL)
 
 
+def test_rounds_alternate_sides_keep_the_fastest_and_give_every_round_ratio():
+    calls, times = [], iter([0.9, 1.6, 0.7, 1.2, 0.8, 1.5])  # ours, official, ours, official, ...
+
+    def runner(args, impl, phase):
+        calls.append(impl)
+        return dict(impl=impl, phase=phase, batch=args.batch, step_s=next(times), peak_rss_gib=1.0)
+
+    args = args_for(["--forward-batches", "1", "--train-batches", "--rounds", "3"])
+    args.official_repo = "/official"
+    ours, theirs = bs.with_ratios(bs.sweep(args, runner))
+    assert calls == ["shifted", "official"] * 3
+    assert ours["step_s"] == 0.7 and ours["rounds_s"] == [0.9, 0.7, 0.8]
+    assert theirs["step_s"] == 1.2 and theirs["rounds_s"] == [1.6, 1.2, 1.5]
+    assert ours["official_over_ours"] == pytest.approx(1.2 / 0.7)
+    assert ours["round_ratios"] == pytest.approx([1.6 / 0.9, 1.2 / 0.7, 1.5 / 0.8])
+    assert bs.format_table([ours, theirs])[2].endswith("1.71x  1.78x 1.71x 1.88x")
+
+
 def test_without_official_only_ours_runs_and_no_ratio():
     calls = []
     rows = bs.with_ratios(
@@ -71,8 +89,10 @@ def test_a_failed_point_is_kept_and_the_sweep_goes_on(tmp_path):
     calls = []
     args = args_for(["--forward-batches", "1", "--train-batches", "2", "4"])
     args.official_repo = "/official"
+    args.rounds = 2
     rows = bs.with_ratios(bs.sweep(args, fake_runner(calls, fail={("shifted", "train", 4)})))
-    assert len(calls) == 6  # the failure did not stop the sweep
+    # the failure did not stop the sweep; only the failed side's later round is skipped
+    assert len(calls) == 11 and calls.count(("shifted", "train", 4)) == 1
     failed = [r for r in rows if "failed" in r]
     assert [(r["impl"], r["phase"], r["batch"]) for r in failed] == [("shifted", "train", 4)]
     assert "out of memory" in failed[0]["failed"]
@@ -90,6 +110,7 @@ def test_a_failed_point_is_kept_and_the_sweep_goes_on(tmp_path):
     [
         (["--forward-batches", "0"], "must be >= 1"),
         (["--steps", "0"], "must be >= 1"),
+        (["--rounds", "0"], "must be >= 1"),
         (["--official-repo", "/nonexistent/coreecho"], "nonexistent"),
     ],
 )
