@@ -150,6 +150,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
             if pts:
                 ax.plot([b for b, _ in pts], [s for _, s in pts], marker, label=labels[impl])
         ax.set_xscale("log", base=2)
+        batches = sorted({r["batch"] for r in rows if r["phase"] == phase})
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.minorticks_off()
         ax.set_xlabel("batch (clips)")
         ax.set_ylabel("seconds per clip")
         ax.set_ylim(bottom=0)
