@@ -92,17 +92,12 @@ def with_ratios(rows: list[dict]) -> list[dict]:
         if "step_s" in r:
             r["s_clip"] = r["step_s"] / r["batch"]
         out.append(r)
-    official_s = {
-        (r["phase"], r["batch"]): r["s_clip"] for r in out if r["impl"] == OFFICIAL and "s_clip" in r
-    }
-    official_rounds = {
-        (r["phase"], r["batch"]): r.get("rounds_s") for r in out if r["impl"] == OFFICIAL and "s_clip" in r
-    }
+    official_rows = {(r["phase"], r["batch"]): r for r in out if r["impl"] == OFFICIAL and "s_clip" in r}
     for r in out:
-        off = official_s.get((r["phase"], r["batch"]))
+        off = official_rows.get((r["phase"], r["batch"]))
         if r["impl"] != OFFICIAL and "s_clip" in r and off is not None:
-            r["official_over_ours"] = off / r["s_clip"]
-            theirs, ours = official_rounds[(r["phase"], r["batch"])], r.get("rounds_s")
+            r["official_over_ours"] = off["s_clip"] / r["s_clip"]
+            theirs, ours = off.get("rounds_s"), r.get("rounds_s")
             if theirs and ours and len(theirs) == len(ours):
                 r["round_ratios"] = [o / s for o, s in zip(theirs, ours)]
     return out

@@ -52,6 +52,7 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,34 @@ def auto_form(n: int) -> str:
     return "pairwise" if n <= rnc.PAIRWISE_MAX_ROWS else "sorted"
 
 
+def bench_inputs(n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The benchmark's ``2N = n`` rows: features ``[n, dim]`` ~ N(0, 0.2^2) and labels ``[n, 1]`` ~
+    uniform(5, 95), float32, seeded by ``n``."""
+    rng = np.random.default_rng(n)
+    x = rng.normal(0.0, 0.2, (n, dim)).astype(np.float32)
+    return x, rng.uniform(5.0, 95.0, (n, 1)).astype(np.float32)
+
+
+def time_interleaved(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, dict]:
+    """Call each entry twice (warm-up), then all of them in turn for ``repeats`` rounds (A, B, C, A,
+    ...), each call blocking until its result is ready. Per entry: ``times`` (s) and the median, min
+    and max in ms (``ms``, ``lo``, ``hi``)."""
+    for call in calls.values():
+        for _ in range(2):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    out = {}
+    for name, ts in times.items():
+        ms = 1e3 * np.asarray(ts)
+        out[name] = dict(times=ts, ms=float(np.median(ms)), lo=float(ms.min()), hi=float(ms.max()))
+    return out
+
+
 def time_size(
     n: int,
     dim: int,
@@ -109,9 +138,7 @@ def time_size(
     """Compile every form for ``2N = n``, then time them interleaved (with the official ``RnCLoss``
     as one more entry when ``official_repo`` is given); per entry: all times in s, compile time and
     XLA temp bytes."""
-    rng = np.random.default_rng(n)
-    x_np = rng.normal(0.0, 0.2, (n, dim)).astype(np.float32)
-    y_np = rng.uniform(5.0, 95.0, (n, 1)).astype(np.float32)
+    x_np, y_np = bench_inputs(n, dim)
     x, y = jnp.asarray(x_np), jnp.asarray(y_np)
     calls, result = {}, {}
     for form in forms:
@@ -119,30 +146,19 @@ def time_size(
         compiled = make_step(FORMS[form]).lower(x, y).compile()
         compile_s = time.perf_counter() - start
         temp = compiled.memory_analysis() if check_memory else None
-        result[form] = {
-            "times": [],
-            "compile_s": compile_s,
-            "temp_bytes": getattr(temp, "temp_size_in_bytes", None),
-        }
+        result[form] = {"compile_s": compile_s, "temp_bytes": getattr(temp, "temp_size_in_bytes", None)}
         calls[form] = lambda compiled=compiled: jax.block_until_ready(compiled(x, y))
     if official_repo is not None:
         calls[OFFICIAL] = official.rnc_timer(official_repo, x_np, y_np, threads=threads, temperature=2.0)
-        result[OFFICIAL] = {"times": [], "temp_bytes": None}
-    for call in calls.values():
-        for _ in range(2):
-            call()
-    for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            result[name]["times"].append(time.perf_counter() - start)
+        result[OFFICIAL] = {"temp_bytes": None}
+    for name, timing in time_interleaved(calls, repeats).items():
+        result[name].update(timing)
     for form in calls:
-        times = 1e3 * np.asarray(result[form]["times"])
-        result[form].update(ms=float(np.median(times)), lo=float(times.min()), hi=float(times.max()))
+        t = result[form]
         print(
-            f"  2N={n:5d} {form:16s} median {result[form]['ms']:9.1f} ms  (min {times.min():.1f}, "
-            f"max {times.max():.1f}, {len(times)} calls"
-            + (f"; compile {result[form]['compile_s']:.1f} s)" if form != OFFICIAL else ", PyTorch)"),
+            f"  2N={n:5d} {form:16s} median {t['ms']:9.1f} ms  (min {t['lo']:.1f}, "
+            f"max {t['hi']:.1f}, {len(t['times'])} calls"
+            + (f"; compile {t['compile_s']:.1f} s)" if form != OFFICIAL else ", PyTorch)"),
             flush=True,
         )
     return result
@@ -154,11 +170,10 @@ BREAKDOWN_PARTS = ("loss", "distances", "label_order", "matmul")
 def breakdown_steps(n: int, dim: int) -> dict[str, tuple]:
     """The jitted functions of :func:`breakdown` and their arguments, ``{part: (fn, args)}`` (labels
     sorted, so the label-order pass gets the rows in the order the loss puts them in)."""
-    rng = np.random.default_rng(n)
-    x = jnp.asarray(rng.normal(0.0, 0.2, (n, dim)).astype(np.float32))
-    y = jnp.asarray(np.sort(rng.uniform(5.0, 95.0, n)).astype(np.float32))
+    x_np, y_np = bench_inputs(n, dim)
+    x, y = jnp.asarray(x_np), jnp.asarray(np.sort(y_np[:, 0]))
     valid = jnp.ones((n,), bool)
-    weights = jnp.asarray(rng.normal(size=(n, n)).astype(np.float32))
+    weights = jnp.asarray(np.random.default_rng(n + 1).normal(size=(n, n)).astype(np.float32))
     tau = jnp.float32(2.0)
     logits = rnc._logits(x, valid, tau, "l2", "auto")
     block = rnc._row_block(n)
@@ -187,22 +202,12 @@ def breakdown(n: int, dim: int, repeats: int) -> dict[str, dict]:
       on fixed logits;
     * ``matmul``: one ``[n, D] x [D, n]`` float32 matmul, the unit of the floor (the loss needs two).
 
-    Returns per part ``{'ms', 'lo', 'hi'}`` (median, min, max over ``repeats`` rounds)."""
-    steps = breakdown_steps(n, dim)
-    times: dict[str, list[float]] = {part: [] for part in BREAKDOWN_PARTS}
-    for fn, fn_args in steps.values():
-        for _ in range(2):
-            jax.block_until_ready(fn(*fn_args))
-    for _ in range(repeats):
-        for part, (fn, fn_args) in steps.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*fn_args))
-            times[part].append(time.perf_counter() - start)
-    out = {}
-    for part, ts in times.items():
-        ms = 1e3 * np.asarray(ts)
-        out[part] = dict(ms=float(np.median(ms)), lo=float(ms.min()), hi=float(ms.max()))
-    return out
+    Returns per part :func:`time_interleaved`'s ``{'times', 'ms', 'lo', 'hi'}``."""
+    calls = {
+        part: (lambda fn=fn, fn_args=fn_args: jax.block_until_ready(fn(*fn_args)))
+        for part, (fn, fn_args) in breakdown_steps(n, dim).items()
+    }
+    return time_interleaved(calls, repeats)
 
 
 def format_breakdown(n: int, parts: dict[str, dict]) -> list[str]:
