@@ -1,5 +1,6 @@
 """Tests for the synthetic EchoNet-Dynamic writer (coreecho_jax.data.synthetic.echonet): layout, labels
-that follow the pictured heart, LV mask files, determinism (pinned against reference checksums), and EF
+that follow the pictured heart, LV mask files, determinism (pinned against reference checksums: CSVs on
+every machine, frames bit for bit on the reference platform and within a tolerance elsewhere), and EF
 that lives in the motion rather than in any single frame."""
 
 from __future__ import annotations
@@ -7,7 +8,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import cv2
@@ -263,13 +268,92 @@ def test_masks_added_to_a_complete_dataset_and_missing_mask_is_a_clear_error(tmp
 # ----------------------------------------------------------------------------- determinism
 
 
-def test_output_matches_the_reference_checksums(tmp_path):
-    """Byte-stable output: the CSVs, synthetic.json and the decoded frames of a 6-video set match
-    ``tests/fixtures/synthetic_ref/reference.json`` (how it was made: ``make_reference.py``)."""
+@pytest.fixture(scope="module")
+def reference_set(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+    """The 6-video set of ``make_reference.CONFIG``, written here, and its decoded frames."""
+    root = syn.write_echonet_dataset(
+        tmp_path_factory.mktemp("ref") / "ref", progress=False, **make_reference.CONFIG
+    )
+    return root, make_reference.decoded_videos(root)
+
+
+def test_output_matches_the_reference_checksums(reference_set):
+    """Byte-stable output, checked against ``tests/fixtures/synthetic_ref/reference.json`` (how it was
+    made: ``make_reference.py``): the CSVs, synthetic.json and the video shapes on every machine; the
+    decoded frames bit for bit where the platform fingerprint (CPU, numpy/OpenCV SIMD paths and
+    versions, libc) is the reference's. Elsewhere the frames are held to the cross-platform tolerance
+    by the next test, and a warning names what differs."""
     expected = json.loads(make_reference.REFERENCE.read_text())
     assert expected["config"] == make_reference.CONFIG
-    root = syn.write_echonet_dataset(tmp_path / "ref", progress=False, **make_reference.CONFIG)
-    assert make_reference.checksums(root) == expected
+    root, videos = reference_set
+    got = make_reference.checksums(root, videos)
+    assert got["files"] == expected["files"]
+    assert {n: v["shape"] for n, v in got["videos"].items()} == {
+        n: v["shape"] for n, v in expected["videos"].items()
+    }
+    here, there = make_reference.platform_fingerprint(), expected["platform"]
+    if here == there:
+        assert got["videos"] == expected["videos"]
+    else:
+        differs = ", ".join(
+            f"{k}: {here[k]!r} (reference {there.get(k)!r})" for k in here if here[k] != there.get(k)
+        )
+        warnings.warn(
+            f"synthetic frames not compared bit for bit, this platform is not the reference's: {differs}",
+            stacklevel=1,
+        )
+
+
+def test_frames_match_the_reference_within_the_cross_platform_tolerance(reference_set):
+    """On any machine, each video's decoded frames are within the stated tolerance of the reference:
+    no pixel of the stored frames more than 1 grey level off, at most 0.1 % of them different, and the
+    per-frame pixel sums of all frames within the same budget."""
+    _, videos = reference_set
+    sample = make_reference.load_frame_sample()
+    assert sorted(videos) == sorted(k for k in sample if not k.endswith("_sums"))
+    for name, frames in videos.items():
+        diff = make_reference.compare_frames(name, frames, sample)
+        assert diff.within_tolerance, (
+            f"{name}: {diff}; numpy {np.__version__}, OpenCV {cv2.__version__} "
+            "(OpenCV 4.x draws other frames: requirements.txt asks for >= 5.0)"
+        )
+
+
+def test_another_simd_path_stays_within_the_tolerance(tmp_path):
+    """Other CPUs run other SIMD code in numpy and OpenCV. Emulated here in a subprocess: numpy with all
+    its dispatched SIMD targets disabled (``NPY_DISABLE_CPU_FEATURES``) and OpenCV unoptimised
+    (``cv2.setUseOptimized(False)``). The frames stay within the tolerance of the reference; on the
+    reference platform they are not bit-identical to it (measured: 49 of 10.7 million pixels, each
+    1 grey level off), which is why the bit-for-bit check holds only there."""
+    out = tmp_path / "frames.npz"
+    script = (
+        "import json, sys, cv2, numpy as np\n"
+        "cv2.setUseOptimized(False)\n"
+        "from tests.fixtures.synthetic_ref import make_reference as m\n"
+        "np.savez(sys.argv[1], **m.drawn_videos())\n"
+        "print(json.dumps([m.enabled_numpy_simd(), cv2.useOptimized()]))\n"
+    )
+    off = os.environ.get("NPY_DISABLE_CPU_FEATURES", "").replace(",", " ").split()  # already off here
+    env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(off + make_reference.enabled_numpy_simd())}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(out)],
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(done.stdout.splitlines()[-1]) == [[], False]  # the emulation took effect
+    sample = make_reference.load_frame_sample()
+    with np.load(out) as z:
+        videos = {k: z[k] for k in z.files}
+    for name, frames in videos.items():
+        diff = make_reference.compare_frames(name, frames, sample)
+        assert diff.within_tolerance, (name, diff)
+    expected = json.loads(make_reference.REFERENCE.read_text())
+    if make_reference.platform_fingerprint() == expected["platform"]:
+        got = make_reference.frame_checksums(videos)
+        assert sorted(got) == sorted(expected["videos"]) and got != expected["videos"]
 
 
 def test_same_seed_same_bytes_and_frames(tmp_path, dataset):
