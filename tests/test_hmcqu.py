@@ -395,3 +395,23 @@ def test_the_column_mapping_is_in_the_report_and_the_data_mode_output(root, tmp_
     assert json.loads((tmp_path / transfer_sets.REPORT_FILE).read_text())["columns"] == mapping
     printed = capsys.readouterr().out
     assert "columns: " + ", ".join(f"{k}={v}" for k, v in mapping.items()) in printed.splitlines()
+
+
+def test_a_workdir_of_the_old_protocol_names_the_change_and_resumes_with_the_old_fields():
+    from coreecho_jax.train.workdir import config_differences, config_record
+
+    new = config_record(hmcqu.get_config())
+    old = json.loads(json.dumps(new))
+    for field in ("spatial", "time_sampling", "cycle_frames"):
+        del old["data"][field]  # a config.json written before these fields existed
+    old["data"].update(frames=16, image_size=112)
+    assert config_differences(old, new) == {
+        "data.cycle_frames": ("inclusive", "ref21"),
+        "data.frames": (16, 12),
+        "data.image_size": (112, 224),
+        "data.spatial": ("area", "ref21"),
+        "data.time_sampling": ("ends", "centres"),
+    }
+    c = hmcqu.get_config()  # the old protocol's fields, as the config's docstring gives them
+    c.data.update(frames=16, image_size=112, cycle_frames="inclusive", spatial="area", time_sampling="ends")
+    assert config_differences(old, config_record(c)) == {}
