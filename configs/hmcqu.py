@@ -5,9 +5,14 @@
         --config.transfer.init=runs/echonet
 
 The paper's subset (the 109 A4C videos with masks, 72 MI / 37 normal) and its five stratified folds
-(shipped with the package) are the defaults. A video is MI when any segment is MI. Preprocessing after
-the paper's reference [21]: the annotated cycle, grey, a centred crop of 170/224 of each side, resized;
-the frame count and the normalisation are choices (fields below).
+(shipped with the package) are the defaults. A video is MI when any segment is MI. The clips are
+prepared exactly as the paper's reference [21] (``mi/a4c/cycle.py``; the paper says it strictly
+follows it): the sheet's cycle without its end frame (a recording named ES00071 at every other frame),
+PIL grey and bicubic resize to 224, centre crop 170, bilinear back to 224, 12 frames sampled as
+``interpolate(..., mode="trilinear")`` does (coreecho_jax/data/cycles.py). The previous protocol
+(16 frames of 112 px, both cycle ends, crop + area resize, both ends kept in time) is
+``--config.data.frames=16 --config.data.image_size=112 --config.data.cycle_frames=inclusive
+--config.data.spatial=area --config.data.time_sampling=ends``. The normalisation is a choice (below).
 """
 
 from __future__ import annotations
@@ -31,11 +36,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.subset = "masks"  # masks: the 109 videos with masks (the paper's); all: the 162
     c.data.fold_file = ""  # another fold CSV (name, Fold columns); "": the shipped one of the subset
     c.data.split_dir = ""  # CAMUS only
-    c.data.frames = 16  # choice ([21]: 12): the annotated cycle resampled to 16 frames
-    c.data.crop_fraction = 170 / 224  # [21]: resize 224, centre crop 170, resize
-    c.data.mean = [float(x) for x in clips.MEAN]  # choice: EchoNet's, what the CoReEcho encoder saw
+    # [21]'s preprocessing (module doc); the old protocol's values in brackets
+    c.data.frames = 12  # [21]: the cycle resampled to 12 frames  [16]
+    c.data.image_size = 224  # [21]: 224 px  [112]
+    c.data.crop_fraction = 170 / 224  # [21]: resize 224, centre crop 170, resize 224
+    c.data.cycle_frames = "ref21"  # [21]: start .. end - 1 (ES00071: every other frame)  [inclusive]
+    c.data.spatial = "ref21"  # [21]: PIL grey + bicubic, crop, bilinear; float clips  [area]
+    c.data.time_sampling = "centres"  # [21]: trilinear, align_corners=False  [ends]
+    # Choice: EchoNet's normalisation, the input statistics the CoReEcho encoder was trained on (its
+    # first layers expect them); [21]'s own /255 served its own encoder: data.mean=[0.0], data.std=[255.0].
+    c.data.mean = [float(x) for x in clips.MEAN]
     c.data.std = [float(x) for x in clips.STD]
-    c.data.augment = True  # choice: the CAMUS augmentation ([21]'s is not published)
+    c.data.augment = True  # [21]'s datasets.py: RandomAffine(10, translate 0.1, scale 0.8-1.1) = CAMUS's
     c.data.synthetic.n_videos = 60  # recordings (about 2/3 with masks)
     c.data.synthetic.mi_segments = (1, 1)  # adjacent MI segments per MI video, drawn in lo..hi
     c.data.synthetic.mi_segment_motion = 0.1  # share of normal wall motion left in them (0: akinetic)

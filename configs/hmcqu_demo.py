@@ -4,8 +4,10 @@
     python main.py --config=configs/hmcqu_demo.py --workdir=/tmp/hmcqu_ft --config.transfer.mode=finetune \
         --config.transfer.init=/tmp/coreecho_demo                  # the EchoNet demo's run
 
-Variant ``:quick`` (20 recordings, 8-frame 32 px clips, fold 0, 2 epochs of 2 steps) is the
-end-to-end smoke test. See configs/camus_demo.py for the shared settings.
+The clips follow configs/hmcqu.py's preprocessing ([21]'s steps and 12 frames) but are 64 px instead
+of 224 px, for CPU time (the tiny demo encoder was trained at 64 px). Variant ``:quick`` (20
+recordings, 8-frame 32 px clips, fold 0, 2 epochs of 2 steps) is the end-to-end smoke test. See
+configs/camus_demo.py for the shared settings.
 """
 
 from __future__ import annotations

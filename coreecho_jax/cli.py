@@ -142,6 +142,8 @@ def _run_transfer(
 
         data = transfer_sets.prepare(str(config.task), config.data, workdir)
         print(data.source)
+        if data.columns:
+            print("columns: " + ", ".join(f"{k}={v}" for k, v in data.columns.items()))
         print(f"folds: {[(len(f.train), len(f.val), len(f.test)) for f in data.folds]} (train, val, test)")
         print(f"report: {workdir / transfer_sets.REPORT_FILE}")
         return {"videos": len(data.names), "folds": len(data.folds)}

@@ -3,6 +3,7 @@ ED -> ES reversal, the official and split-file folds, and each kind of bad input
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -274,3 +275,80 @@ def test_image_shapes_single_slice_4d_and_bad_dimensions(tmp_path):
     rgb = sitk.GetImageFromArray(np.zeros((5, 6, 7, 3), np.uint8), isVector=True)
     with pytest.raises(CamusError, match="expected grey pixels"):
         read_record(_patient(tmp_path / "patient0003", rgb))
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.1])
+def test_a_truncated_nifti_is_skipped_with_the_reason_not_read_as_black_frames(root_2023, tmp_path, keep):
+    root = _copy(root_2023, tmp_path)
+    seq = root / "patient0003" / "patient0003_4CH_half_sequence.nii.gz"
+    data = seq.read_bytes()
+    seq.write_bytes(data[: int(len(data) * keep)])
+    ds = read_camus(root)
+    assert [s.name for s in ds.skipped] == ["patient0003"] and len(ds) == 8
+    nb = int(read_cfg(root / "patient0003" / "Info_4CH.cfg")["NbFrame"])
+    need = 352 + 40 * 40 * nb  # NIfTI-1 data offset + one byte per voxel
+    assert re.fullmatch(
+        rf"{re.escape(str(seq))}: decompresses to \d+ bytes, the header needs {need} \(40 x 40 x {nb} "
+        r"voxels of 1 byte\(s\)\): the file is truncated \(a reader would fill the missing frames with black\)",
+        ds.skipped[0].reason,
+    )
+    assert ds.report().splitlines()[0].endswith(", 1 skipped")
+    with pytest.raises(CamusError, match="the file is truncated"):
+        read_camus(root, on_error="raise")
+
+
+def test_a_truncated_raw_file_is_named_not_called_missing(root_2019, tmp_path):
+    root = tmp_path / "c2019"
+    shutil.copytree(root_2019 / "training", root)
+    raw = root / "patient0002" / "patient0002_4CH_sequence.raw"
+    size = raw.stat().st_size
+    raw.write_bytes(raw.read_bytes()[:-10])
+    ds = read_camus(root)
+    (skipped,) = ds.skipped
+    assert skipped.reason == (
+        f"{raw.with_suffix('.mhd')}: its pixel file {raw} holds {size - 10} bytes, the header needs {size} "
+        f"(32 x 40 x {size // (32 * 40)} voxels of 1 byte(s)): the file is truncated"
+    )
+    assert "No such file" not in skipped.reason
+    assert ds.report().splitlines()[0] == (
+        f"CAMUS 4CH at {root}: 3 of 4 patients read "
+        f"({', '.join(f'{q} {sum(r.quality == q for r in ds)}' for q in ('Good', 'Medium', 'Poor'))}), 1 skipped"
+    )
+
+
+def test_pixels_that_fail_later_count_as_skipped_in_the_headline(root_2019, tmp_path, monkeypatch):
+    from configs import camus_demo
+    from coreecho_jax.data import transfer_sets
+    from coreecho_jax.data.camus import CamusRecord
+
+    c = camus_demo.get_config("quick")
+    c.data.synthetic.enabled = False
+    c.data.root = str(root_2019)
+    frames = CamusRecord.frames
+
+    def fail_one(self):
+        if self.patient == "patient0003":
+            raise CamusError(f"{self.path}: cannot decode")
+        return frames(self)
+
+    monkeypatch.setattr(CamusRecord, "frames", fail_one)
+    c.data.n_folds = 2
+    prepared = transfer_sets.prepare("camus", c.data, tmp_path, progress=False)
+    assert prepared.source.startswith(f"CAMUS 4CH at {root_2019}: 4 of 5 patients read (")
+    assert ", 1 skipped; 4 clips of 8 x 32 x 32" in prepared.source
+    assert [s.name for s in prepared.skipped] == ["patient0003"]
+
+
+def test_ef_given_as_fractions_is_refused(root_2023, tmp_path):
+    root = _copy(root_2023, tmp_path)
+    for cfg in sorted(root.glob("patient*/Info_4CH.cfg")):
+        _edit_cfg(cfg, EF=f"{float(read_cfg(cfg)['EF']) / 100:.4f}")
+    with pytest.raises(
+        CamusError,
+        match=r"(?s)the 9 Info_4CH\.cfg files read: every EF is within 0-1.*fractions.*"
+        r"EF must be in percent.*multiply each EF by 100",
+    ) as err:
+        read_camus(root)
+    assert str(root) in str(err.value)
+    _edit_cfg(root / "patient0001" / "Info_4CH.cfg", EF="55.5")  # one EF in percent: a percent set
+    assert read_camus(root)["patient0001"].ef == 55.5

@@ -1,11 +1,72 @@
-"""The transfer clips: cycle -> fixed-length clip, RandomAffine, normalisation, batches (numpy only)."""
+"""The transfer clips: cycle -> fixed-length clip ([21]'s pipeline and the area one), RandomAffine,
+normalisation, batches (numpy only)."""
+
+import math
 
 import chex
 import numpy as np
 import pytest
+from PIL import Image
 
 from coreecho_jax.data import cycles
 from coreecho_jax.data.camus import CAMUS_MEAN, CAMUS_STD
+from coreecho_jax.data.video_types import rgb_to_gray
+
+
+def ref21_spec() -> cycles.CycleSpec:
+    """configs/hmcqu.py's clips: [21]'s 12 frames of 224 px, crop 170."""
+    return cycles.CycleSpec(
+        frames=12, size=224, crop_fraction=170 / 224, spatial="ref21", time_sampling="centres"
+    )
+
+
+def direct_time_resample(x: np.ndarray, length: int) -> np.ndarray:
+    """``interpolate(mode="linear" / "trilinear", align_corners=False)`` along axis 0, one output frame at
+    a time in float64: frame ``i`` at ``(i + 0.5) F / length - 0.5``, clamped to ``[0, F - 1]``."""
+    n = x.shape[0]
+    out = []
+    for i in range(length):
+        src = max((i + 0.5) * n / length - 0.5, 0.0)
+        i0 = min(math.floor(src), n - 1)
+        i1 = min(i0 + 1, n - 1)
+        w = src - i0
+        out.append((1 - w) * x[i0].astype(np.float64) + w * x[i1].astype(np.float64))
+    return np.stack(out)
+
+
+def direct_bilinear(x: np.ndarray, size: int) -> np.ndarray:
+    """torchvision ``Resize`` of a float tensor ``[F, h, w]`` (bilinear, align_corners=False) in
+    float64, the four taps of each output pixel at once (not one axis after the other)."""
+    h, w = x.shape[1:]
+
+    def taps(n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        src = np.maximum((np.arange(size) + 0.5) * n_in / size - 0.5, 0.0)
+        i0 = np.minimum(np.floor(src).astype(int), n_in - 1)
+        return i0, np.minimum(i0 + 1, n_in - 1), src - i0
+
+    y0, y1, wy = taps(h)
+    x0, x1, wx = taps(w)
+    wy, wx = wy[:, None], wx[None, :]
+    g = lambda ys, xs: x[:, ys[:, None], xs[None, :]].astype(np.float64)
+    return (
+        (1 - wy) * (1 - wx) * g(y0, x0)
+        + (1 - wy) * wx * g(y0, x1)
+        + wy * (1 - wx) * g(y1, x0)
+        + wy * wx * g(y1, x1)
+    )
+
+
+def ref21_clip(
+    bgr_frames: list[np.ndarray], size: int = 224, crop: int = 170, frames: int = 12
+) -> np.ndarray:
+    """[21]'s ``mi/a4c/cycle.py`` after the frames are read, written out step by step: PIL ``convert("L")``
+    of the BGR array, ``resize((size, size))`` with PIL's default filter, / 255, ``CenterCrop(crop)``,
+    ``Resize((size, size))``, the time resampling to ``frames``. Returns ``[frames, size, size]`` in 0..1."""
+    grey = [np.array(Image.fromarray(f).convert("L").resize((size, size))) for f in bgr_frames]
+    clip = np.stack(grey) / 255
+    top = int(round((size - crop) / 2.0))
+    clip = clip[:, top : top + crop, top : top + crop]
+    return direct_time_resample(direct_bilinear(clip, size), frames)
 
 
 def test_time_resampling_keeps_the_ends_and_interpolates_linearly():
@@ -16,6 +77,55 @@ def test_time_resampling_keeps_the_ends_and_interpolates_linearly():
     np.testing.assert_array_equal(out[:, 0, 0], [0.0, 40.0])
     with pytest.raises(cycles.CycleError, match="at least 2 frames"):
         cycles.resample_time(frames[:1], 4)
+
+
+@pytest.mark.parametrize("n", [19, 12, 7, 1])
+def test_centres_sampling_is_align_corners_false_linear_interpolation(n):
+    rng = np.random.default_rng(n)
+    frames = rng.integers(0, 256, (n, 3, 4), dtype=np.uint8)
+    out = cycles.resample_time(frames, 12, "centres")
+    assert out.dtype == np.float32 and out.shape == (12, 3, 4)
+    np.testing.assert_allclose(out, direct_time_resample(frames, 12), atol=5e-4)  # float32 arithmetic
+    if n == 19:  # the first output frame lies between frames 0 and 1, the last between 17 and 18
+        np.testing.assert_allclose(out[0], frames[0] * (1 - 7 / 24) + frames[1] * (7 / 24), atol=5e-4)
+        assert not np.array_equal(out[-1], frames[-1].astype(np.float32))
+    if n == 12:  # the same count: the frames themselves
+        np.testing.assert_array_equal(out, frames.astype(np.float32))
+
+
+def test_ref21_pipeline_follows_the_reference_step_by_step():
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, (7, 30, 44, 3), dtype=np.uint8)
+    clip = cycles.cycle_to_clip(rgb, ref21_spec())
+    assert clip.dtype == np.float32 and clip.shape == (12, 224, 224)
+    expected = ref21_clip([f[..., ::-1] for f in rgb])  # what OpenCV hands [21]: BGR
+    np.testing.assert_allclose(clip / 255, expected, atol=5e-6)  # float32 arithmetic
+    # [21]'s grey weighs the channels swapped: a blue pixel is 0.299 * 255 in its grey, not 0.114 * 255
+    blue = np.zeros((1, 8, 8, 3), np.uint8)
+    blue[..., 2] = 255
+    assert cycles.pil_grey_resize(blue[0], 8)[0, 0] == 76 and rgb_to_gray(blue)[0, 0, 0] == 29
+    # a grey video gives the same clip from its grey frames
+    grey = rgb[..., 1]
+    np.testing.assert_array_equal(
+        cycles.cycle_to_clip(np.repeat(grey[..., None], 3, -1), ref21_spec()),
+        cycles.cycle_to_clip(grey, ref21_spec()),
+    )
+    # the crop offsets are torchvision's (round half to even), not floor division
+    x = np.arange(64 * 64, dtype=np.float32).reshape(1, 64, 64)
+    np.testing.assert_array_equal(cycles.torchvision_centre_crop(x, 49 / 64), x[:, 8:57, 8:57])
+    np.testing.assert_array_equal(cycles.centre_crop(x, 49 / 64), x[:, 7:56, 7:56])
+
+
+def test_the_area_pipeline_takes_rgb_as_its_luma():
+    rgb = np.random.default_rng(5).integers(0, 256, (6, 30, 40, 3), dtype=np.uint8)
+    spec = cycles.CycleSpec(frames=4, size=16, crop_fraction=0.8)
+    np.testing.assert_array_equal(
+        cycles.cycle_to_clip(rgb, spec), cycles.cycle_to_clip(rgb_to_gray(rgb), spec)
+    )
+    with pytest.raises(cycles.CycleError, match="data.spatial must be one of"):
+        cycles.CycleSpec(spatial="pil")
+    with pytest.raises(cycles.CycleError, match="data.time_sampling must be one of"):
+        cycles.CycleSpec(time_sampling="middle")
 
 
 def test_cycle_to_clip_crops_the_centre_resizes_and_resamples():

@@ -4,14 +4,20 @@ synthetic downloads, seeded stratified folds, and each kind of bad input."""
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import shutil
 from collections import Counter
 from pathlib import Path
 
+import cv2
 import numpy as np
 import openpyxl
 import pytest
 
+from configs import hmcqu, hmcqu_demo
+from coreecho_jax import cli
+from coreecho_jax.data import transfer_sets
 from coreecho_jax.data.folds import stratified_folds
 from coreecho_jax.data.hmcqu import (
     A4C_SEGMENT_COLUMNS,
@@ -25,6 +31,7 @@ from coreecho_jax.data.hmcqu import (
 )
 from coreecho_jax.data.synthetic.hmcqu import FOLD_FILE, HmcQuSyntheticConfig, write_hmcqu_dataset
 from coreecho_jax.errors import ConfigError, DataError
+from tests.test_cycles import ref21_clip
 
 SMALL = HmcQuSyntheticConfig(
     n_videos=10,
@@ -277,3 +284,134 @@ def test_stratified_folds_balanced_and_seeded():
     assert stratified_folds(names, labels, 5, seed=1) != folds
     with pytest.raises(DataError, match="labels"):
         stratified_folds(names, labels[:-1], 5, seed=0)
+
+
+# ------------------------------------------------------------------------------ [21]'s preprocessing
+
+
+def test_ref21_frame_indices_exclude_the_end_frame_and_read_es00071_at_every_other_frame():
+    rec = HmcQuRecord("ES0001 _4CH_1", Path("ES0001 _4CH_1.avi"), {}, 3, 20, True, 2)
+    assert rec.frame_indices("inclusive").tolist() == list(range(2, 20))  # frames 3..20, 1-based
+    assert rec.frame_indices("ref21").tolist() == list(range(2, 19))  # cycle.py: start - 1 + i, i < 17
+    # [21]'s hmcfold.csv row "ES00071 N_4CH_3, ..., 1, 73": 72 - 1 frames counted, every other one read
+    quirk = dataclasses.replace(rec, echo="ES00071 N_4CH_3", start_frame=1, end_frame=73)
+    assert (
+        quirk.frame_indices("ref21").tolist() == list(range(0, 71, 2))
+        and len(quirk.frame_indices("ref21")) == 36
+    )
+    assert quirk.frame_indices("inclusive").tolist() == list(range(73))
+    odd = dataclasses.replace(quirk, start_frame=5, end_frame=10)  # length 5 - 1 = 4: i = 0, 2
+    assert odd.frame_indices("ref21").tolist() == [4, 6]
+    with pytest.raises(ConfigError, match="data.cycle_frames must be one of"):
+        rec.frame_indices("exclusive")
+
+
+def ref21_read(video: Path, name: str, start: int, end: int) -> list[np.ndarray]:
+    """[21]'s frame reading, as its ``mi/a4c/cycle.py`` does it: seek and read with OpenCV (BGR)."""
+    length, step = end - start, 1
+    if "ES00071" in name:
+        step, length = 2, length - 1
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    for i in range(0, length, step):
+        cap.set(1, start + i - 1)
+        ok, frame = cap.read()
+        assert ok
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+def test_prepared_clips_are_ref21s_cycle_py(root, tmp_path):
+    copy = _copy(root, tmp_path)
+    renamed = read_hmcqu(copy, subset="all").records[1]
+    quirk = "ES00071 N_4CH_3"  # [21] reads this recording at every other frame
+    (copy / "HMC-QU" / "A4C" / f"{renamed.echo}.avi").rename(copy / "HMC-QU" / "A4C" / f"{quirk}.avi")
+    _set_cell(copy / "A4C.xlsx", renamed.row, 1, quirk)
+    c = hmcqu.get_config()
+    c.data.root = str(copy)
+    c.data.subset, c.data.folds, c.data.n_folds = "all", "stratified", 2
+    prepared = transfer_sets.prepare("hmcqu", c.data, tmp_path / "work", progress=False)
+    assert prepared.clips.shape == (10, 12, 224, 224) and prepared.clips.dtype == np.float32
+    ds = read_hmcqu(copy, subset="all")
+    for name, clip, count in zip(prepared.names, prepared.clips, prepared.source_frames):
+        r = ds[name]
+        frames = ref21_read(r.video, name, r.start_frame, r.end_frame)
+        assert (
+            count
+            == len(frames)
+            == (
+                len(range(0, r.end_frame - r.start_frame - 1, 2))
+                if name == quirk
+                else r.end_frame - r.start_frame
+            )
+        )
+        np.testing.assert_allclose(clip / 255, ref21_clip(frames), atol=5e-6, err_msg=name)
+
+
+def _delete_column(xlsx: Path, header: str) -> None:
+    book = openpyxl.load_workbook(xlsx)
+    sheet = book.active
+    sheet.delete_cols(next(c.column for c in sheet[1] if c.value == header))
+    book.save(xlsx)
+
+
+def test_a_deleted_segment_or_end_column_is_named_not_read_from_its_neighbour(root, tmp_path):
+    seg = _copy(root, tmp_path / "seg")
+    _delete_column(seg / "A4C.xlsx", "SEG3")
+    with pytest.raises(HmcQuError, match=r"A4C\.xlsx: missing column\(s\) \['SEG3'\] \(SEG3: MI / non-MI\)"):
+        read_hmcqu(seg)
+    end = _copy(root, tmp_path / "end")
+    _delete_column(end / "A4C.xlsx", "End of Cycle")
+    with pytest.raises(
+        HmcQuError, match=r"A4C\.xlsx: missing column\(s\) \['end'\] \(end: end frame \(End of Cycle\)\)"
+    ):
+        read_hmcqu(end)
+    # an unknown header at the end column's place is read by position, and the report says so
+    other = _copy(root, tmp_path / "other")
+    _set_cell(other / "A4C.xlsx", 1, 9, "Finish")
+    ds = read_hmcqu(other)
+    assert len(ds) == 8 and ds.column_mapping()["end"] == "column 9 'Finish' (by position)"
+    _set_cell(other / "A4C.xlsx", ds.records[0].row, 9, "late")
+    reason = read_hmcqu(other).skipped[0].reason
+    assert reason.endswith(
+        "end frame (column 9 'Finish', taken by position: no header names it): expected a frame number, got 'late'"
+    )
+
+
+def test_the_column_mapping_is_in_the_report_and_the_data_mode_output(root, tmp_path, capsys):
+    c = hmcqu_demo.get_config("quick")
+    c.data.synthetic.enabled = False
+    c.data.root = str(root)
+    c.data.fold_file = str(root / FOLD_FILE)
+    cli.run("data", c, str(tmp_path))
+    mapping = {
+        "echo": "column 1 'ECHO' (by name)",
+        "start": "column 8 'Reference Frame' (by name)",
+        "end": "column 9 'End of Cycle' (by name)",
+        "mask": "column 10 'LV Wall Ground-truth Segmentation Masks' (by name)",
+        **{s: f"column {k + 2} '{s}' (by name)" for k, s in enumerate(A4C_SEGMENT_COLUMNS)},
+    }
+    assert json.loads((tmp_path / transfer_sets.REPORT_FILE).read_text())["columns"] == mapping
+    printed = capsys.readouterr().out
+    assert "columns: " + ", ".join(f"{k}={v}" for k, v in mapping.items()) in printed.splitlines()
+
+
+def test_a_workdir_of_the_old_protocol_names_the_change_and_resumes_with_the_old_fields():
+    from coreecho_jax.train.workdir import config_differences, config_record
+
+    new = config_record(hmcqu.get_config())
+    old = json.loads(json.dumps(new))
+    for field in ("spatial", "time_sampling", "cycle_frames"):
+        del old["data"][field]  # a config.json written before these fields existed
+    old["data"].update(frames=16, image_size=112)
+    assert config_differences(old, new) == {
+        "data.cycle_frames": ("inclusive", "ref21"),
+        "data.frames": (16, 12),
+        "data.image_size": (112, 224),
+        "data.spatial": ("area", "ref21"),
+        "data.time_sampling": ("ends", "centres"),
+    }
+    c = hmcqu.get_config()  # the old protocol's fields, as the config's docstring gives them
+    c.data.update(frames=16, image_size=112, cycle_frames="inclusive", spatial="area", time_sampling="ends")
+    assert config_differences(old, config_record(c)) == {}

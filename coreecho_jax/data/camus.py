@@ -15,10 +15,13 @@ Layouts read (``root`` may be any of the folders shown, or the folder holding th
 header. The stored sequence runs from ED to ES or, for some patients, from ES to ED (``ED == NbFrame``,
 ``ES == 1``); :meth:`CamusRecord.frames` always returns ED -> ES.
 
-Bad patients (missing or unreadable sequence, a cfg without ``EF``/``LVef`` or with an unknown
-``ImageQuality``, ``ED``/``ES`` inconsistent with ``NbFrame`` or with the image) raise a
+Bad patients (missing or unreadable sequence, a truncated one, a cfg without ``EF``/``LVef`` or with
+an unknown ``ImageQuality``, ``ED``/``ES`` inconsistent with ``NbFrame`` or with the image) raise a
 :class:`CamusError` naming the file, or with ``on_error="skip"`` are left out and listed in
-:attr:`CamusDataset.skipped` (never dropped silently).
+:attr:`CamusDataset.skipped` (never dropped silently). A truncated file is found before decoding:
+SimpleITK fills what a cut ``.nii.gz`` stream lacks with zeros and reads a cut 2019 ``.raw`` as "No
+such file", so the image data's length (decompressed for ``.gz``) is checked against the header's
+voxel count. EFs given as fractions (every EF within 0-1) are refused, as for EchoNet-Dynamic.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Mapping
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from coreecho_jax.data import ef_labels
 from coreecho_jax.data.folds import Fold, NamedRecords, OnError, Skipped, check_on_error, contiguous_folds
 from coreecho_jax.errors import ConfigError, DataError
 
@@ -55,6 +61,20 @@ SPLIT_FILES = {
 _SUBGROUP_FILE = re.compile(r"subgroup(\d+)_(training|validation|testing)\.txt", re.IGNORECASE)
 _SPLIT_ROLE = {"training": "train", "validation": "val", "testing": "test"}
 _PATIENT_DIR = re.compile(r"patient\d+")
+#: Bytes per voxel of the scalar pixel types SimpleITK reports (``ImageFileReader.GetPixelID``).
+_PIXEL_BYTES = {
+    "8-bit unsigned integer": 1,
+    "8-bit signed integer": 1,
+    "16-bit unsigned integer": 2,
+    "16-bit signed integer": 2,
+    "32-bit unsigned integer": 4,
+    "32-bit signed integer": 4,
+    "64-bit unsigned integer": 8,
+    "64-bit signed integer": 8,
+    "32-bit float": 4,
+    "64-bit float": 8,
+}
+_CHUNK = 1 << 20
 
 
 class CamusError(DataError):
@@ -177,15 +197,20 @@ class CamusRecord:
         return np.ascontiguousarray(array[::-1] if self.stored_es_first else array)
 
 
+def _sitk_reason(e: RuntimeError) -> str:
+    """The informative line of a SimpleITK error (its ``ITK ERROR`` line rather than a bare "Reason")."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    err = [line.split("ITK ERROR:", 1)[1].strip() for line in lines if "ITK ERROR:" in line]
+    return err[-1] if err else lines[-1] if lines else type(e).__name__
+
+
 def _read_pixels(path: Path) -> np.ndarray:
     import SimpleITK as sitk
 
     try:
         array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     except RuntimeError as e:
-        raise CamusError(
-            f"{path}: SimpleITK cannot read the sequence ({str(e).strip().splitlines()[-1]})"
-        ) from e
+        raise CamusError(f"{path}: SimpleITK cannot read the sequence ({_sitk_reason(e)})") from e
     if array.ndim == 4 and array.shape[1] == 1:  # x, y, z = 1, t
         array = array[:, 0]
     if array.ndim != 3:
@@ -197,8 +222,94 @@ def _read_pixels(path: Path) -> np.ndarray:
     return array
 
 
+def _inflated(path: Path, keep: int) -> tuple[int, bytes]:
+    """(decompressed length, its first ``keep`` bytes) of a gzip or zlib file, read in chunks; a cut
+    stream gives the length of what it holds (SimpleITK would fill the rest with zeros)."""
+    new = lambda: zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
+    total, head, d = 0, b"", new()
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_CHUNK)
+            while data:
+                out = d.decompress(data, _CHUNK)
+                total += len(out)
+                head += out[: max(keep - len(head), 0)]
+                if d.unconsumed_tail:
+                    data = d.unconsumed_tail
+                elif d.eof:  # another gzip member may follow; other trailing bytes are not image data
+                    data = d.unused_data or f.read(_CHUNK)
+                    if not data.startswith(b"\x1f\x8b"):
+                        break
+                    d = new()
+                else:
+                    data = f.read(_CHUNK)
+    except zlib.error as e:
+        raise CamusError(f"{path}: damaged compressed data after {total} bytes ({e})") from e
+    return total, head
+
+
+def _nifti_data_offset(head: bytes) -> int:
+    """Byte offset of the voxels in an (uncompressed) NIfTI-1/2 stream from its header, or 0 if unknown."""
+    for order in ("<", ">"):
+        if len(head) >= 112 and struct.unpack(order + "i", head[:4])[0] == 348:  # NIfTI-1
+            return int(struct.unpack(order + "f", head[108:112])[0])
+        if len(head) >= 176 and struct.unpack(order + "i", head[:4])[0] == 540:  # NIfTI-2
+            return int(struct.unpack(order + "q", head[168:176])[0])
+    return 0
+
+
+def _mhd_fields(path: Path) -> dict[str, str]:
+    """``Key = value`` lines of a MetaImage header (keys as written)."""
+    fields = {}
+    for line in path.read_text(errors="replace").splitlines():
+        if "=" in line:
+            key, value = line.split("=", 1)
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def _check_complete(path: Path, voxel_bytes: int, what: str) -> None:
+    """Raises CamusError when the image data of ``path`` is shorter than the header's ``voxel_bytes``.
+
+    ``.nii.gz``: the decompressed stream against the data offset + voxels; ``.mhd``: its pixel file
+    (``ElementDataFile``, decompressed when ``CompressedData``) against the voxels (a ``LOCAL`` or
+    listed pixel file is not checked)."""
+    if path.suffix.lower() == ".mhd":
+        fields = _mhd_fields(path)
+        name = fields.get("ElementDataFile", "")
+        if name in ("", "LOCAL", "LIST") or " " in name or "%" in name:
+            return
+        data = path.parent / name
+        skip = max(int(fields.get("HeaderSize", "0") or 0), 0)
+        if fields.get("CompressedData", "False").lower() == "true":
+            got = _inflated(data, 0)[0]
+        else:
+            got = data.stat().st_size
+        if got < skip + voxel_bytes:
+            raise CamusError(
+                f"{path}: its pixel file {data} holds {got} bytes, the header needs {skip + voxel_bytes} "
+                f"({what}): the file is truncated"
+            )
+        return
+    if path.name.lower().endswith(".gz"):
+        got, head = _inflated(path, 544)
+        need = _nifti_data_offset(head) + voxel_bytes
+        stream = "decompresses to"
+    else:
+        got = path.stat().st_size
+        with open(path, "rb") as f:
+            need = _nifti_data_offset(f.read(544)) + voxel_bytes
+        stream = "holds"
+    if got < need:
+        raise CamusError(
+            f"{path}: {stream} {got} bytes, the header needs {need} ({what}): the file is truncated "
+            "(a reader would fill the missing frames with black)"
+        )
+
+
 def _read_header(path: Path) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """(size (x, y, t), spacing (x, y, t)) from the image header, without reading the pixels.
+    """(size (x, y, t), spacing (x, y, t)) from the image header, without decoding the pixels; the
+    image data's length is checked against it (:func:`_check_complete`).
 
     A 4-D image with one slice (x, y, 1, t) is taken as x, y, t."""
     import SimpleITK as sitk
@@ -214,16 +325,20 @@ def _read_header(path: Path) -> tuple[tuple[int, ...], tuple[float, ...]]:
     try:
         reader.ReadImageInformation()
     except RuntimeError as e:
-        raise CamusError(
-            f"{path}: SimpleITK cannot read the header ({str(e).strip().splitlines()[-1]})"
-        ) from e
+        raise CamusError(f"{path}: SimpleITK cannot read the header ({_sitk_reason(e)})") from e
     if reader.GetNumberOfComponents() != 1:
         raise CamusError(f"{path}: expected grey pixels, got {reader.GetNumberOfComponents()} components")
-    size, spacing = tuple(reader.GetSize()), tuple(reader.GetSpacing())
+    full_size = tuple(reader.GetSize())
+    size, spacing = full_size, tuple(reader.GetSpacing())
     if len(size) == 4 and size[2] == 1:  # x, y, z = 1, t
         size, spacing = size[:2] + size[3:], spacing[:2] + spacing[3:]
     if len(size) != 3:
         raise CamusError(f"{path}: expected a 2-D + time image (x, y, t), got size {size}")
+    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    if pixel in _PIXEL_BYTES:
+        voxels = int(np.prod(full_size))
+        what = f"{' x '.join(map(str, full_size))} voxels of {_PIXEL_BYTES[pixel]} byte(s)"
+        _check_complete(path, voxels * _PIXEL_BYTES[pixel], what)
     return size, spacing
 
 
@@ -443,14 +558,20 @@ class CamusDataset(NamedRecords[CamusRecord]):
             raise ConfigError(f"CAMUS fold scheme must be 'official' or 'split_files', got {scheme!r}")
         return [f.without(s.name for s in self.skipped) for f in folds]
 
-    def report(self) -> str:
-        """A few lines: how many patients were read, per quality, and each skipped one with its reason."""
-        counts = {q: sum(r.quality == q for r in self.records) for q in QUALITIES}
+    def report(self, unreadable: Sequence[Skipped] = ()) -> str:
+        """A few lines: how many patients were read, per quality, and each skipped one with its reason.
+
+        ``unreadable``: patients whose pixels failed later (when the clips were prepared); they count
+        as skipped in the first line and are listed with the others."""
+        lost = {u.name for u in unreadable}
+        kept = [r for r in self.records if r.patient not in lost]
+        counts = {q: sum(r.quality == q for r in kept) for q in QUALITIES}
+        skipped = (*self.skipped, *unreadable)
         lines = [
-            f"CAMUS {self.view} at {self.root}: {len(self.records)} of {len(self.patients)} patients read "
-            f"({', '.join(f'{q} {n}' for q, n in counts.items())}), {len(self.skipped)} skipped"
+            f"CAMUS {self.view} at {self.root}: {len(kept)} of {len(self.patients)} patients read "
+            f"({', '.join(f'{q} {n}' for q, n in counts.items())}), {len(skipped)} skipped"
         ]
-        lines += [f"  skipped {s.name}: {s.reason}" for s in self.skipped]
+        lines += [f"  skipped {s.name}: {s.reason}" for s in skipped]
         return "\n".join(lines)
 
 
@@ -463,8 +584,8 @@ def read_camus(root: PathLike, view: str = "4CH", *, on_error: OnError = "skip")
         on_error: ``"skip"`` leaves a bad patient out and lists it in ``skipped``; ``"raise"`` raises.
 
     Raises:
-        CamusError: no patient folders, or no readable patient at all, or (``on_error="raise"``) the
-            first bad patient.
+        CamusError: no patient folders, no readable patient at all, EFs given as fractions (every EF
+            within 0-1, whatever ``on_error``), or (``on_error="raise"``) the first bad patient.
     """
     check_on_error(on_error)
     view = normalize_view(view)
@@ -481,6 +602,12 @@ def read_camus(root: PathLike, view: str = "4CH", *, on_error: OnError = "skip")
         raise CamusError(
             f"{root}: none of {len(folders)} patient folders is readable in view {view}; first problem: "
             f"{skipped[0].reason}"
+        )
+    problem = ef_labels.fractions_problem(r.ef for r in records)
+    if problem:
+        raise CamusError(
+            f"{root}: the {len(records)} Info_{view}.cfg files read: {problem}; multiply each EF by 100 "
+            f"(e.g. in {records[0].cfg_path})"
         )
     return CamusDataset(
         root=Path(root),

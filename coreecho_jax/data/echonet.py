@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from coreecho_jax.data import echonet_layout as layout
+from coreecho_jax.data import ef_labels
 from coreecho_jax.data.echonet_layout import LAYOUT, SPLITS
 from coreecho_jax.errors import DataError
 
@@ -155,11 +156,9 @@ def read_filelist(root: PathLike) -> pd.DataFrame:
     _check_values(
         path, df, out["FileName"], "EF", ef.isna() | (ef <= 0) | (ef >= 100), "a number in (0, 100) percent"
     )
-    if (ef <= 1.0).all():
-        raise EchoNetLayoutError(
-            f"{path}: every EF is within 0-1 (min {ef.min():g}, max {ef.max():g}): these look like "
-            f"fractions, but EF must be in percent (e.g. 55.3, not 0.553); multiply the column by 100"
-        )
+    problem = ef_labels.fractions_problem(ef)
+    if problem:
+        raise EchoNetLayoutError(f"{path}: {problem}; multiply the column by 100")
     out["EF"] = ef.astype(float)
     for col in ("EDV", "ESV", "FPS"):
         out[col] = pd.to_numeric(df[col], errors="coerce").astype(float) if col in df.columns else math.nan

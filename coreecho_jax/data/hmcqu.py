@@ -10,12 +10,20 @@ Layout (``root`` is the download folder)::
 Older versions name the sheet ``HMC_QU.xlsx`` and the folder ``HMC-QU Echos/HMC-QU Echos/``; both are
 found. Header texts differ between releases, so columns are found by tolerant names (``ECHO``;
 ``SEG<k>``; start: "Reference Frame" / "One cardiac-cycle frames" / "start"; end: "End of Cycle" /
-"end"; mask: "mask" / "segmentation" / "available"; a header may span two rows), else by position
-(ECHO, six segments, start, end, mask = columns 1-10); :attr:`HmcQuDataset.columns` records which.
+"end"; mask: "mask" / "segmentation" / "available"; a header may span two rows). A sheet without a
+header row is read by position (ECHO, six segments, start, end, mask = columns 1-10); with a header
+row, a field no header names falls back to its position only when no other field claimed that
+column, and all six segment columns (SEG1, SEG2, SEG3, SEG5, SEG6, SEG7) must be there: a missing one
+is an error naming it (the label would change without it). :attr:`HmcQuDataset.columns` records
+where each field was found; the dataset's report and ``preparation_report.json`` list it.
 
-Label: a video is MI when any segment is MI. The default subset is the videos with a mask (109 of 162
-A4C, 72 MI / 37 normal, the paper's set) and the default split the five stratified folds shipped with
-this package (``hmcqu_folds/hmcfoldm.csv``; ``hmcfold.csv`` covers all 162).
+Label: a video is MI when any of the six segments is MI (other ``SEG<k>`` columns, e.g. the apical
+cap SEG4, are not read, as in the paper's reference [21]). The default subset is the videos with a
+mask (109 of 162 A4C, 72 MI / 37 normal, the paper's set) and the default split the five stratified
+folds shipped with this package (``hmcqu_folds/hmcfoldm.csv``; ``hmcfold.csv`` covers all 162).
+
+The cycle's frames: :meth:`HmcQuRecord.frame_indices` (``"ref21"``: [21]'s ``mi/a4c/cycle.py``, the
+end frame excluded; ``"inclusive"``: start to end frame).
 
 Bad input raises :class:`HmcQuError` naming the file (a sheet missing a needed column, duplicate ids,
 a fold file naming unknown videos); one bad video among many (no video file, a cycle outside its
@@ -56,6 +64,20 @@ FOLDS_DIR = Path(__file__).resolve().parent / "hmcqu_folds"
 #: Shipped folds of the videos with masks (109 rows) and of all A4C videos (162 rows).
 SHIPPED_FOLDS = {"masks": FOLDS_DIR / "hmcfoldm.csv", "all": FOLDS_DIR / "hmcfold.csv"}
 Subset = Literal["masks", "all"]
+
+#: ``HmcQuRecord.frame_indices`` selections: [21]'s frames, or the sheet's cycle with both ends.
+CYCLE_FRAMES = ("ref21", "inclusive")
+#: [21]'s ``cycle.py`` reads a recording whose name contains this at every other frame (the reason is
+#: not stated there; of the 162 A4C recordings only "ES00071 N_4CH_3" matches, not among the 109).
+REF21_STEP2_NAME = "ES00071"
+#: Sheet fields besides the segments: what each is, for messages.
+FIELD_NAMES = {
+    "echo": "ECHO",
+    "start": "start frame (Reference Frame / One cardiac-cycle frames)",
+    "end": "end frame (End of Cycle)",
+    "mask": "mask availability",
+}
+_POSITIONS = {"echo": 0, "start": 7, "end": 8, "mask": 9}
 
 _MI = {"mi", "1", "1.0", "true", "yes", "y"}
 _NON_MI = {"non mi", "nonmi", "non", "0", "0.0", "false", "no", "n", "normal"}
@@ -114,23 +136,46 @@ class HmcQuRecord:
 
     @property
     def num_frames(self) -> int:
-        """Frames of the annotated cycle."""
+        """Frames of the annotated cycle, both ends included."""
         return self.end_frame - self.start_frame + 1
 
-    def cycle(self) -> np.ndarray:
-        """The annotated cycle, grey: uint8 ``[T, H, W]``, frames ``start_frame .. end_frame`` (1-based)."""
+    def frame_indices(self, selection: str = "inclusive") -> np.ndarray:
+        """0-based indices into the video of the cycle's frames, in order.
+
+        ``"inclusive"``: ``start_frame - 1 .. end_frame - 1``, the sheet's cycle with both ends.
+        ``"ref21"``: as [21]'s ``mi/a4c/cycle.py``: ``length = end_frame - start_frame`` frames
+        ``start_frame - 1 + i``, ``i = 0 .. length - 1`` (the end frame is not read); a recording whose
+        name contains ``"ES00071"`` is read at every other frame, ``i = 0, 2, ..`` below ``length - 1``
+        (a quirk of [21], mirrored; its reason is not stated there).
+        """
+        first = self.start_frame - 1
+        if selection == "inclusive":
+            return np.arange(first, self.end_frame, dtype=np.int64)
+        if selection != "ref21":
+            raise ConfigError(f"data.cycle_frames must be one of {CYCLE_FRAMES}, got {selection!r}")
+        length, step = self.end_frame - self.start_frame, 1
+        if REF21_STEP2_NAME in self.echo:
+            length, step = length - 1, 2
+        return first + np.arange(0, length, step, dtype=np.int64)
+
+    def cycle(self, selection: str = "inclusive", *, color: bool = False) -> np.ndarray:
+        """The cycle's frames (:meth:`frame_indices`): uint8 grey ``[T, H, W]`` (OpenCV's luma) or, with
+        ``color``, RGB ``[T, H, W, 3]``."""
         from coreecho_jax.data.video_io import read_video
 
+        indices = self.frame_indices(selection)
+        if len(indices) == 0:
+            raise HmcQuError(f"{self.video}: the cycle {self.start_frame}..{self.end_frame} selects no frame")
         try:
-            frames = read_video(self.video, color=False).frames
+            frames = read_video(self.video, color=color).frames
         except ValueError as e:
             raise HmcQuError(f"{self.video}: cannot read the video ({e})") from e
-        if self.end_frame > len(frames):
+        if indices[-1] >= len(frames):
             raise HmcQuError(
                 f"{self.video}: the cycle {self.start_frame}..{self.end_frame} (1-based) lies outside its "
                 f"{len(frames)} frames"
             )
-        return frames[self.start_frame - 1 : self.end_frame]
+        return frames[indices]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -138,34 +183,51 @@ class HmcQuRecord:
 # ----------------------------------------------------------------------------------------------
 
 
-def _find_columns(headers: list[str]) -> tuple[dict[str, Column], dict[str, Column]]:
-    """(fields ``echo/start/end/mask`` -> Column, segment name -> Column) from header texts."""
+def _find_columns(headers: list[str], header_row: bool) -> tuple[dict[str, Column], dict[str, Column]]:
+    """(fields ``echo/start/end/mask`` -> Column, segment name -> Column) from header texts.
+
+    Without a header row every field is taken by position. With one, a field no header names takes
+    its position only when that column is not claimed by another field (so a deleted column is
+    reported missing instead of its neighbour's values being read); the segments are all found by
+    name or, when none is named, all by position."""
     norm = [_norm(h) for h in headers]
     found: dict[str, Column] = {}
     segments: dict[str, Column] = {}
-    for i, t in enumerate(norm):
-        m = re.search(r"\bseg(?:ment)? ?(\d)\b", t)
-        if m and f"SEG{m.group(1)}" not in segments:
-            segments[f"SEG{m.group(1)}"] = Column(i, headers[i], "name")
-        elif "echo" not in found and t.split(" ")[0] == "echo":
-            found["echo"] = Column(i, headers[i], "name")
-        elif "end" not in found and re.search(r"\bend\b", t):
-            found["end"] = Column(i, headers[i], "name")
-        elif "start" not in found and re.search(r"\b(reference|start|one cardiac|first)\b", t):
-            found["start"] = Column(i, headers[i], "name")
-        elif "mask" not in found and re.search(r"\b(mask|masks|segmentation|available)\b", t):
-            found["mask"] = Column(i, headers[i], "name")
+    if header_row:
+        for i, t in enumerate(norm):
+            m = re.search(r"\bseg(?:ment)? ?(\d)\b", t)
+            if m:
+                name = f"SEG{m.group(1)}"
+                if name in A4C_SEGMENT_COLUMNS and name not in segments:
+                    segments[name] = Column(i, headers[i], "name")
+            elif "echo" not in found and t.split(" ")[0] == "echo":
+                found["echo"] = Column(i, headers[i], "name")
+            elif "end" not in found and re.search(r"\bend\b", t):
+                found["end"] = Column(i, headers[i], "name")
+            elif "start" not in found and re.search(r"\b(reference|start|one cardiac|first)\b", t):
+                found["start"] = Column(i, headers[i], "name")
+            elif "mask" not in found and re.search(r"\b(mask|masks|segmentation|available)\b", t):
+                found["mask"] = Column(i, headers[i], "name")
+    claimed = {c.index for c in (*found.values(), *segments.values())}
     if not segments:
-        names = A4C_SEGMENT_COLUMNS
-        segments = {
-            s: Column(1 + k, headers[1 + k] if 1 + k < len(headers) else "", "position")
-            for k, s in enumerate(names)
-        }
-    positions = {"echo": 0, "start": 7, "end": 8, "mask": 9}
-    for field, pos in positions.items():
-        if field not in found and pos < len(headers):
+        spots = range(1, 1 + len(A4C_SEGMENT_COLUMNS))
+        if all(i < len(headers) and i not in claimed for i in spots):
+            segments = {s: Column(i, headers[i], "position") for s, i in zip(A4C_SEGMENT_COLUMNS, spots)}
+            claimed |= set(spots)
+    for field, pos in _POSITIONS.items():
+        if field not in found and pos < len(headers) and pos not in claimed:
             found[field] = Column(pos, headers[pos], "position")
-    return found, dict(sorted(segments.items()))
+            claimed.add(pos)
+    return found, {s: segments[s] for s in A4C_SEGMENT_COLUMNS if s in segments}
+
+
+def _describe(field: str, column: Column) -> str:
+    """``"column SEG1"`` / ``"end frame (column 9 'Mask', taken by position: no header names it)"``."""
+    what = f"column {field}" if field.startswith("SEG") else FIELD_NAMES[field].split(" (")[0]
+    if column.how == "name":
+        return what
+    head = f" {column.header!r}" if column.header else ""
+    return f"{what} (column {column.index + 1}{head}, taken by position: no header names it)"
 
 
 def _segment_value(value: Any, where: str) -> bool:
@@ -209,11 +271,14 @@ def read_sheet(path: PathLike, view: str = "A4C") -> tuple[list[SheetRow], dict[
     first row whose first cell looks like an ECHO id (``ES...``) and every column is taken by position.
 
     Returns:
-        (rows, columns): columns maps ``echo``, ``start``, ``end``, ``mask`` and each ``SEG<k>`` to
-        a :class:`Column`. A row with a bad value gets ``error`` (the caller skips or raises).
+        (rows, columns): columns maps ``echo``, ``start``, ``end``, ``mask`` and the six segments
+        ``SEG1, SEG2, SEG3, SEG5, SEG6, SEG7`` to a :class:`Column` (module doc: by name, else by
+        position). A row with a bad value gets ``error`` (the caller skips or raises); a value read
+        from a column taken by position says so.
 
     Raises:
-        HmcQuError: the file is missing or not an xlsx workbook, or a needed column is missing.
+        HmcQuError: the file is missing or not an xlsx workbook, or a needed column (ECHO, start, end,
+            any of the six segments) is missing; the message names each and the headers found.
     """
     import openpyxl
 
@@ -252,11 +317,13 @@ def read_sheet(path: PathLike, view: str = "A4C") -> tuple[list[SheetRow], dict[
             first += 1  # sub-header rows: the ECHO column is empty there
         parts = [[str(c).strip() for c in col if c not in (None, "")] for col in zip(*table[head:first])]
         headers = [" / ".join(p) for p in parts]
-    columns, segments = _find_columns(headers)
+    columns, segments = _find_columns(headers, header_row=head is not None)
     missing = [f for f in ("echo", "start", "end") if f not in columns]
-    if missing or len(segments) == 0 or max(c.index for c in segments.values()) >= width:
+    missing += [s for s in A4C_SEGMENT_COLUMNS if s not in segments]
+    if missing:
+        wanted = "; ".join(f"{m}: {FIELD_NAMES.get(m, 'MI / non-MI')}" for m in missing)
         raise HmcQuError(
-            f"{path}: missing column(s) {missing or 'SEG*'}; headers found: {[h for h in headers if h]}"
+            f"{path}: missing column(s) {missing} ({wanted}); headers found: {[h for h in headers if h]}"
         )
     rows = []
     for i in range(first, len(table)):
@@ -266,9 +333,9 @@ def read_sheet(path: PathLike, view: str = "A4C") -> tuple[list[SheetRow], dict[
             continue
         where = f"{path} row {i + 1} ({echo})"
         try:
-            seg = {s: _segment_value(r[c.index], f"{where} column {s}") for s, c in segments.items()}
-            start = _frame_value(r[columns["start"].index], f"{where} start frame")
-            end = _frame_value(r[columns["end"].index], f"{where} end frame")
+            seg = {s: _segment_value(r[c.index], f"{where} {_describe(s, c)}") for s, c in segments.items()}
+            start = _frame_value(r[columns["start"].index], f"{where} {_describe('start', columns['start'])}")
+            end = _frame_value(r[columns["end"].index], f"{where} {_describe('end', columns['end'])}")
             if end <= start:
                 raise HmcQuError(f"{where}: the cycle end frame {end} is not after its start frame {start}")
             error = None
@@ -381,18 +448,29 @@ class HmcQuDataset(NamedRecords[HmcQuRecord]):
             raise ConfigError(f"HMC-QU fold scheme must be 'shipped' or 'stratified', got {scheme!r}")
         return [f.without(skipped) for f in folds]
 
-    def report(self) -> str:
-        """A few lines: videos read (MI / normal), the columns used, each skipped video with its reason."""
-        mi = sum(r.mi for r in self.records)
-        cols = ", ".join(
-            f"{k}={c.header or '?'!r} (column {c.index + 1}, by {c.how})" for k, c in self.columns.items()
-        )
+    def column_mapping(self) -> dict[str, str]:
+        """Where each field was read: ``{"end": "column 9 'End of Cycle' (by name)", ...}``."""
+        return {
+            k: f"column {c.index + 1}" + (f" {c.header!r}" if c.header else "") + f" (by {c.how})"
+            for k, c in self.columns.items()
+        }
+
+    def report(self, unreadable: Sequence[Skipped] = ()) -> str:
+        """A few lines: videos read (MI / normal), the columns used, each skipped video with its reason.
+
+        ``unreadable``: videos whose frames failed later (when the clips were prepared); they count as
+        skipped in the first line and are listed with the others."""
+        lost = {u.name for u in unreadable}
+        kept = [r for r in self.records if r.echo not in lost]
+        mi = sum(r.mi for r in kept)
+        cols = ", ".join(f"{k}={v}" for k, v in self.column_mapping().items())
+        skipped = (*self.skipped, *unreadable)
         lines = [
-            f"HMC-QU {self.view} at {self.root} (subset {self.subset}): {len(self.records)} videos read "
-            f"({mi} MI, {len(self.records) - mi} normal), {len(self.skipped)} skipped",
+            f"HMC-QU {self.view} at {self.root} (subset {self.subset}): {len(kept)} videos read "
+            f"({mi} MI, {len(kept) - mi} normal), {len(skipped)} skipped",
             f"  columns of {self.sheet.name}: {cols}",
         ]
-        lines += [f"  skipped {s.name}: {s.reason}" for s in self.skipped]
+        lines += [f"  skipped {s.name}: {s.reason}" for s in skipped]
         return "\n".join(lines)
 
 

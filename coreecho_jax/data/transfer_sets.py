@@ -2,11 +2,14 @@
 
 ``prepare(data_config, workdir)`` reads the download with :func:`coreecho_jax.data.camus.read_camus` or
 :func:`coreecho_jax.data.hmcqu.read_hmcqu`, turns each record's cycle into a stored clip
-(:func:`coreecho_jax.data.cycles.cycle_to_clip`) and caches the result in
+(:func:`coreecho_jax.data.cycles.cycle_to_clip`; the fields ``data.frames``, ``image_size``,
+``crop_fraction``, ``spatial``, ``time_sampling`` and, for HMC-QU, ``cycle_frames`` choose how) and
+caches the result in
 ``<workdir>/prepared/<task>-<key>.npz``. The key covers the preprocessing settings and every source
 file's size and modification time, so an edited download or a changed setting prepares again, and a
 rerun does not. A record whose pixels cannot be read is left out and listed in the report (or raises
-with ``data.on_error = "raise"``); the report is written to ``<workdir>/preparation_report.json``.
+with ``data.on_error = "raise"``) and counted in the headline; the report is written to
+``<workdir>/preparation_report.json`` with, for HMC-QU, the sheet column each field was read from.
 
 With ``data.synthetic.enabled`` a synthetic download in the real layout is written first (into
 ``data.root``, or ``<workdir>/synthetic`` when that is empty); its HMC-QU fold file is the default.
@@ -41,13 +44,15 @@ class PreparedSet:
     Attributes:
         task: ``"camus"`` (label: EF in %) or ``"hmcqu"`` (label: 1 = MI, 0 = normal).
         names: patient (CAMUS) or ECHO id (HMC-QU) per row, sorted.
-        clips: uint8 ``[N, T, S, S]`` grey clips (:mod:`coreecho_jax.data.cycles`).
+        clips: ``[N, T, S, S]`` grey clips, uint8 or float32 on the 0..255 scale
+            (:mod:`coreecho_jax.data.cycles`, ``data.spatial``).
         labels: float32 ``[N]``.
         groups: per row, CAMUS ``ImageQuality`` (Good / Medium / Poor) or HMC-QU ``MI`` / ``normal``.
         source_frames: int ``[N]``, frames of the cycle before resampling.
         folds: the cross-validation folds (names).
         skipped: videos left out, and why.
         source: what was read, in a line (for logs and results).
+        columns: HMC-QU: where each sheet field was read (:meth:`HmcQuDataset.column_mapping`); CAMUS: {}.
     """
 
     task: str
@@ -59,6 +64,7 @@ class PreparedSet:
     folds: tuple[Fold, ...]
     skipped: tuple[Skipped, ...]
     source: str
+    columns: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def rows(self, names: tuple[str, ...]) -> np.ndarray:
         """Row indices of ``names`` (in that order)."""
@@ -128,8 +134,29 @@ def _label_and_group(task: str, record: Any) -> tuple[float, str]:
     return float(record.label), "MI" if record.mi else "normal"
 
 
-def _frames(task: str, record: Any) -> np.ndarray:
-    return record.frames() if task == "camus" else record.cycle()
+def cycle_spec(data_config: Any) -> cycles.CycleSpec:
+    """The :class:`CycleSpec` of a ``config.data`` (a field it lacks keeps the spec's default)."""
+    defaults = cycles.CycleSpec()
+    return cycles.CycleSpec(
+        int(data_config.frames),
+        int(data_config.image_size),
+        float(data_config.crop_fraction),
+        str(data_config.get("spatial", defaults.spatial)),
+        str(data_config.get("time_sampling", defaults.time_sampling)),
+    )
+
+
+def cycle_frames(data_config: Any) -> str:
+    """HMC-QU's frame selection (``data.cycle_frames``; :meth:`HmcQuRecord.frame_indices`)."""
+    value = str(data_config.get("cycle_frames", "inclusive"))
+    if value not in hmcqu.CYCLE_FRAMES:
+        raise ConfigError(f"data.cycle_frames must be one of {hmcqu.CYCLE_FRAMES}, got {value!r}")
+    return value
+
+
+def _frames(task: str, record: Any, selection: str) -> np.ndarray:
+    """CAMUS: grey ``[F, H, W]`` ED -> ES; HMC-QU: RGB ``[F, H, W, 3]`` (``cycle_to_clip`` takes the grey)."""
+    return record.frames() if task == "camus" else record.cycle(selection, color=True)
 
 
 def prepare(task: str, data_config: Any, workdir: str | Path, *, progress: bool = True) -> PreparedSet:
@@ -148,15 +175,15 @@ def prepare(task: str, data_config: Any, workdir: str | Path, *, progress: bool 
         raise ConfigError(f"data.root is empty: pass --config.data.root=<the {task} download>")
     else:
         root = Path(data_config.root)
+    spec = cycle_spec(data_config)
+    selection = cycle_frames(data_config) if task == "hmcqu" else ""
     ds, folds, files = _read(task, data_config, root)
-    spec = cycles.CycleSpec(
-        int(data_config.frames), int(data_config.image_size), float(data_config.crop_fraction)
-    )
     key_fields = {
         "format_version": FORMAT_VERSION,
         "task": task,
         "view": ds.view,
         "spec": dataclasses.asdict(spec),
+        "cycle_frames": selection,
         "names": sorted(getattr(r, ds.NAME_FIELD) for r in ds.records),
         "files": _identity(files),
     }
@@ -174,7 +201,7 @@ def prepare(task: str, data_config: Any, workdir: str | Path, *, progress: bool 
         for r in tqdm(records, desc=f"preparing {task} clips", disable=not progress, leave=False):
             name = getattr(r, ds.NAME_FIELD)
             try:
-                frames = _frames(task, r)
+                frames = _frames(task, r, selection)
                 clip = cycles.cycle_to_clip(frames, spec)
             except DataError as e:
                 if data_config.on_error == "raise":
@@ -210,16 +237,22 @@ def prepare(task: str, data_config: Any, workdir: str | Path, *, progress: bool 
         skipped += unreadable
     dropped = {s.name for s in skipped}
     folds = tuple(f.without(dropped) for f in folds)
-    source = f"{ds.report().splitlines()[0]}; {len(names)} clips of {spec.frames} x {spec.size} x {spec.size}"
-    prepared = PreparedSet(task, names, clips, labels, groups, source_frames, folds, tuple(skipped), source)
+    headline = ds.report(skipped[len(ds.skipped) :]).splitlines()[0]
+    source = f"{headline}; {len(names)} clips of {spec.frames} x {spec.size} x {spec.size}"
+    columns = ds.column_mapping() if task == "hmcqu" else {}
+    prepared = PreparedSet(
+        task, names, clips, labels, groups, source_frames, folds, tuple(skipped), source, columns
+    )
     write_report(prepared, workdir / REPORT_FILE)
     return prepared
 
 
 def write_report(prepared: PreparedSet, path: Path) -> None:
-    """``preparation_report.json``: what was read, the fold sizes, every video left out and why."""
+    """``preparation_report.json``: what was read (HMC-QU: from which sheet columns), the fold sizes,
+    every video left out and why."""
     report = {
         "source": prepared.source,
+        **({"columns": prepared.columns} if prepared.columns else {}),
         "videos": len(prepared.names),
         "groups": {g: prepared.groups.count(g) for g in sorted(set(prepared.groups))},
         "source_frames": {

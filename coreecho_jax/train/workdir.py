@@ -59,7 +59,14 @@ RESULT_NEUTRAL_FIELDS = frozenset(
 
 #: Fields added after runs were saved without them: a saved config that lacks one ran with this value
 #: (the official behaviour), so an old workdir resumes without ``--allow_config_change``.
-ABSENT_MEANS = {"data.augment": True, "data.independent_views": True}
+ABSENT_MEANS = {
+    "data.augment": True,
+    "data.independent_views": True,
+    # transfer clips before [21]'s HMC-QU preprocessing (coreecho_jax.data.cycles)
+    "data.spatial": "area",
+    "data.time_sampling": "ends",
+    "data.cycle_frames": "inclusive",
+}
 
 
 class WorkdirLockedError(WorkdirError):
