@@ -33,8 +33,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.split_dir = ""  # CAMUS only
     c.data.frames = 16  # choice ([21]: 12): the annotated cycle resampled to 16 frames
     c.data.crop_fraction = 170 / 224  # [21]: resize 224, centre crop 170, resize
-    c.data.mean = [float(x) for x in clips.MEAN]  # choice: EchoNet's, what the CoReEcho encoder saw
-    c.data.std = [float(x) for x in clips.STD]
+    c.data.mean = tuple(float(x) for x in clips.MEAN)  # choice: EchoNet's, what the CoReEcho encoder saw
+    c.data.std = tuple(float(x) for x in clips.STD)  # tuples: overridable as --config.data.std=a,b,c
     c.data.augment = True  # choice: the CAMUS augmentation ([21]'s is not published)
     c.data.synthetic.n_videos = 60  # recordings (about 2/3 with masks)
     c.data.synthetic.mi_segments = (1, 1)  # adjacent MI segments per MI video, drawn in lo..hi
