@@ -113,6 +113,10 @@ def test_normalisation_overrides_in_both_tuple_syntaxes():
     assert config_check.config_problems(config) == []
     one = _parse_config_flag(str(REPO / "configs" / "hmcqu.py"), "--config.data.mean=40.5")
     assert one.data.mean == (40.5,) and config_check.config_problems(one) == []
+    two = _parse_config_flag(camus, "--config.data.mean=1,2")
+    assert config_check.config_problems(two) == [
+        "data.mean = (1, 2): must be 1 or 3 numbers (0..255 scale), e.g. (40.9, 40.9, 40.9)"
+    ]
 
 
 def test_a_run_saved_with_list_normalisation_matches_the_tuple_config():
