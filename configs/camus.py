@@ -68,8 +68,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.frames = 16  # choice: the ED -> ES half cycle resampled to 16 frames (linear in time)
     c.data.image_size = 112  # px, the EchoNet frame size CoReEcho was trained on
     c.data.crop_fraction = 1.0  # the whole image, resized (aspect not kept, as the CAMUS lab's code)
-    c.data.mean = [CAMUS_MEAN] * 3  # official CAMUSTransferLearning normalisation (0..255 scale)
-    c.data.std = [CAMUS_STD] * 3
+    c.data.mean = (CAMUS_MEAN,) * 3  # official CAMUSTransferLearning normalisation (0..255 scale)
+    c.data.std = (CAMUS_STD,) * 3  # official; a tuple: --config.data.std=54.7,54.7,54.7 overrides it
     c.data.augment = True  # official RandomAffine on training clips
     c.data.affine_degrees = 10.0  # official
     c.data.affine_translate = 0.1  # official, share of the side

@@ -44,9 +44,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.spatial = "ref21"  # [21]: PIL grey + bicubic, crop, bilinear; float clips  [area]
     c.data.time_sampling = "centres"  # [21]: trilinear, align_corners=False  [ends]
     # Choice: EchoNet's normalisation, the input statistics the CoReEcho encoder was trained on (its
-    # first layers expect them); [21]'s own /255 served its own encoder: data.mean=[0.0], data.std=[255.0].
-    c.data.mean = [float(x) for x in clips.MEAN]
-    c.data.std = [float(x) for x in clips.STD]
+    # first layers expect them); [21]'s own /255 served its own encoder: data.mean=0.0, data.std=255.0.
+    c.data.mean = tuple(float(x) for x in clips.MEAN)  # tuples: overridable as --config.data.mean=a,b,c
+    c.data.std = tuple(float(x) for x in clips.STD)
     c.data.augment = True  # [21]'s datasets.py: RandomAffine(10, translate 0.1, scale 0.8-1.1) = CAMUS's
     c.data.synthetic.n_videos = 60  # recordings (about 2/3 with masks)
     c.data.synthetic.mi_segments = (1, 1)  # adjacent MI segments per MI video, drawn in lo..hi

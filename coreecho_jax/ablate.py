@@ -41,6 +41,7 @@ def main(argv: list[str]) -> None:
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     try:
+        ablate.check_ablation_config(FLAGS.config)
         table = ablate.get_table(FLAGS.table)
         _, names = cli.config_overrides(sys.argv)
         ablate.check_user_overrides(table, names, FLAGS.init_from)

@@ -142,7 +142,9 @@ def _transfer_problems(config: ml_collections.ConfigDict) -> list[str]:
         if not (
             isinstance(value, list | tuple) and len(value) in (1, 3) and all(_is_number(v) for v in value)
         ):
-            problems.append(f"{name} = {value!r}: must be a list of 1 or 3 numbers (0..255 scale)")
+            problems.append(
+                f"{name} = {value!r}: must be 1 or 3 numbers (0..255 scale), e.g. (40.9, 40.9, 40.9)"
+            )
     std = get_field(config, "data.std", None)
     if isinstance(std, list | tuple) and any(_is_number(v) and v <= 0 for v in std):
         problems.append(f"data.std = {std!r}: every value must be > 0")

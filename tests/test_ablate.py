@@ -131,8 +131,55 @@ def test_table_of_seeds_and_a_rerun_that_trains_nothing(quick_config, tmp_path):
         in lines
     )
     quick_config.stage1.lr = 0.5
-    with pytest.raises(workdir_lib.ConfigMismatchError, match="stage1.lr"):
+    with pytest.raises(workdir_lib.ConfigMismatchError, match="stage1.lr") as info:
         ablate.run_table(quick_config, tmp_path, 2, seeds=2, train_fn=_fake_train(calls), say=lines.append)
+    assert "allow_config_change" not in str(info.value)  # a flag of main.py, not of ablate
+    assert str(info.value).splitlines()[-1] == (
+        f"ablate runs each row under the config it started with: move {tmp_path / 'table2' / 'l1' / 'seed0'} "
+        "away (or use another --workdir) to run the row again under the new config"
+    )
+
+
+def test_an_unfinished_run_of_another_config_is_refused_before_training(quick_config, tmp_path):
+    run = ablate.run_dir(tmp_path, 3, "rnc-aug-2clips", 0)
+    run.mkdir(parents=True)
+    saved = workdir_lib.config_record(quick_config)
+    saved["stage1"]["lr"] = 0.5
+    (run / workdir_lib.CONFIG_FILE).write_text(json.dumps(saved))
+    calls = []
+    with pytest.raises(workdir_lib.ConfigMismatchError) as info:
+        ablate.run_table(quick_config, tmp_path, 3, seeds=1, train_fn=_fake_train(calls), say=print)
+    lines = str(info.value).splitlines()
+    assert lines[:2] == [
+        f"{run} holds a run whose config differs on 1 field(s) that change results:",
+        f"  stage1.lr: 0.5 -> {quick_config.stage1.lr!r}",
+    ]
+    assert "allow_config_change" not in str(info.value)
+    assert lines[-1].startswith(f"ablate runs each row under the config it started with: move {run} away")
+    assert calls == []
+
+
+def test_a_transfer_config_is_refused_in_one_line(tmp_path):
+    from configs import camus
+
+    with pytest.raises(ConfigError) as info:
+        ablate.run_table(camus.get_config(), tmp_path, 2, train_fn=_fake_train([]))
+    assert str(info.value) == (
+        "task = 'camus': the ablations take an EchoNet config (configs/echonet.py or configs/demo.py), "
+        "not a transfer config; run transfer configs with main.py --mode=train"
+    )
+    command = [sys.executable, "-m", "coreecho_jax.ablate", "--config=configs/hmcqu.py", "--table=3"]
+    done = subprocess.run(
+        [*command, f"--workdir={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.startswith("error: task = 'hmcqu': the ablations take an EchoNet config")
+    assert not (tmp_path / "table3").exists()
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """The configs (every field documented, every model switch recorded, variants) and the start-up check."""
 
+import json
 import re
 
 import ml_collections
@@ -8,10 +9,12 @@ from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
-from configs import demo, echonet
+from configs import camus, demo, echonet
 from coreecho_jax import config_check
+from coreecho_jax.data.camus import CAMUS_MEAN, CAMUS_STD
 from coreecho_jax.errors import ConfigError
 from coreecho_jax.models import build_model, rngs, uniformer
+from coreecho_jax.train import workdir as workdir_lib
 from tests.paths import REPO
 
 
@@ -63,9 +66,9 @@ def test_the_config_records_every_model_switch_at_the_models_defaults():
     assert abstract.encoder.config.drop_path == quick.model.drop_path
 
 
-def _parse_config_flag(value: str) -> ml_collections.ConfigDict:
-    """``--config=<value>`` parsed as main.py's flag parses it."""
-    argv = ["main.py", f"--config={value}"]
+def _parse_config_flag(value: str, *overrides: str) -> ml_collections.ConfigDict:
+    """``--config=<value> [--config.<name>=<value> ...]`` parsed as main.py's flag parses it."""
+    argv = ["main.py", f"--config={value}", *overrides]
     flag_values = flags.FlagValues()
     holder = config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)
     flag_values(argv)
@@ -80,6 +83,55 @@ def test_quick_variant_through_the_flag_syntax_is_small():
     assert quick.stage1.epochs + quick.stage2.epochs <= 4
     assert quick.model.preset == "tiny"
     assert sorted(_leaves(quick)) == sorted(_leaves(full))  # a variant changes values, never the fields
+
+
+def _command_line_value(value) -> str:
+    """A config value as a user types it after ``--config.<name>=``."""
+    return (
+        str(value).lower()
+        if isinstance(value, bool)
+        else repr(value)
+        if isinstance(value, tuple)
+        else str(value)
+    )
+
+
+@pytest.mark.parametrize("name", ["echonet", "demo", "camus", "camus_demo", "hmcqu", "hmcqu_demo"])
+def test_every_field_of_every_shipped_config_can_be_overridden_on_the_command_line(name):
+    # ml_collections refuses to override a list field (data.mean / data.std were lists): every leaf, set
+    # on the command line to its own value, must parse and give the same config back
+    file = REPO / "configs" / f"{name}.py"
+    config = _parse_config_flag(str(file))
+    overrides = [f"--config.{leaf}={_command_line_value(config[leaf])}" for leaf in _leaves(config)]
+    assert _parse_config_flag(str(file), *overrides).to_dict() == config.to_dict()
+
+
+def test_normalisation_overrides_in_both_tuple_syntaxes():
+    camus = str(REPO / "configs" / "camus.py")
+    config = _parse_config_flag(camus, "--config.data.mean=0.1,0.2,0.3", "--config.data.std=(1.5, 2, 3.5)")
+    assert config.data.mean == (0.1, 0.2, 0.3) and config.data.std == (1.5, 2, 3.5)
+    assert config_check.config_problems(config) == []
+    one = _parse_config_flag(str(REPO / "configs" / "hmcqu.py"), "--config.data.mean=40.5")
+    assert one.data.mean == (40.5,) and config_check.config_problems(one) == []
+    two = _parse_config_flag(camus, "--config.data.mean=1,2")
+    assert config_check.config_problems(two) == [
+        "data.mean = (1, 2): must be 1 or 3 numbers (0..255 scale), e.g. (40.9, 40.9, 40.9)"
+    ]
+
+
+def test_a_run_saved_with_list_normalisation_matches_the_tuple_config():
+    # config.json of runs started when data.mean / data.std were lists: the same run, resumable
+    config = camus.get_config()
+    saved = workdir_lib.config_record(config)
+    saved["data"]["mean"], saved["data"]["std"] = [CAMUS_MEAN] * 3, [CAMUS_STD] * 3
+    assert isinstance(config.data.mean, tuple)
+    assert (
+        workdir_lib.config_differences(json.loads(json.dumps(saved)), workdir_lib.config_record(config)) == {}
+    )
+    saved["data"]["std"] = [CAMUS_STD] * 2 + [1.0]
+    assert workdir_lib.config_differences(saved, workdir_lib.config_record(config)) == {
+        "data.std": ([CAMUS_STD] * 2 + [1.0], [CAMUS_STD] * 3)
+    }
 
 
 def test_an_unknown_variant_names_the_known_ones():

@@ -50,3 +50,15 @@ def test_k_is_clamped_and_tiny_sets_give_nan():
     assert np.isnan(continuity.local_ordering(x[:2], ef[:2]))
     with pytest.raises(DataError, match=r"expected embeddings \[N, D\] and EF \[N\]"):
         continuity.distance_spearman(x, ef[:3])
+
+
+def test_analysis_records_the_neighbours_each_number_used():
+    # 5 test videos leave 4 neighbours each; the 3 training videos are the kNN index
+    x, ef = _line(5, seed=0)
+    train_x, train_ef = _line(3, seed=1)
+    result = continuity.analyse(x, ef, train_x, train_ef, k=5)
+    assert result["local_ordering_k"] == 4 and result["knn_k"] == 3
+    assert result["local_ordering"] == continuity.local_ordering(x, ef, k=4)
+    assert continuity.analyse(x, ef, k=2)["local_ordering_k"] == 2
+    tiny = continuity.analyse(x[:2], ef[:2], k=5)
+    assert tiny["local_ordering_k"] == 0 and np.isnan(tiny["local_ordering"])

@@ -126,6 +126,7 @@ def test_embed_mode_writes_embeddings_scores_analysis_and_umap(run_dir):
     for key in ("distance_spearman", "local_ordering", "knn_mae", "knn_mae_of_predicting_index_mean"):
         assert key in analysis
     assert analysis["n_train"] == 30 and analysis["n_test"] == 5
+    assert analysis["local_ordering_k"] == 4 and analysis["knn_k"] == 5  # 5 test videos: 4 neighbours each
     assert (run_dir / "umap_test.png").stat().st_size > 1000
     # predict finds the run's training embeddings and adds the video's shift score
     video = sorted((run_dir / "synthetic" / "Videos").glob("*.avi"))[0]

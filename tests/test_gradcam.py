@@ -272,3 +272,16 @@ def test_command_on_a_run_and_a_video(tmp_path, model, dataset):
     assert expected is not None and expected.std() > 10
     with pytest.raises(gradcam.GradCamError, match="1x1"):
         gradcam.main(["--checkpoint", str(run), "--video", str(video), "--out", str(out), "--stage", "4"])
+
+
+@pytest.mark.parametrize("flag", ["--clips", "--max_videos"])
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_counts_below_one_are_refused_naming_the_flag(flag, value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:  # at parsing: nothing loaded
+        gradcam.main(
+            ["--checkpoint", str(tmp_path), "--video=v.avi", "--out", str(tmp_path), f"{flag}={value}"]
+        )
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"python -m coreecho_jax.analysis.gradcam: error: argument {flag}: expected an integer >= 1, got {value!r}"
+    )

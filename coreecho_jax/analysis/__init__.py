@@ -4,7 +4,8 @@ and the paper's ablations as commands. Reads models and data through the package
 * :mod:`.embed`: ``--mode=embed``, encoder embeddings of a split (K clips per video, their mean) to
   ``embeddings_<split>.npz`` / ``.csv``, ``analysis.json`` and ``umap_test.png``.
 * :mod:`.continuity`: Spearman of distances vs EF differences, kNN-regression MAE, local ordering.
-* :mod:`.umap_figure`: UMAP coloured by EF, one run or several side by side (``python -m``).
+* :mod:`.umap_figure`: UMAP coloured by EF as the official code draws it (Fig. 1: test and train
+  rows, runs side by side; ``python -m``).
 * :mod:`.shift`: the distribution-shift score (kNN distance to the training embeddings, as a
   training percentile) and synthetic shifts; :mod:`.shift_eval`: how well it flags them (``python -m``).
 """

@@ -23,10 +23,13 @@ random init, whose first row equals Table 2's ``l1-rnc``):
 A run whose ``results.json`` exists is not run again (after checking that its saved config matches),
 nor is one whose twin in another table (same seed, equal config on every result field) has finished:
 Table 3's first row reads Table 2's ``l1-rnc`` back, or the other way round. An unfinished run
-resumes. Every row shares the prepared dataset (``data.data_dir``, and for a synthetic set
-``data.root``) under ``<workdir>`` unless the config names one. The tables are written
-to ``<workdir>/table<k>.md`` and ``.json``: MAE and RMSE (EF %) and R2 x 100 on the test split as
-mean +- sample standard deviation (ddof 1; none for one seed) over the seeds, beside the paper's R2.
+resumes. A run folder holding another config (finished or not) stops the table with the differing
+fields listed (:func:`check_saved_config`; there is no ``--allow_config_change`` here). The ablations
+take an EchoNet config (:func:`check_ablation_config`). Every row shares the prepared dataset
+(``data.data_dir``, and for a synthetic set ``data.root``) under ``<workdir>`` unless the config names
+one. The tables are written to ``<workdir>/table<k>.md`` and ``.json``: MAE and RMSE (EF %) and
+R2 x 100 on the test split as mean +- sample standard deviation (ddof 1; none for one seed) over the
+seeds, beside the paper's R2.
 """
 
 from __future__ import annotations
@@ -176,6 +179,38 @@ def check_user_overrides(table: Table, names: Iterable[str], init_from: str = ""
         raise ConfigError("\n".join(problems))
 
 
+def check_ablation_config(config: ml_collections.ConfigDict) -> None:
+    """ConfigError unless ``config`` is an EchoNet-Dynamic run config: the ablations train on EchoNet."""
+    if config_check.is_transfer(config):
+        task = config_check.get_field(config, "task", "?")
+        raise ConfigError(
+            f"task = {task!r}: the ablations take an EchoNet config (configs/echonet.py or "
+            "configs/demo.py), not a transfer config; run transfer configs with main.py --mode=train"
+        )
+
+
+#: What to do when a run of the table holds another config (ablate has no --allow_config_change).
+MISMATCH_ADVICE = (
+    "ablate runs each row under the config it started with: move {run} away (or use another "
+    "--workdir) to run the row again under the new config"
+)
+
+
+def check_saved_config(run: Path, config: ml_collections.ConfigDict) -> None:
+    """ConfigMismatchError when ``run`` holds a run (finished or not) of another config; writes nothing.
+
+    The message lists the differing fields as the training loop's check does, with ablate's own advice.
+    """
+    try:
+        workdir_lib.check_config_against_saved(run, config, write=False)
+    except workdir_lib.ConfigMismatchError as e:
+        lines = str(e).splitlines()
+        if lines[-1].startswith("use another --workdir"):  # main.py's advice: its flags are not ablate's
+            lines = lines[:-1]
+        advice = MISMATCH_ADVICE.format(run=run)
+        raise workdir_lib.ConfigMismatchError("\n".join([*lines, advice])) from None
+
+
 def row_config(
     base: ml_collections.ConfigDict, overrides: Mapping[str, Any], workdir: str | Path
 ) -> ml_collections.ConfigDict:
@@ -248,6 +283,7 @@ def run_table(
         The table as written to ``table<k>.json``.
     """
     train_fn = loop.train_and_evaluate if train_fn is None else train_fn
+    check_ablation_config(config)
     table = get_table(table_number)
     if seeds < 1:
         raise ConfigError(f"--seeds={seeds}: must be >= 1")
@@ -268,8 +304,8 @@ def run_table(
             own, t0 = target, time.perf_counter()
             if not (target / workdir_lib.RESULTS_FILE).exists():
                 target = _finished_twin(target, run_config) or target
+            check_saved_config(target, run_config)  # finished or not: before reading or resuming it
             if (target / workdir_lib.RESULTS_FILE).exists():
-                workdir_lib.check_config_against_saved(target, run_config, write=False)
                 results = _read_results(target / workdir_lib.RESULTS_FILE)
                 how = "finished earlier" if target == own else f"read from {target.relative_to(workdir)}"
             else:

@@ -75,13 +75,20 @@ def knn_mae(
     }
 
 
+def ordering_k(n: int, k: int = DEFAULT_K) -> int:
+    """The neighbours :func:`local_ordering` uses in a set of ``n`` videos: ``k`` clamped to ``n - 1``
+    (0 below 3 videos, where it is NaN)."""
+    return 0 if n < 3 else max(1, min(int(k), n - 1))
+
+
 def local_ordering(embeddings: np.ndarray, ef: np.ndarray, k: int = DEFAULT_K) -> float:
     """Mean fraction of each video's ``k`` nearest neighbours (same set) that are EF-closer than the
-    median pairwise |EF difference|; 0.5 is chance. ``k`` is clamped to ``N - 1``; NaN for < 3 videos."""
+    median pairwise |EF difference|; 0.5 is chance. ``k`` is clamped (:func:`ordering_k`); NaN for < 3
+    videos."""
     x, y = _check(embeddings, ef, "local_ordering")
-    if len(y) < 3:
+    k = ordering_k(len(y), k)
+    if k == 0:
         return float("nan")
-    k = max(1, min(int(k), len(y) - 1))
     median = np.median(spatial.distance.pdist(y[:, None], "cityblock"))
     near = _neighbours(x, x, k, exclude_self=True)
     return float((np.abs(y[near] - y[:, None]) < median).mean())
@@ -94,11 +101,14 @@ def analyse(
     train_ef: np.ndarray | None = None,
     k: int = DEFAULT_K,
 ) -> dict[str, float | int]:
-    """All three numbers of the test set (kNN MAE only with the train set as its index)."""
+    """All three numbers of the test set (kNN MAE only with the train set as its index).
+
+    ``local_ordering_k`` and ``knn_k`` are the neighbours each number used (``k`` after clamping).
+    """
     out: dict[str, float | int] = {
         "n_test": int(len(test_ef)),
         "distance_spearman": distance_spearman(test_embeddings, test_ef),
-        "local_ordering_k": int(k),
+        "local_ordering_k": ordering_k(len(test_ef), k),
         "local_ordering": local_ordering(test_embeddings, test_ef, k),
     }
     if train_embeddings is not None and train_ef is not None:

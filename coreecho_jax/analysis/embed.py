@@ -12,7 +12,7 @@ per video). Process 0 writes, in the workdir:
   shift_distance, shift_percentile; the training videos' own scores leave themselves out).
 * with test embeddings: ``analysis.json`` (:func:`continuity.analyse`; the kNN MAE and the shift
   scores need the training embeddings: this call's, or an ``embeddings_train.npz`` of the same
-  checkpoint already in the workdir) and ``umap_test.png``.
+  checkpoint already in the workdir) and ``umap_test.png`` (:mod:`.umap_figure`'s official defaults).
 
 Many processes: each embeds its share of the videos; predictions are gathered by
 :func:`evaluator.gather_videos`, the embeddings by :func:`gather_rows`; every process ends with all
@@ -272,6 +272,6 @@ def run_embed(
         write_json(result, workdir / "analysis.json")
         from coreecho_jax.analysis import umap_figure
 
-        umap_figure.plot_umap(test.embedding, test.videos.labels, workdir / "umap_test.png", title=origin)
+        umap_figure.plot_embeddings(test, workdir / "umap_test.png", title=origin)
         print(json.dumps(json_ready(result), indent=2), flush=True)
     return result

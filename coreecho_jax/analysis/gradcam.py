@@ -521,6 +521,17 @@ def _summarise(rows: list[dict], **fields) -> dict:
     return {**out, "videos": rows}
 
 
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 1 (argparse names the flag in its error line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """``python -m coreecho_jax.analysis.gradcam --checkpoint=... (--video=FILE | --lv_focus=ROOT) --out=DIR``."""
     p = argparse.ArgumentParser(
@@ -531,13 +542,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--video", default=None, help="AVI/MP4/DICOM file to explain")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--stage", default=str(DEFAULT_STAGE), help="encoder stage(s), comma-separated, e.g. 2,4")
-    p.add_argument("--clips", type=int, default=1, help="evenly spaced clips of the video (pictures of each)")
+    p.add_argument(
+        "--clips", type=_count, default=1, help="evenly spaced clips of the video (pictures of each)"
+    )
     p.add_argument("--movie", choices=("gif", "mp4"), default="gif")
     p.add_argument("--sign", type=float, choices=(1.0, -1.0), default=1.0, help="-1: evidence for a lower EF")
     p.add_argument("--lv_focus", default=None, help="synthetic dataset root with masks/: CAM mass in the LV")
     p.add_argument("--split", default="test", help="split of --lv_focus")
     p.add_argument("--dilation", type=int, default=5, help="LV dilation radius in px of the 112 px frame")
-    p.add_argument("--max_videos", type=int, default=None, help="first N videos of the split only")
+    p.add_argument("--max_videos", type=_count, default=None, help="first N videos of the split only")
     a = p.parse_args(argv)
     if a.video is None and a.lv_focus is None:
         p.error("give --video=FILE and/or --lv_focus=DATASET_ROOT")
