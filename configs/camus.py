@@ -4,6 +4,7 @@
         --config.data.root=/data/CAMUS_public --config.transfer.mode=probe \
         --config.transfer.init=runs/echonet          # a coreecho-jax run, or best.pth, or K400 .pth
     python main.py --config=configs/camus.py --workdir=runs/camus_ft --config.transfer.mode=finetune ...
+    ... --config.transfer.mode=finetune --config.transfer.init=""   # the paper's Scratch row
     ... --config.transfer.folds=0,3                  # a subset of the folds
 
 Faithful where the official code says: the folds (sorted patients, fold k holds out [50k, 50k + 50)),
@@ -27,7 +28,10 @@ def transfer_sections(c: ml_collections.ConfigDict) -> None:
     del c.model["init_from"]  # the encoder comes from transfer.init
     c.transfer = ml_collections.ConfigDict()
     c.transfer.mode = "probe"  # probe: frozen encoder (eval mode), fresh head trains; finetune: everything
-    c.transfer.init = ""  # a coreecho-jax run workdir, best.pth, K400 .pth or imported folder; "": scratch
+    c.transfer.init = ""  # a coreecho-jax run workdir, best.pth, K400 .pth or imported folder; "": random
+    # A random encoder is the paper's Scratch row only fine-tuned (transfer.mode=finetune). Probing one is no
+    # row of the paper: refused unless this switch asks for it as a control.
+    c.transfer.probe_random_encoder = False
     c.transfer.folds = ""  # "": every fold; "0,3": those folds (0-based); results.json covers those run
     # Hyperparameters are unpublished (choices). AdamW, constant lr; the last epoch is tested unless the
     # fold has a validation set (split files), where the best validation epoch is.
@@ -43,7 +47,8 @@ def transfer_sections(c: ml_collections.ConfigDict) -> None:
     c.finetune.weight_decay = 1e-4  # CoReEcho's
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 16  # videos per eval batch (speed only)
-    c.eval.threshold = 0.5  # HMC-QU: MI when the probability >= threshold (choice; the usual 0.5)
+    c.eval.threshold = 0.5  # HMC-QU: MI when the probability > threshold ([21]: round(sigmoid), 0.5 -> 0)
+    c.eval.threshold_inclusive = False  # True: MI when the probability >= threshold
     c.run = ml_collections.ConfigDict()
     c.run.log_every = 10  # unused by the transfer loop's per-epoch log; kept for the shared CLI
     c.run.distributed = False  # jax.distributed.initialize() for multi-host runs
@@ -59,7 +64,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.root = ""  # the download (CAMUS_public/ of 2023, or the 2019 training/ folder's parent)
     c.data.view = "4CH"  # 4CH (the paper's) or 2CH
     c.data.on_error = "skip"  # skip: leave a bad patient out and list it; raise: stop at the first
-    c.data.folds = "official"  # official: CoReEcho's contiguous folds; split_files: the CAMUS team's
+    # official: CoReEcho's contiguous folds; split_files: the CAMUS team's split files, which in the 2023
+    # release are one split (subgroup_{training,validation,testing}.txt): 1 fold, not a 10-fold CV
+    c.data.folds = "official"
     c.data.n_folds = 10  # official folds (the paper's 10-fold CV)
     c.data.split_dir = ""  # split_files: folder of subgroup*_{training,validation,testing}.txt
     c.data.subset = ""  # HMC-QU only

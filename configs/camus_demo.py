@@ -5,10 +5,12 @@
     python main.py --config=configs/camus_demo.py --workdir=/tmp/camus_ft --config.transfer.mode=finetune \
         --config.transfer.init=/tmp/coreecho_demo
 
-Without ``transfer.init`` the encoder starts at random (the paper's "scratch" row). The model must be
-the architecture of the run named by ``transfer.init`` (read from its config.json); the demo's is
-``configs/demo.py``'s tiny UniFormer. Variant ``:quick`` (20 patients, 8-frame 32 px clips, fold 0,
-2 epochs of 2 steps) is the end-to-end smoke test.
+Without ``transfer.init`` the encoder starts at random: fine-tuned (``--config.transfer.mode=finetune``)
+that is the paper's Scratch row; probing it is refused unless ``--config.transfer.probe_random_encoder=True``
+asks for it as a control. The architecture is the one of the run named by ``transfer.init`` (read from
+its config.json, and recorded in the workdir's); the demo's is ``configs/demo.py``'s tiny UniFormer.
+Variant ``:quick`` (20 patients, 8-frame 32 px clips, fold 0, 2 epochs of 2 steps) is the end-to-end
+smoke test.
 """
 
 from __future__ import annotations

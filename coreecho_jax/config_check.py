@@ -116,6 +116,7 @@ TRANSFER_RULES: tuple[_Rule, ...] = (
     ("data.synthetic.size", *_int(32)),
     ("model.head_dropout", *_probability()),
     ("transfer.mode", *_one_of(("probe", "finetune"))),
+    ("transfer.probe_random_encoder", *_one_of((True, False))),
     ("probe.epochs", *_int(1)),
     ("probe.batch_size", *_int(2)),  # the head's BatchNorm normalises over the batch
     ("probe.lr", *_positive()),
@@ -126,6 +127,7 @@ TRANSFER_RULES: tuple[_Rule, ...] = (
     ("finetune.weight_decay", *_non_negative()),
     ("eval.batch_size", *_int(1)),
     ("eval.threshold", *_fraction()),
+    ("eval.threshold_inclusive", *_one_of((True, False))),
     ("run.max_steps_per_epoch", *_int(0)),
 )
 

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from coreecho_jax.errors import WorkdirError
+from coreecho_jax.errors import ConfigError, WorkdirError
+from coreecho_jax.train import loop as train_loop
 from coreecho_jax.train import workdir as workdir_lib
 from tests.conftest import quick_config
 
@@ -111,3 +112,67 @@ def test_a_run_saved_before_the_ablation_switches_existed_resumes_without_a_chan
     assert workdir_lib.config_differences({"data": {"frames": 16}}, current) == {
         "data.augment": (True, False)
     }
+
+
+def test_a_start_that_computed_nothing_leaves_its_config_to_the_corrected_command(tmp_path, caplog):
+    _enter(tmp_path, quick_config())  # a start that failed after claiming: config.json only
+    (tmp_path / "prepared").mkdir()  # caches and empty checkpoint folders are no results
+    (tmp_path / "checkpoints" / "stage1" / "latest").mkdir(parents=True)
+    (tmp_path / "folds" / "fold0" / "checkpoints" / "best").mkdir(parents=True)
+    corrected = quick_config()
+    corrected.stage1.batch_size = 2
+    with caplog.at_level(logging.WARNING):
+        _enter(tmp_path, corrected)
+    assert json.loads((tmp_path / "config.json").read_text())["stage1"]["batch_size"] == 2
+    assert "computed nothing" in caplog.text and "stage1.batch_size: 4 -> 2" in caplog.text
+    assert not (tmp_path / "config_changes.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        "results.json",
+        "checkpoints/stage1/latest/1/state",
+        "folds/fold3/result.json",
+        "folds/fold0/checkpoints/latest/2/meta",
+    ],
+)
+def test_a_workdir_holding_a_checkpoint_or_a_result_keeps_its_config(tmp_path, result):
+    saved = quick_config()
+    _enter(tmp_path, saved)
+    (tmp_path / result).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / result).write_text("{}")
+    assert workdir_lib.holds_results(tmp_path)
+    changed = quick_config()
+    changed.stage1.batch_size = 2
+    with pytest.raises(workdir_lib.ConfigMismatchError, match="stage1.batch_size: 4 -> 2"):
+        _enter(tmp_path, changed)
+    assert json.loads((tmp_path / "config.json").read_text())["stage1"]["batch_size"] == 4
+
+
+def test_a_corrected_command_runs_after_a_start_that_failed_inside_the_run(tmp_path):
+    """The guard every training shares (train.loop.run_in_workdir): the run raises after the claim, as
+    EchoNet training does for a batch that does not divide over the devices."""
+
+    def fails(config, workdir):
+        raise ConfigError("stage1.batch_size=6 does not divide over 4 devices")
+
+    bad = quick_config()
+    bad.stage1.batch_size = 6
+    with pytest.raises(ConfigError, match="does not divide over 4 devices"):
+        train_loop.run_in_workdir(fails, bad, tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["stage1"]["batch_size"] == 6
+    ran = train_loop.run_in_workdir(
+        lambda config, workdir: {"batch": config.stage1.batch_size}, quick_config(), tmp_path
+    )
+    assert ran == {"batch": 4}
+    assert json.loads((tmp_path / "config.json").read_text())["stage1"]["batch_size"] == 4
+
+
+def test_transfer_runs_saved_before_the_threshold_rule_predicted_mi_at_or_above_it():
+    current = {"eval": {"threshold": 0.5, "threshold_inclusive": False}}
+    assert workdir_lib.config_differences({"eval": {"threshold": 0.5}}, current) == {
+        "eval.threshold_inclusive": (True, False)
+    }
+    probe = {"transfer": {"probe_random_encoder": True}}
+    assert workdir_lib.config_differences({"transfer": {"probe_random_encoder": False}}, probe) == {}

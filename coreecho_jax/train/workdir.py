@@ -10,7 +10,10 @@
   agree on every field that changes results (all but :data:`RESULT_NEUTRAL_FIELDS`). Otherwise a
   :class:`ConfigMismatchError` lists each differing field as ``old -> new``. With
   ``allow_config_change=True`` the run goes on and each accepted change is appended to
-  ``<workdir>/config_changes.jsonl``; ``config.json`` itself is written once and never rewritten.
+  ``<workdir>/config_changes.jsonl``; ``config.json`` itself is written once and never rewritten, with
+  one exception: a workdir that holds nothing computed yet (:func:`holds_results`: no checkpoint file,
+  no fold result, no ``results.json``) was left by a start that failed (a bad batch size, a typo in a
+  path, ...), and takes the new config, which replaces ``config.json`` (the differences are logged).
 
 ``fcntl.flock`` is advisory and local: it holds between processes of one machine and on file systems
 that pass flock through (local disks, most NFSv4 and Lustre mounts).
@@ -53,6 +56,7 @@ RESULT_NEUTRAL_FIELDS = frozenset(
         "run.log_every",
         "run.distributed",
         "transfer.folds",  # a transfer run may add folds into the same workdir
+        "transfer.probe_random_encoder",  # a permission: the run is the same with or without it
     }
 )
 
@@ -66,6 +70,7 @@ ABSENT_MEANS = {
     "data.spatial": "area",
     "data.time_sampling": "ends",
     "data.cycle_frames": "inclusive",
+    "eval.threshold_inclusive": True,  # transfer runs predicted MI when the probability was >= threshold
 }
 
 
@@ -182,6 +187,17 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
     return diffs
 
 
+def holds_results(workdir: str | Path) -> bool:
+    """True when ``workdir`` holds something a run computed: ``results.json``, a file under a
+    ``checkpoints`` folder (CoReEcho training's, or a transfer fold's), or a fold's ``result.json``.
+    Checkpoint managers create their (empty) folders before the first save, which do not count."""
+    workdir = Path(workdir)
+    if (workdir / RESULTS_FILE).exists() or any(workdir.glob("folds/*/result.json")):
+        return True
+    folders = [workdir / "checkpoints", *workdir.glob("folds/*/checkpoints")]
+    return any(d.is_dir() and any(p.is_file() for p in d.rglob("*")) for d in folders)
+
+
 def check_config_against_saved(
     workdir: str | Path,
     config: ml_collections.ConfigDict,
@@ -193,7 +209,8 @@ def check_config_against_saved(
 
     Returns the accepted differences (empty for a new run or a match). ``write=False`` (the non-primary
     processes of a multi-host run) only checks. A workdir with checkpoints but no ``config.json``
-    cannot be checked and counts as a mismatch.
+    cannot be checked and counts as a mismatch. A saved config in a workdir that holds no results
+    (:func:`holds_results`) is replaced by the current one.
     """
     workdir = Path(workdir)
     path = workdir / CONFIG_FILE
@@ -214,6 +231,16 @@ def check_config_against_saved(
     if not diffs:
         return {}
     lines = [f"  {name}: {old!r} -> {new!r}" for name, (old, new) in diffs.items()]
+    if path.exists() and not holds_results(workdir):
+        logging.warning(
+            "%s: config.json of an earlier start that computed nothing (no checkpoint, no result) is replaced "
+            "by the current config:\n%s",
+            workdir,
+            "\n".join(lines),
+        )
+        if write:
+            _write_atomic(path, json.dumps(current, indent=2))
+        return {}
     finished = (workdir / RESULTS_FILE).exists()
     state = "a finished run" if finished else "a run"
     if not allow_config_change:

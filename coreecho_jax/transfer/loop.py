@@ -17,12 +17,23 @@ for EF, log loss for MI) is tested. The reported fold is never used for a choice
 Resumable per fold and within a fold: a finished fold's ``result.json`` is read, not rerun; an
 unfinished fold restores its latest epoch. Every random draw (order, augmentation, dropout, head
 initialisation) is a function of (seed, fold, epoch), so a killed and resumed run ends with the same
-table.
+table. Both only when the fold folder records the same inputs as the current set
+(:mod:`coreecho_jax.transfer.provenance`: names per role, a digest of each video's label and clip). A
+fold folder computed from other data (an edited label, a patient no longer readable, another download,
+another fold file) is refused with :class:`~coreecho_jax.transfer.provenance.StaleFoldError`; with
+``allow_config_change`` it is moved aside (``folds/fold<k>.stale-<n>``, kept whole) and the fold is
+computed again from scratch, its old checkpoints not resumed. Refused by default, as a changed config
+is: a workdir holds one experiment, data that changed under it is as often an accident (a half-copied
+download, a file that broke and drops a patient, a wrong ``data.root``) as an intent, and recomputing
+would replace hours of training without being asked. The per-fold metrics are recomputed from the
+stored predictions at every run, so the reported numbers follow the current metric rules.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
+import functools
 import json
 import math
 import time
@@ -44,7 +55,7 @@ from coreecho_jax.checkpoints import manager as ckpt_lib
 from coreecho_jax.data import cycles
 from coreecho_jax.data.folds import Fold
 from coreecho_jax.data.transfer_sets import PreparedSet, prepare
-from coreecho_jax.errors import CheckpointError, ConfigError
+from coreecho_jax.errors import CheckpointError, ConfigError, DataError
 from coreecho_jax.evaluation import plots
 from coreecho_jax.evaluation import steps as eval_steps
 from coreecho_jax.evaluation.evaluator import Evaluator
@@ -56,7 +67,7 @@ from coreecho_jax.train import loop as train_loop
 from coreecho_jax.train import mesh as mesh_lib
 from coreecho_jax.train import steps as train_steps
 from coreecho_jax.train.writer import MetricWriter
-from coreecho_jax.transfer import report
+from coreecho_jax.transfer import provenance, report
 from coreecho_jax.transfer import steps as transfer_steps
 
 KIND = {"camus": "regression", "hmcqu": "classification"}
@@ -101,14 +112,113 @@ def model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     return model
 
 
-class FoldRun:
-    """Trains and tests one fold (resuming if possible)."""
+def resolve_model(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of ``config`` whose ``model`` is :func:`model_config`'s: the architecture that is trained,
+    so that ``config.json`` records it. Each field taken from ``transfer.init``'s run is logged."""
+    model = model_config(config)
+    changed = [
+        f"model.{k}: {config.model[k]!r} -> {model[k]!r}"
+        for k in ARCHITECTURE_FIELDS
+        if k in model and json.dumps(model[k]) != json.dumps(config.model[k])
+    ]
+    if not changed:
+        return config
+    _say(f"the architecture of transfer.init's run is trained ({'; '.join(changed)})")
+    resolved = copy.deepcopy(config)
+    resolved.model = model
+    return resolved
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: Path, data: PreparedSet, fold: Fold, mesh):
+
+def check_setting(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError (one line per problem) for a ``transfer.init`` that names nothing, and for
+    probing a random encoder (no row of the paper) unless ``transfer.probe_random_encoder`` asks for it."""
+    problems = []
+    init = str(config.transfer.init)
+    if init and not Path(init).exists():
+        problems.append(
+            f"transfer.init = {init!r}: no such file or folder (expected a coreecho-jax run workdir, best.pth, "
+            "a Kinetics-400 .pth or an imported folder; '' for a random encoder)"
+        )
+    if not init and config.transfer.mode == "probe" and not config.transfer.probe_random_encoder:
+        problems.append(
+            "transfer.init is empty with transfer.mode = 'probe': that probes a random encoder, no row of the "
+            "paper; pass --config.transfer.init=<run workdir | best.pth | K400 .pth>, or "
+            "--config.transfer.mode=finetune for the paper's Scratch row "
+            "(--config.transfer.probe_random_encoder=True runs it as a control)"
+        )
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def check_folds(config: ml_collections.ConfigDict, data: PreparedSet, chosen: Sequence[int]) -> None:
+    """Before any training: HMC-QU needs both classes in the set and in each chosen fold's training
+    videos (DataError naming the counts); each chosen fold needs one training batch (ConfigError)."""
+    if data.task == "hmcqu":
+        mi = int(np.sum(data.labels == 1))
+        if mi in (0, len(data.labels)):
+            raise DataError(
+                f"the HMC-QU set read has {mi} MI and {len(data.labels) - mi} normal videos "
+                f"(data.subset = {str(config.data.subset)!r}, data.view = {str(config.data.view)!r}): a "
+                "classifier needs both classes; its accuracy and specificity would be 100 without meaning"
+            )
+        one_class = []
+        for k in chosen:
+            labels = data.labels[data.rows(data.folds[k].train)]
+            mi = int(np.sum(labels == 1))
+            if mi in (0, len(labels)):
+                one_class.append(
+                    f"fold {k}: its {len(labels)} training videos are {mi} MI and {len(labels) - mi} normal"
+                )
+        if one_class:
+            raise DataError(
+                "; ".join(one_class) + ": a classifier needs both classes in training (check data.fold_file "
+                "or data.folds)"
+            )
+    mode = str(config.transfer.mode)
+    batch = int(config[mode].batch_size)
+    small = [k for k in chosen if len(data.folds[k].train) < batch]
+    if small:
+        sizes = ", ".join(f"fold {k}: {len(data.folds[k].train)}" for k in small)
+        raise ConfigError(
+            f"{mode}.batch_size = {batch}: more than the training videos of a fold ({sizes}); choose a "
+            "smaller batch"
+        )
+
+
+def protocol_line(config: ml_collections.ConfigDict, data: PreparedSet, chosen: Sequence[int]) -> str:
+    """The evaluation protocol in a line (printed, and in results.json)."""
+    n = len(data.folds)
+    scheme = str(config.data.folds)
+    if data.task == "camus" and scheme == "split_files" and n == 1:
+        text = (
+            "1 fold, not a 10-fold cross-validation: data.folds = split_files and the split files hold one "
+            "split (the 2023 release's subgroup_{training,validation,testing}.txt), whose testing list is "
+            "reported"
+        )
+    else:
+        text = f"{n}-fold cross-validation (data.folds = {scheme!r})"
+    if len(chosen) < n:
+        text += f"; folds {list(chosen)} run (transfer.folds)"
+    return text
+
+
+class FoldRun:
+    """Trains and tests one fold (resuming if possible), or reads it back when it is finished."""
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        workdir: Path,
+        data: PreparedSet,
+        fold: Fold,
+        mesh,
+        digests: dict[str, str] | None = None,
+    ):
         self.config = config
         self.data = data
         self.fold = fold
         self.mesh = mesh
+        self.inputs = provenance.fold_inputs(fold, digests or provenance.video_digests(data))
         self.kind = KIND[data.task]
         self.mode = str(config.transfer.mode)
         self.hp = config[self.mode]
@@ -171,13 +281,71 @@ class FoldRun:
         p = np.clip(outputs, 1e-7, 1 - 1e-7)
         return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
 
+    # ---------------------------------------------------------------------------------- provenance
+    def stale_reason(self) -> str | None:
+        """Why the fold folder's work (a result or checkpoints) is not of the current inputs; None when
+        it is, or when the folder holds no work."""
+        if not provenance.holds_work(self.dir):
+            return None
+        diffs = provenance.differences(provenance.recorded_inputs(self.dir), self.inputs)
+        return "; ".join(diffs) or None
+
+    def set_aside(self, reason: str, recompute: bool) -> dict:
+        """Refuses a stale fold folder (StaleFoldError) or, with ``recompute``, moves it aside whole."""
+        target = provenance.stale_path(self.dir)
+        if not recompute:
+            raise provenance.StaleFoldError(
+                f"{self.dir} was computed from other data than the current set ({reason}); pass "
+                f"--allow_config_change to compute fold {self.fold.index} again (the folder moves to "
+                f"{target.name}), or use another --workdir"
+            )
+        if jax.process_index() == 0:
+            self.dir.rename(target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"coreecho_jax stale fold {self.fold.index}")
+        logging.warning("fold %d: %s; computed again (the old folder is %s)", self.fold.index, reason, target)
+        _say(f"fold {self.fold.index}: computed from other data ({reason}); computing it again")
+        return {"because": reason, "old_folder": str(target)}
+
+    def with_metrics(self, result: dict) -> dict:
+        """``result`` with its metrics and baseline computed now from its stored predictions."""
+        predictions = result["predictions"]
+        result.update(
+            report.fold_metrics(
+                self.data.task,
+                np.array([p["label"] for p in predictions], np.float64),
+                np.array([p["output"] for p in predictions], np.float64),
+                [p["group"] for p in predictions],
+                train_labels=self.data.labels[self.train_rows],
+                threshold=float(self.config.eval.threshold),
+                inclusive=bool(self.config.eval.threshold_inclusive),
+            )
+        )
+        return json_ready(result)
+
     # ------------------------------------------------------------------------------------- training
-    def run(self) -> dict:
-        """The fold's result (trained now, resumed, or read from a finished run)."""
-        done = self.dir / "result.json"
-        if done.is_file():
+    def run(self, *, recompute_stale: bool = False) -> dict:
+        """The fold's result: read back when its folder records the current inputs, else trained
+        (resumed from its own checkpoints) and tested. A folder of other inputs: :meth:`set_aside`."""
+        done = self.dir / provenance.RESULT_FILE
+        reason = self.stale_reason()
+        recomputed = self.set_aside(reason, recompute_stale) if reason else None
+        if recomputed is None and done.is_file():
             _say(f"fold {self.fold.index}: finished earlier ({done})")
-            return json.loads(done.read_text())
+            return self.with_metrics(json.loads(done.read_text()))
+        if jax.process_index() == 0:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.inputs, self.dir / provenance.INPUTS_FILE)
+        result = self.train_and_test()
+        if recomputed is not None:
+            result["recomputed"] = recomputed
+        result = self.with_metrics(result)
+        if jax.process_index() == 0:
+            write_json(result, done)
+        return result
+
+    def train_and_test(self) -> dict:
+        """Trains the fold (from its latest checkpoint if any) and tests it; the result without metrics."""
         t0 = time.perf_counter()
         model, origin = self.build_model()
         self._replicate(model)
@@ -186,11 +354,6 @@ class FoldRun:
         cap = int(self.config.run.max_steps_per_epoch)
         if cap > 0:
             steps_per_epoch = min(steps_per_epoch, cap)
-        if steps_per_epoch < 1:
-            raise ConfigError(
-                f"{self.mode}.batch_size = {batch}: fold {self.fold.index} has only {len(self.train_rows)} "
-                "training videos; choose a smaller batch"
-            )
         optimizer = train_steps.make_optimizer(
             model,
             float(self.hp.lr),
@@ -293,7 +456,7 @@ class FoldRun:
             writer.close()
         names, labels, outputs = self.predict(model, self.test_rows)
         groups = [self.data.groups[i] for i in self.data.rows(tuple(names))]
-        result = {
+        return {
             "fold": self.fold.index,
             "sizes": {"train": len(self.fold.train), "val": len(self.fold.val), "test": len(self.fold.test)},
             "init": origin,
@@ -302,23 +465,13 @@ class FoldRun:
             if len(self.val_rows)
             else "fixed epoch count (no validation set)",
             "history": history,
-            **report.fold_metrics(
-                self.data.task,
-                labels,
-                outputs,
-                groups,
-                train_labels=self.data.labels[self.train_rows],
-                threshold=float(self.config.eval.threshold),
-            ),
             "seconds": time.perf_counter() - t0,
             "predictions": [
                 {"name": n, "label": float(y), "output": float(o), "group": g}
                 for n, y, o, g in zip(names, labels, outputs, groups)
             ],
+            "inputs": self.inputs,
         }
-        if jax.process_index() == 0:
-            write_json(result, done)
-        return json_ready(result)
 
 
 def _prepare(config: ml_collections.ConfigDict, workdir: Path) -> PreparedSet:
@@ -352,35 +505,67 @@ def write_predictions_csv(results: Sequence[dict], path: Path) -> None:
                 w.writerow([r["fold"], p["name"], p["group"], p["label"], f"{p['output']:.6f}"])
 
 
+def pooled_metrics(
+    config: ml_collections.ConfigDict, task: str, results: Sequence[dict]
+) -> tuple[dict, dict]:
+    """The model's and the baseline's metrics over every tested video of ``results`` at once."""
+    predictions = [p for r in results for p in r["predictions"]]
+    labels = np.array([p["label"] for p in predictions], np.float64)
+    outputs = np.array([p["output"] for p in predictions], np.float64)
+    if task == "camus":
+        groups = [p["group"] for p in predictions]
+        train_means = np.array([r["train_mean_ef"] for r in results for _ in r["predictions"]])
+        baseline = report.regression_metrics(labels, train_means, groups)
+        for group in report.QUALITY_GROUPS:  # one constant per fold: a pooled r would only rank folds
+            baseline[f"{group}/corr"] = math.nan
+            baseline["notes"][f"{group}/corr"] = "the train-mean baseline predicts one constant per fold"
+        return report.regression_metrics(labels, outputs, groups), baseline
+    threshold = float(config.eval.threshold)
+    inclusive = bool(config.eval.threshold_inclusive)
+    majority = np.array([r["majority_class"] for r in results for _ in r["predictions"]], np.float64)
+    return (
+        report.classification_metrics(labels, outputs, threshold, inclusive=inclusive),
+        report.classification_metrics(labels, majority, threshold, inclusive=inclusive),
+    )
+
+
 def summarize(config: ml_collections.ConfigDict, data: PreparedSet, results: Sequence[dict]) -> dict:
     """results.json's content: per-fold metrics, their mean +- std, the baseline, pooled metrics, table."""
     task = data.task
+    n = len(results)
     model = report.summarize_folds([r["model"] for r in results])
     baseline = report.summarize_folds([r["baseline"] for r in results])
-    labels = np.array([p["label"] for r in results for p in r["predictions"]])
-    outputs = np.array([p["output"] for r in results for p in r["predictions"]])
-    groups = [p["group"] for r in results for p in r["predictions"]]
-    pooled = (
-        report.regression_metrics(labels, outputs, groups)
-        if task == "camus"
-        else report.classification_metrics(labels, outputs, float(config.eval.threshold))
-    )
+    pooled, pooled_baseline = pooled_metrics(config, task, results)
     mode = str(config.transfer.mode)
     init = str(config.transfer.init) or "scratch"
     label = f"ours: {'MLP probing' if mode == 'probe' else 'fine-tuning'}, {Path(init).name or init}"
-    baseline_label = "train-mean EF baseline" if task == "camus" else "majority-class baseline"
-    table = report.format_table(task, {label: model, baseline_label: baseline}, len(results))
+    if task == "camus":
+        rows = {
+            label: model,
+            f"{label}, pooled": report.as_row(pooled, n),
+            "train-mean EF baseline": baseline,
+            "train-mean EF baseline, pooled": report.as_row(pooled_baseline, n),
+        }
+        comparison = report.CAMUS_COMPARISON
+    else:
+        rows = {label: model, "majority-class baseline": baseline}
+        comparison = report.HMCQU_COMPARISON
     return {
         "task": task,
         "mode": mode,
         "init": results[0]["init"] if results else init,
         "data": data.source,
+        "protocol": protocol_line(config, data, [r["fold"] for r in results]),
         "folds": [r["fold"] for r in results],
         "summary": model,
         "baseline": baseline,
         "pooled": pooled,
-        "per_fold": [{k: v for k, v in r.items() if k not in ("predictions", "history")} for r in results],
-        "table": table,
+        "pooled_baseline": pooled_baseline,
+        "paper_comparison": comparison,
+        "per_fold": [
+            {k: v for k, v in r.items() if k not in ("predictions", "history", "inputs")} for r in results
+        ],
+        "table": report.format_table(task, rows, n),
     }
 
 
@@ -388,11 +573,17 @@ def run_transfer(
     config: ml_collections.ConfigDict, workdir: str | Path, *, allow_config_change: bool = False
 ) -> dict:
     """Runs every chosen fold (module doc) with the config checked and the workdir held, as CoReEcho
-    training does (:func:`coreecho_jax.train.loop.run_in_workdir`)."""
-    return train_loop.run_in_workdir(_run, config, workdir, allow_config_change=allow_config_change)
+    training does (:func:`coreecho_jax.train.loop.run_in_workdir`). ``config.json`` records the
+    architecture that is trained (:func:`resolve_model`). ``allow_config_change`` also recomputes fold
+    folders computed from other data (:meth:`FoldRun.set_aside`)."""
+    config_check.check_config(config)
+    check_setting(config)
+    config = resolve_model(config)
+    run = functools.partial(_run, recompute_stale=allow_config_change)
+    return train_loop.run_in_workdir(run, config, workdir, allow_config_change=allow_config_change)
 
 
-def _run(config: ml_collections.ConfigDict, workdir: Path) -> dict:
+def _run(config: ml_collections.ConfigDict, workdir: Path, *, recompute_stale: bool = False) -> dict:
     mesh = mesh_lib.make_mesh()
     _check_batches(config, mesh)
     data = _prepare(config, workdir)
@@ -401,16 +592,24 @@ def _run(config: ml_collections.ConfigDict, workdir: Path) -> dict:
         + (f"; {len(data.skipped)} videos left out (see preparation_report.json)" if data.skipped else "")
     )
     chosen = parse_folds(config.transfer.folds, len(data.folds))
+    check_folds(config, data, chosen)
+    _say(protocol_line(config, data, chosen))
+    digests = provenance.video_digests(data)
     results = []
     for k in chosen:
-        result = FoldRun(config, workdir, data, data.folds[k], mesh).run()
+        result = FoldRun(config, workdir, data, data.folds[k], mesh, digests).run(
+            recompute_stale=recompute_stale
+        )
         results.append(result)
         key = "all/mae" if data.task == "camus" else "accuracy"
         _say(f"fold {k}: {key} {result['model'][key]:.3f} (baseline {result['baseline'][key]:.3f})")
+    provenance.check_tested_once(results, data.names)
     summary = summarize(config, data, results)
     if jax.process_index() == 0:
         write_json(summary, workdir / "results.json")
-        (workdir / "table.md").write_text(summary["table"] + "\n")
+        (workdir / "table.md").write_text(
+            f"{summary['table']}\n\n{summary['protocol']}. {summary['paper_comparison']}\n"
+        )
         write_predictions_csv(results, workdir / "predictions.csv")
         if data.task == "camus":  # predicted vs true EF and Bland-Altman of every tested patient
             labels = [p["label"] for r in results for p in r["predictions"]]
@@ -419,6 +618,7 @@ def _run(config: ml_collections.ConfigDict, workdir: Path) -> dict:
                 labels, outputs, workdir, "camus", title=f"CAMUS {summary['mode']}, folds pooled"
             )
         print(f"\n{data.task} {summary['mode']} over folds {summary['folds']} ({workdir / 'results.json'})")
-        print(summary["table"], flush=True)
+        print(summary["table"])
+        print(summary["protocol"], flush=True)
     logging.info("transfer finished: %s", workdir)
     return summary

@@ -1,11 +1,28 @@
-"""The transfer tables: per-fold metrics, mean +- std over folds, trivial baselines, the paper's rows.
+"""The transfer tables: per-fold metrics, mean +- std over folds, pooled values, trivial baselines, the
+paper's rows.
 
 CAMUS (Table 4): Pearson correlation and MAE (EF %) for Good + Medium ("G&M") and Poor image quality
-separately, and for all patients. HMC-QU (Table 5): sensitivity, specificity, precision, F1, accuracy
-(%, MI = positive, predicted MI when the probability >= ``threshold``, 0.5 by default) and AUROC of the
-probability. Each fold's metrics come from its held-out patients only; the table shows the mean and the
-sample standard deviation (ddof = 1) over the folds where the metric is defined (a fold with fewer than
-two Poor patients has no Poor correlation; the count of folds is kept beside each value).
+separately, and for all patients. A correlation needs at least :data:`MIN_CORR_PATIENTS` patients in
+its group (two points always give +-1); with fewer it is undefined (NaN, with a note) and left out of
+the fold mean. HMC-QU (Table 5): sensitivity, specificity, precision, F1, accuracy (%, MI = positive)
+and AUROC of the probability. A video is predicted MI when its probability is > ``threshold`` (0.5),
+as the paper's reference [21] does it; ``inclusive=True`` makes it >=. A ratio with an empty
+denominator (precision of a fold that predicts no MI, sensitivity of a fold with no MI, ...) counts as
+0, as [21]'s metric library does, and is marked in ``notes``; AUROC of a fold with one class is
+undefined (NaN, with a note).
+
+[21] is BioMedIA-MBZUAI/mi-classification. ``mi/a4c/models.py`` (``validation_step``) predicts
+``torch.round(torch.sigmoid(logit))``: round half to even, so 0.5 -> 0 and MI means p > 0.5; its
+``validation_epoch_end`` computes ``torchmetrics.Specificity / F1 / Precision / Recall / Accuracy``
+of those 0/1 predictions over the fold, with torchmetrics 0.6.1 (``requirements.txt``), whose
+``_reduce_stat_scores`` (``torchmetrics/functional/classification/stat_scores.py``) replaces a zero
+denominator by ``zero_division=0`` and whose F-beta sets a 0 precision + recall denominator to 1
+(``functional/classification/f_beta.py``): every such ratio is 0. ``mi/a4c/train.py`` reports the
+mean of the five folds' values.
+
+Each fold's metrics come from its held-out patients only; the table shows the mean and the sample
+standard deviation (ddof = 1) over the folds where the metric is defined (the count of folds is kept
+beside each value) and, for CAMUS, the value pooled over every cross-validated patient.
 
 Trivial baselines, per fold, from the training patients only: predict the training mean EF (CAMUS;
 its correlation is undefined), predict the majority class (HMC-QU).
@@ -62,36 +79,99 @@ PAPER_ROWS = {
 }
 
 
-def regression_metrics(
-    labels: np.ndarray, predictions: np.ndarray, groups: Sequence[str]
-) -> dict[str, float]:
-    """``{"<group>/n", "<group>/corr", "<group>/mae", "<group>/rmse"}`` for each quality group (EF %)."""
+#: Fewest patients of a quality group for its Pearson correlation; with fewer it is undefined. Two
+#: points always give +-1, and three are the fewest whose correlation is not fixed by their count.
+MIN_CORR_PATIENTS = 3
+
+#: Why each ratio metric's denominator can be empty (for the note beside a 0/0 counted as 0).
+EMPTY_DENOMINATOR = {
+    "sensitivity": "no MI among the tested videos",
+    "specificity": "no normal video among the tested videos",
+    "precision": "no video predicted MI",
+    "f1": "no MI tested and none predicted",
+    "accuracy": "no tested video",
+}
+
+#: Which of our CAMUS rows the paper's are set against, and why (results.json and table.md say it).
+CAMUS_COMPARISON = (
+    "The paper does not say whether its CAMUS numbers are means over the 10 folds or values pooled over "
+    "all patients. We compare them with our mean over folds, because the paper's HMC-QU protocol follows "
+    "its reference [21], whose code reports the mean of per-fold metrics. The pooled row (one r and one "
+    "MAE over every cross-validated patient) is printed beside it: it is the steadier value where a fold "
+    "holds few patients of a group (Poor: about 10 per fold of 50)."
+)
+
+#: The same for HMC-QU.
+HMCQU_COMPARISON = (
+    "The paper's HMC-QU numbers follow its reference [21], whose code reports the mean of the five folds' "
+    "metrics; the table's fold means are compared with them."
+)
+
+
+def regression_metrics(labels: np.ndarray, predictions: np.ndarray, groups: Sequence[str]) -> dict[str, Any]:
+    """``{"<group>/n", "<group>/corr", "<group>/mae", "<group>/rmse"}`` for each quality group (EF %),
+    and ``notes``: ``{metric: why it is undefined}`` for each NaN.
+
+    The correlation of a group with fewer than :data:`MIN_CORR_PATIENTS` patients is NaN.
+    """
     labels = np.asarray(labels, np.float64)
     predictions = np.asarray(predictions, np.float64)
     groups = np.asarray(groups)
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
+    notes: dict[str, str] = {}
     for group, members in QUALITY_GROUPS.items():
         sel = np.isin(groups, members)
         y, p = labels[sel], predictions[sel]
-        out[f"{group}/n"] = int(sel.sum())
-        out[f"{group}/corr"] = metrics.pearson(y, p) if len(y) >= 2 else math.nan
-        out[f"{group}/mae"] = metrics.mae(y, p) if len(y) else math.nan
-        out[f"{group}/rmse"] = metrics.rmse(y, p) if len(y) else math.nan
+        n = int(sel.sum())
+        out[f"{group}/n"] = n
+        if n >= MIN_CORR_PATIENTS:
+            out[f"{group}/corr"] = metrics.pearson(y, p)
+            if not math.isfinite(out[f"{group}/corr"]):
+                notes[f"{group}/corr"] = metrics.undefined_reason("pearson", y, p)
+        else:
+            out[f"{group}/corr"] = math.nan
+            notes[f"{group}/corr"] = f"{n} patient(s): a correlation needs at least {MIN_CORR_PATIENTS}"
+        out[f"{group}/mae"] = metrics.mae(y, p) if n else math.nan
+        out[f"{group}/rmse"] = metrics.rmse(y, p) if n else math.nan
+        if not n:
+            notes[f"{group}/mae"] = notes[f"{group}/rmse"] = "no patient of this group"
+    out["notes"] = notes
     return out
 
 
+def predict_mi(probabilities: np.ndarray, threshold: float, inclusive: bool = False) -> np.ndarray:
+    """0/1 predictions: MI when the probability is > ``threshold`` ([21]), or >= with ``inclusive``."""
+    probabilities = np.asarray(probabilities, np.float64)
+    above = probabilities >= threshold if inclusive else probabilities > threshold
+    return above.astype(int)
+
+
 def classification_metrics(
-    labels: np.ndarray, probabilities: np.ndarray, threshold: float
-) -> dict[str, float]:
-    """Sensitivity ... accuracy (%) at ``threshold``, AUROC, and the confusion counts."""
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float, *, inclusive: bool = False
+) -> dict[str, Any]:
+    """Sensitivity ... accuracy (%) of :func:`predict_mi`, AUROC, the confusion counts and ``notes``.
+
+    A ratio with an empty denominator is 0 (as [21], module doc) and noted; AUROC without both classes
+    is NaN and noted.
+    """
     labels = np.asarray(labels).astype(int)
     probabilities = np.asarray(probabilities, np.float64)
-    predicted = (probabilities >= threshold).astype(int)
+    predicted = predict_mi(probabilities, threshold, inclusive)
     tp, fp, tn, fn = metrics.classification_counts(labels, predicted)
-    out: dict[str, float] = {"n": len(labels), "tp": tp, "fp": fp, "tn": tn, "fn": fn}
+    out: dict[str, Any] = {"n": len(labels), "tp": tp, "fp": fp, "tn": tn, "fn": fn}
+    notes: dict[str, str] = {}
     for name in CLASSIFICATION_METRICS[:-1]:
-        out[name] = getattr(metrics, name)(labels, predicted)
+        value = getattr(metrics, name)(labels, predicted)
+        if math.isnan(value):  # 0/0
+            value = 0.0
+            notes[name] = f"0/0 ({EMPTY_DENOMINATOR[name]}): counted as 0, as [21]"
+        out[name] = value
     out["auroc"] = metrics.auroc(labels, probabilities)
+    if math.isnan(out["auroc"]):
+        notes["auroc"] = (
+            f"undefined: only {'MI' if tp + fn else 'normal'} videos among the {len(labels)} tested"
+        )
+    out["notes"] = notes
     return out
 
 
@@ -103,6 +183,7 @@ def fold_metrics(
     *,
     train_labels: np.ndarray,
     threshold: float = 0.5,
+    inclusive: bool = False,
 ) -> dict[str, Any]:
     """One fold's metrics and its trivial baseline (``{"model": {...}, "baseline": {...}}``).
 
@@ -118,24 +199,44 @@ def fold_metrics(
         }
     majority = float(train_labels.mean() >= 0.5)  # ties go to MI, the larger class of HMC-QU
     return {
-        "model": classification_metrics(labels, outputs, threshold),
-        "baseline": classification_metrics(labels, np.full(len(labels), majority), threshold),
+        "model": classification_metrics(labels, outputs, threshold, inclusive=inclusive),
+        "baseline": classification_metrics(
+            labels, np.full(len(labels), majority), threshold, inclusive=inclusive
+        ),
         "majority_class": int(majority),
     }
 
 
-def summarize_folds(folds: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float]]:
-    """``{metric: {"mean", "std", "folds"}}`` over the folds where the metric is finite (std: ddof 1)."""
+def summarize_folds(folds: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """``{metric: {"mean", "std", "folds"}}`` over the folds where the metric is finite (std: ddof 1);
+    ``counted_as_zero`` is added where some folds' value is a 0/0 counted as 0."""
     out = {}
     for key in folds[0]:
-        values = np.array([f[key] for f in folds], np.float64)
+        if key == "notes":
+            continue
+        values = np.array([math.nan if f[key] is None else f[key] for f in folds], np.float64)
+        zeroed = sum(key in f.get("notes", {}) and _finite(f[key]) for f in folds)
         values = values[np.isfinite(values)]
         out[key] = {
             "mean": float(values.mean()) if values.size else math.nan,
             "std": float(values.std(ddof=1)) if values.size >= 2 else math.nan,
             "folds": int(values.size),
         }
+        if zeroed:
+            out[key]["counted_as_zero"] = int(zeroed)
     return out
+
+
+def _finite(value: float | None) -> bool:
+    """A number (a NaN read back from JSON is None)."""
+    return value is not None and math.isfinite(value)
+
+
+def as_row(values: Mapping[str, Any], n_folds: int) -> dict[str, dict[str, float]]:
+    """One value per metric (e.g. pooled over the folds) in the shape :func:`format_table` prints."""
+    return {
+        k: {"mean": float(v), "std": math.nan, "folds": n_folds} for k, v in values.items() if k != "notes"
+    }
 
 
 def table_columns(task: str) -> list[str]:
@@ -160,6 +261,8 @@ def _cell(summary: Mapping[str, float] | None, column: str, n_folds: int) -> str
         text += f" ± {summary['std']:.{digits}f}"
     if summary["folds"] < n_folds:
         text += f" ({summary['folds']}/{n_folds} folds)"
+    if summary.get("counted_as_zero"):
+        text += f" (0/0 = 0 in {summary['counted_as_zero']}/{n_folds} folds)"
     return text
 
 
@@ -170,7 +273,8 @@ def _paper_cell(value: float | None, column: str) -> str:
 
 
 def format_table(task: str, rows: Mapping[str, Mapping[str, Mapping[str, float]]], n_folds: int) -> str:
-    """A Markdown table: our rows (``{label: summarize_folds(...)}``), then the paper's rows."""
+    """A Markdown table: our rows (``{label: summarize_folds(...)}`` or :func:`as_row`), then the
+    paper's rows."""
     columns = table_columns(task)
     lines = [
         "| Setting | " + " | ".join(_title(c) for c in columns) + " |",
