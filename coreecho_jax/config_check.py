@@ -132,6 +132,17 @@ TRANSFER_RULES: tuple[_Rule, ...] = (
 )
 
 
+#: Transfer clip-preparation switches a config may carry (HMC-QU's [21] protocol; CAMUS uses the
+#: defaults of ``data.cycles.CycleSpec``): checked when present. The same values as
+#: ``data.cycles.SPATIAL``/``TIME_SAMPLING`` and ``data.hmcqu.CYCLE_FRAMES`` (tested), written here
+#: because the config check imports no data code.
+TRANSFER_OPTIONAL_CHOICES = {
+    "data.spatial": ("ref21", "area"),
+    "data.time_sampling": ("centres", "ends"),
+    "data.cycle_frames": ("ref21", "inclusive"),
+}
+
+
 def is_transfer(config: ml_collections.ConfigDict) -> bool:
     """A transfer config (CAMUS / HMC-QU) rather than a CoReEcho training config."""
     return isinstance(config, ml_collections.ConfigDict) and "transfer" in config
@@ -139,6 +150,10 @@ def is_transfer(config: ml_collections.ConfigDict) -> bool:
 
 def _transfer_problems(config: ml_collections.ConfigDict) -> list[str]:
     problems = _rule_problems(config, TRANSFER_RULES, "configs/camus.py")
+    for name, choices in TRANSFER_OPTIONAL_CHOICES.items():
+        value = get_field(config, name, None)
+        if value is not None and value not in choices:
+            problems.append(f"{name} = {value!r}: must be one of {', '.join(map(repr, choices))}")
     for name in ("data.mean", "data.std"):
         value = get_field(config, name, None)
         if not (

@@ -223,3 +223,25 @@ def test_a_config_that_is_not_a_configdict_is_one_line():
     assert config_check.config_problems({"seed": 0}) == [
         "the config must be an ml_collections.ConfigDict, got dict"
     ]
+
+
+def test_transfer_preparation_switches_are_checked_before_any_data_work():
+    """A bad ``data.spatial`` / ``time_sampling`` / ``cycle_frames`` is one line at the config check (it
+    used to surface only when the clips were prepared), and the choices are the data code's own."""
+    from configs import hmcqu
+    from coreecho_jax.data import cycles
+    from coreecho_jax.data import hmcqu as hmcqu_data
+
+    choices = config_check.TRANSFER_OPTIONAL_CHOICES
+    assert choices["data.spatial"] == cycles.SPATIAL
+    assert choices["data.time_sampling"] == cycles.TIME_SAMPLING
+    assert choices["data.cycle_frames"] == hmcqu_data.CYCLE_FRAMES
+    config = hmcqu.get_config()
+    config.data.spatial = "bicubic"
+    config.data.cycle_frames = "all"
+    with pytest.raises(ConfigError) as e:
+        config_check.check_config(config)
+    lines = str(e.value).splitlines()
+    assert "data.spatial = 'bicubic': must be one of 'ref21', 'area'" in lines
+    assert "data.cycle_frames = 'all': must be one of 'ref21', 'inclusive'" in lines
+    config_check.check_config(camus.get_config())  # CAMUS has none of them: the CycleSpec defaults
