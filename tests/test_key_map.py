@@ -116,6 +116,24 @@ def test_errors_name_keys_and_shapes_and_leave_the_model_untouched(fixture_state
     chex.assert_trees_all_equal(_params(model), before)
 
 
+def test_a_state_of_another_size_is_one_line_with_counts(fixture_state):
+    """The small_d1121 state into the tiny model: 88 misshaped and 14 unexpected keys, in one line."""
+    model = _abstract(uniformer_config("tiny"))
+    with pytest.raises(KeyMapError) as info:
+        load_uniformer_weights(model, fixture_state)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(
+        "UniFormer state does not fit UniFormer: shape mismatches (88): blocks1.0.attn.bias: UniFormer state "
+        "has (64,), model expects (16,) (torch layout; NNX blocks1.0.attn.bias (16,)); "
+    )
+    assert (
+        message.count(": UniFormer state has ") == 5
+        and "; ... and 83 more; unexpected keys (14): " in message
+    )
+    assert message.endswith("blocks3.1.mlp.fc1.bias, ... and 9 more")
+
+
 def test_every_target_is_set(fixture_state):
     model = _abstract(uniformer_config("small_d1121"))
     targets = torch_to_nnx_map(model)
@@ -177,7 +195,7 @@ def test_load_coreecho_checkpoint_layout(tiny_keys):
     np.testing.assert_array_equal(
         model.encoder.blocks4[0].mlp.fc2.bias[...], model_state["module.blocks4.0.mlp.fc2.bias"]
     )
-    msg = r"head state does not fit RegressionHead:\n  missing keys \(2\): 6.bias, 6.weight"
+    msg = r"^head state does not fit RegressionHead: missing keys \(2\): 6.bias, 6.weight$"  # one line
     with pytest.raises(KeyMapError, match=msg):
         load_head_weights(model.head, {k: v for k, v in ckpt.head.items() if not k.startswith("6.")})
     assert issubclass(KeyMapError, CheckpointError)

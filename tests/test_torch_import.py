@@ -9,10 +9,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from coreecho_jax.checkpoints.torch_import import import_pth, main, restore_imported
+from coreecho_jax.checkpoints.key_map import KeyMapError
+from coreecho_jax.checkpoints.torch_import import import_pth, main, restore_imported, save_imported
+from coreecho_jax.checkpoints.torch_pth import read_state_dicts
+from coreecho_jax.errors import CheckpointError
 from coreecho_jax.models.coreecho import CoReEcho
 from coreecho_jax.models.uniformer import UniFormer
 from tests.paths import FIXTURES
+from tests.test_torch_pth import write_state_dict_pth
 
 CKPT = FIXTURES / "checkpoints"
 TINY_HEAD_DIM = 16  # the fixtures' head_dim (not visible in the weights)
@@ -176,3 +180,32 @@ def test_cli_flags_are_absl_flags_like_main(tmp_path, capsys):
     assert main(argv[:2]) == 2
     assert "--out" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_damaged_imported_weights_are_one_checkpoint_error_line(tmp_path):
+    out = save_imported(
+        *import_pth(CKPT / "tiny_coreecho_best.pth", head_dim=TINY_HEAD_DIM), tmp_path / "imp"
+    )
+    data = [p for p in (out / "model" / "ocdbt.process_0" / "d").iterdir() if p.stat().st_size > 64_000]
+    assert data  # the weights' data files (the metadata stays readable)
+    for path in data:
+        path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size))
+    with pytest.raises(CheckpointError) as info:
+        restore_imported(out)
+    message = str(info.value)
+    assert message.startswith(
+        f"{out / 'model'}: unreadable (damaged) weights (ValueError: FAILED_PRECONDITION: "
+    )
+    assert message.endswith("); import the .pth again") and "\n" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # no chained traceback
+
+
+def test_a_pth_that_does_not_fit_names_the_file(tmp_path):
+    """A state_dict without its last stage: the inference error, in one line after the file name."""
+    ckpt = read_state_dicts(CKPT / "tiny_k400_flat.pth")
+    partial = {k: v for k, v in ckpt.encoder.items() if not k.startswith("blocks4.")}
+    with pytest.raises(KeyMapError) as info:
+        import_pth(write_state_dict_pth(tmp_path / "partial.pth", partial), head_dim=TINY_HEAD_DIM)
+    assert str(info.value) == (
+        f"{tmp_path / 'partial.pth'}: blocks4: expected block indices 0..n-1, found []"
+    )

@@ -75,6 +75,20 @@ def _write_zip(
     return path
 
 
+_STORAGES = {np.dtype(np.float32): "FloatStorage", np.dtype(np.int64): "LongStorage"}
+
+
+def write_state_dict_pth(path: Path, state: dict[str, np.ndarray]) -> Path:
+    """A zip ``.pth`` of a flat state_dict (float32 / int64 arrays), as ``torch.save(state_dict)`` writes."""
+    entries, storages = {}, {}
+    for i, (key, array) in enumerate(state.items()):
+        array = np.ascontiguousarray(array)
+        strides = tuple(s // array.itemsize for s in array.strides)
+        entries[key] = _tensor_ops(_STORAGES[array.dtype], str(i), array.size, 0, array.shape, strides)
+        storages[str(i)] = array.astype(array.dtype.newbyteorder("<")).tobytes()
+    return _write_zip(path, _dict_pkl(entries), storages)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Fixture files.
 # ----------------------------------------------------------------------------------------------------------

@@ -160,6 +160,15 @@ def _matches(key: str, patterns: frozenset[str]) -> bool:
     return any(fnmatch.fnmatchcase(key, p) for p in patterns)
 
 
+#: How many keys a :class:`KeyMapError` lists per kind of problem (the count says how many there are).
+LISTED = 5
+
+
+def _listed(items: list[str], sep: str) -> str:
+    more = f"{sep}... and {len(items) - LISTED} more" if len(items) > LISTED else ""
+    return sep.join(items[:LISTED]) + more
+
+
 def load_torch_state(
     module: nnx.Module,
     state: Mapping[str, np.ndarray],
@@ -168,12 +177,13 @@ def load_torch_state(
     ignore: frozenset[str] = frozenset(),
     what: str = "checkpoint",
 ) -> LoadReport:
-    """Copy a torch-named state into ``module`` in place; exhaustive and all-or-nothing (module docstring)."""
+    """Copy a torch-named state into ``module`` in place; exhaustive and all-or-nothing (module docstring).
+
+    A state that does not fit is a :class:`KeyMapError` of one line: each kind of problem with its count
+    and the first :data:`LISTED` keys."""
     targets = torch_to_nnx_map(module, renames=renames)
     missing = [k for k in targets if k not in state]
-    problems = []
-    if missing:
-        problems.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
+    reshaped, not_float = [], []
     converted: dict[str, np.ndarray] = {}
     for key, target in targets.items():
         if key not in state:
@@ -181,22 +191,30 @@ def load_torch_state(
         array = np.asarray(state[key])
         if tuple(array.shape) != target.torch_shape:
             nnx_name = ".".join(map(str, target.path))
-            problems.append(
-                f"shape mismatch for {key}: {what} has {tuple(array.shape)}, model expects "
-                f"{target.torch_shape} (torch layout; NNX {nnx_name} {tuple(target.variable.shape)})"
+            reshaped.append(
+                f"{key}: {what} has {tuple(array.shape)}, model expects {target.torch_shape} "
+                f"(torch layout; NNX {nnx_name} {tuple(target.variable.shape)})"
             )
             continue
         if not np.issubdtype(array.dtype, np.floating):
-            problems.append(f"{key}: expected a floating-point array, got dtype {array.dtype}")
+            not_float.append(f"{key}: expected a floating-point array, got dtype {array.dtype}")
             continue
         converted[key] = target.from_torch(array)
     unused = [k for k in state if k not in targets]
     ignored = sorted(k for k in unused if _matches(k, ignore))
     unexpected = sorted(set(unused) - set(ignored))
-    if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
+    problems = [
+        f"{kind} ({len(items)}): {_listed(items, sep)}"
+        for kind, items, sep in (
+            ("missing keys", missing, ", "),
+            ("shape mismatches", reshaped, "; "),
+            ("not floating-point", not_float, "; "),
+            ("unexpected keys", unexpected, ", "),
+        )
+        if items
+    ]
     if problems:
-        raise KeyMapError(f"{what} does not fit {type(module).__name__}:\n  " + "\n  ".join(problems))
+        raise KeyMapError(f"{what} does not fit {type(module).__name__}: " + "; ".join(problems))
     for key, target in targets.items():
         target.variable.set_value(jnp.asarray(converted[key], dtype=target.variable.dtype))
     return LoadReport(loaded=tuple(targets), ignored=tuple(ignored))

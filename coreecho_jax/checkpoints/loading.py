@@ -3,6 +3,9 @@
 * ``initialize_from(model, path)``: weights into an existing model from a PyTorch ``.pth`` (Kinetics-400
   UniFormer or CoReEcho ``best.pth``, through the safe reader and the exhaustive key map), a folder
   written by ``python -m coreecho_jax.checkpoints.torch_import``, or a run workdir (its best epoch).
+  A checkpoint of another UniFormer architecture than ``model`` is an
+  :class:`~coreecho_jax.checkpoints.architecture.ArchitectureMismatchError` naming both and the
+  ``model.preset`` that selects the checkpoint's; a damaged one is skipped or named (see ``manager``).
 * ``load_for_inference(config, path)``: the model a ``--checkpoint`` names, built with the architecture
   the checkpoint itself records where it records one.
 """
@@ -14,7 +17,7 @@ from pathlib import Path
 import ml_collections
 from flax import nnx
 
-from coreecho_jax.checkpoints import key_map, saved_config, torch_import, torch_pth
+from coreecho_jax.checkpoints import architecture, key_map, saved_config, torch_import, torch_pth
 from coreecho_jax.checkpoints.manager import RunCheckpoints, load_model_state_dict, model_state_dict
 from coreecho_jax.errors import CheckpointError
 from coreecho_jax.models.coreecho import CoReEcho, build_model
@@ -56,10 +59,14 @@ def initialize_from(model: CoReEcho, path: str | Path | None) -> str:
         )
     if path.is_file():
         ckpt = torch_pth.read_state_dicts(path)
-        if ckpt.head is not None:
-            key_map.load_coreecho_weights(model, ckpt.encoder, ckpt.head)
-            return f"{path} (encoder and regression head, {ckpt.meta.get('format')})"
-        key_map.load_uniformer_weights(model.encoder, ckpt.encoder)
+        architecture.check_pth_fits(path, ckpt.encoder, ckpt.head, model.encoder)
+        try:
+            if ckpt.head is not None:
+                key_map.load_coreecho_weights(model, ckpt.encoder, ckpt.head)
+                return f"{path} (encoder and regression head, {ckpt.meta.get('format')})"
+            key_map.load_uniformer_weights(model.encoder, ckpt.encoder)
+        except key_map.KeyMapError as e:
+            raise type(e)(f"{path}: {e}") from None
         return f"{path} (encoder; the head keeps its initialisation)"
     if (path / torch_import.CONFIG_FILE).is_file():
         imported = torch_import.restore_imported(path)

@@ -17,7 +17,8 @@ Command line (absl flags, as ``main.py``)::
 writes ``DIR/model`` (Orbax ``StandardCheckpointer``: the model's parameters and BatchNorm statistics as
 ``nnx.to_pure_dict``; dropout RNG state is not saved, it is not part of a torch file) and
 ``DIR/model_config.json`` (architecture, source, checkpoint meta, key report). :func:`restore_imported`
-rebuilds the model from the JSON and restores the weights.
+rebuilds the model from the JSON and restores the weights; damaged weights are one
+:class:`~coreecho_jax.errors.CheckpointError` line naming the folder and the first unreadable array.
 """
 
 from __future__ import annotations
@@ -41,7 +42,12 @@ from coreecho_jax.checkpoints.key_map import (
     load_coreecho_weights,
     load_uniformer_weights,
 )
-from coreecho_jax.checkpoints.manager import load_model_state_dict, model_state_dict
+from coreecho_jax.checkpoints.manager import (
+    damage_reason,
+    load_model_state_dict,
+    model_state_dict,
+    quiet_abandoned_reads,
+)
 from coreecho_jax.checkpoints.torch_pth import (
     CheckpointFormatError,
     CheckpointNotFoundError,
@@ -146,26 +152,31 @@ def import_pth(
       KeyMapError: the weights do not fit the inferred model (message lists missing/unexpected keys).
     """
     ckpt = read_state_dicts(path, allow_namespace=allow_namespace)
-    if ckpt.head is not None:
-        if with_classifier:
-            raise CheckpointError(f"{path}: a CoReEcho checkpoint has no Kinetics classifier to load")
-        model_type = "coreecho"
-        config = infer_uniformer_config(ckpt.encoder, head_dim=head_dim, **config_overrides, num_classes=None)
-    else:
-        model_type = "uniformer"
-        config = infer_uniformer_config(ckpt.encoder, head_dim=head_dim, **config_overrides)
-        if with_classifier and config.num_classes is None:
-            raise KeyMapError(f"{path}: with_classifier=True but the state_dict has no head.weight")
-        if not with_classifier:
-            config = dataclasses.replace(config, num_classes=None)
-    model = _abstract_model(model_type, config)
-    if model_type == "coreecho":
-        enc, head = load_coreecho_weights(model, ckpt.encoder, ckpt.head)
-        loaded = enc.loaded + tuple(f"regressor.{k}" for k in head.loaded)
-        ignored = enc.ignored + tuple(f"regressor.{k}" for k in head.ignored)
-    else:
-        enc = load_uniformer_weights(model, ckpt.encoder)
-        loaded, ignored = enc.loaded, enc.ignored
+    try:
+        if ckpt.head is not None:
+            if with_classifier:
+                raise CheckpointError("a CoReEcho checkpoint has no Kinetics classifier to load")
+            model_type = "coreecho"
+            config = infer_uniformer_config(
+                ckpt.encoder, head_dim=head_dim, **config_overrides, num_classes=None
+            )
+        else:
+            model_type = "uniformer"
+            config = infer_uniformer_config(ckpt.encoder, head_dim=head_dim, **config_overrides)
+            if with_classifier and config.num_classes is None:
+                raise KeyMapError("with_classifier=True but the state_dict has no head.weight")
+            if not with_classifier:
+                config = dataclasses.replace(config, num_classes=None)
+        model = _abstract_model(model_type, config)
+        if model_type == "coreecho":
+            enc, head = load_coreecho_weights(model, ckpt.encoder, ckpt.head)
+            loaded = enc.loaded + tuple(f"regressor.{k}" for k in head.loaded)
+            ignored = enc.ignored + tuple(f"regressor.{k}" for k in head.ignored)
+        else:
+            enc = load_uniformer_weights(model, ckpt.encoder)
+            loaded, ignored = enc.loaded, enc.ignored
+    except CheckpointError as e:  # one line that names the file
+        raise type(e)(f"{path}: {e}") from None
     _finish_model(model)
     info = ImportInfo(
         source=str(path),
@@ -221,8 +232,17 @@ def restore_imported(directory: str | Path) -> nnx.Module:
         raise CheckpointFormatError(f"{cfg_path}: unsupported format_version {spec.get('format_version')!r}")
     config = UniFormerConfig(**spec["uniformer_config"])
     model = _abstract_model(spec["model_type"], config)
-    with ocp.StandardCheckpointer() as checkpointer:
-        restored = checkpointer.restore(directory / STATE_DIR, model_state_dict(model))
+    quiet_abandoned_reads()
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            restored = checkpointer.restore(directory / STATE_DIR, model_state_dict(model))
+    except Exception as e:  # damage_reason decides; anything else is raised as it is
+        reason = damage_reason(e, directory)
+        if reason is None:
+            raise
+        raise CheckpointError(
+            f"{directory / STATE_DIR}: unreadable (damaged) weights ({reason}); import the .pth again"
+        ) from None
     load_model_state_dict(model, restored)
     return _finish_model(model)
 
