@@ -63,7 +63,7 @@ import jax
 import jax.numpy as jnp
 
 from bench import official
-from coreecho_jax.losses import rnc
+from coreecho_jax.losses import rnc, rnc_sorted
 
 OFFICIAL = official.OFFICIAL
 # form name -> rnc._rnc_flat implementation string
@@ -176,13 +176,13 @@ def breakdown_steps(n: int, dim: int) -> dict[str, tuple]:
     weights = jnp.asarray(np.random.default_rng(n + 1).normal(size=(n, n)).astype(np.float32))
     tau = jnp.float32(2.0)
     logits = rnc._logits(x, valid, tau, "l2", "auto")
-    block = rnc._row_block(n)
+    block = rnc_sorted.row_block(n)
 
     def distances(x):
         return jnp.sum(weights * rnc._logits(x, valid, tau, "l2", "auto"))
 
     def label_order(logits):
-        return rnc._label_order_term_sum(logits, y, valid, "auto", block)
+        return rnc_sorted.label_order_term_sum(logits, y, valid, "auto", block)
 
     return {
         "loss": (make_step("sorted"), (x, y[:, None])),

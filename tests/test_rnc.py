@@ -18,7 +18,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from coreecho_jax.losses import rnc
+from coreecho_jax.losses import rnc, rnc_sorted
 from tests.paths import FIXTURES, REPO
 
 CASES_FILE = FIXTURES / "rnc" / "rnc_cases.npz"
@@ -225,7 +225,7 @@ def test_large_batch_stable_fallback(monkeypatch):
     """Scalar-label sorted form on a row spread too wide for its direct path: above FALLBACK_PAIRWISE_MAX_ROWS
     the fallback is the per-anchor sort. The threshold is lowered so a small batch exercises it (a
     20-row shape no other test uses, so no executable traced with the default is reused)."""
-    monkeypatch.setattr(rnc, "FALLBACK_PAIRWISE_MAX_ROWS", 8)
+    monkeypatch.setattr(rnc_sorted, "FALLBACK_PAIRWISE_MAX_ROWS", 8)
     x, y, valid = _standard_batch(120)
     x, y, valid = x[:20], y[:20], valid[:20]
     x = x.at[3].multiply(300.0)  # spread >> 60 at tau = 1
