@@ -94,12 +94,13 @@ class Process:
         return "\n".join(lines)[-chars:]
 
 
-def wait_all(procs: list[Process], timeout: float) -> list[int]:
-    """Waits for every process (at most ``timeout`` s) and returns their exit codes. The first that
-    fails stops the others (they would wait in a collective), and the test fails showing its log."""
+def wait_all(procs: list[Process], timeout: float, *, stop_at_failure: bool = False) -> list[int]:
+    """Waits for every process (at most ``timeout`` s) and returns their exit codes; a process still
+    running then is killed and the test fails showing the logs. ``stop_at_failure``: the first process
+    that fails stops the others at once (they would wait in a collective until JAX's timeout)."""
     deadline = time.time() + timeout
     while time.time() < deadline and any(p.popen.poll() is None for p in procs):
-        if any(p.popen.poll() not in (None, 0) for p in procs):
+        if stop_at_failure and any(p.popen.poll() not in (None, 0) for p in procs):
             break
         time.sleep(0.5)
     stopped = [p.name for p in procs if p.popen.poll() is None]
@@ -114,7 +115,7 @@ def wait_all(procs: list[Process], timeout: float) -> list[int]:
 
 
 def assert_all_succeeded(procs: list[Process], timeout: float) -> None:
-    codes = wait_all(procs, timeout)
+    codes = wait_all(procs, timeout, stop_at_failure=True)
     failed = [p for p, code in zip(procs, codes) if code != 0]
     if failed:
         pytest.fail("failed: " + "\n\n".join(f"{p.name}:\n{p.tail()}" for p in failed))

@@ -7,7 +7,8 @@ default threefry: on XLA:CPU every threefry draw compiles into a large unrolled 
 building a tiny UniFormer take ~45 s and compiling a train-mode forward ~20 s on 2 shared cores, against
 ~8 s and ~5 s with 'rbg' (2026-11-27). The streams differ from threefry's and, per JAX's documentation,
 'rbg' bits are not guaranteed identical across backends or JAX versions; pass ``impl='threefry2x32'``
-where bit-reproducibility across machines matters.
+where bit-reproducibility across machines matters. ``device_put`` places a tree holding keys, also on
+the devices of several processes.
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ def start(config: ml_collections.ConfigDict, *, mode: str | None = None) -> None
             f"run.distributed=True: JAX refused the multi-host settings {settings}: {e}"
         ) from None
     except RuntimeError as e:
-        if jax.distributed.is_initialized():
+        if "before any JAX calls" not in str(e):  # e.g. the coordinator's port in use: JAX's own words
             raise
         raise ConfigError(
             "run.distributed=True: JAX was already in use in this process, so its multi-host runtime "
