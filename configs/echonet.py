@@ -97,6 +97,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.run = ml_collections.ConfigDict()
     c.run.stages = "1,2"  # which stages to run; a later run may add stage 2 into the same workdir
     c.run.log_every = 10  # steps between train scalars in metrics.jsonl and TensorBoard
-    c.run.distributed = False  # jax.distributed.initialize() for multi-host runs
+    c.run.distributed = False  # several hosts (README: Several hosts): start jax.distributed first
+    c.run.coordinator = ""  # "host:port" of process 0; "": from JAX_COORDINATOR_ADDRESS or SLURM / MPI
+    c.run.num_processes = -1  # processes in the run; -1: from JAX_NUM_PROCESSES or SLURM / MPI
+    c.run.process_id = -1  # this process, 0..num_processes-1; -1: from JAX_PROCESS_ID or SLURM / MPI
     c.run.max_steps_per_epoch = 0  # >0 truncates epochs (smoke tests only)
     return c

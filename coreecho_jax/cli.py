@@ -92,7 +92,9 @@ def run(
     allow_config_change: bool = False,
     splits: str | None = None,
 ) -> dict:
-    """Checks the config, then dispatches ``--mode``: train | evaluate | predict | data | embed.
+    """Starts the multi-host runtime if ``run.distributed`` (the first JAX call: the config check
+    already asks JAX for its backend), checks the config, then dispatches ``--mode``: train | evaluate
+    | predict | data | embed.
 
     ``--mode=train`` holds the workdir (:func:`coreecho_jax.train.workdir.claim`): one run per workdir,
     resumed only under the config it started with unless ``allow_config_change``.
@@ -101,6 +103,9 @@ def run(
         raise ConfigError(f"--mode={mode}: unknown mode; expected one of {', '.join(MODES)}")
     if mode == "predict" and not video:
         raise ConfigError("--mode=predict needs --video=PATH (an AVI, MP4 or DICOM file)")
+    from coreecho_jax.train import distributed
+
+    distributed.start(config, mode=mode)
     config_check.check_config(config)
     workdir_path = Path(workdir)
     if config_check.is_transfer(config):

@@ -219,8 +219,8 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
     if not isinstance(config, ml_collections.ConfigDict):
         return [f"the config must be an ml_collections.ConfigDict, got {type(config).__name__}"]
     if is_transfer(config):
-        return _transfer_problems(config)
-    problems = _rule_problems(config, RULES, "configs/echonet.py")
+        return _transfer_problems(config) + run_problems(config)
+    problems = _rule_problems(config, RULES, "configs/echonet.py") + run_problems(config)
     try:
         stages = parse_stages(get_field(config, "run.stages", ""))
     except ConfigError as e:
@@ -231,6 +231,51 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
                 "run.stages = '2' needs model.init_from (a stage-1 run's workdir or best checkpoint)"
             )
     return problems + _model_problems(config) + _loss_problems(config)
+
+
+def is_host_port(value: Any) -> bool:
+    """``"host:port"`` with a port in 1..65535 (``"node001:61000"``, ``"[::1]:1234"``)."""
+    host, colon, port = str(value).rpartition(":")
+    return bool(host and colon and port.isdigit() and 0 < int(port) < 65536) and not any(
+        c.isspace() for c in str(value)
+    )
+
+
+def run_problems(config: ml_collections.ConfigDict) -> list[str]:
+    """The multi-host fields of ``config.run`` (no JAX: checked before the multi-host start). Absent
+    fields (configs written before they existed) read as unset: -1 and ""."""
+    distributed = get_field(config, "run.distributed", False)
+    coordinator = get_field(config, "run.coordinator", "")
+    num = get_field(config, "run.num_processes", -1)
+    pid = get_field(config, "run.process_id", -1)
+    problems = []
+    if not isinstance(distributed, bool):
+        problems.append(f"run.distributed = {distributed!r}: must be True or False")
+    if not isinstance(coordinator, str) or (coordinator and not is_host_port(coordinator)):
+        problems.append(f"run.coordinator = {coordinator!r}: must be HOST:PORT of process 0, or '' (unset)")
+    if not (_is_int(num) and (num == -1 or num >= 1)):
+        problems.append(f"run.num_processes = {num!r}: must be an integer >= 1, or -1 (unset)")
+    if not (_is_int(pid) and pid >= -1):
+        problems.append(f"run.process_id = {pid!r}: must be an integer >= 0, or -1 (unset)")
+    elif _is_int(num) and num >= 1 and pid >= num:
+        problems.append(f"run.process_id = {pid}: must be < run.num_processes = {num}")
+    given = [
+        f"run.{k}"
+        for k, v in (("coordinator", coordinator), ("num_processes", num), ("process_id", pid))
+        if v not in ("", -1)
+    ]
+    if distributed is False and given:
+        problems.append(
+            f"{', '.join(given)} set but run.distributed = False: set --config.run.distributed=True"
+        )
+    return problems
+
+
+def check_run(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError with one line per problem of the multi-host fields (:func:`run_problems`)."""
+    problems = run_problems(config)
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def _model_problems(config: ml_collections.ConfigDict) -> list[str]:

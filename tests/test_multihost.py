@@ -1,86 +1,52 @@
-"""Two real JAX processes (2 CPU devices each, gloo collectives) end like one process with 4 devices.
+"""``main.py`` as 2 JAX processes (2 CPU devices each, gloo collectives) ends like 1 process with 4 devices.
 
-A tiny run (two stage-1 steps, one stage-2 step, validation each epoch, the test protocol) in
-``tests/multihost_worker.py``: once as 2 processes x 2 devices, once as 1 process x 4 devices, all
-three processes at the same time. Every process must report the same summary, process 0 must write
-strict JSON and the per-video CSV, and the test predictions of every video must match the
-one-process run to float32 rounding.
+The processes are given their multi-host settings explicitly, as on machines without a cluster
+manager: process 0 by ``--config.run.coordinator/num_processes/process_id``, process 1 by the
+``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` environment. A tiny run (two
+stage-1 steps, one stage-2 step, validation each epoch, the test protocol) goes once as 2 processes x
+2 devices into one shared workdir and once as 1 process x 4 devices, all three processes at the same
+time. Process 0 must write strict JSON and the per-video CSV, and the test predictions of every video
+must match the one-process run to float32 rounding.
 """
-
-import csv
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from coreecho_jax.data import echonet_tfds, synthetic
-from tests.paths import REPO
-
-WORKER = REPO / "tests" / "multihost_worker.py"
-# Fast CPU compilation (the run is compile-bound); the same flags for both runs, so the same numerics.
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+from tests.multihost_procs import Process, assert_all_succeeded, clean_env, free_port, read_csv, strict_json
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
+def tiny_run(root, data_dir, workdir) -> list[str]:
+    """The demo config cut to seconds: 4-frame 32x32 clips, one full-batch step per epoch, no dropout.
 
-
-def _start(process_id, num_processes, devices, port, root, data_dir, workdir):
-    env = dict(os.environ, XLA_FLAGS=FAST_COMPILE, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
-    args = [str(a) for a in (process_id, num_processes, devices, port, root, data_dir, workdir)]
-    log = open(workdir.parent / f"{workdir.name}_{process_id}.log", "w")  # noqa: SIM115 (closed by the caller)
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), *args], cwd=REPO, env=env, stdout=log, stderr=log
-    ), log
-
-
-def _log_tail(path: Path, chars: int = 3000) -> str:
-    """The end of a worker's log without native stack frames (lines ``    @ 0x...``)."""
-    lines = [line for line in path.read_text().splitlines() if not line.startswith("    @")]
-    return "\n".join(lines)[-chars:]
-
-
-def _wait_all(procs, timeout: float) -> None:
-    """Waits for every process; the first that fails stops the others (they would wait in a collective)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline and any(p.poll() is None for p, _ in procs):
-        if any(p.poll() not in (None, 0) for p, _ in procs):
-            break
-        time.sleep(0.5)
-    failed = [log.name for p, log in procs if p.poll() not in (None, 0)]
-    stopped = [log.name for p, log in procs if p.poll() is None]
-    for p, log in procs:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
-        log.close()
-    if failed or stopped:
-        tails = "\n\n".join(f"{name}:\n{_log_tail(Path(name))}" for name in failed)
-        pytest.fail(f"failed: {failed}; stopped (timeout or a failed peer): {stopped}\n{tails}")
-
-
-def _strict_json(path: Path) -> dict:
-    def refuse(token):
-        raise AssertionError(f"{path} holds the non-standard JSON token {token}")
-
-    return json.loads(path.read_text(), parse_constant=refuse)
-
-
-def _csv(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    The global batch holds every training video (8), so each step sees the same videos whatever the
+    number of processes, and without dropout a run does not depend on how rows fall on devices.
+    """
+    overrides = {
+        "data.root": root,
+        "data.data_dir": data_dir,
+        "data.synthetic.enabled": False,
+        "data.frames": 4,
+        "data.image_size": 32,
+        "data.shuffle_buffer": 16,
+        "model.dropout": 0.0,
+        "model.head_dropout": 0.0,
+        "stage1.epochs": 2,
+        "stage1.batch_size": 8,
+        "stage1.lr_decay_epoch": 1,
+        "stage2.epochs": 1,
+        "stage2.batch_size": 8,
+        "eval.batch_size": 4,
+        "eval.bootstrap": 50,
+        "run.log_every": 1,
+    }
+    return ["--config=configs/demo.py", f"--workdir={workdir}"] + [
+        f"--config.{k}={v}" for k, v in overrides.items()
+    ]
 
 
 @pytest.mark.slow
-def test_two_processes_evaluate_like_one(tmp_path):
+def test_two_main_processes_with_explicit_settings_evaluate_like_one(tmp_path):
     root, data_dir = tmp_path / "root", tmp_path / "tfds"
     # 8 training videos (one full batch: every step sees the same videos however processes split
     # them), 3 validation and 5 test videos (2 processes x 2 per batch: padded rows and a blank batch).
@@ -89,17 +55,27 @@ def test_two_processes_evaluate_like_one(tmp_path):
     )
     echonet_tfds.prepare_echonet(root, data_dir, workers=1)  # once, before the processes read it
     multi, single = tmp_path / "multi", tmp_path / "single"
-    port, port1 = _free_port(), _free_port()
-    procs = [_start(i, 2, 2, port, root, data_dir, multi) for i in range(2)]
-    procs.append(_start(0, 1, 4, port1, root, data_dir, single))
-    _wait_all(procs, timeout=1200)
+    coordinator = f"localhost:{free_port()}"
+    by_flags = ["--config.run.distributed=True", f"--config.run.coordinator={coordinator}"]
+    by_flags += ["--config.run.num_processes=2", "--config.run.process_id=0"]
+    by_env = {"JAX_COORDINATOR_ADDRESS": coordinator, "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}
+    procs = [
+        Process("p0", tiny_run(root, data_dir, multi) + by_flags, clean_env(devices=2), tmp_path),
+        Process(
+            "p1",
+            tiny_run(root, data_dir, multi) + ["--config.run.distributed=True"],
+            clean_env(devices=2, **by_env),
+            tmp_path,
+        ),
+        Process("single", tiny_run(root, data_dir, single), clean_env(devices=4), tmp_path),
+    ]
+    assert_all_succeeded(procs, timeout=1200)
 
-    # Every process computed the same summary from the gathered predictions; process 0 wrote the files.
-    summaries = [_strict_json(multi / f"summary_{i}.json") for i in range(2)]
-    assert summaries[0] == summaries[1]
-    saved = _strict_json(multi / "results.json")
-    assert saved == summaries[0] and saved["n"] == 5 and saved["clips_per_video"] == 3
-    reference = _strict_json(single / "results.json")
+    # Process 0 alone reports: the test table is printed once.
+    assert "Test results (" in procs[0].stdout and "Test results (" not in procs[1].stdout
+    saved = strict_json(multi / "results.json")
+    assert saved["n"] == 5 and saved["clips_per_video"] == 3
+    reference = strict_json(single / "results.json")
     for key in ("mae", "rmse", "mae_ci_low", "mae_ci_high", "stage1_best_val_mae", "stage2_best_val_mae"):
         np.testing.assert_allclose(saved[key], reference[key], rtol=1e-4, err_msg=key)
     np.testing.assert_allclose(saved["r2"], reference["r2"], atol=1e-4)
@@ -109,7 +85,8 @@ def test_two_processes_evaluate_like_one(tmp_path):
     )
 
     # Each test video once, in file-name order, with the same starts, labels and clip predictions.
-    rows, ref_rows = _csv(multi / "test_predictions_final.csv"), _csv(single / "test_predictions_final.csv")
+    rows = read_csv(multi / "test_predictions_final.csv")
+    ref_rows = read_csv(single / "test_predictions_final.csv")
     names = [r["FileName"] for r in rows]
     assert names == [r["FileName"] for r in ref_rows] == sorted(names)
     assert len(set(names)) == 5

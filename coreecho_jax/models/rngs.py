@@ -7,12 +7,14 @@ default threefry: on XLA:CPU every threefry draw compiles into a large unrolled 
 building a tiny UniFormer take ~45 s and compiling a train-mode forward ~20 s on 2 shared cores, against
 ~8 s and ~5 s with 'rbg' (2026-11-27). The streams differ from threefry's and, per JAX's documentation,
 'rbg' bits are not guaranteed identical across backends or JAX versions; pass ``impl='threefry2x32'``
-where bit-reproducibility across machines matters.
+where bit-reproducibility across machines matters. ``device_put`` places a tree holding keys, also on
+the devices of several processes.
 """
 
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,5 +51,22 @@ def reseed(node: nnx.Module, seed: int, *, stream: str = "dropout") -> None:
             if old.shape:
                 key = jax.random.split(key, old.shape)
             count = jnp.zeros(old.shape, jnp.uint32)
-            value.key[...] = jax.device_put(key, old.sharding)  # keep the placement (e.g. replicated)
+            value.key[...] = device_put(key, old.sharding)  # keep the placement (e.g. replicated)
             value.count[...] = jax.device_put(count, value.count[...].sharding)
+
+
+def device_put(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+    """``jax.device_put(tree, sharding)`` that also places PRNG key arrays (the dropout streams) on a
+    sharding spanning several processes, which jax 0.10's ``device_put`` refuses for keys: a key array
+    travels as its raw ``key_data`` and is wrapped again with its own implementation."""
+    leaves, treedef = jax.tree.flatten(tree)
+    is_key = [
+        isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) for x in leaves
+    ]
+    raw = [jax.random.key_data(x) if key else x for x, key in zip(leaves, is_key)]
+    placed = jax.device_put(raw, sharding)
+    out = [
+        jax.random.wrap_key_data(p, impl=jax.random.key_impl(x)) if key else p
+        for x, p, key in zip(leaves, placed, is_key)
+    ]
+    return jax.tree.unflatten(treedef, out)

@@ -39,8 +39,8 @@ from coreecho_jax.evaluation.evaluator import Evaluator, PredictFn
 from coreecho_jax.evaluation.results import format_results, json_ready, write_json
 from coreecho_jax.models import build_model
 from coreecho_jax.models import rngs as rng_lib
+from coreecho_jax.train import distributed, preflight, steps
 from coreecho_jax.train import mesh as mesh_lib
-from coreecho_jax.train import preflight, steps
 from coreecho_jax.train import workdir as workdir_lib
 from coreecho_jax.train.writer import MetricWriter
 
@@ -135,7 +135,7 @@ class Trainer:
         self.config = config
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        mesh_lib.initialize_distributed(bool(config.run.distributed))
+        distributed.start(config)  # a no-op after main.py's start
         self.mesh = mesh_lib.make_mesh()
         from coreecho_jax.data import datasets  # TensorFlow loads here, after the workdir guard
 
@@ -385,12 +385,13 @@ def run_in_workdir(
     *,
     allow_config_change: bool = False,
 ) -> dict:
-    """``run(config, workdir)`` after the config check, holding the workdir (:func:`workdir_lib.claim`:
-    one run at a time, ``config.json`` written once, a resume only under the same config unless
+    """``run(config, workdir)`` after the multi-host start (:func:`distributed.start`, before any other
+    JAX call) and the config check, holding the workdir (:func:`workdir_lib.claim`: one run at a time,
+    ``config.json`` written once by process 0, a resume only under the same config unless
     ``allow_config_change``). Shared by CoReEcho training and the transfer experiments."""
+    distributed.start(config)
     config_check.check_config(config)
     workdir = Path(workdir)
-    mesh_lib.initialize_distributed(bool(config.run.distributed))
     with workdir_lib.claim(
         workdir, config, allow_config_change=allow_config_change, primary=jax.process_index() == 0
     ):
@@ -419,6 +420,7 @@ def evaluate_checkpoint(
     config: ml_collections.ConfigDict, workdir: str | Path, checkpoint: str | None
 ) -> dict:
     """The test protocol on any checkpoint: a run workdir, an imported folder or a CoReEcho ``.pth``."""
+    distributed.start(config)  # before loading the model touches JAX
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     source = checkpoint or workdir

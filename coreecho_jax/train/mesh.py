@@ -1,6 +1,6 @@
 """The one mesh helper: a 1-D ``data`` mesh over every device, batches sharded on it, state replicated.
 
-The same code runs on one CPU, on 8 GPUs, or on many hosts (after ``jax.distributed.initialize()``):
+The same code runs on one CPU, on 8 GPUs, or on many hosts (after ``distributed.start``):
 each host feeds its local slice of the global batch, ``jax.make_array_from_process_local_data`` builds
 the global array, and everything under ``jit`` (the RnC loss, BatchNorm statistics) sees the global batch.
 """
@@ -17,14 +17,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from coreecho_jax.errors import ConfigError
+from coreecho_jax.models import rngs as rng_lib
 
 DATA_AXIS = "data"
-
-
-def initialize_distributed(enabled: bool) -> None:
-    """Starts JAX's multi-host runtime when asked (coordinator from the environment, e.g. SLURM)."""
-    if enabled and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
 
 
 def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
@@ -70,8 +65,8 @@ def shard_batch(batch: dict[str, Any], mesh: jax.sharding.Mesh) -> dict[str, Any
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-    """Places every array of ``tree`` on all devices of ``mesh`` (parameters, optimizer state)."""
-    return jax.device_put(tree, replicated(mesh))
+    """Places every array of ``tree`` on all devices of ``mesh`` (parameters, optimizer state, keys)."""
+    return rng_lib.device_put(tree, replicated(mesh))
 
 
 def host_local_fn(

@@ -55,6 +55,9 @@ RESULT_NEUTRAL_FIELDS = frozenset(
         "run.stages",
         "run.log_every",
         "run.distributed",
+        "run.coordinator",  # per job and per process (multi-host settings)
+        "run.num_processes",
+        "run.process_id",
         "transfer.folds",  # a transfer run may add folds into the same workdir
         "transfer.probe_random_encoder",  # a permission: the run is the same with or without it
     }
