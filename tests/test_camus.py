@@ -91,6 +91,26 @@ def test_frames_run_ed_to_es_whatever_the_stored_order(root_2023):
         assert frames[0][strip].mean() + 20 < frames[-1][strip].mean()
 
 
+def test_the_2023_segmentation_gives_the_lv_of_every_frame_ed_to_es(root_2023, root_2019, tmp_path):
+    ds = read_camus(root_2023)
+    for rec in ds:
+        masks = rec.lv_masks()
+        assert rec.gt_path.name == f"{rec.patient}_4CH_half_sequence_gt.nii.gz"
+        np.testing.assert_array_equal(
+            masks, _drawn(CFG_2023, rec.patient)[1]
+        )  # ED first, stored order undone
+    with pytest.raises(CamusError, match="segments ED and ES only"):
+        read_camus(root_2019).records[0].lv_masks()
+    root = _copy(root_2023, tmp_path)
+    rec = read_camus(root)["patient0002"]
+    stored = sitk.GetArrayFromImage(sitk.ReadImage(str(rec.gt_path)))
+    sitk.WriteImage(sitk.GetImageFromArray(stored[:-1]), str(rec.gt_path))
+    with pytest.raises(
+        CamusError, match=f"{rec.nb_frames - 1} frames of 40 x 40 px, the sequence has {rec.nb_frames}"
+    ):
+        rec.lv_masks()
+
+
 def test_poor_images_are_visibly_degraded(root_2023):
     ds = read_camus(root_2023)
     diff = {q: [] for q in ("Good", "Medium", "Poor")}

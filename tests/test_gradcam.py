@@ -1,14 +1,18 @@
 """Video Grad-CAM: the split forward is the model's, the map is Grad-CAM by hand, never blank or uniform
-by construction, the LV-focus measure, the pictures and the command.
+by construction, the LV-focus measure, the pictures and the command; Grad-CAM of transfer folds (the
+fold's own clips, normalisation and tested model) and the Fig. 3 figure of three models.
 
-One randomly initialised tiny CoReEcho model and one batch of echo-like 8-frame 32x32 clips serve every
-test (one compilation of the Grad-CAM step).
+One randomly initialised tiny CoReEcho model and one batch of echo-like 8-frame 32x32 clips serve the
+unit tests (one compilation of the Grad-CAM step). The transfer tests train one-epoch quick CAMUS and
+HMC-QU probes from that model, saved as an EchoNet run (a module fixture, ~2 minutes: marked slow).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import shutil
 
 import chex
 import cv2
@@ -19,14 +23,16 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from configs import demo
-from coreecho_jax.analysis import cam_lv, gradcam
+from configs import camus_demo, demo, hmcqu_demo
+from coreecho_jax.analysis import cam_lv, gradcam, runs
 from coreecho_jax.checkpoints.manager import RunCheckpoints, model_state_dict
-from coreecho_jax.data import clips
+from coreecho_jax.data import clips, cycles
 from coreecho_jax.data.synthetic.echonet import read_mask, write_echonet_dataset
 from coreecho_jax.data.video_io import count_frames, read_video
-from coreecho_jax.errors import ConfigError, DataError
+from coreecho_jax.errors import CheckpointError, ConfigError, DataError
 from coreecho_jax.models.coreecho import build_model
+from coreecho_jax.models.head import ClassificationHead, RegressionHead
+from coreecho_jax.transfer import loop
 
 FRAMES, STRIDE, SIZE = 8, 2, 32
 
@@ -67,6 +73,32 @@ def batch(dataset):
 @pytest.fixture(scope="module")
 def cam(model, batch):
     return gradcam.grad_cam(model, batch[0], 2)
+
+
+@pytest.fixture(scope="module")
+def echonet_run(tmp_path_factory, model):
+    """The tiny model saved as a CoReEcho run workdir (config.json + stage-2 best checkpoint)."""
+    run = tmp_path_factory.mktemp("echonet") / "run"
+    run.mkdir()
+    (run / "config.json").write_text(tiny_config().to_json_best_effort())
+    checkpoints = RunCheckpoints(run / "checkpoints" / "stage2", async_save=False)
+    checkpoints.save_best(1, {"model": model_state_dict(model)}, {"epoch": 0})
+    checkpoints.wait()
+    checkpoints.close()
+    return run
+
+
+@pytest.fixture(scope="module")
+def transfer_runs(tmp_path_factory, echonet_run):
+    """Transfer workdirs {"camus", "hmcqu"}: fold 0 of the quick demos probed for one epoch from ``echonet_run``."""
+    workdirs = {}
+    for task, config_module in (("camus", camus_demo), ("hmcqu", hmcqu_demo)):
+        c = config_module.get_config("quick")
+        c.transfer.init = str(echonet_run)
+        c.probe.epochs = 1
+        workdirs[task] = tmp_path_factory.mktemp(task) / "run"
+        loop.run_transfer(c, workdirs[task])
+    return workdirs
 
 
 # ----------------------------------------------------------------------------- the map
@@ -213,6 +245,76 @@ def test_summary_means_over_videos_and_over_each_kind_of_clip():
     assert out["fallback_clips_chance_mean"] == pytest.approx(0.2)
 
 
+def test_summary_splits_true_grad_cam_and_fallback_clips_with_counts_and_ratios():
+    def clip(focus, chance, fallback):
+        return {"start": 0, "focus": focus, "chance": chance, "fallback": fallback}
+
+    rows = [
+        {"focus": 0.3, "chance": 0.1, "clips": [clip(0.2, 0.1, False), clip(0.4, 0.1, True)]},
+        {"focus": 0.5, "chance": 0.2, "clips": [clip(0.5, 0.2, True), clip(float("nan"), 0.2, True)]},
+    ]
+    out = gradcam._summarise(rows)
+    assert (out["clips"], out["fallback_clips"], out["blank_clips"]) == (4, 3, 1)
+    assert out["fallback_share"] == pytest.approx(0.75)
+    assert (out["gradcam_clips_measured"], out["fallback_clips_measured"]) == (
+        1,
+        2,
+    )  # the blank one has no mass
+    assert out["gradcam_clips_focus_over_chance"] == pytest.approx(0.2 / 0.1)
+    assert out["fallback_clips_focus_mean"] == pytest.approx(0.45)
+    assert out["fallback_clips_focus_over_chance"] == pytest.approx(0.45 / 0.15)
+    counts = gradcam.cam_counts(np.array([True, False, True, True]), np.array([False, False, True, False]))
+    assert counts == {
+        "clips": 4,
+        "fallback_clips": 3,
+        "fallback_share": 0.75,
+        "blank_clips": 1,
+        "blank_share": 0.25,
+    }
+
+
+def test_batched_grad_cam_pads_the_last_batch_and_keeps_each_clip_s_map(model, batch, cam):
+    three = np.concatenate([batch[0], batch[0][:1]])  # batches of 2: the same compiled shape as `cam`
+    out = gradcam.grad_cam_batched(model, three, 2, batch_size=2)
+    chex.assert_shape(out.maps, (3, FRAMES, SIZE, SIZE))
+    np.testing.assert_allclose(out.maps[:2], cam.maps, atol=1e-6)
+    np.testing.assert_allclose(out.maps[2], cam.maps[0], atol=1e-6)
+    np.testing.assert_allclose(out.prediction, [*cam.prediction, cam.prediction[0]], rtol=1e-6)
+    assert out.fallback.shape == out.blank.shape == (3,)
+    with pytest.raises(gradcam.GradCamError, match="batch size"):
+        gradcam.grad_cam_batched(model, three, 2, batch_size=0)
+
+
+def test_transfer_clips_are_drawn_back_with_their_own_normalisation():
+    rng = np.random.default_rng(0)
+    stored = rng.integers(0, 256, (2, 4, 6, 6), dtype=np.uint8)  # [N, T, S, S] grey, as prepared
+    mean, std = (40.94405,) * 3, (54.723774,) * 3  # CAMUS
+    x = cycles.normalise(stored, mean, std)
+    for i in range(2):
+        np.testing.assert_array_equal(gradcam.clip_frames_uint8(x[i], mean, std), stored[i])
+    assert not np.array_equal(gradcam.clip_frames_uint8(x[0]), stored[0])  # EchoNet's statistics differ
+
+
+def test_cycle_masks_go_through_the_clip_s_own_crop_resize_and_time_sampling():
+    masks = np.zeros((5, 20, 40), bool)
+    masks[:, 4:8, 8:16] = True  # rows 4-7, columns 8-15 of a 20 x 40 frame
+    masks[4] = False  # the last frame has no LV
+    spec = cycles.CycleSpec(frames=4, size=10, crop_fraction=1.0, spatial="area", time_sampling="ends")
+    lv = cam_lv.cycle_lv_masks(masks, spec, dilation=0)
+    chex.assert_shape(lv, (4, 10, 10))
+    expected = np.zeros((10, 10), bool)
+    expected[2:4, 2:4] = True  # area resize: rows / 2, columns / 4
+    for t in range(3):  # frames at 0, 4/3, 8/3 lie between LV frames; frame 4 (the last) has none
+        np.testing.assert_array_equal(lv[t], expected)
+    assert not lv[3].any()
+    cropped = cam_lv.cycle_lv_masks(masks, dataclasses.replace(spec, crop_fraction=0.5), dilation=0)
+    expected = np.zeros((10, 10), bool)
+    expected[0:3, 0:3] = True  # the centre 10 x 20 window (rows 5-14, columns 10-29), columns halved
+    np.testing.assert_array_equal(cropped[0], expected)
+    assert cam_lv.clip_dilation(5, 112) == 5 and cam_lv.clip_dilation(5, 224) == 10
+    assert cam_lv.clip_dilation(5, 32) == 1 and cam_lv.cycle_lv_masks(masks, spec, 112)[0].all()
+
+
 # ----------------------------------------------------------------------------- pictures and command
 
 
@@ -232,15 +334,9 @@ def test_strip_and_movies(tmp_path, batch, cam):
         gradcam.save_movie(tmp_path / "m.avi", frames, cam.maps[0])
 
 
-@pytest.mark.slow  # saves and restores a run checkpoint, compiles for the restored model: ~50 s when loaded
-def test_command_on_a_run_and_a_video(tmp_path, model, dataset):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.json").write_text(tiny_config().to_json_best_effort())
-    checkpoints = RunCheckpoints(run / "checkpoints" / "stage2", async_save=False)
-    checkpoints.save_best(1, {"model": model_state_dict(model)}, {"epoch": 0})
-    checkpoints.wait()
-    checkpoints.close()
+@pytest.mark.slow  # restores a run checkpoint, compiles for the restored model: ~50 s when loaded
+def test_command_on_a_run_and_a_video(tmp_path, echonet_run, dataset):
+    run = echonet_run
     name = gradcam.split_file_names(dataset, "train")[0]
     video = dataset / "Videos" / f"{name}.avi"
     out = tmp_path / "out"
@@ -258,8 +354,9 @@ def test_command_on_a_run_and_a_video(tmp_path, model, dataset):
             "2",
         ]
     )
-    stage = report["stages"]["2"]
+    stage = report["models"][0]["stages"]["2"]
     assert {p.name for p in out.iterdir()} == {
+        "gradcam.json",
         f"gradcam_{name}_stage2.png",
         f"gradcam_{name}_stage2.gif",
         f"gradcam_{name}_stage2_clip1.png",
@@ -284,4 +381,140 @@ def test_counts_below_one_are_refused_naming_the_flag(flag, value, tmp_path, cap
     assert info.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"python -m coreecho_jax.analysis.gradcam: error: argument {flag}: expected an integer >= 1, got {value!r}"
+    )
+
+
+# ----------------------------------------------------------------------------- transfer folds and Fig. 3
+
+
+@pytest.mark.slow  # trains two one-epoch transfer probes (module fixture)
+def test_grad_cam_of_a_transfer_fold_checkpoint_is_the_model_the_fold_tested(transfer_runs):
+    for task, head in (("camus", RegressionHead), ("hmcqu", ClassificationHead)):
+        workdir = transfer_runs[task]
+        trained = runs.load_run(workdir / "folds" / "fold0" / "checkpoints")
+        assert (trained.task, trained.fold, trained.workdir) == (task, 0, workdir)
+        assert type(trained.model.head) is head and "latest (epoch 0, probe)" in trained.origin
+        names, x = gradcam.transfer_clips(trained)
+        result = json.loads((workdir / "folds" / "fold0" / "result.json").read_text())
+        tested = {p["name"]: p["output"] for p in result["predictions"]}
+        assert sorted(names) == sorted(tested)
+        chex.assert_shape(x, (len(names), 8, 32, 32, 3))
+        report, cam = gradcam.transfer_focus(trained, names, x, stage=2)
+        chex.assert_shape(cam.maps, (len(names), 8, 32, 32))
+        outputs = cam.prediction if task == "camus" else 1 / (1 + np.exp(-cam.prediction))
+        # the fold's own clips, normalisation and tested model: Grad-CAM's output is the fold's prediction
+        np.testing.assert_allclose(outputs, [tested[n] for n in names], rtol=1e-4, atol=1e-4)
+        assert report["clips"] == len(names)
+        assert report["fallback_share"] == pytest.approx(cam.fallback.mean())
+        assert [v["fallback"] for v in report["videos"]] == cam.fallback.tolist()
+        if task == "camus":
+            lv = report["lv"]
+            assert "lv_undefined" not in report and lv["n_videos"] == len(names) and lv["dilation_px"] == 1
+            assert lv["gradcam_clips_measured"] + lv["fallback_clips_measured"] == len(names)
+            assert 0 < lv["chance_mean"] < 0.5
+        else:
+            assert "lv" not in report and "LV wall" in report["lv_undefined"]
+
+
+@pytest.mark.slow
+def test_camus_lv_masks_lie_on_the_dark_cavity_of_the_prepared_clips(transfer_runs):
+    trained = runs.load_run(transfer_runs["camus"] / "folds" / "fold0")
+    names, x = gradcam.transfer_clips(trained, "train")
+    masks, skipped = gradcam.transfer_lv_masks(trained, names, dilation=0)
+    assert skipped == [] and set(masks) == set(names)
+    d = trained.config.data
+    contrast = []
+    for name, clip in zip(names, x, strict=True):
+        frames = gradcam.clip_frames_uint8(clip, d.mean, d.std).astype(float)
+        lv = masks[name]
+        sector = (frames > 0) & ~lv
+        contrast.append(frames[lv].mean() - frames[sector].mean())
+    assert np.median(contrast) < -15, contrast  # the blood pool is darker than the tissue around it
+
+
+@pytest.mark.slow
+def test_a_fold_that_did_not_finish_or_tested_another_epoch_is_refused(transfer_runs, tmp_path):
+    workdir = tmp_path / "camus"
+    shutil.copytree(transfer_runs["camus"], workdir, ignore=shutil.ignore_patterns("synthetic", "prepared"))
+    result = workdir / "folds" / "fold0" / "result.json"
+    text = result.read_text()
+    result.write_text(json.dumps({**json.loads(text), "tested_epoch": 7}))
+    with pytest.raises(CheckpointError, match="holds epoch 0, but .* tested epoch 7"):
+        runs.load_run(workdir / "folds" / "fold0")
+    result.unlink()
+    with pytest.raises(CheckpointError, match="has not finished"):
+        runs.load_run(workdir)  # the workdir's only fold
+    (workdir / "folds" / "fold3").mkdir()
+    with pytest.raises(CheckpointError, match=r"2 folds \(fold0, fold3\); name one"):
+        runs.load_run(workdir)
+
+
+@pytest.mark.slow
+def test_camus_patients_without_lv_masks_are_listed_and_none_leaves_the_lv_undefined(transfer_runs, tmp_path):
+    workdir = tmp_path / "camus"
+    shutil.copytree(transfer_runs["camus"], workdir, ignore=shutil.ignore_patterns("prepared"))
+    trained = runs.load_run(workdir / "folds" / "fold0")
+    names, x = gradcam.transfer_clips(trained)
+    gts = {n: next((workdir / "synthetic").rglob(f"{n}_4CH_half_sequence_gt.nii.gz")) for n in names}
+    gts[names[0]].unlink()
+    report, _ = gradcam.transfer_focus(trained, names, x)
+    assert report["lv"]["n_videos"] == len(names) - 1 and report["clips"] == len(names)
+    assert [s["name"] for s in report["lv_skipped"]] == [names[0]]
+    assert "no per-frame segmentation" in report["lv_skipped"][0]["reason"]
+    for path in gts.values():
+        path.unlink(missing_ok=True)
+    report, _ = gradcam.transfer_focus(trained, names, x)
+    assert "lv" not in report and report["lv_skipped"] == []
+    assert report["lv_undefined"].startswith("no video with LV masks; first: ")
+    assert report["fallback_share"] == pytest.approx(report["fallback_clips"] / len(names))
+
+
+@pytest.mark.slow
+def test_fig3_command_draws_the_echonet_camus_and_hmcqu_rows_of_one_encoder(
+    transfer_runs, echonet_run, dataset, tmp_path
+):
+    out = tmp_path / "fig3"
+    report = gradcam.main(
+        [
+            f"--checkpoint={echonet_run}",
+            f"--lv_focus={dataset}",
+            f"--checkpoint={transfer_runs['camus']}/folds/fold0/checkpoints",
+            f"--checkpoint={transfer_runs['hmcqu']}",  # a transfer workdir with one fold
+            "--stage=2,3",
+            f"--out={out}",
+        ]
+    )
+    assert [m["task"] for m in report["models"]] == ["echonet", "camus", "hmcqu"]
+    assert [m.get("same_encoder_as_first") for m in report["models"]] == [None, True, True]  # probes
+    assert report["models"][1]["encoder_from"] == str(echonet_run)
+    for model in report["models"]:
+        for stage in ("2", "3"):
+            entry = model["stages"][stage]
+            assert 0 <= entry["fallback_share"] <= 1
+            assert entry["fallback_share"] == pytest.approx(entry["fallback_clips"] / entry["clips"])
+    assert set(report["models"][1]["stages"]["2"]["lv"]) >= {
+        "gradcam_clips_focus_mean",
+        "fallback_clips_focus_mean",
+        "gradcam_clips_focus_over_chance",
+        "fallback_clips_focus_over_chance",
+    }
+    assert "lv_undefined" in report["models"][2]["stages"]["3"]
+    assert json.loads((out / "gradcam.json").read_text())["figure"] == str(out / "fig3.png")
+    for folder, name in (("0_echonet", "lv_focus_stage3.json"), ("1_camus", "videos_stage2.json")):
+        assert (out / folder / name).is_file()
+    assert any(p.name.startswith("gradcam_hmcqu_fold0_ES") for p in (out / "2_hmcqu").glob("*.png"))
+    picture = np.asarray(Image.open(out / "fig3.png").convert("RGB"))
+    assert picture.shape[:2] == (
+        round((6 * 1.3 + 0.5) * 100),
+        round((8 * 1.3 + 2.2) * 100),
+    )  # 3 models x 2 stages
+    assert picture.std() > 10
+
+
+def test_a_negative_lv_dilation_is_refused_before_anything_is_loaded(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        gradcam.main(["--checkpoint", str(tmp_path), "--lv_focus=x", "--out", str(tmp_path), "--dilation=-1"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "python -m coreecho_jax.analysis.gradcam: error: argument --dilation: expected a radius >= 0 px, got -1"
     )

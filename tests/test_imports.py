@@ -23,7 +23,11 @@ ALLOWED = {
     "config_check": {"errors", "models", "losses"},
     # Above the loop: transfer learning (CAMUS, HMC-QU) and the analyses reuse data, models and steps.
     "transfer": {"errors", "models", "losses", "data", "evaluation", "checkpoints", "train", "config_check"},
-    "analysis": {"errors", "models", "losses", "data", "evaluation", "checkpoints", "train", "config_check"},
+    # The analyses also read transfer models (Grad-CAM of a fold: its fresh head, its checkpoints' layout).
+    "analysis": {
+        *("errors", "models", "losses", "data", "evaluation", "checkpoints", "train", "config_check"),
+        "transfer",
+    },
 }
 
 

@@ -12,6 +12,15 @@ clip sampler does) the masks are mapped onto the clip the same way:
 3. the dilated masks are area-resized to the clip's size (the sampler's ``resize_clip``) and a pixel
    counts as LV when at least half of it is (``>= 0.5``).
 
+Transfer clips (one per video, :mod:`coreecho_jax.data.cycles`) have an LV only where the dataset
+segments it in every frame of the cycle: CAMUS's 2023 release (``_half_sequence_gt``, label 1; the
+synthetic CAMUS writes it too). :func:`cycle_lv_masks` sends those masks through the clip's own
+preparation (:func:`coreecho_jax.data.cycles.cycle_to_clip` of the mask x 255: the same crop, resize
+and time resampling as the frames), keeps a pixel where at least half of it is LV (``>= 127.5``) and
+dilates in the clip by a disk of ``round(dilation * S / 112)`` px, the EchoNet radius scaled to the
+clip's side ``S``. HMC-QU's masks outline the LV *wall* (myocardium), not the cavity, and have no reader
+here: its CAM-in-LV share is not defined.
+
 ``focus = sum(cam * lv) / sum(cam)`` over the clip's frames (a clip with a blank map is left out);
 ``chance = mean(lv)``: the share of the frame area the dilated LV covers, i.e. the focus of a
 uniform map. A focus above chance means the map concentrates on the LV region.
@@ -22,7 +31,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from coreecho_jax.data import clips
+from coreecho_jax.data import clips, cycles
+from coreecho_jax.data.echonet_layout import FRAME_SIZE
 from coreecho_jax.errors import DataError
 
 #: Default dilation radius of the LV mask, px of the 112 px frame.
@@ -76,3 +86,26 @@ def focus_fraction(cam: np.ndarray, lv: np.ndarray, valid: np.ndarray | None = N
     total = cam.sum()
     focus = float((cam * lv).sum() / total) if total > 0 else float("nan")
     return focus, float(lv.mean())
+
+
+def clip_dilation(dilation: int, image_size: int) -> int:
+    """The radius in clip px of ``dilation`` px of a 112 px frame: ``round(dilation * image_size / 112)``."""
+    if dilation < 0:
+        raise DataError(f"LV dilation radius must be >= 0 px, got {dilation}")
+    return int(round(dilation * image_size / FRAME_SIZE))
+
+
+def cycle_lv_masks(masks: np.ndarray, spec: cycles.CycleSpec, dilation: int = DEFAULT_DILATION) -> np.ndarray:
+    """The dilated LV of a transfer clip: bool ``[T, S, S]`` from the cycle's masks bool ``[F, H, W]``.
+
+    The masks go through ``cycle_to_clip`` with the clip's ``spec`` (module doc); ``dilation`` is in px of a
+    112 px frame (:func:`clip_dilation`).
+    """
+    masks = np.asarray(masks, bool)
+    if masks.ndim != 3:
+        raise DataError(f"LV masks must be bool [F, H, W], got shape {masks.shape}")
+    lv = np.asarray(cycles.cycle_to_clip(masks.astype(np.uint8) * 255, spec), np.float32) >= 127.5
+    radius = clip_dilation(dilation, spec.size)
+    if radius > 0:
+        lv = ndimage.binary_dilation(lv, structure=disk(radius)[None])
+    return lv

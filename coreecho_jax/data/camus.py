@@ -3,6 +3,8 @@
 Layouts read (``root`` may be any of the folders shown, or the folder holding them)::
 
     2023:  CAMUS_public/database_nifti/patientNNNN/patientNNNN_4CH_half_sequence.nii.gz
+                                                 patientNNNN_4CH_half_sequence_gt.nii.gz  (optional: the
+                                                                LV cavity per frame, :meth:`CamusRecord.lv_masks`)
                                                  Info_4CH.cfg   ED, ES, NbFrame, Sex, Age, ImageQuality, EF,
                                                                 FrameRate
            CAMUS_public/database_split/subgroup_{training,validation,testing}.txt   (optional)
@@ -49,6 +51,11 @@ VIEWS = ("4CH", "2CH")
 #: Sequence file names per release (``{patient}_{view}`` prefixed).
 NIFTI_SEQUENCE = "half_sequence.nii.gz"
 MHD_SEQUENCE = "sequence.mhd"
+#: The 2023 release's segmentation of every frame of the half sequence (``{patient}_{view}`` prefixed):
+#: labels 0 background, 1 LV cavity, 2 myocardium, 3 left atrium. The 2019 release segments ED and ES only.
+NIFTI_SEQUENCE_GT = "half_sequence_gt.nii.gz"
+#: The LV cavity's label in CAMUS segmentations.
+LV_LABEL = 1
 #: Official CoReEcho normalisation of CAMUS intensities (``CAMUSTransferLearning`` in ``coreecho/dataset.py``).
 CAMUS_MEAN = 40.94405
 CAMUS_STD = 54.723774
@@ -192,9 +199,38 @@ class CamusRecord:
             raise CamusError(
                 f"{self.path}: {array.shape[0]} frames decoded, {self.cfg_path} says {self.nb_frames}"
             )
+        return self._ed_to_es(array)
+
+    def _ed_to_es(self, array: np.ndarray) -> np.ndarray:
         lo, hi = sorted((self.ed_frame, self.es_frame))
         array = array[lo - 1 : hi]
         return np.ascontiguousarray(array[::-1] if self.stored_es_first else array)
+
+    @property
+    def gt_path(self) -> Path:
+        """The per-frame segmentation of the 2023 release (:data:`NIFTI_SEQUENCE_GT`), beside the sequence."""
+        return self.path.with_name(f"{self.patient}_{self.view}_{NIFTI_SEQUENCE_GT}")
+
+    def lv_masks(self) -> np.ndarray:
+        """The LV cavity (label :data:`LV_LABEL`) of every frame from ED to ES: bool ``[T, H, W]``, aligned
+        with :meth:`frames`.
+
+        Raises:
+            CamusError: no :attr:`gt_path` (the 2019 release segments ED and ES only), a truncated or
+                unreadable one, or one of another size than the sequence.
+        """
+        if not self.gt_path.is_file():
+            raise CamusError(
+                f"{self.gt_path}: no per-frame segmentation of the half sequence (the 2023 release ships "
+                f"it; the 2019 release segments ED and ES only)"
+            )
+        size, _ = _read_header(self.gt_path)
+        if tuple(size) != (self.width, self.height, self.nb_frames):
+            raise CamusError(
+                f"{self.gt_path}: {size[2]} frames of {size[0]} x {size[1]} px, the sequence has "
+                f"{self.nb_frames} of {self.width} x {self.height}"
+            )
+        return self._ed_to_es(_read_pixels(self.gt_path) == LV_LABEL)
 
 
 def _sitk_reason(e: RuntimeError) -> str:

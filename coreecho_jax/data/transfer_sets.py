@@ -76,6 +76,19 @@ def synthetic_root(data_config: Any, workdir: Path) -> Path:
     return Path(data_config.root) if data_config.root else workdir / "synthetic"
 
 
+def download_root(task: str, data_config: Any, workdir: str | Path) -> Path:
+    """The download :func:`prepare` reads: ``data.root``, or the synthetic one it writes (:func:`synthetic_root`).
+
+    Raises:
+        ConfigError: ``data.root`` is empty and the data is not synthetic.
+    """
+    if data_config.synthetic.enabled:
+        return synthetic_root(data_config, Path(workdir))
+    if not data_config.root:
+        raise ConfigError(f"data.root is empty: pass --config.data.root=<the {task} download>")
+    return Path(data_config.root)
+
+
 def write_synthetic(task: str, data_config: Any, workdir: Path) -> Path:
     """Writes (once) the synthetic download of ``task`` and returns its root."""
     root = synthetic_root(data_config, workdir)
@@ -170,11 +183,8 @@ def prepare(task: str, data_config: Any, workdir: str | Path, *, progress: bool 
         raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
     workdir = Path(workdir)
     if data_config.synthetic.enabled:
-        root = write_synthetic(task, data_config, workdir)
-    elif not data_config.root:
-        raise ConfigError(f"data.root is empty: pass --config.data.root=<the {task} download>")
-    else:
-        root = Path(data_config.root)
+        write_synthetic(task, data_config, workdir)
+    root = download_root(task, data_config, workdir)
     spec = cycle_spec(data_config)
     selection = cycle_frames(data_config) if task == "hmcqu" else ""
     ds, folds, files = _read(task, data_config, root)

@@ -3,6 +3,7 @@
 ``release="2023"``::
 
     root/CAMUS_public/database_nifti/patientNNNN/patientNNNN_4CH_half_sequence.nii.gz
+                                                patientNNNN_4CH_half_sequence_gt.nii.gz   LV cavity = 1
                                                 Info_4CH.cfg   ED, ES, NbFrame, Sex, Age, ImageQuality, EF,
                                                                FrameRate
     root/CAMUS_public/database_split/subgroup_{training,validation,testing}.txt
@@ -21,6 +22,11 @@ takes all three values; ``Medium`` and ``Poor`` sequences are degraded with :fun
 ``row_scale`` and padded with black columns to ``width``, so pixels are anisotropic as in CAMUS; the
 header spacing says so. The A2C sequence (``with_2ch``) is another drawing of the same heart (same EF).
 Patient ``i`` (1-based name ``patient{i:04d}``) uses ``video_rng(seed, i)``: deterministic from ``seed``.
+The 2023 layout also gets the per-frame segmentation the real release ships, with only the LV cavity
+drawn (label 1; ``DrawnVideo.lv_mask`` stretched and padded as the frames, kept where at least half of a
+pixel is LV, in the stored frame order).
+A dataset written before the segmentation was added has none (the format version is unchanged, so
+such a dataset is still read as complete): write it again to measure the Grad-CAM in the LV.
 
 ``python -m coreecho_jax.data.synthetic.camus --root DIR [--release 2019] [--n 20] [--seed 0]``.
 """
@@ -39,7 +45,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from coreecho_jax.data.camus import NIFTI_SEQUENCE, SPLIT_FILES
+from coreecho_jax.data.camus import LV_LABEL, NIFTI_SEQUENCE, NIFTI_SEQUENCE_GT, SPLIT_FILES
 from coreecho_jax.data.synthetic import heart
 from coreecho_jax.data.synthetic.echonet import DatasetExistsError, split_assignment
 from coreecho_jax.data.synthetic.quality import degrade
@@ -226,15 +232,18 @@ def _write_files(cfg: CamusSyntheticConfig, root: Path) -> None:
         sex, age = ("F", "M")[int(rng.integers(2))], int(rng.integers(20, 91))
         for view, drawn in views:
             frames = to_image(degrade(drawn.frames, amounts[qualities[i]], rng), cfg.row_scale, cfg.width)
+            lv = to_image(drawn.lv_mask.astype(np.uint8) * 255, cfg.row_scale, cfg.width) > 127
+            lv = lv.astype(np.uint8) * LV_LABEL
             nb = len(frames)
             ed, es = (nb, 1) if i in es_first else (1, nb)
             if i in es_first:
-                frames = frames[::-1]
+                frames, lv = frames[::-1], lv[::-1]
             fields: dict[str, Any] = {"ED": ed, "ES": es, "NbFrame": nb, "Sex": sex, "Age": age}
             fields["ImageQuality"] = ("Good", "Medium", "Poor")[qualities[i]]
             if cfg.release == "2023":
                 fields |= {"EF": round(video.ef, 2), "FrameRate": float(cfg.fps)}
                 seq = folder / f"{name}_{view}_{NIFTI_SEQUENCE}"
+                _write_image(folder / f"{name}_{view}_{NIFTI_SEQUENCE_GT}", np.ascontiguousarray(lv), spacing)
             else:
                 edv, esv = round(video.edv, 2), round(video.esv, 2)
                 fields |= {"LVedv": edv, "LVesv": esv, "LVef": round(video.ef, 2)}
