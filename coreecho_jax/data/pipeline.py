@@ -109,9 +109,9 @@ class _ClipMaker:
 
     In an RGB dataset that stores grey videos once (:func:`echonet_tfds.grey_stored_once`), a video's
     own ``channels`` (1 or 3) picks the byte layout; a grey video's clips are cut, translated and
-    resized on its one channel and tiled to three before batching, so every clip of a batch has the
-    three channels of :attr:`channels` and equals, bit for bit, the clip of the video stored with
-    three (tests prove it).
+    resized on its one channel and become three channels before batching (normalised per video for
+    float output, tiled for uint8), so every clip of a batch has three channels and equals, bit for
+    bit, the clip of the video stored with three (tests prove it).
     """
 
     def __init__(self, builder: Any, spec: ClipSpec):
@@ -184,15 +184,18 @@ class _ClipMaker:
 
         uint8, except float32 (0..255 scale) when resizing for float output; :meth:`finish` normalises.
         ``stored`` as in :meth:`gather`: a one-channel video is decoded, translated and resized on its
-        one channel, then tiled to ``C = 3``.
+        one channel, then tiled to ``C = 3`` (uint8 output) or normalised to float32 ``[..., 3]``
+        here rather than in :meth:`finish` (float output).
         """
         if stored is None:
             return self._decode(strings, offsets, k, self.channels)
-        return tf.cond(
-            tf.equal(stored, 1),
-            lambda: self._tile(self._decode(strings, offsets, k, 1)),
-            lambda: self._decode(strings, offsets, k, 3),
-        )
+        if self.spec.output == "uint8":
+            grey = lambda: self._tile(self._decode(strings, offsets, k, 1))
+            colour = lambda: self._decode(strings, offsets, k, 3)
+        else:  # normalised here, per video: the table for one channel (see finish)
+            grey = lambda: self._normalise(self._decode(strings, offsets, k, 1), 1)
+            colour = lambda: self._normalise(self._decode(strings, offsets, k, 3), 3)
+        return tf.cond(tf.equal(stored, 1), grey, colour)
 
     @staticmethod
     def _tile(x: tf.Tensor) -> tf.Tensor:
@@ -228,14 +231,22 @@ class _ClipMaker:
     def finish(self, x: tf.Tensor) -> tf.Tensor:
         """Normalises a batch of decoded clips ``[..., C]`` -> float32 ``[..., 3]`` (or keeps uint8).
 
-        One stored channel goes through the 256-entry table of ``clips.normalise`` (a row of three
-        per value: tiling and normalising in one gather, 3x faster than broadcasting arithmetic);
-        three channels through ``(x - MEAN) / STD`` in float32, the numpy sampler's own operations
-        (2x faster than a per-channel table). Both are bit-identical to ``clips.normalise``.
+        Clips of a dataset with per-video channels were normalised in :meth:`decode` already.
         """
-        if self.spec.output == "uint8":
+        if self.spec.output == "uint8" or self.mixed:
             return x
-        if x.dtype == tf.uint8 and self.channels == 1:
+        return self._normalise(x, self.channels)
+
+    def _normalise(self, x: tf.Tensor, c: int) -> tf.Tensor:
+        """Clips ``[..., c]`` (uint8, or float32 0..255 after a resize) -> float32 ``[..., 3]``.
+
+        One uint8 channel goes through the 256-entry table of ``clips.normalise`` (a row of three
+        per value: tiling and normalising in one gather, 3x faster than broadcasting arithmetic);
+        otherwise ``(x - MEAN) / STD`` in float32, the numpy sampler's own operations (2x faster
+        than a per-channel table), broadcasting one channel to three. All are bit-identical to
+        ``clips.normalise``.
+        """
+        if x.dtype == tf.uint8 and c == 1:
             return tf.gather(self.lut, tf.cast(x[..., 0], tf.int32))
         return (tf.cast(x, tf.float32) - self.mean) / self.std
 
