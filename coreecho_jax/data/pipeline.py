@@ -345,8 +345,9 @@ def train_dataset(
         num_epochs: epochs in the stream (``None`` = endless).
         deterministic: no shuffling (file order) - for tests; draws still depend on (seed, epoch).
         shuffle_buffer: shuffle window in videos. Each video holds ``views * frames`` encoded
-            frames (~5-8 KB each as PNG, ``H * W * C`` bytes raw: 12.5 KB grey, 37.6 KB RGB) and up
-            to two windows are in memory: 1024 videos x 72 RGB frames ~ 5.5 GB. An epoch no longer
+            frames (~5-8 KB each as PNG, ``H * W * C`` bytes raw: 12.5 KB grey, also a grey video
+            of an RGB dataset, 37.6 KB colour) and up to two windows are in memory: 1024 videos x 72
+            colour frames ~ 5.5 GB, a third of that for grey ones. An epoch no longer
             than the window is a full uniform permutation, but its first batch then waits until the
             whole epoch has been read.
         augment: the official +-``spec.pad`` px translation; ``False`` = none (centre crop);
