@@ -3,8 +3,10 @@
     python main.py --config=configs/demo.py --workdir=/tmp/coreecho_demo
     python main.py --config=configs/demo.py:quick --workdir=/tmp/coreecho_quick   # a smoke run
 
-The synthetic set is written in the EchoNet-Dynamic layout into <workdir>/synthetic (or data.root) and
-goes through the same reader, TFDS builder and pipeline as real data. The model is a small UniFormer
+The synthetic set is written in the EchoNet-Dynamic layout once per machine, into
+<data home>/synthetic/echonet_n512_seed0_<hash> (or data.root; see configs/echonet.py), and goes through
+the same reader, TFDS builder and pipeline as real data; a second run into another workdir reuses it
+and its preparation. The model is a small UniFormer
 (same code, smaller widths and depth) on 16-frame 64x64 clips so that a run fits in minutes on 2 cores.
 
 Variants (``--config=configs/demo.py:<variant>``):

@@ -8,6 +8,9 @@
 Every default reproduces the official behaviour (BioMedIA-MBZUAI/CoReEcho: ``train.py`` and
 ``train_lp.py`` with the README's flags, ``test_with_three_clips.py``); improvements are switches whose
 default is off. "Official" below names the official flag or code that a value comes from.
+
+<data home> is $COREECHO_DATA_DIR, else $XDG_CACHE_HOME/coreecho_jax, else ~/.cache/coreecho_jax: prepared
+data lives there once per machine (coreecho_jax.data.datasets.data_home).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.root = ""  # folder with FileList.csv, Videos/, VolumeTracings.csv (required; a path, not compared)
-    c.data.data_dir = ""  # where the prepared TFDS dataset lives; "" -> <workdir>/tfds (a path, not compared)
+    c.data.data_dir = ""  # prepared TFDS data; "" -> <data home>/tfds, shared (a path, not compared)
     c.data.drop_untraced = True  # drop videos with < 2 traced frames, as echonet/dynamic and CoReEcho do
     c.data.frames = layout.CLIP_FRAMES  # frames per clip (official --frames 36)
     c.data.stride = layout.CLIP_STRIDE  # frames between sampled frames (official --frequency 4)
@@ -49,7 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.hash_videos = False  # True keys the prepared data on each video's SHA-1, not its size + mtime
     c.data.shuffle_buffer = 8192  # train videos in the shuffle buffer; >= 7465 = a full shuffle (official)
     c.data.synthetic = ml_collections.ConfigDict()
-    c.data.synthetic.enabled = False  # True: write a synthetic set in the EchoNet layout into data.root first
+    c.data.synthetic.enabled = False  # True: first write a synthetic set into data.root ("" -> <data home>)
     c.data.synthetic.n_videos = 512  # videos of the synthetic set, split 75/12.5/12.5 % train/val/test
     c.data.synthetic.seed = 0  # seed of the synthetic videos and labels
     c.data.synthetic.write_masks = False  # True also writes masks/<FileName>.npz (per-frame LV cavity)

@@ -11,12 +11,18 @@ once, when the backend starts, so this runs before anything imports jax. Shared 
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Prepared data and synthetic sets that runs share (coreecho_jax.data.datasets.data_home) go to a folder
+# of this test session, never to the user's cache; the subprocesses of run_main inherit it.
+os.environ["COREECHO_DATA_DIR"] = tempfile.mkdtemp(prefix="coreecho_test_data_")
 
 import jax
 import ml_collections
@@ -25,6 +31,7 @@ import pytest
 from tests.paths import REPO
 
 jax.config.update("jax_default_matmul_precision", "highest")
+atexit.register(shutil.rmtree, os.environ["COREECHO_DATA_DIR"], ignore_errors=True)
 
 
 def quick_config() -> ml_collections.ConfigDict:

@@ -1,5 +1,6 @@
 """Tests for the config-to-batches layer (coreecho_jax.data.datasets) that need no prepared dataset."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import ml_collections
@@ -60,3 +61,46 @@ def test_clip_spec_options_and_steps_come_from_the_config(tmp_path):
         drop_untraced=True, channels=1, drop_truncated=True, hash_videos=True
     )
     assert et.PrepareOptions.from_config(_config().data) == et.PrepareOptions()  # official defaults
+
+
+def test_shared_data_home_from_env_xdg_or_home_and_explicit_data_dir_wins(tmp_path, monkeypatch):
+    monkeypatch.setenv("COREECHO_DATA_DIR", str(tmp_path / "shared"))
+    assert datasets.data_home() == tmp_path / "shared"
+    assert datasets.data_dir_of(_config(data_dir="")) == tmp_path / "shared" / "tfds"
+    assert datasets.data_dir_of(_config(data_dir=str(tmp_path / "mine"))) == tmp_path / "mine"
+    monkeypatch.delenv("COREECHO_DATA_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert datasets.default_data_dir() == tmp_path / "xdg" / "coreecho_jax" / "tfds"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert datasets.default_data_dir() == tmp_path / "home" / ".cache" / "coreecho_jax" / "tfds"
+
+
+def _synthetic_config(tmp_path, **synthetic) -> ml_collections.ConfigDict:
+    from configs import demo
+
+    c = demo.get_config("quick")
+    c.data.synthetic.n_videos = 8  # 6 train, 1 val, 1 test
+    c.data.synthetic.update(synthetic)
+    return c
+
+
+def test_synthetic_set_and_preparation_are_shared_by_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("COREECHO_DATA_DIR", str(tmp_path / "shared"))
+    config = _synthetic_config(tmp_path)
+    root = datasets.synthetic_root(config)
+    assert root.parent == tmp_path / "shared" / "synthetic" and root.name.startswith("echonet_n8_seed0_")
+    assert datasets.synthetic_root(_synthetic_config(tmp_path, seed=1)) != root  # keyed by its config
+    assert datasets.synthetic_root(_synthetic_config(tmp_path, n_videos=9)) != root
+    assert datasets.synthetic_root(_synthetic_config(tmp_path, write_masks=True)) != root
+    explicit = _synthetic_config(tmp_path)
+    explicit.data.root = str(tmp_path / "here")
+    assert datasets.synthetic_root(explicit) == tmp_path / "here"  # data.root wins
+    first = datasets.prepare(config, tmp_path / "run1")
+    assert first.root == root and Path(first.builder.data_dir).is_relative_to(tmp_path / "shared" / "tfds")
+    written = {p: p.stat().st_mtime_ns for p in [*root.rglob("*"), *Path(first.builder.data_dir).rglob("*")]}
+    second = datasets.prepare(config, tmp_path / "run2")  # another run, another workdir: nothing rewritten
+    assert second.root == root and second.builder.data_dir == first.builder.data_dir
+    assert {p: p.stat().st_mtime_ns for p in written} == written
+    assert not (tmp_path / "run1").exists() and not (tmp_path / "run2").exists()  # nothing per workdir
+    assert len(second.videos("train")) == 6

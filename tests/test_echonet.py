@@ -3,6 +3,11 @@
 import json
 import math
 import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +18,7 @@ from coreecho_jax.data import echonet
 from coreecho_jax.data import echonet_tfds as et
 from coreecho_jax.data.video_io import read_video, write_video
 from coreecho_jax.errors import DataError
+from tests.paths import REPO
 
 SPLITS = ("TRAIN", "VAL", "TEST")
 
@@ -43,15 +49,20 @@ def write_layout(
     ef=None,
     size=112,
     colour=False,
+    colour_videos=(),
 ) -> Path:
-    """Writes a tiny EchoNet-Dynamic folder (lossless FFV1 AVIs; RGB ones with ``colour``) and returns root."""
+    """Writes a tiny EchoNet-Dynamic folder (lossless FFV1 AVIs) and returns root.
+
+    Videos are grey (three equal channels when decoded), except all with ``colour`` and those whose
+    index is in ``colour_videos``, whose channels differ everywhere.
+    """
     root = Path(root)
     (root / "Videos").mkdir(parents=True, exist_ok=True)
     splits = splits or [SPLITS[i % 3] for i in range(len(num_frames))]
     rows, traces = [], []
     for i, (n, split) in enumerate(zip(num_frames, splits)):
         name = f"0XVID{i:04d}"
-        frames = colour_frames(i, n, size) if colour else video_frames(i, n, size)
+        frames = colour_frames(i, n, size) if colour or i in colour_videos else video_frames(i, n, size)
         write_video(root / "Videos" / f"{name}.avi", frames, fps=50.0)
         rows.append(
             {
@@ -248,13 +259,16 @@ def test_tfds_round_trip(tmp_path):
         builder.data_dir
     )
     assert et.split_videos(et.load_echonet(tmp_path / "tfds"), "test") == {"0XVID0002": 200, "0XVID0005": 210}
-    # The default raw format: one byte string per video, [F, H, W] uint8.
+    # The default raw format: one byte string per video, [F, H, W, C] uint8.
     raw = et.prepare_echonet(root, tmp_path / "tfds")
     assert et.frame_format(raw) == "raw" and raw.data_dir != builder.data_dir
     ex = next(
         iter(et.tfds.as_numpy(et.split_dataset(raw, "train").filter(lambda e: e["filename"] == "0XVID0003")))
     )
-    np.testing.assert_array_equal(np.frombuffer(ex["frames"], np.uint8).reshape(90, 112, 112, 3), expected)
+    assert ex["channels"] == 1  # a grey video: its one channel, stored once
+    np.testing.assert_array_equal(
+        np.frombuffer(ex["frames"], np.uint8).reshape(90, 112, 112, 1), expected[..., :1]
+    )
 
 
 def test_tfds_other_source_or_options_do_not_reuse(tmp_path):
@@ -426,3 +440,126 @@ def test_describe_changes_names_every_kind_of_change():
         "1 video(s) no longer listed: z.avi",
     ]
     assert et.describe_changes(old, old) == []
+
+
+# ----------------------------------------------------------------------------- grey videos stored once
+
+
+def test_grey_videos_stored_once_and_colour_videos_kept_rgb(tmp_path, caplog):
+    # 0XVID0000 train grey, 0001 val colour, 0002 test grey, 0003 train colour.
+    root = write_layout(tmp_path / "echo", num_frames=(50, 60, 70, 80), colour_videos=(1, 3))
+    decoded = {p.stem: read_video(p, color=True).frames for p in sorted((root / "Videos").glob("*.avi"))}
+    grey = {n for n, f in decoded.items() if et.channels_equal(f)}
+    assert grey == {"0XVID0000", "0XVID0002"}
+    with caplog.at_level("INFO"):
+        builder = et.prepare_echonet(root, tmp_path / "tfds")
+    assert et.channels(builder) == 3 and et.grey_stored_once(builder)
+    assert Path(builder.data_dir).name == "1.2.0"  # a new layout, a new version: 1.1.0 sets are not read
+    stored = {
+        ex["filename"].decode(): ex
+        for split in ("train", "val", "test")
+        for ex in et.tfds.as_numpy(et.split_dataset(builder, split))
+    }
+    for name, frames in decoded.items():
+        c = 1 if name in grey else 3
+        assert stored[name]["channels"] == c
+        raw = np.frombuffer(stored[name]["frames"], np.uint8)
+        assert raw.size == frames.size // 3 * c  # a grey video takes a third of the bytes
+        np.testing.assert_array_equal(raw.reshape(*frames.shape[:3], c), frames[..., :c])
+    report = json.loads((Path(builder.data_dir) / et.REPORT_NAME).read_text())
+    assert report["num_videos_stored_with_one_channel"] == {"train": 1, "val": 0, "test": 1}
+    assert report["colour_videos_stored_as_luma"] == []
+    assert "EchoNet train: 1 of 2 videos are grey (three equal channels) and stored once" in caplog.text
+    # collapse_grey=False keeps three channels for every video: another prepared dataset.
+    full = et.prepare_echonet(root, tmp_path / "tfds", collapse_grey=False)
+    assert full.data_dir != builder.data_dir and not et.grey_stored_once(full)
+    ex = next(iter(et.tfds.as_numpy(et.split_dataset(full, "test"))))
+    assert ex["channels"] == 3
+    np.testing.assert_array_equal(
+        np.frombuffer(ex["frames"], np.uint8).reshape(decoded["0XVID0002"].shape), decoded["0XVID0002"]
+    )
+    # PNG: a grey video's one-channel PNGs decode to its three equal channels in plain TFDS reading.
+    png = et.prepare_echonet(root, tmp_path / "tfds", frame_format="png")
+    for ex in et.tfds.as_numpy(png.as_dataset(split="train")):
+        name = ex["filename"].decode()
+        assert ex["channels"] == (1 if name in grey else 3)
+        np.testing.assert_array_equal(ex["frames"], decoded[name])
+
+
+# ----------------------------------------------------------------------------- shared data, locks
+
+
+def test_second_preparation_waits_for_the_first_and_reuses_it(tmp_path, caplog, monkeypatch):
+    root = write_layout(tmp_path / "echo", num_frames=(50, 60, 70))
+    decoded, started, go = [], threading.Event(), threading.Event()
+    load = et._load
+
+    def slow_load(path, options):  # the first preparation holds its lock until `go`
+        decoded.append(path.name)
+        started.set()
+        assert go.wait(60)
+        return load(path, options)
+
+    monkeypatch.setattr(et, "_load", slow_load)
+    with ThreadPoolExecutor(2) as pool, caplog.at_level("WARNING"):
+        first = pool.submit(et.prepare_echonet, root, tmp_path / "tfds", workers=1)
+        assert started.wait(60)
+        second = pool.submit(et.prepare_echonet, root, tmp_path / "tfds", workers=1)
+        for _ in range(600):
+            if "is being prepared by another process" in caplog.text:
+                break
+            time.sleep(0.05)
+        go.set()
+        b1, b2 = first.result(120), second.result(120)
+    assert "is being prepared by another process" in caplog.text
+    assert f"pid {os.getpid()} on host" in caplog.text  # names whom it waits for
+    assert b1.data_dir == b2.data_dir
+    assert sorted(decoded) == ["0XVID0000.avi", "0XVID0001.avi", "0XVID0002.avi"]  # decoded once, reused
+    assert et.split_videos(b2, "val") == {"0XVID0001": 60}
+
+
+def test_preparation_killed_half_way_leaves_nothing_trusted(tmp_path, caplog):
+    root = write_layout(tmp_path / "echo", num_frames=(50, 60, 70, 80))
+    data_dir = tmp_path / "tfds"
+    code = f"""
+import sys, time
+from coreecho_jax.data import echonet_tfds as et
+load = et._load
+def stuck(path, options):
+    out = load(path, options)
+    print("decoded", flush=True)
+    time.sleep(600)
+    return out
+et._load = stuck
+et.prepare_echonet({str(root)!r}, {str(data_dir)!r}, workers=1)
+"""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        lines = iter(proc.stdout.readline, b"")  # TFDS prints its progress lines too
+        assert any(line.strip() == b"decoded" for line in lines)  # half-way: one video decoded
+    finally:
+        proc.kill()
+        proc.wait()
+    config = et.config_for(root)
+    leftovers = list((data_dir / et.DATASET_NAME / config.name).glob("incomplete.*"))
+    assert len(leftovers) == 1
+    with pytest.raises(et.EchoNetNotPreparedError, match="no prepared EchoNet-Dynamic dataset"):
+        et.load_echonet(data_dir, root)
+    with caplog.at_level("WARNING"):
+        builder = et.prepare_echonet(root, data_dir)
+    assert f"by pid {proc.pid} on host" in caplog.text and "ended without finishing" in caplog.text
+    assert "deleted 1 unfinished preparation folder" in caplog.text
+    assert not leftovers[0].exists()
+    assert et.split_videos(builder, "train") == {"0XVID0000": 50, "0XVID0003": 80}
+
+
+def test_unwritable_data_dir_is_a_clear_error(tmp_path):
+    root = write_layout(tmp_path / "echo", num_frames=(50, 60, 70))
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(
+        et.EchoNetPreparationError, match=r"cannot take the preparation lock.*COREECHO_DATA_DIR"
+    ):
+        et.prepare_echonet(root, tmp_path / "a_file" / "tfds")

@@ -13,6 +13,7 @@ from coreecho_jax.analysis import embed
 from coreecho_jax.analysis.embeddings import NPZ_KEYS, Embeddings
 from coreecho_jax.analysis.shift import ShiftIndex
 from coreecho_jax.checkpoints.manager import RunCheckpoints, model_state_dict
+from coreecho_jax.data import datasets
 from coreecho_jax.data.echonet_layout import avi_name
 from coreecho_jax.errors import ConfigError, DataError
 from coreecho_jax.evaluation import steps as eval_steps
@@ -129,7 +130,7 @@ def test_embed_mode_writes_embeddings_scores_analysis_and_umap(run_dir):
     assert analysis["local_ordering_k"] == 4 and analysis["knn_k"] == 5  # 5 test videos: 4 neighbours each
     assert (run_dir / "umap_test.png").stat().st_size > 1000
     # predict finds the run's training embeddings and adds the video's shift score
-    video = sorted((run_dir / "synthetic" / "Videos").glob("*.avi"))[0]
+    video = sorted((datasets.synthetic_root(quick_config()) / "Videos").glob("*.avi"))[0]
     scored = predict.predict_file(quick_config(), video, run_dir)
     assert scored["shift_distance"] > 0 and 0 <= scored["shift_percentile"] <= 100
 

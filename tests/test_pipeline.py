@@ -409,3 +409,65 @@ def test_one_channel_dataset_feeds_luma_tiled(prepared, tmp_path):
             np.testing.assert_allclose(b["video"][i, v], ref, atol=1e-6)
     raw = b["video"] * clips.STD + clips.MEAN  # back to 0..255: one value tiled over the channels
     np.testing.assert_allclose(raw[..., 0], raw[..., 2], atol=1e-3)
+
+
+def _by_name(batches, key="video"):
+    return {
+        _text(n): b[key][i]
+        for b in batches
+        for i, n in enumerate(b["filename"])
+        if b.get("mask", [1] * 99)[i]
+    }
+
+
+def test_grey_videos_stored_once_give_the_clips_of_the_rgb_store(tmp_path):
+    # Grey videos and three whose channels differ (train 0XVID0001, val 0XVID0005, test 0XVID0010).
+    root = write_layout(tmp_path / "echo", num_frames=NUM_FRAMES, splits=SPLITS, colour_videos=(1, 5, 10))
+    rgb = et.prepare_echonet(root, tmp_path / "tfds", collapse_grey=False)
+    once = et.prepare_echonet(root, tmp_path / "tfds")
+    png = et.prepare_echonet(root, tmp_path / "tfds", frame_format="png")
+    stored = {s: dict(zip(v["filename"], v["channels"])) for s, v in once.info.metadata["videos"].items()}
+    assert stored["train"] == {"0XVID0000": 1, "0XVID0001": 3, "0XVID0002": 1, "0XVID0003": 1}
+    assert stored["val"]["0XVID0005"] == 3 and stored["test"] == {"0XVID0009": 1, "0XVID0010": 3}
+    starts = si.draw_start_indexes(
+        {f"{n}.avi": f for n, f in et.split_videos(rgb, "val").items()}, k=2, seed=1
+    )
+    specs = (
+        ClipSpec(),  # official
+        ClipSpec(frames=16, image_size=64),  # the demo's clips: translate, then resize
+        ClipSpec(frames=8, output="uint8"),
+        ClipSpec(frames=8, image_size=48, output="uint8"),
+    )
+    for spec in specs:
+        kw = dict(spec=spec, batch_size=2, seed=7, epoch=1)
+        want = _batches(pl.train_dataset(rgb, "train", **kw))
+        for store in (once, png) if spec == specs[1] else (once,):
+            got = _batches(pl.train_dataset(store, "train", **kw))
+            assert [list(b["filename"]) for b in got] == [list(b["filename"]) for b in want]
+            for g, w in zip(got, want):
+                assert g["video"].dtype == w["video"].dtype and g["video"].shape[-1] == 3
+                np.testing.assert_array_equal(g["video"], w["video"])  # bit for bit, grey and colour
+                np.testing.assert_array_equal(g["offsets"], w["offsets"])
+        want = _by_name(_batches(pl.eval_dataset(rgb, "val", starts, spec=spec, batch_size=2)))
+        got = _by_name(_batches(pl.eval_dataset(once, "val", starts, spec=spec, batch_size=2)))
+        assert got.keys() == want.keys() and len(got) == 5
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_grey_store_equals_rgb_store_on_the_synthetic_set(tmp_path):
+    from coreecho_jax.data import synthetic
+
+    root = synthetic.write_echonet_dataset(
+        tmp_path / "synthetic", n_videos=10, seed=0, min_frames=60, max_frames=120, progress=False
+    )
+    rgb = et.prepare_echonet(root, tmp_path / "tfds", collapse_grey=False)
+    once = et.prepare_echonet(root, tmp_path / "tfds")
+    assert set(once.info.metadata["videos"]["train"]["channels"]) == {1}  # synthetic echoes are grey
+    spec = ClipSpec(frames=16, image_size=64)  # configs/demo.py
+    kw = dict(spec=spec, batch_size=4, seed=10, epoch=3, shuffle_buffer=1024)
+    for got, want in zip(
+        _batches(pl.train_dataset(once, **kw)), _batches(pl.train_dataset(rgb, **kw)), strict=True
+    ):
+        assert list(got["filename"]) == list(want["filename"])
+        np.testing.assert_array_equal(got["video"], want["video"])

@@ -10,16 +10,27 @@ training-set mean EF.
 Config fields read here besides the clip settings (:meth:`clips.ClipSpec.from_config`):
 ``data.channels`` (3 = RGB, official; 1 = luma), ``data.drop_truncated`` (False) and
 ``data.hash_videos`` (False), see :class:`echonet_tfds.PrepareOptions`.
+
+Prepared data lives once per machine, not once per workdir: ``data.data_dir`` empty means
+:func:`default_data_dir` (``<data home>/tfds``), and a synthetic set without ``data.root`` is written
+to :func:`synthetic_root` (``<data home>/synthetic/<name>_<hash of its config>``), where the data
+home is :func:`data_home` (``$COREECHO_DATA_DIR``, else ``$XDG_CACHE_HOME/coreecho_jax``, else
+``~/.cache/coreecho_jax``). Training, evaluation and a second run therefore reuse one preparation;
+each is written under a lock (:func:`echonet_tfds.preparation_lock`), so a second process waits for the
+first and then reuses its result.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import jax
 import ml_collections
 import numpy as np
@@ -30,18 +41,68 @@ from coreecho_jax.data import echonet_layout as layout
 from coreecho_jax.data.clips import ClipSpec
 from coreecho_jax.errors import ConfigError
 
+#: Environment variable naming the machine's shared data folder (see :func:`data_home`).
+DATA_HOME_ENV = "COREECHO_DATA_DIR"
 
-def _source_root(config: ml_collections.ConfigDict, workdir: Path) -> Path:
+
+def data_home() -> Path:
+    """The folder prepared data is shared in: ``$COREECHO_DATA_DIR``, else ``$XDG_CACHE_HOME/coreecho_jax``,
+    else ``~/.cache/coreecho_jax`` (absolute; not created here)."""
+    if os.environ.get(DATA_HOME_ENV):
+        return Path(os.environ[DATA_HOME_ENV]).expanduser().absolute()
+    cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(cache).expanduser().absolute() / "coreecho_jax"
+
+
+def default_data_dir() -> Path:
+    """The TFDS data directory when ``data.data_dir`` is empty: ``<data home>/tfds``."""
+    return data_home() / "tfds"
+
+
+def data_dir_of(config: ml_collections.ConfigDict) -> Path:
+    """Where the prepared TFDS dataset lives: ``data.data_dir``, else :func:`default_data_dir`."""
+    return Path(config.data.data_dir).expanduser() if config.data.data_dir else default_data_dir()
+
+
+def _synthetic_config(data: ml_collections.ConfigDict) -> synthetic.SyntheticConfig:
+    return synthetic.SyntheticConfig(n_videos=int(data.synthetic.n_videos), seed=int(data.synthetic.seed))
+
+
+def synthetic_root(config: ml_collections.ConfigDict) -> Path:
+    """Where the synthetic set of ``config`` is written: ``data.root``, else a shared folder keyed by its config.
+
+    ``<data home>/synthetic/echonet_n<videos>_seed<seed>[_masks]_<hash>``: the hash covers the
+    generating config, the writer's format version, the masks switch and the OpenCV version (which
+    draws the frames), so one folder holds exactly what a fresh write would give on this machine.
+    """
+    data = config.data
+    if data.root:
+        return Path(data.root)
+    cfg = _synthetic_config(data)
+    masks = bool(data.synthetic.get("write_masks", False))
+    key = {
+        "format_version": synthetic.FORMAT_VERSION,
+        "config": cfg.to_dict(),
+        "write_masks": masks,
+        "opencv": cv2.__version__,
+    }
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    name = f"echonet_n{cfg.n_videos}_seed{cfg.seed}{'_masks' if masks else ''}_{digest}"
+    return data_home() / "synthetic" / name
+
+
+def _source_root(config: ml_collections.ConfigDict) -> Path:
     data = config.data
     if data.synthetic.enabled:
-        root = Path(data.root) if data.root else workdir / "synthetic"
-        synthetic.write_echonet_dataset(
-            root,
-            n_videos=int(data.synthetic.n_videos),
-            seed=int(data.synthetic.seed),
-            workers=max(1, os.cpu_count() or 1),
-            write_masks=bool(data.synthetic.get("write_masks", False)),
-        )
+        root = synthetic_root(config)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with echonet_tfds.preparation_lock(root.parent / f"{root.name}.lock", str(root)):
+            synthetic.write_echonet_dataset(
+                root,
+                _synthetic_config(data),
+                workers=max(1, os.cpu_count() or 1),
+                write_masks=bool(data.synthetic.get("write_masks", False)),
+            )
         return root
     if not data.root:
         raise ConfigError(
@@ -157,18 +218,23 @@ class DataBundle:
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str | Path) -> DataBundle:
-    """Writes the synthetic set if enabled, prepares the TFDS dataset once, returns the bundle."""
+    """Writes the synthetic set if enabled, prepares the TFDS dataset once, returns the bundle.
+
+    Both go to the machine's shared folders unless ``data.root`` / ``data.data_dir`` say otherwise
+    (see the module doc); ``workdir`` only receives the run's own files (e.g. the test starts).
+    """
     tf_runtime.hide_gpus_from_tensorflow()
     workdir = Path(workdir)
-    data_dir = Path(config.data.data_dir) if config.data.data_dir else workdir / "tfds"
+    data_dir = data_dir_of(config)
     options = echonet_tfds.PrepareOptions.from_config(config.data)
 
     def build() -> tuple[Path, Any]:
-        root = _source_root(config, workdir)
+        root = _source_root(config)
         return root, echonet_tfds.prepare_echonet(root, data_dir, options)
 
     # Several processes: process 0 writes (synthetic set, preparation) first; the others then find it
-    # ready on a shared disk, or prepare their own copy on a local one. No two processes write at once.
+    # ready on a shared disk, or prepare their own copy on a local one. No two processes write at once
+    # (and the locks keep other runs on the same machine out while one writes).
     if jax.process_count() > 1 and jax.process_index() != 0:
         multihost_utils.sync_global_devices("coreecho_jax.data.prepare")
         root, builder = build()

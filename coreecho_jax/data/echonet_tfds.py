@@ -17,11 +17,21 @@ Each example stores a video so that a clip reads only the frames it uses, with
   lossless and compact; the pipeline decodes only the clip's PNGs, and plain
   ``builder.as_dataset()`` returns decoded ``uint8 [F, H, W, C]`` frames.
 
-``C`` is ``channels``: 3 (default, official) stores the decoded RGB channels (OpenCV's BGR turned
-into RGB, as CoReEcho's ``EchoNet`` loader); 1 stores OpenCV's luma (``RGB2GRAY``) and counts the
-videos whose channels differed (not official; a third of the disk). Plus ``filename`` (no extension),
-``ef`` (%), ``edv``/``esv`` (mL, NaN if absent), ``num_frames`` (decoded count) and ``fps``
-(container fps, else FileList.csv, else NaN).
+``C`` is the example's ``channels`` feature. ``PrepareOptions.channels`` 3 (default, official) keeps
+the decoded RGB channels (OpenCV's BGR turned into RGB, as CoReEcho's ``EchoNet`` loader), but a video
+whose three channels are equal at every pixel (a grey echo, the usual case) is stored once, ``C = 1``
+(a third of the bytes), and the pipeline tiles it back to three: the clips are bit for bit those of
+the three stored channels (``collapse_grey=False`` stores all three, the layout of version 1.1).
+``channels=1`` stores OpenCV's luma (``RGB2GRAY``) of every video and counts the videos whose channels
+differed (not official). Plus ``filename`` (no extension), ``ef`` (%), ``edv``/``esv`` (mL, NaN if
+absent), ``num_frames`` (decoded count) and ``fps`` (container fps, else FileList.csv, else NaN).
+
+Shared and locked: one data directory may serve every run on a machine (``datasets.default_data_dir``).
+:func:`prepare_echonet` holds ``<data_dir>/echonet_dynamic/<config name>.lock`` while it prepares, so
+a second process preparing the same source and options waits (logging whom for) and then reuses the
+result. TFDS writes into ``<config>/incomplete.<random>_<version>/`` and renames it to ``<version>``
+only when every split is written, so a preparation killed half-way leaves no ``dataset_info.json``
+that a later run would trust; the next preparation deletes such leftovers under the lock.
 
 One prepared dataset per source: the builder config name is a hash of the absolute source path, the
 options (:class:`PrepareOptions`), the content of FileList.csv / VolumeTracings.csv and what every
@@ -42,13 +52,16 @@ Preparation report (``<dataset dir>/preparation_report.json``, also in the metad
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import itertools
 import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -64,6 +77,7 @@ from coreecho_jax.data import echonet, tf_runtime
 from coreecho_jax.data import echonet_layout as layout
 from coreecho_jax.data.video_io import VideoReadError, probe_video, read_video, rgb_to_gray
 from coreecho_jax.errors import DataError
+from coreecho_jax.locks import HolderLock, describe_holder
 
 PathLike = str | os.PathLike
 log = logging.getLogger(__name__)
@@ -74,6 +88,8 @@ CHANNELS = (1, 3)
 REPORT_NAME = "preparation_report.json"
 #: How many file names an error or log line shows before "... (N in all)".
 SHOWN = 10
+#: Prefix of the folder TFDS writes a dataset into before renaming it (tfds.core.constants).
+INCOMPLETE_PREFIX = "incomplete."
 
 
 class EchoNetPreparationError(DataError):
@@ -92,6 +108,9 @@ class PrepareOptions:
         drop_untraced: drop videos with < 2 traced frames (official; needs VolumeTracings.csv).
         frame_format: ``'raw'`` (default, fastest clips) or ``'png'`` (compact); see the module doc.
         channels: 3 = the decoded RGB channels (official), 1 = luma (a third of the disk).
+        collapse_grey: with ``channels=3``, store a video whose three channels are equal at every
+            pixel once (one channel, tiled back to three when read: the same clips bit for bit, a
+            third of the bytes and of the read cost); ``False`` stores three channels for every video.
         drop_truncated: drop videos whose header announces more frames than decode (default: keep
             the decodable frames, as the official OpenCV reader does).
         hash_videos: key the dataset on each video's SHA-1 (reads every byte at each start) instead
@@ -101,6 +120,7 @@ class PrepareOptions:
     drop_untraced: bool = True
     frame_format: str = "raw"
     channels: int = 3
+    collapse_grey: bool = True
     drop_truncated: bool = False
     hash_videos: bool = False
 
@@ -257,10 +277,31 @@ def config_for(root: PathLike, options: PrepareOptions | None = None, **fields: 
 @dataclasses.dataclass
 class _Decoded:
     encoded: Any  # raw bytes of [F, H, W, C], or a list of PNG bytes
-    shape: tuple[int, int, int, int]  # (F, H, W, C)
+    shape: tuple[int, int, int, int]  # (F, H, W, C), C = the channels stored for this video
     fps: float | None
-    colour: bool  # channels differed (only checked when storing one channel)
+    colour: bool  # the decoded RGB channels differ somewhere
     header_frames: int  # frame count the container announces (-1 if unknown)
+
+
+def channels_equal(rgb: np.ndarray) -> bool:
+    """Whether the three channels of uint8 ``[..., 3]`` frames are equal at every pixel (a grey video)."""
+    return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+
+
+def stored_frames(rgb: np.ndarray, options: PrepareOptions) -> tuple[np.ndarray, bool]:
+    """What is stored of decoded RGB frames ``[F, H, W, 3]``: uint8 ``[F, H, W, C]`` and whether they are colour.
+
+    ``C`` is 1 for luma (``channels=1``) and for a grey video under ``collapse_grey`` (its one
+    channel, exactly: the pipeline tiles it back), else 3.
+    """
+    colour = not channels_equal(rgb)
+    if options.channels == 1:
+        frames = (rgb_to_gray(rgb) if colour else rgb[..., 0])[..., None]
+    elif options.collapse_grey and not colour:
+        frames = rgb[..., :1]
+    else:
+        frames = rgb
+    return np.ascontiguousarray(frames), colour
 
 
 def _png(frame: np.ndarray) -> bytes:
@@ -276,14 +317,7 @@ def _png(frame: np.ndarray) -> bytes:
 def _load(path: Path, options: PrepareOptions) -> _Decoded:
     """Decodes one video into the stored form; raises VideoReadError."""
     video = read_video(path, color=True)
-    rgb = video.frames  # [F, H, W, 3] RGB
-    colour = False
-    if options.channels == 1:
-        colour = bool(np.any(rgb[..., 0] != rgb[..., 1]) or np.any(rgb[..., 1] != rgb[..., 2]))
-        frames = (rgb_to_gray(rgb) if colour else rgb[..., 0])[..., None]
-    else:
-        frames = rgb
-    frames = np.ascontiguousarray(frames)
+    frames, colour = stored_frames(video.frames, options)  # from [F, H, W, 3] RGB
     encoded = [_png(f) for f in frames] if options.frame_format == "png" else frames.tobytes()
     header = int(video.metadata.get("header_frame_count", -1))
     return _Decoded(encoded, tuple(int(d) for d in frames.shape), video.fps, colour, header)
@@ -348,10 +382,11 @@ def majority_frame_size(records: Sequence[echonet.EchoNetRecord], workers: int =
 class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
     """EchoNet-Dynamic videos (raw or PNG frames, 1 or 3 channels) with EF/EDV/ESV labels."""
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES = {
         "1.0.0": "Raw or PNG frames, official untraced-video filtering.",
         "1.1.0": "RGB or luma frames; keyed on every video file; truncated videos reported.",
+        "1.2.0": "Per-video 'channels': a grey video of an RGB dataset is stored once (collapse_grey).",
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Download EchoNet-Dynamic (https://echonet.github.io/dynamic/, Stanford AIMI) and pass its "
@@ -369,9 +404,11 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
         c = options.channels
         if options.frame_format == "raw":
             frames = tfds.features.Tensor(
-                shape=(), dtype=np.object_, doc=f"[F, H, W, {c}] uint8 video as bytes"
+                shape=(),
+                dtype=np.object_,
+                doc="[F, H, W, C] uint8 video as bytes, C = the example's channels",
             )
-        else:
+        else:  # a one-channel PNG of an RGB dataset decodes to three equal channels
             frames = tfds.features.Sequence(tfds.features.Image(shape=(None, None, c), encoding_format="png"))
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict(
@@ -383,6 +420,10 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
                     "esv": tfds.features.Scalar(np.float32, doc="end-systolic volume, mL (NaN if absent)"),
                     "num_frames": tfds.features.Scalar(np.int32, doc="decoded frame count"),
                     "fps": tfds.features.Scalar(np.float32, doc="frames per second (NaN if unknown)"),
+                    "channels": tfds.features.Scalar(
+                        np.int32,
+                        doc="channels stored for this video: 3, or 1 (luma, or a grey video stored once)",
+                    ),
                 }
             ),
             homepage="https://echonet.github.io/dynamic/",
@@ -429,6 +470,7 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
         truncated: list[dict[str, Any]] = []
         names: list[str] = []
         counts: list[int] = []
+        stored: list[int] = []
         loaded = _in_order(lambda r: _load(r.path, options), records, self._workers)
         for record, (video, err) in tqdm(
             zip(records, loaded), total=len(records), desc=f"EchoNet {split} videos", unit="video"
@@ -437,7 +479,7 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
                 log.warning("EchoNet: skipping unreadable video %s (%s)", record.path, err)
                 skipped.append({"filename": record.filename, "path": str(record.path), "reason": str(err)})
                 continue
-            num_frames, height, width, _ = video.shape
+            num_frames, height, width, num_channels = video.shape
             if meta["frame_size"] is None:
                 meta["frame_size"] = [height, width]
             if meta["frame_size"] != [height, width]:
@@ -456,11 +498,12 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
                 )
                 if options.drop_truncated:
                     continue
-            if video.colour:
+            if video.colour and options.channels == 1:
                 meta["colour_videos"].append(record.filename)
             fps = record.fps if video.fps is None else video.fps
             names.append(record.filename)
             counts.append(num_frames)
+            stored.append(num_channels)
             yield (
                 record.filename,
                 {
@@ -471,11 +514,19 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
                     "esv": np.float32(record.esv),
                     "num_frames": np.int32(num_frames),
                     "fps": np.float32(math.nan if fps is None else fps),
+                    "channels": np.int32(num_channels),
                 },
             )
         meta["skipped"][split] = skipped
         meta["truncated"][split] = truncated
-        meta["videos"][split] = {"filename": names, "num_frames": counts}
+        meta["videos"][split] = {"filename": names, "num_frames": counts, "channels": stored}
+        if options.channels == 3 and options.collapse_grey and names:
+            log.info(
+                "EchoNet %s: %d of %d videos are grey (three equal channels) and stored once",
+                split,
+                stored.count(1),
+                len(names),
+            )
         if skipped:
             log.warning(
                 "EchoNet %s: skipped %d of %d videos as unreadable (listed in %s)",
@@ -558,6 +609,11 @@ def prepare_echonet(
 ) -> tfds.core.DatasetBuilder:
     """Prepares EchoNet-Dynamic once into ``data_dir`` (a no-op when already prepared) and returns the builder.
 
+    Safe to call from several processes at once: one prepares under the lock
+    ``<data_dir>/echonet_dynamic/<config name>.lock``, the others wait (logging whom for) and then
+    reuse its result. A preparation that died half-way left only an ``incomplete.*`` folder, which
+    the next preparation deletes (see the module doc).
+
     Args:
         root: EchoNet-Dynamic folder (FileList.csv, Videos/, optional VolumeTracings.csv).
         data_dir: TFDS data directory; the dataset lands in
@@ -571,40 +627,114 @@ def prepare_echonet(
 
     Raises:
         EchoNetNotFoundError / EchoNetLayoutError: bad source layout or labels (before any decoding).
-        EchoNetPreparationError: every video of a split is unreadable, or frame sizes differ.
+        EchoNetPreparationError: every video of a split is unreadable, frame sizes differ, or
+            ``data_dir`` cannot be written.
     """
     tf_runtime.hide_gpus_from_tensorflow()
     config = config_for(root, options, **fields)
     echonet.read_echonet(config.source_root, drop_untraced=config.options.drop_untraced)  # fail fast
-    if not (_dataset_dir(data_dir, config) / "dataset_info.json").is_file():
-        for path, changes in stale_preparations(data_dir, config):
-            log.warning(
-                "EchoNet: %s changed since %s was prepared from it (%s); preparing again into %s. "
-                "The old prepared copy is no longer used and may be deleted.",
-                config.source_root,
-                path,
-                "; ".join(changes) or "identity differs",
-                _dataset_dir(data_dir, config),
+    path = _dataset_dir(data_dir, config)
+    if (path / "dataset_info.json").is_file() and (path / REPORT_NAME).is_file():
+        return _open(data_dir, config)  # prepared and complete: no lock (the folder may be read-only)
+    with preparation_lock(Path(data_dir) / DATASET_NAME / f"{config.name}.lock", str(path)):
+        if not (path / "dataset_info.json").is_file():
+            _remove_incomplete(path)
+            for old, changes in stale_preparations(data_dir, config):
+                log.warning(
+                    "EchoNet: %s changed since %s was prepared from it (%s); preparing again into %s. "
+                    "The old prepared copy is no longer used and may be deleted.",
+                    config.source_root,
+                    old,
+                    "; ".join(changes) or "identity differs",
+                    path,
+                )
+            builder = EchonetDynamic(config=config, data_dir=os.fspath(data_dir), workers=workers)
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(
+                    manual_dir=config.source_root,
+                    try_download_gcs=False,
+                    max_shard_size=max_shard_size,
+                    min_shard_size=min(max_shard_size, 16 << 20),
+                )
             )
-    builder = EchonetDynamic(config=config, data_dir=os.fspath(data_dir), workers=workers)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            manual_dir=config.source_root,
-            try_download_gcs=False,
-            max_shard_size=max_shard_size,
-            min_shard_size=min(max_shard_size, 16 << 20),
-        )
-    )
-    builder = EchonetDynamic(config=config, data_dir=os.fspath(data_dir))  # re-read the written metadata
-    _check_metadata(builder, config)
-    write_report(builder)
+        builder = _open(data_dir, config)  # re-read the written metadata
+        write_report(builder)
     return builder
+
+
+def _open(data_dir: PathLike, config: EchonetDynamicConfig) -> tfds.core.DatasetBuilder:
+    builder = EchonetDynamic(config=config, data_dir=os.fspath(data_dir))
+    _check_metadata(builder, config)
+    return builder
+
+
+@contextlib.contextmanager
+def preparation_lock(lock_path: PathLike, what: str) -> Iterator[None]:
+    """Holds the exclusive lock ``lock_path`` while ``what`` (a folder, for messages) is written.
+
+    A second process waits for the first, with a warning naming it (pid, host, start). A lock file
+    left by a process that died holding it is taken over with a warning. Where the file system
+    cannot lock (``ENOLCK``, ``EOPNOTSUPP``: some network mounts) the work goes on unlocked, with a
+    warning.
+
+    Raises:
+        EchoNetPreparationError: the lock file cannot be created (e.g. a read-only folder).
+    """
+    lock = HolderLock(lock_path)
+
+    def waiting(holder: dict) -> None:
+        log.warning(
+            "%s is being prepared by another process (%s); waiting for it to finish (lock %s)",
+            what,
+            describe_holder(holder),
+            lock.path,
+        )
+
+    try:
+        previous = lock.acquire(wait=True, on_wait=waiting)
+    except OSError as err:
+        if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP):
+            raise EchoNetPreparationError(
+                f"{lock.path}: cannot take the preparation lock ({err.strerror}); the data folder must be "
+                f"writable: set --config.data.data_dir or COREECHO_DATA_DIR to a folder you can write"
+            ) from err
+        log.warning("%s: the file system cannot lock (%s); preparing %s without a lock", lock.path, err, what)
+        yield
+        return
+    try:
+        if previous:
+            log.warning(
+                "%s: a preparation of %s by %s ended without finishing; preparing again",
+                lock.path,
+                what,
+                describe_holder(previous),
+            )
+        yield
+    finally:
+        lock.release()
+
+
+def _remove_incomplete(path: Path) -> None:
+    """Deletes TFDS's ``incomplete.*_<version>`` folders beside ``path`` (left by a killed preparation).
+
+    Called under the preparation lock, when nobody else writes them.
+    """
+    leftovers = sorted(path.parent.glob(f"{INCOMPLETE_PREFIX}*_{path.name}"))
+    for folder in leftovers:
+        shutil.rmtree(folder, ignore_errors=True)
+    if leftovers:
+        log.warning(
+            "EchoNet: deleted %d unfinished preparation folder(s) left by a process that stopped: %s",
+            len(leftovers),
+            _shown([str(f) for f in leftovers]),
+        )
 
 
 def write_report(builder: tfds.core.DatasetBuilder) -> Path:
     """Writes ``<dataset dir>/preparation_report.json`` (skipped, truncated, dropped videos); returns it."""
     meta = builder.info.metadata
     path = Path(builder.data_dir) / REPORT_NAME
+    stored = {split: videos.get("channels", []) for split, videos in meta["videos"].items()}
     report = {
         "source_root": meta["source_root"],
         "options": meta["options"],
@@ -616,9 +746,12 @@ def write_report(builder: tfds.core.DatasetBuilder) -> Path:
         "dropped_untraced": meta["dropped_untraced"],
         "num_dropped_untraced": len(meta["dropped_untraced"]),
         "colour_videos_stored_as_luma": meta["colour_videos"],
+        "num_videos_stored_with_one_channel": {split: c.count(1) for split, c in stored.items()},
     }
     if not path.exists():
-        path.write_text(json.dumps(report, indent=1) + "\n")
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+        os.replace(tmp, path)
     return path
 
 
@@ -698,8 +831,8 @@ def split_files(builder: tfds.core.DatasetBuilder, split: str) -> list[str]:
 
 
 def options_of(builder: tfds.core.DatasetBuilder) -> PrepareOptions:
-    """The :class:`PrepareOptions` a dataset was prepared with."""
-    return PrepareOptions(**builder.info.metadata["options"])
+    """The :class:`PrepareOptions` a dataset was prepared with (``collapse_grey`` False before version 1.2)."""
+    return PrepareOptions(**{"collapse_grey": False, **builder.info.metadata["options"]})
 
 
 def frame_format(builder: tfds.core.DatasetBuilder) -> str:
@@ -708,8 +841,14 @@ def frame_format(builder: tfds.core.DatasetBuilder) -> str:
 
 
 def channels(builder: tfds.core.DatasetBuilder) -> int:
-    """Stored channels per frame: 3 (RGB) or 1 (luma)."""
+    """Channels per frame of the clips: 3 (RGB) or 1 (luma). See :func:`grey_stored_once`."""
     return options_of(builder).channels
+
+
+def grey_stored_once(builder: tfds.core.DatasetBuilder) -> bool:
+    """Whether an RGB dataset stores its grey videos with one channel (the example's ``channels`` is 1)."""
+    options = options_of(builder)
+    return options.channels == 3 and options.collapse_grey
 
 
 def frame_size(builder: tfds.core.DatasetBuilder) -> tuple[int, int]:

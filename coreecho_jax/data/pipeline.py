@@ -16,8 +16,9 @@ augmentation, every video once::
 
 with the last batch padded to ``B`` (``mask`` False on padding). ``filename`` has no extension.
 The clip settings are one :class:`clips.ClipSpec`. The model always gets three channels normalised
-per channel with the official constants: the stored RGB channels (``channels=3``, official), or
-the stored luma tiled (``channels=1``). With ``spec.output='uint8'`` the video is the un-normalised
+per channel with the official constants: the stored RGB channels (``channels=3``, official; a grey
+video stored with one channel is tiled back to three first, which gives the same clip bit for bit),
+or the stored luma tiled (``channels=1``). With ``spec.output='uint8'`` the video is the un-normalised
 uint8 ``[..., S, S, C]`` (C = stored channels) instead; normalise it later (e.g. on device) with
 ``clips.normalise(x, xp=jnp)``.
 
@@ -104,7 +105,14 @@ def _black_frame(height: int, width: int, channels: int, frame_format: str) -> b
 
 
 class _ClipMaker:
-    """Gathers encoded frames of clips and turns them into model input (the TF side of clips.py)."""
+    """Gathers encoded frames of clips and turns them into model input (the TF side of clips.py).
+
+    In an RGB dataset that stores grey videos once (:func:`echonet_tfds.grey_stored_once`), a video's
+    own ``channels`` (1 or 3) picks the byte layout; a grey video's clips are cut, translated and
+    resized on its one channel and become three channels before batching (normalised per video for
+    float output, tiled for uint8), so every clip of a batch has three channels and equals, bit for
+    bit, the clip of the video stored with three (tests prove it).
+    """
 
     def __init__(self, builder: Any, spec: ClipSpec):
         stored = echonet_tfds.channels(builder)
@@ -115,6 +123,7 @@ class _ClipMaker:
             )
         self.height, self.width = echonet_tfds.frame_size(builder)
         self.channels = stored
+        self.mixed = echonet_tfds.grey_stored_once(builder)
         self.frame_format = echonet_tfds.frame_format(builder)
         self.spec = spec
         size = spec.image_size
@@ -123,28 +132,42 @@ class _ClipMaker:
         if self.resize:
             self.ry = tf.constant(clips.resize_matrix(self.height, size))
             self.rx = tf.constant(clips.resize_matrix(self.width, size))
-        self.frame_bytes = self.height * self.width * self.channels
-        self.black = tf.constant(_black_frame(self.height, self.width, self.channels, self.frame_format))
+        self.black = {
+            c: tf.constant(_black_frame(self.height, self.width, c, self.frame_format)) for c in (1, 3)
+        }
         self.mean = tf.constant(clips.MEAN)
         self.std = tf.constant(clips.STD)
         # lut[v, c] = normalised value of raw v in channel c, computed by clips.normalise: [256, 3].
         self.lut = tf.constant(clips.normalise(np.arange(256, dtype=np.uint8)[:, None]))
 
-    def gather(self, encoded: tf.Tensor, num_frames: tf.Tensor, starts: tf.Tensor) -> tf.Tensor:
+    def stored_channels(self, ex: Mapping[str, tf.Tensor]) -> tf.Tensor | None:
+        """The example's stored channels (int32 scalar, 1 or 3) where they vary by video, else None."""
+        return ex["channels"] if self.mixed else None
+
+    def gather(
+        self, encoded: tf.Tensor, num_frames: tf.Tensor, starts: tf.Tensor, stored: tf.Tensor | None = None
+    ) -> tf.Tensor:
         """Encoded frames ``[K, T]`` of clips at ``starts [K]``; frames past the end become black frames.
 
-        ``encoded`` is the stored ``frames`` feature: PNG strings ``[F]``, or one raw video string.
+        ``encoded`` is the stored ``frames`` feature: PNG strings ``[F]``, or one raw video string of
+        ``stored`` channels per pixel (:meth:`stored_channels`; None = the dataset's channels).
         """
         frames, stride = self.spec.frames, self.spec.stride
         num = tf.cast(num_frames, tf.int64)
         idx = starts[:, None] + stride * tf.range(frames, dtype=tf.int64)[None, :]
         safe = tf.minimum(idx, num - 1)
+        if stored is None:
+            black = self.black[self.channels]
+            channels = tf.constant(self.channels, tf.int64)
+        else:
+            black = tf.where(tf.equal(stored, 1), self.black[1], self.black[3])
+            channels = tf.cast(stored, tf.int64)
         if self.frame_format == "raw":
-            size = tf.constant(self.frame_bytes, tf.int64)
+            size = self.height * self.width * channels
             strings = tf.strings.substr(encoded, safe * size, tf.fill(tf.shape(safe), size))
         else:
             strings = tf.gather(encoded, safe)
-        return tf.where(idx < num, strings, self.black)
+        return tf.where(idx < num, strings, black)
 
     def _translate(self, x: tf.Tensor, dy: tf.Tensor, dx: tf.Tensor) -> tf.Tensor:
         """clips.translate on ``[T, H, W, C]``: one slice of the covered part + one black pad."""
@@ -154,16 +177,38 @@ class _ClipMaker:
         part = tf.slice(x, tf.stack([0, y0, x0, 0]), tf.stack([-1, h - top - y0, w - left - x0, -1]))
         return tf.pad(part, [[0, 0], tf.stack([top, y0]), tf.stack([left, x0]), [0, 0]])
 
-    def decode(self, strings: tf.Tensor, offsets: tf.Tensor | None, k: int) -> tf.Tensor:
+    def decode(
+        self, strings: tf.Tensor, offsets: tf.Tensor | None, k: int, stored: tf.Tensor | None = None
+    ) -> tf.Tensor:
         """``[k, T]`` encoded frames (+ crop offsets ``[k, 2]``) -> un-normalised clips ``[k, T, S, S, C]``.
 
         uint8, except float32 (0..255 scale) when resizing for float output; :meth:`finish` normalises.
+        ``stored`` as in :meth:`gather`: a one-channel video is decoded, translated and resized on its
+        one channel, then tiled to ``C = 3`` (uint8 output) or normalised to float32 ``[..., 3]``
+        here rather than in :meth:`finish` (float output).
         """
-        t, h, w, c = self.spec.frames, self.height, self.width, self.channels
+        if stored is None:
+            return self._decode(strings, offsets, k, self.channels)
+        if self.spec.output == "uint8":
+            grey = lambda: self._tile(self._decode(strings, offsets, k, 1))
+            colour = lambda: self._decode(strings, offsets, k, 3)
+        else:  # normalised here, per video: the table for one channel (see finish)
+            grey = lambda: self._normalise(self._decode(strings, offsets, k, 1), 1)
+            colour = lambda: self._normalise(self._decode(strings, offsets, k, 3), 3)
+        return tf.cond(tf.equal(stored, 1), grey, colour)
+
+    @staticmethod
+    def _tile(x: tf.Tensor) -> tf.Tensor:
+        """``[..., 1]`` -> ``[..., 3]``: the one stored channel as R, G and B."""
+        return tf.concat([x, x, x], axis=-1)
+
+    def _decode(self, strings: tf.Tensor, offsets: tf.Tensor | None, k: int, c: int) -> tf.Tensor:
+        """:meth:`decode` for videos stored with ``c`` channels: ``[k, T, S, S, c]``."""
+        t, h, w = self.spec.frames, self.height, self.width
         out = []
         for i in range(k):
             if self.frame_format == "raw":
-                x = tf.io.decode_raw(strings[i], tf.uint8, fixed_length=self.frame_bytes)
+                x = tf.io.decode_raw(strings[i], tf.uint8, fixed_length=h * w * c)
                 x = tf.reshape(x, [t, h, w, c])
             else:
                 x = tf.map_fn(
@@ -186,14 +231,22 @@ class _ClipMaker:
     def finish(self, x: tf.Tensor) -> tf.Tensor:
         """Normalises a batch of decoded clips ``[..., C]`` -> float32 ``[..., 3]`` (or keeps uint8).
 
-        One stored channel goes through the 256-entry table of ``clips.normalise`` (a row of three
-        per value: tiling and normalising in one gather, 3x faster than broadcasting arithmetic);
-        three channels through ``(x - MEAN) / STD`` in float32, the numpy sampler's own operations
-        (2x faster than a per-channel table). Both are bit-identical to ``clips.normalise``.
+        Clips of a dataset with per-video channels were normalised in :meth:`decode` already.
         """
-        if self.spec.output == "uint8":
+        if self.spec.output == "uint8" or self.mixed:
             return x
-        if x.dtype == tf.uint8 and self.channels == 1:
+        return self._normalise(x, self.channels)
+
+    def _normalise(self, x: tf.Tensor, c: int) -> tf.Tensor:
+        """Clips ``[..., c]`` (uint8, or float32 0..255 after a resize) -> float32 ``[..., 3]``.
+
+        One uint8 channel goes through the 256-entry table of ``clips.normalise`` (a row of three
+        per value: tiling and normalising in one gather, 3x faster than broadcasting arithmetic);
+        otherwise ``(x - MEAN) / STD`` in float32, the numpy sampler's own operations (2x faster
+        than a per-channel table), broadcasting one channel to three. All are bit-identical to
+        ``clips.normalise``.
+        """
+        if x.dtype == tf.uint8 and c == 1:
             return tf.gather(self.lut, tf.cast(x[..., 0], tf.int32))
         return (tf.cast(x, tf.float32) - self.mean) / self.std
 
@@ -292,8 +345,9 @@ def train_dataset(
         num_epochs: epochs in the stream (``None`` = endless).
         deterministic: no shuffling (file order) - for tests; draws still depend on (seed, epoch).
         shuffle_buffer: shuffle window in videos. Each video holds ``views * frames`` encoded
-            frames (~5-8 KB each as PNG, ``H * W * C`` bytes raw: 12.5 KB grey, 37.6 KB RGB) and up
-            to two windows are in memory: 1024 videos x 72 RGB frames ~ 5.5 GB. An epoch no longer
+            frames (~5-8 KB each as PNG, ``H * W * C`` bytes raw: 12.5 KB grey, also a grey video
+            of an RGB dataset, 37.6 KB colour) and up to two windows are in memory: 1024 videos x 72
+            colour frames ~ 5.5 GB, a third of that for grey ones. An epoch no longer
             than the window is a full uniform permutation, but its first batch then waits until the
             whole epoch has been read.
         augment: the official +-``spec.pad`` px translation; ``False`` = none (centre crop);
@@ -335,12 +389,15 @@ def train_dataset(
         else:
             offsets = tf.fill([views, 2], tf.constant(pad, tf.int64))
         out = _labels(ex)
+        stored = maker.stored_channels(ex)
         out.update(
-            strings=maker.gather(ex["frames"], ex["num_frames"], starts),
+            strings=maker.gather(ex["frames"], ex["num_frames"], starts, stored),
             starts=starts,
             offsets=offsets,
             epoch=tf.cast(e, tf.int32),
         )
+        if stored is not None:
+            out["stored_channels"] = stored
         return out
 
     def one_epoch(e):
@@ -369,7 +426,7 @@ def train_dataset(
 
     def decode(ex):
         ex = dict(ex)
-        ex["video"] = maker.decode(ex.pop("strings"), ex["offsets"], views)
+        ex["video"] = maker.decode(ex.pop("strings"), ex["offsets"], views, ex.pop("stored_channels", None))
         return ex
 
     last = 2**62 if num_epochs is None else epoch + num_epochs
@@ -440,7 +497,9 @@ def eval_dataset(
         clip_starts = tf.gather(start_matrix, row)
         out = _labels(ex)
         out["starts"] = clip_starts
-        out["video"] = maker.decode(maker.gather(ex["frames"], ex["num_frames"], clip_starts), None, k)
+        stored = maker.stored_channels(ex)
+        strings = maker.gather(ex["frames"], ex["num_frames"], clip_starts, stored)
+        out["video"] = maker.decode(strings, None, k, stored)
         return out
 
     def pad_batch(batch):
