@@ -66,6 +66,7 @@ ABSENT_MEANS = {
     "data.spatial": "area",
     "data.time_sampling": "ends",
     "data.cycle_frames": "inclusive",
+    "eval.interval_level": 0.9,  # EF intervals (evaluation.conformal): a resumed old run calibrates at 90 %
 }
 
 
