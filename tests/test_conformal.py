@@ -12,8 +12,9 @@ import pytest
 from configs import demo
 from coreecho_jax import config_check
 from coreecho_jax.errors import CheckpointError, ConfigError, DataError
-from coreecho_jax.evaluation import categories, conformal
+from coreecho_jax.evaluation import categories, conformal, multiclip
 from coreecho_jax.evaluation.conformal import Calibration, CalibrationFileError
+from tests.conftest import run_python
 
 # ------------------------------------------------------------------------------- the quantile rule
 
@@ -326,3 +327,39 @@ def test_summary_line_rounds_the_interval_outward():
     assert conformal.summary_line(38.2, (33.4, 43.2), 0.9) == "EF 38 [33, 44] (90 %)"
     assert conformal.summary_line(61.7, (0.0, 100.0), 0.95) == "EF 62 [0, 100] (95 %)"
     assert conformal.summary_line(38.2, None, None) == "EF 38"
+
+
+def test_calibration_from_an_evaluate_workdir(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    labels = rng.uniform(20, 75, 40)
+    clips = labels[:, None] + rng.normal(0, 3, (40, 3))
+    result = multiclip.VideoPredictions(
+        [f"v{i}.avi" for i in range(40)], labels, clips, np.zeros((40, 3), int)
+    )
+    multiclip.write_csv(result, tmp_path / conformal.PREDICTIONS_CSV)
+    out = tmp_path / "weights" / "calibration.json"
+    out.parent.mkdir()
+    assert conformal.main([str(tmp_path), "--out", str(out)]) == 2  # no results_evaluate.json yet
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / conformal.RESULTS_JSON}: not found; run --mode=evaluate with --workdir={tmp_path} first\n"
+    )
+    results = {"weights_sha256": "cd34", "checkpoint": "runs/x/checkpoints/stage2/best (epoch 4)"}
+    (tmp_path / conformal.RESULTS_JSON).write_text(json.dumps(results))
+    assert conformal.main([str(tmp_path), "--out", str(out), "--level", "0.8"]) == 0
+    saved = Calibration.load(out)
+    # the CSV's 4 decimals, read back
+    p, s = np.round(result.prediction, 4), np.round(result.spread, 4)
+    expected = conformal.fit(labels.round(4), p, s, clips_per_video=3, level=0.8)
+    assert saved.quantiles == expected.quantiles and saved.n == expected.n and saved.level == 0.8
+    assert saved.weights_sha256 == "cd34" and saved.checkpoint == results["checkpoint"]
+    assert saved.clips_per_video == 3 and saved.source.endswith("40 videos, 3 clips each")
+    assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_the_conformal_module_loads_neither_jax_nor_tensorflow():
+    done = run_python(
+        "import sys, coreecho_jax.evaluation.conformal, coreecho_jax.evaluation.categories\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'tensorflow', 'flax')))"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -96,6 +96,7 @@ def test_run_writes_everything_a_user_needs(finished_run):
     assert saved["interval_level"] == 0.9 and saved["interval_n"] == 5
     assert saved["interval_coverage"] == 1.0 and saved["interval_mean_width"] == 100.0
     assert saved["interval_calibration"] == calibration["source"]
+    assert saved["weights_sha256"] == calibration["weights_sha256"]  # the fingerprint predict checks
     assert sum(map(sum, saved["ef_category_confusion"]["counts"])) == 5
     assert "auroc_ef_below_40" in saved and "auroc_ef_below_50" in saved
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]

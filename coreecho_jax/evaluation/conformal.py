@@ -39,6 +39,12 @@ Choices, and why:
   (README). ``predict`` spreads its K starts evenly instead of drawing them: its spreads may be
   distributed slightly differently from the calibration's.
 
+**A calibration set of your own** (labelled videos of your population, as the test split of a data
+root): ``--mode=evaluate`` of the trained model on them writes ``test_predictions_evaluate.csv`` and
+``results_evaluate.json``; ``python -m coreecho_jax.evaluation.conformal EVAL_WORKDIR --out
+RUN/calibration.json [--level 0.9]`` fits on those predictions (:func:`fit_from_evaluation`; the CSV
+holds them to 4 decimals, 0.0001 EF points).
+
 **Why not crepes** (``crepes.ConformalRegressor`` does normalised Mondrian split conformal): ``import
 crepes`` loads pandas, scipy and scikit-learn (``crepes.extras`` imports sklearn without declaring it),
 heavy for an inference install that needs one number per bin; its fitted regressor keeps every
@@ -52,10 +58,13 @@ finite one). The rule here is :func:`conformal_quantile`, tested against its gua
 
 from __future__ import annotations
 
+import argparse
+import csv
 import dataclasses
 import hashlib
 import json
 import math
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -63,7 +72,7 @@ from typing import Any
 
 import numpy as np
 
-from coreecho_jax.errors import CheckpointError, DataError
+from coreecho_jax.errors import CheckpointError, CoreEchoError, DataError
 from coreecho_jax.evaluation import categories
 
 CALIBRATION_FILE = "calibration.json"
@@ -429,3 +438,78 @@ def summary_line(ef: float, interval: tuple[float, float] | None, level: float |
         return f"EF {ef:.0f}"
     lo, hi = math.floor(interval[0]), math.ceil(interval[1])
     return f"EF {ef:.0f} [{lo}, {hi}] ({_percent(level)})"
+
+
+PREDICTIONS_CSV = "test_predictions_evaluate.csv"
+RESULTS_JSON = "results_evaluate.json"
+
+
+def fit_from_evaluation(workdir: str | Path, level: float = DEFAULT_LEVEL) -> Calibration:
+    """A calibration fitted on the videos a ``--mode=evaluate`` run predicted: ``<workdir>/``
+    :data:`PREDICTIONS_CSV` (``EF``, ``EF_pred``, ``EF_pred_std``, ``EF_pred_clip_<k>``) and, for the
+    weights and K it belongs to, ``<workdir>/`` :data:`RESULTS_JSON` (``weights_sha256``, ``checkpoint``).
+
+    Raises:
+        DataError: a missing file, column or field, or a value that is not a number.
+    """
+    workdir = Path(workdir)
+    csv_path, results_path = workdir / PREDICTIONS_CSV, workdir / RESULTS_JSON
+    for path in (csv_path, results_path):
+        if not path.is_file():
+            raise DataError(f"{path}: not found; run --mode=evaluate with --workdir={workdir} first")
+    try:
+        results = json.loads(results_path.read_text())
+    except ValueError as e:
+        raise DataError(f"{results_path}: not valid JSON ({e})") from None
+    if not isinstance(results, dict) or not results.get("weights_sha256"):
+        raise DataError(
+            f"{results_path}: no weights_sha256 (written before EF intervals); rerun --mode=evaluate"
+        )
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = ("EF", "EF_pred", "EF_pred_std")
+    if not rows or any(c not in rows[0] for c in columns):
+        raise DataError(f"{csv_path}: expected the columns {', '.join(columns)} and one row per video")
+    try:
+        y, p, s = (np.array([float(r[c]) for r in rows]) for c in columns)
+    except ValueError as e:
+        raise DataError(f"{csv_path}: {e}") from None
+    k = sum(1 for c in rows[0] if c.startswith("EF_pred_clip_"))
+    return fit(
+        y,
+        p,
+        s,
+        clips_per_video=k,
+        level=level,
+        source=f"{csv_path}: {len(rows)} videos, {k} clips each",
+        checkpoint=str(results.get("checkpoint", "")),
+        weights_sha256=str(results["weights_sha256"]),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m coreecho_jax.evaluation.conformal EVAL_WORKDIR --out PATH [--level 0.9]``; returns the
+    exit status (0 written, 2 a refused input, reported in one line on stderr)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m coreecho_jax.evaluation.conformal",
+        description="Fit EF intervals on the predictions of a --mode=evaluate run (your calibration videos).",
+    )
+    parser.add_argument("workdir", help=f"the --mode=evaluate workdir ({PREDICTIONS_CSV}, {RESULTS_JSON})")
+    parser.add_argument("--out", required=True, help="where to write calibration.json (beside the weights)")
+    parser.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="coverage level, e.g. 0.9")
+    args = parser.parse_args(argv)
+    try:
+        calibration = fit_from_evaluation(args.workdir, args.level)
+        out = calibration.save(args.out)
+    except (CoreEchoError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for b, name in enumerate(calibration.names):
+        q = calibration.quantiles[b]
+        print(f"{name}: {calibration.n[b]} videos, quantile " + (f"{q:.3f}" if math.isfinite(q) else "none"))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

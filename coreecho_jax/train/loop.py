@@ -399,6 +399,7 @@ class Trainer:
             train_mean=self.data.train_mean_ef(),
         )
         result, summary = evaluator.run(self.data.eval_batches("test", starts))
+        summary["weights_sha256"] = model_fingerprint(self.model)  # the weights a calibration belongs to
         summary.update(
             multiclip.clinical_summary(
                 result,
