@@ -375,17 +375,12 @@ class Trainer:
             path = calibration.save(self.workdir / conformal.CALIBRATION_FILE)
             _say(f"EF intervals calibrated on the {calibration.source} ({path})")
 
-    def test(
-        self,
-        tag: str,
-        calibration: conformal.Calibration | None = None,
-        no_calibration: str = "no calibration",
-    ) -> dict:
+    def test(self, tag: str, calibration: conformal.Calibration | None = None) -> dict:
         """The test protocol: fixed starts, K clips per video, CIs; process 0 writes the per-video CSV
         and the agreement plots ``test_<tag>_scatter.png``, ``test_<tag>_bland_altman.png``.
 
-        Adds the EF category metrics and, with a ``calibration``, the coverage and width of its
-        intervals (:func:`multiclip.clinical_summary`; ``no_calibration``: why there is none)."""
+        Adds the weights' SHA-256, the EF category metrics and, with a ``calibration``, the coverage
+        and width of its intervals (:func:`multiclip.clinical_summary`)."""
         first = jax.process_index() == 0
         starts = self.data.test_starts() if first else None  # process 0 draws and saves them if needed
         if jax.process_count() > 1:  # the others read the file only once it is complete
@@ -402,11 +397,7 @@ class Trainer:
         summary["weights_sha256"] = model_fingerprint(self.model)  # the weights a calibration belongs to
         summary.update(
             multiclip.clinical_summary(
-                result,
-                calibration,
-                n_resamples=evaluator.bootstrap,
-                seed=evaluator.seed,
-                no_calibration=no_calibration,
+                result, calibration, n_resamples=evaluator.bootstrap, seed=evaluator.seed
             )
         )
         if first:
