@@ -120,7 +120,7 @@ def nonconformity(labels, predictions, spreads, spread_floor: float = SPREAD_FLO
 
 def weights_fingerprint(arrays: Iterable[tuple[str, np.ndarray]]) -> str:
     """SHA-256 of named arrays (name, dtype, shape and bytes, in name order): which weights a
-    calibration belongs to, wherever they were copied or exported."""
+    calibration belongs to, wherever the same arrays were copied, moved or exported to."""
     digest = hashlib.sha256()
     for name, array in sorted(arrays, key=lambda item: item[0]):
         array = np.ascontiguousarray(array)
