@@ -96,6 +96,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.batch_size = 16  # videos per eval batch (x n_clips clips); speed only, not compared on resume
     c.eval.bootstrap = 1000  # bootstrap resamples for the 95% confidence intervals; 0: no intervals
     c.eval.seed = 0  # seeds the test clip starts when data.test_start_indexes is ""; val starts use seed
+    c.eval.interval_level = 0.9  # EF intervals, split conformal on val (not in the paper; extra result keys)
 
     c.run = ml_collections.ConfigDict()
     c.run.stages = "1,2"  # which stages to run; a later run may add stage 2 into the same workdir

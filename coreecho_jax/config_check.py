@@ -83,6 +83,11 @@ RULES: tuple[_Rule, ...] = (
     ("eval.batch_size", *_int(1)),
     ("eval.bootstrap", *_int(0)),
     ("eval.seed", *_int(0)),
+    (
+        "eval.interval_level",
+        lambda v: _is_number(v) and 0 < v < 1,
+        "must be in (0, 1), e.g. 0.9: 90 % intervals",
+    ),
     ("run.log_every", *_int(1)),
     ("run.max_steps_per_epoch", *_int(0)),
     ("data.augment", lambda v: isinstance(v, bool), "must be True or False"),

@@ -14,6 +14,14 @@ a cardiac cycle: fewer than :func:`min_frames` frames, i.e. one cycle at 150 bpm
 50 fps) or one clip span (``frames * stride``), whichever is fewer. A frame rate far from the training
 data's (EchoNet-Dynamic, ~50 fps) gives a warning: the clip then spans another stretch of time.
 
+EF interval: when the checkpoint's folder (a run workdir, an exported folder, or the folder of a
+``.pth``) holds a ``calibration.json`` fitted for these weights and this K (training writes one; see
+:mod:`coreecho_jax.evaluation.conformal`), the result carries ``ef_interval`` ``[lo, hi]`` (EF %) at
+``interval_level`` and ``summary`` reads ``EF 38 [33, 44] (90 %)``; otherwise ``summary`` is ``EF 38`` and
+a note says why there is no interval. ``ef_category`` is the guideline category of the predicted EF
+(:mod:`coreecho_jax.evaluation.categories`). The starts here are spread evenly while calibration draws
+them, so the spread may be distributed slightly differently from the calibration's.
+
 When the run workdir holds ``embeddings_train.npz`` of the same checkpoint (``--mode=embed
 --splits=train``), the result also carries the distribution-shift score of the video's mean clip
 embedding: ``shift_distance`` and ``shift_percentile`` (:class:`coreecho_jax.analysis.shift.ShiftIndex`,
@@ -32,9 +40,9 @@ from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.data import clips, video_io
 from coreecho_jax.data.echo_loop import check_echo_loop, min_frames  # noqa: F401 (part of predict's API)
 from coreecho_jax.data.echonet_layout import FRAME_SIZE
-from coreecho_jax.evaluation import multiclip
+from coreecho_jax.evaluation import categories, conformal, multiclip
 from coreecho_jax.evaluation import steps as eval_steps
-from coreecho_jax.evaluation.evaluator import Evaluator
+from coreecho_jax.evaluation.evaluator import Evaluator, model_fingerprint
 
 
 def predict_file(
@@ -56,9 +64,11 @@ def predict_file(
         target_fps: resample the video to this fps first (e.g. 50, the training data's); off by default.
 
     Returns:
-        The JSON-ready result; ``shift_distance``/``shift_percentile`` only with training embeddings.
+        The JSON-ready result; ``ef_interval``/``interval_level`` only with a calibration,
+        ``shift_distance``/``shift_percentile`` only with training embeddings.
 
     Raises:
+        CalibrationFileError: a damaged ``calibration.json`` beside the checkpoint.
         ConfigError: the given config's clip settings disagree with the run's.
         NotAnEchoVideoError: a still image or a loop too short for a cardiac cycle.
         VideoReadError: a missing or unreadable file.
@@ -86,16 +96,21 @@ def predict_file(
     )
     result = evaluator.predict([multiclip.video_batch(x, starts, Path(video_path).name)])
     prediction = result.clip_predictions[0]
+    ef, spread = float(prediction.mean()), float(prediction.std())
+    interval = _interval(checkpoint, model, ef, spread, k, notes)
     shift_score = {}
     index = embed.train_index(checkpoint, origin)
     if index is not None:
         embedding = np.asarray(eval_steps.embed_step(model, x[None]))[0].mean(axis=0, keepdims=True)
         shift_score = {key: float(value[0]) for key, value in index.score(embedding).items()}
     return {
+        "summary": conformal.summary_line(ef, interval.get("ef_interval"), interval.get("interval_level")),
         "video": str(video_path),
         "checkpoint": origin,
-        "ef_mean": float(prediction.mean()),
-        "ef_std": float(prediction.std()),
+        "ef_mean": ef,
+        "ef_std": spread,
+        **interval,
+        "ef_category": categories.NAMES[int(categories.bin_index(ef))],
         "ef_per_clip": [float(p) for p in prediction],
         "clip_starts": [int(s) for s in starts],
         "num_frames": int(video.num_frames),
@@ -110,4 +125,23 @@ def predict_file(
         "crop_box": list(video.metadata["crop_box"]),
         "notes": notes,
         **shift_score,
+    }
+
+
+def _interval(checkpoint: Path, model, ef: float, spread: float, k: int, notes: list[str]) -> dict:
+    """``ef_interval``, ``interval_level`` and ``calibration`` (its path) from the checkpoint's
+    calibration when it fits these weights and K; else ``{}`` and a note saying why (appended to ``notes``)."""
+    path = conformal.calibration_path(checkpoint)
+    calibration, why = conformal.matching(path, model_fingerprint(model), k)
+    if calibration is None:
+        notes.append(f"no EF interval: {why}")
+        return {}
+    lo, hi = calibration.interval(ef, spread)
+    reason = calibration.undefined_reason(int(calibration.bins(ef)))
+    if reason:
+        notes.append(f"EF interval [0, 100]: {reason}")
+    return {
+        "ef_interval": [float(lo), float(hi)],
+        "interval_level": calibration.level,
+        "calibration": str(path),
     }

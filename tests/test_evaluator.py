@@ -1,6 +1,7 @@
 """The evaluator: gathering processes (simulated with threads), ordering, checks, strict results files."""
 
 import json
+import math
 import threading
 import types
 
@@ -11,8 +12,8 @@ import pytest
 from flax import nnx
 
 from coreecho_jax.errors import ConfigError, DataError
+from coreecho_jax.evaluation import conformal, multiclip, results
 from coreecho_jax.evaluation import evaluator as evaluator_lib
-from coreecho_jax.evaluation import multiclip, results
 from coreecho_jax.train import loop
 from coreecho_jax.train import mesh as mesh_lib
 
@@ -152,6 +153,53 @@ def test_constant_labels_say_why_r2_is_undefined(tmp_path):
     assert saved["mae"] == pytest.approx(0.0)  # defined metrics keep their values
     assert results.format_results(saved) == table  # the table reads the JSON as well
     assert loop.format_results is results.format_results  # the loop prints this table
+
+
+def test_clinical_summary_adds_interval_coverage_and_categories_to_the_table(tmp_path):
+    batches = [_batch(["a.avi", "b.avi", "c.avi", "d.avi"], [30.0, 45.0, 60.0, 70.0])]
+    result, summary = evaluator_lib.Evaluator(_clip_spread, EVAL).run(batches)
+    spread = np.std([-1 / 3, 0, 1 / 3])
+    np.testing.assert_allclose(result.spread, spread)
+    calibration = conformal.Calibration(
+        level=0.9, n=(10, 10, 5), quantiles=(2.0, 3.0, math.inf), clips_per_video=3, source="val: 25 videos"
+    )
+    mae = summary["mae"]
+    summary.update(multiclip.clinical_summary(result, calibration, n_resamples=0))
+    assert summary["mae"] == mae  # the point metrics stay as they were
+    # predictions = labels: every interval covers; the normal bin (5 videos < 9) is [0, 100]
+    assert summary["interval_coverage"] == 1.0 and summary["interval_n"] == 4
+    assert summary["interval_mean_width_reduced"] == pytest.approx(2 * 2.0 * (spread + 1.0))
+    assert summary["interval_mean_width_mildly_reduced"] == pytest.approx(2 * 3.0 * (spread + 1.0))
+    assert summary["interval_mean_width_normal"] == 100.0 and summary["interval_n_normal"] == 2
+    assert summary["interval_infinite_bins"]["normal"].startswith(
+        "5 calibration videos with predicted EF >= 50"
+    )
+    assert summary["auroc_ef_below_40"] == summary["auroc_ef_below_50"] == 1.0
+    assert summary["ef_category_confusion"]["counts"] == [[1, 0, 0], [0, 1, 0], [0, 0, 2]]
+    table = results.format_results(summary)
+    for line in (
+        "EF interval (90 %)                  coverage   width, EF %  videos",
+        "all videos                           100.0 %         53.18       4",
+        "  predicted EF < 40                  100.0 %          5.09       1",
+        "  predicted EF >= 50                 100.0 %        100.00       2",
+        "  calibrated on the val: 25 videos",
+        "AUROC EF < 40                          1.000",
+        "  normal (EF >= 50)                              0               0               2",
+    ):
+        assert line in table, (line, table)
+    saved = _strict_json(results.write_json(summary, tmp_path / "r.json").read_text())
+    assert results.format_results(saved) == table
+    without = multiclip.clinical_summary(
+        result, None, n_resamples=0, no_calibration="no calibration.json in /run"
+    )
+    assert without["interval_undefined"] == "no calibration.json in /run"
+    assert not any(k.startswith("interval_coverage") for k in without)
+    assert (
+        "EF interval coverage              undefined: no calibration.json in /run"
+        in results.format_results(
+            {**{k: v for k, v in summary.items() if not k.startswith("interval")}, **without}
+        )
+    )
 
 
 class _MeanModel(nnx.Module):

@@ -6,7 +6,9 @@ in for a trained run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import shutil
 import warnings
 
@@ -21,6 +23,8 @@ from coreecho_jax.checkpoints.saved_config import inference_config
 from coreecho_jax.data.video_io import load_echo_video, write_video
 from coreecho_jax.data.video_types import NotAnEchoVideoError, Video
 from coreecho_jax.errors import ConfigError, DataError
+from coreecho_jax.evaluation import conformal
+from coreecho_jax.evaluation.evaluator import model_fingerprint
 from coreecho_jax.models.coreecho import build_model
 from tests.test_video_io import echo_like, make_dicom, smooth_frames
 
@@ -113,6 +117,38 @@ def test_predict_with_the_run_and_refusal_of_the_echonet_config(trained_run_dir,
     assert out["crop"] == "sector" and out["num_frames"] == 40
     with pytest.raises(ConfigError, match="data.frames=8 .the given config has 36"):
         predict.predict_file(echonet.get_config(), echo_avi, run_dir)
+
+
+@pytest.mark.slow  # three predictions of a (tiny) model
+def test_predict_gives_the_calibrated_interval_of_its_own_weights_only(trained_run_dir, echo_avi, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run_dir, run)
+    out = predict.predict_file(tiny_config(), echo_avi, run)
+    assert "ef_interval" not in out and "interval_level" not in out
+    assert out["summary"] == f"EF {out['ef_mean']:.0f}"
+    assert f"no EF interval: no calibration.json in {run}" in out["notes"]
+    ef, spread = out["ef_mean"], out["ef_std"]
+    assert out["ef_category"] == ("reduced", "mildly_reduced", "normal")[(ef >= 40) + (ef >= 50)]
+
+    weights = model_fingerprint(build_model(tiny_config().model, seed=0))  # what the run's checkpoint holds
+    calibration = conformal.Calibration(
+        level=0.9, n=(12, 12, 12), quantiles=(2.0, 3.0, 4.0), clips_per_video=3, weights_sha256=weights
+    )
+    calibration.save(run / "calibration.json")
+    out = predict.predict_file(tiny_config(), echo_avi, run)
+    assert (out["ef_mean"], out["ef_std"]) == (ef, spread)  # the point prediction is unchanged
+    lo, hi = calibration.interval(ef, spread)
+    assert out["ef_interval"] == [float(lo), float(hi)] and lo < ef < hi
+    assert out["interval_level"] == 0.9 and out["calibration"] == str(run / "calibration.json")
+    assert out["summary"] == f"EF {ef:.0f} [{math.floor(lo)}, {math.ceil(hi)}] (90 %)"
+    assert not any("EF interval" in note for note in out["notes"])
+
+    dataclasses.replace(calibration, weights_sha256="0" * 64).save(run / "calibration.json")
+    out = predict.predict_file(tiny_config(), echo_avi, run)
+    assert "ef_interval" not in out and out["summary"] == f"EF {ef:.0f}"
+    assert any(
+        note.startswith("no EF interval: ") and "fitted for other weights" in note for note in out["notes"]
+    )
 
 
 # ----------------------------------------------------------------------------- refusals

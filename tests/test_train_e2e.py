@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,6 +62,7 @@ def test_run_writes_everything_a_user_needs(finished_run):
         "test_final_scatter.png",
         "test_final_bland_altman.png",
         "training_curves.png",
+        "calibration.json",
     ):
         assert (workdir / name).is_file(), name
     assert list((workdir / "tensorboard").iterdir())
@@ -81,6 +83,22 @@ def test_run_writes_everything_a_user_needs(finished_run):
     assert saved["ba_loa_low"] < saved["ba_bias"] < saved["ba_loa_high"]
     assert saved["n"] == 5 and saved["clips_per_video"] == 3  # every test video, 3 clips each
     assert saved["mae_ci_low"] <= saved["mae"] <= saved["mae_ci_high"]
+    # EF intervals fitted on the 5 validation videos: fewer than the 9 a finite 90 % quantile needs, so
+    # every bin is [0, 100] and says why; the category table counts every test video once.
+    calibration = json.loads((workdir / "calibration.json").read_text())
+    assert calibration["level"] == 0.9 and sum(b["n"] for b in calibration["bins"]) == 5
+    assert calibration["source"].startswith("validation split: 5 videos, 3 clips each")
+    assert all(
+        b["quantile"] is None and "needs at least 9" in b["quantile_undefined"] for b in calibration["bins"]
+    )
+    best = f"{workdir.resolve()}/checkpoints/stage2/best (epoch {saved['stage2_best_epoch']})"
+    assert calibration["checkpoint"] == best
+    assert saved["interval_level"] == 0.9 and saved["interval_n"] == 5
+    assert saved["interval_coverage"] == 1.0 and saved["interval_mean_width"] == 100.0
+    assert saved["interval_calibration"] == calibration["source"]
+    assert saved["weights_sha256"] == calibration["weights_sha256"]  # the fingerprint predict checks
+    assert sum(map(sum, saved["ef_category_confusion"]["counts"])) == 5
+    assert "auroc_ef_below_40" in saved and "auroc_ef_below_50" in saved
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     epochs = [(r["stage"], r["epoch"]) for r in records if "epoch/val_mae" in r]
     assert epochs == [(1, 0), (1, 1), (1, 2), (2, 0)]
@@ -154,6 +172,40 @@ def test_evaluate_mode_reproduces_the_run(root, finished_run, tmp_path):
     np.testing.assert_allclose(results["ba_bias"], reference["ba_bias"], rtol=1e-6)
     for name in ("test_evaluate_scatter.png", "test_evaluate_bland_altman.png"):
         assert (tmp_path / "eval" / name).is_file(), name
+    # the run's calibration.json fits these weights: used as it is, not fitted again
+    assert not (tmp_path / "eval" / "calibration.json").exists()
+    for key in ("interval_coverage", "interval_mean_width", "interval_calibration", "ef_category_confusion"):
+        assert results[key] == reference[key], key
+
+
+@pytest.mark.slow
+def test_a_workdir_from_before_calibration_resumes_and_evaluates_with_intervals(root, finished_run, tmp_path):
+    """A finished run without calibration.json and without eval.interval_level in config.json (as runs
+    trained before EF intervals are): --mode=evaluate fits one on its validation split, and training run
+    again into it resumes after its last epoch and writes the same calibration and bit-identical metrics."""
+    workdir, reference = finished_run
+    old = tmp_path / "old"
+    shutil.copytree(workdir, old)
+    fitted = json.loads((old / "calibration.json").read_text())
+    (old / "calibration.json").unlink()
+    saved = json.loads((old / "config.json").read_text())
+    del saved["eval"]["interval_level"]
+    (old / "config.json").write_text(json.dumps(saved))
+
+    evaluated = loop.evaluate_checkpoint(_config(root), tmp_path / "eval", str(old))
+    again = json.loads((tmp_path / "eval" / "calibration.json").read_text())
+    assert not (old / "calibration.json").exists()  # evaluate writes into its own workdir
+    assert evaluated["interval_coverage"] == reference["interval_coverage"]
+
+    resumed = loop.train_and_evaluate(_config(root), old)
+    refitted = json.loads((old / "calibration.json").read_text())
+    for calibration in (again, refitted):
+        assert (
+            calibration["bins"] == fitted["bins"]
+            and calibration["weights_sha256"] == fitted["weights_sha256"]
+        )
+    for key in ("mae", "rmse", "r2", "ba_bias", "interval_coverage", "stage2_best_epoch"):
+        assert resumed[key] == reference[key], key
 
 
 def test_predict_on_a_short_video_pads_and_answers(root, finished_run, tmp_path):
@@ -166,6 +218,10 @@ def test_predict_on_a_short_video_pads_and_answers(root, finished_run, tmp_path)
     out = predict.predict_file(_config(root), short, workdir)
     assert len(out["ef_per_clip"]) == 3 and np.isfinite(out["ef_mean"])
     assert out["num_frames"] == 20 and "padded" in out["notes"][0]
+    # the run's calibration.json belongs to these weights: an interval, [0, 100] with 5 calibration videos
+    assert out["ef_interval"] == [0.0, 100.0] and out["interval_level"] == 0.9
+    assert out["summary"] == f"EF {out['ef_mean']:.0f} [0, 100] (90 %)"
+    assert any(note.startswith("EF interval [0, 100]: ") for note in out["notes"])
 
 
 def test_bad_root_is_a_clear_error(tmp_path):

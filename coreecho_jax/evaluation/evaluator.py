@@ -16,11 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import jax
 import numpy as np
+from flax import nnx
 from jax.experimental import multihost_utils
 
 from coreecho_jax.errors import ConfigError, DataError
-from coreecho_jax.evaluation import multiclip
+from coreecho_jax.evaluation import conformal, multiclip
 from coreecho_jax.evaluation.multiclip import VideoPredictions
 
 PredictFn = Callable[[Mapping[str, np.ndarray]], np.ndarray]
@@ -36,6 +38,18 @@ _I8 = np.dtype("<i8")
 def process_allgather(x: np.ndarray) -> np.ndarray:
     """``[P, ...]`` stack of ``x`` over the JAX processes (``x`` itself, stacked, on one process)."""
     return np.asarray(multihost_utils.process_allgather(x, tiled=False))
+
+
+def model_fingerprint(model: nnx.Module) -> str:
+    """:func:`conformal.weights_fingerprint` of the model's parameters and BatchNorm statistics (not its
+    RNG state): the same for a model after training, restored from its checkpoint, copied or exported."""
+    state = nnx.to_pure_dict(nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat)))
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    # addressable_data(0): a replicated array's whole value, also on a process of a multi-host run
+    return conformal.weights_fingerprint(
+        (jax.tree_util.keystr(path), np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x))
+        for path, x in leaves
+    )
 
 
 def _pack(local: VideoPredictions, rows: int, k: int, width: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from coreecho_jax.evaluation import categories, conformal
 from coreecho_jax.evaluation import metrics as metrics_lib
 
 
@@ -31,6 +32,11 @@ class VideoPredictions:
     def prediction(self) -> np.ndarray:
         """``[N]`` mean over the K clips (EF %)."""
         return self.clip_predictions.mean(axis=1)
+
+    @property
+    def spread(self) -> np.ndarray:
+        """``[N]`` standard deviation (ddof=0) over the K clips (EF %): the spread conformal intervals scale by."""
+        return self.clip_predictions.std(axis=1)
 
     def __len__(self) -> int:
         return len(self.filenames)
@@ -114,6 +120,26 @@ def summarize(
         baseline = np.full_like(result.labels, train_mean)
         out["train_mean_ef"] = float(train_mean)
         out["mae_of_predicting_train_mean"] = metrics_lib.mae(result.labels, baseline)
+    return out
+
+
+def clinical_summary(
+    result: VideoPredictions,
+    calibration: conformal.Calibration | None,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    no_calibration: str = "no calibration",
+) -> dict:
+    """The category metrics (AUROC of EF < 40 and < 50, the 3 x 3 category table; see
+    :func:`categories.category_metrics`) and, with a calibration, the coverage and mean width of its
+    intervals overall and per bin of predicted EF (:func:`conformal.interval_report`); without one,
+    ``interval_undefined`` holds ``no_calibration`` (the reason)."""
+    out = categories.category_metrics(result.labels, result.prediction, n_resamples=n_resamples, seed=seed)
+    if calibration is None:
+        out["interval_undefined"] = no_calibration
+    else:
+        out.update(conformal.interval_report(calibration, result.labels, result.prediction, result.spread))
     return out
 
 

@@ -32,10 +32,11 @@ from tqdm import tqdm
 from coreecho_jax import config_check
 from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.checkpoints import manager as ckpt_lib
+from coreecho_jax.data import start_indexes
 from coreecho_jax.errors import CheckpointError, ConfigError
-from coreecho_jax.evaluation import multiclip, plots
+from coreecho_jax.evaluation import conformal, multiclip, plots
 from coreecho_jax.evaluation import steps as eval_steps
-from coreecho_jax.evaluation.evaluator import Evaluator, PredictFn
+from coreecho_jax.evaluation.evaluator import Evaluator, PredictFn, model_fingerprint
 from coreecho_jax.evaluation.results import format_results, json_ready, write_json
 from coreecho_jax.models import build_model
 from coreecho_jax.models import rngs as rng_lib
@@ -341,9 +342,45 @@ class Trainer:
         _, summary = Evaluator(self.predict_fn(), self.config.eval, bootstrap=0).run(batches)
         return summary
 
-    def test(self, tag: str) -> dict:
+    def calibration_starts(self) -> dict:
+        """K distinct starts per validation video drawn from ``eval.seed`` (the test protocol's kind of
+        starts; another stream than the test's and the per-epoch validation's)."""
+        d = self.config.data
+        seed = int(
+            np.random.SeedSequence([int(self.config.eval.seed), _CALIBRATION_STREAM]).generate_state(1)[0]
+        )
+        return start_indexes.draw_start_indexes(
+            self.data.videos("val"), int(self.config.eval.n_clips), int(d.frames), int(d.stride), seed
+        )
+
+    def calibrate(self, checkpoint: str) -> conformal.Calibration:
+        """Conformal EF intervals of the current model fitted on the validation split at
+        ``eval.interval_level`` (:mod:`coreecho_jax.evaluation.conformal`); ``checkpoint`` names the model."""
+        result = self.predict_batches(self.data.eval_batches("val", self.calibration_starts()))
+        k = result.clip_predictions.shape[1]
+        return conformal.fit(
+            result.labels,
+            result.prediction,
+            result.spread,
+            clips_per_video=k,
+            level=float(self.config.eval.interval_level),
+            source=f"validation split: {len(result)} videos, {k} clips each at starts drawn from eval.seed",
+            checkpoint=checkpoint,
+            weights_sha256=model_fingerprint(self.model),
+        )
+
+    def save_calibration(self, calibration: conformal.Calibration) -> None:
+        """Process 0 writes ``<workdir>/calibration.json``."""
+        if jax.process_index() == 0:
+            path = calibration.save(self.workdir / conformal.CALIBRATION_FILE)
+            _say(f"EF intervals calibrated on the {calibration.source} ({path})")
+
+    def test(self, tag: str, calibration: conformal.Calibration | None = None) -> dict:
         """The test protocol: fixed starts, K clips per video, CIs; process 0 writes the per-video CSV
-        and the agreement plots ``test_<tag>_scatter.png``, ``test_<tag>_bland_altman.png``."""
+        and the agreement plots ``test_<tag>_scatter.png``, ``test_<tag>_bland_altman.png``.
+
+        Adds the weights' SHA-256, the EF category metrics and, with a ``calibration``, the coverage
+        and width of its intervals (:func:`multiclip.clinical_summary`)."""
         first = jax.process_index() == 0
         starts = self.data.test_starts() if first else None  # process 0 draws and saves them if needed
         if jax.process_count() > 1:  # the others read the file only once it is complete
@@ -357,12 +394,21 @@ class Trainer:
             train_mean=self.data.train_mean_ef(),
         )
         result, summary = evaluator.run(self.data.eval_batches("test", starts))
+        summary["weights_sha256"] = model_fingerprint(self.model)  # the weights a calibration belongs to
+        summary.update(
+            multiclip.clinical_summary(
+                result, calibration, n_resamples=evaluator.bootstrap, seed=evaluator.seed
+            )
+        )
         if first:
             multiclip.write_csv(result, self.workdir / f"test_predictions_{tag}.csv")
             plots.write_agreement_plots(
                 result.labels, result.prediction, self.workdir, f"test_{tag}", title=f"test ({tag})"
             )
         return summary
+
+
+_CALIBRATION_STREAM = 23  # the calibration starts' seed stream (validation epochs use 7)
 
 
 def _stages(config: ml_collections.ConfigDict) -> list[int]:
@@ -403,7 +449,12 @@ def _run(config: ml_collections.ConfigDict, workdir: Path) -> dict:
     report: dict[str, Any] = {}
     for stage in _stages(config):
         report[f"stage{stage}"] = trainer.run_stage(stage_settings(config, stage))
-    results = trainer.test(tag="final")
+    # The loaded model is the last stage's best epoch: the one --mode=evaluate/predict load from the workdir.
+    last = f"stage{_stages(config)[-1]}"
+    origin = f"{workdir.resolve()}/checkpoints/{last}/best (epoch {report[last]['best_epoch']})"
+    calibration = trainer.calibrate(origin)
+    trainer.save_calibration(calibration)
+    results = trainer.test(tag="final", calibration=calibration)
     results.update({f"{k}_best_val_mae": v["best_val_mae"] for k, v in report.items()})
     results.update({f"{k}_best_epoch": v["best_epoch"] for k, v in report.items()})
     if jax.process_index() == 0:
@@ -427,9 +478,31 @@ def evaluate_checkpoint(
     config = saved_config.inference_config(config, source)  # the run's clip settings and model
     model, origin = loading.load_for_inference(config, source)
     trainer = Trainer(config, workdir, model=model, write_metrics=False, stages=())
-    results = trainer.test(tag="evaluate")
+    calibration = _calibration_for(trainer, Path(source), workdir, origin)
+    results = trainer.test(tag="evaluate", calibration=calibration)
     results["checkpoint"] = origin
     if jax.process_index() == 0:
         write_json(results, workdir / "results_evaluate.json")
         print(f"\nTest results of {origin}\n" + format_results(results), flush=True)
     return results
+
+
+def _calibration_for(trainer: Trainer, source: Path, workdir: Path, origin: str) -> conformal.Calibration:
+    """The calibration of the evaluated model: ``calibration.json`` beside the checkpoint or in the
+    evaluation workdir when it was fitted for these weights, K and ``eval.interval_level``; else one
+    fitted now on the validation split and written to ``<workdir>/calibration.json``."""
+    config = trainer.config
+    fingerprint = model_fingerprint(trainer.model)
+    reasons = []
+    for path in dict.fromkeys([conformal.calibration_path(source), workdir / conformal.CALIBRATION_FILE]):
+        calibration, reason = conformal.matching(
+            path, fingerprint, int(config.eval.n_clips), float(config.eval.interval_level)
+        )
+        if calibration is not None:
+            _say(f"EF intervals from {path}")
+            return calibration
+        reasons.append(reason)
+    logging.info("fitting EF intervals on the validation split: %s", "; ".join(reasons))
+    calibration = trainer.calibrate(origin)
+    trainer.save_calibration(calibration)
+    return calibration

@@ -74,6 +74,7 @@ ABSENT_MEANS = {
     "data.time_sampling": "ends",
     "data.cycle_frames": "inclusive",
     "eval.threshold_inclusive": True,  # transfer runs predicted MI when the probability was >= threshold
+    "eval.interval_level": 0.9,  # EF intervals (evaluation.conformal): a resumed old run calibrates at 90 %
 }
 
 
