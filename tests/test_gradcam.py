@@ -299,7 +299,7 @@ def test_cycle_masks_go_through_the_clip_s_own_crop_resize_and_time_sampling():
     masks = np.zeros((5, 20, 40), bool)
     masks[:, 4:8, 8:16] = True  # rows 4-7, columns 8-15 of a 20 x 40 frame
     masks[4] = False  # the last frame has no LV
-    spec = cycles.CycleSpec(frames=4, size=10, crop_fraction=1.0, spatial="area", time_sampling="ends")
+    spec = cycles.CycleSpec(frames=4, image_size=10, crop_fraction=1.0, spatial="area", time_sampling="ends")
     lv = cam_lv.cycle_lv_masks(masks, spec, dilation=0)
     chex.assert_shape(lv, (4, 10, 10))
     expected = np.zeros((10, 10), bool)
