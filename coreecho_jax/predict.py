@@ -83,11 +83,11 @@ def predict_file(
     video = video_io.load_echo_video(
         video_path, size=FRAME_SIZE, crop=crop, channels=int(d.channels), target_fps=target_fps
     )
-    notes = check_echo_loop(video, frames, stride)
+    spec = clips.ClipSpec.from_config(d)
+    notes = check_echo_loop(video, spec)
     if video.metadata.get("crop_note"):
         notes.append(video.metadata["crop_note"])
-    starts = clips.even_starts(video.num_frames, k, frames, stride)
-    spec = clips.ClipSpec.from_config(d)
+    starts = clips.even_starts(video.num_frames, k, spec)
     x = clips.make_clips(video.frames, starts, spec)
     model, origin = loading.load_for_inference(config, checkpoint)
     model.eval()

@@ -503,13 +503,13 @@ def video_clips(
     from coreecho_jax.data.echonet_layout import FRAME_SIZE
 
     d = config.data
-    frames, stride = int(d.frames), int(d.stride)
+    spec = clips.ClipSpec.from_config(d)
     info = video_io.probe_video(video_path)
     crop = "none" if (info.height, info.width) == (FRAME_SIZE, FRAME_SIZE) else "auto"
     video = video_io.load_echo_video(video_path, size=FRAME_SIZE, crop=crop, channels=int(d.channels))
-    check_echo_loop(video, frames, stride)  # a still image or a too-short loop is refused, as by predict
-    starts = clips.even_starts(video.num_frames, n_clips, frames, stride)
-    return clips.make_clips(video.frames, starts, clips.ClipSpec.from_config(d)), starts
+    check_echo_loop(video, spec)  # a still image or a too-short loop is refused, as by predict
+    starts = clips.even_starts(video.num_frames, n_clips, spec)
+    return clips.make_clips(video.frames, starts, spec), starts
 
 
 def output_text(value: float, output: str) -> str:
