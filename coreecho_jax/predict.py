@@ -1,12 +1,13 @@
 """EF of one video file (AVI/MP4/DICOM), as mean and spread over K clips.
 
 The clip settings (frames, stride, image size, channels) and the model come from the run that wrote
-the checkpoint (:func:`coreecho_jax.checkpoints.saved_config.inference_config`); a given config that
-disagrees with them is an error. The video goes through the same preparation as a user's own data
-(``video_io.load_echo_video``: region or sector crop, square, 112x112, RGB or grey as the run was
-trained) unless it already is a square of EchoNet-Dynamic's frame size, and through the same clip
-sampler as evaluation (``clips.make_clips``: black end padding to ``frames * stride``,
-normalisation). The K starts are spread evenly over the valid start positions.
+the checkpoint (:func:`coreecho_jax.inference.runs.load_run`); a given config that disagrees with them
+is an error. The video goes through the same preparation as a user's own data and Grad-CAM's
+(:func:`coreecho_jax.inference.video_clips.clips_for_video`: region or sector crop, square, 112x112,
+RGB or grey as the run was trained, unless it already is a square of EchoNet-Dynamic's frame size) and
+through the same clip sampler as evaluation (black end padding to ``frames * stride``, normalisation).
+The K starts are spread evenly over the valid start positions. The video is read and checked before
+the model is loaded. Nothing here imports training, transfer or TensorFlow code.
 
 What is refused (:class:`~coreecho_jax.data.video_types.NotAnEchoVideoError`, one line naming the
 file): a still image (one frame, or frames that are all the same picture) and a loop too short to hold
@@ -24,7 +25,7 @@ them, so the spread may be distributed slightly differently from the calibration
 
 When the run workdir holds ``embeddings_train.npz`` of the same checkpoint (``--mode=embed
 --splits=train``), the result also carries the distribution-shift score of the video's mean clip
-embedding: ``shift_distance`` and ``shift_percentile`` (:class:`coreecho_jax.analysis.shift.ShiftIndex`,
+embedding: ``shift_distance`` and ``shift_percentile`` (:class:`coreecho_jax.inference.shift.ShiftIndex`,
 a heuristic).
 """
 
@@ -35,14 +36,15 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from coreecho_jax.analysis import embed
-from coreecho_jax.checkpoints import loading, saved_config
-from coreecho_jax.data import clips, video_io
+from coreecho_jax.checkpoints import saved_config
+from coreecho_jax.data import video_io
 from coreecho_jax.data.echo_loop import check_echo_loop, min_frames  # noqa: F401 (part of predict's API)
-from coreecho_jax.data.echonet_layout import FRAME_SIZE
 from coreecho_jax.evaluation import categories, conformal, multiclip
 from coreecho_jax.evaluation import steps as eval_steps
 from coreecho_jax.evaluation.evaluator import Evaluator, model_fingerprint
+from coreecho_jax.inference import runs, shift, video_clips
+from coreecho_jax.inference.runs import TrainedModel
+from coreecho_jax.inference.video_clips import VideoClips
 
 
 def predict_file(
@@ -64,8 +66,7 @@ def predict_file(
         target_fps: resample the video to this fps first (e.g. 50, the training data's); off by default.
 
     Returns:
-        The JSON-ready result; ``ef_interval``/``interval_level`` only with a calibration,
-        ``shift_distance``/``shift_percentile`` only with training embeddings.
+        The JSON-ready result (:func:`predict_clips`).
 
     Raises:
         CalibrationFileError: a damaged ``calibration.json`` beside the checkpoint.
@@ -74,39 +75,41 @@ def predict_file(
         VideoReadError: a missing or unreadable file.
     """
     checkpoint = Path(checkpoint).resolve()  # the origin ``--mode=embed`` records with its embeddings
+    # the run's clip settings first: a video that is no echo loop is refused before any model loads
     config = saved_config.inference_config(config, checkpoint)
-    d = config.data
-    frames, stride, k = int(d.frames), int(d.stride), int(config.eval.n_clips)
-    if crop is None:
-        info = video_io.probe_video(video_path)
-        crop = "none" if (info.height, info.width) == (FRAME_SIZE, FRAME_SIZE) else "auto"
-    video = video_io.load_echo_video(
-        video_path, size=FRAME_SIZE, crop=crop, channels=int(d.channels), target_fps=target_fps
+    prepared = video_clips.clips_for_video(
+        config, video_path, int(config.eval.n_clips), crop=crop, target_fps=target_fps
     )
-    notes = check_echo_loop(video, frames, stride)
-    if video.metadata.get("crop_note"):
-        notes.append(video.metadata["crop_note"])
-    starts = clips.even_starts(video.num_frames, k, frames, stride)
-    spec = clips.ClipSpec.from_config(d)
-    x = clips.make_clips(video.frames, starts, spec)
-    model, origin = loading.load_for_inference(config, checkpoint)
+    return predict_clips(runs.load_run(config, checkpoint), prepared)
+
+
+def predict_clips(trained: TrainedModel, prepared: VideoClips) -> dict:
+    """The EF of one prepared video by ``trained`` (K = its clips), as :func:`predict_file` returns it.
+
+    Returns:
+        The JSON-ready result; ``ef_interval``/``interval_level`` only with a calibration beside
+        ``trained.source``, ``shift_distance``/``shift_percentile`` only with training embeddings in it.
+    """
+    model, video, d = trained.model, prepared.video, prepared.spec
+    x, starts, k = prepared.clips, prepared.starts, len(prepared.starts)
+    notes = list(prepared.notes)
     model.eval()
     evaluator = Evaluator(
-        lambda batch: np.asarray(eval_steps.predict_step(model, batch["video"])), config.eval
+        lambda batch: np.asarray(eval_steps.predict_step(model, batch["video"])), trained.config.eval
     )
-    result = evaluator.predict([multiclip.video_batch(x, starts, Path(video_path).name)])
+    result = evaluator.predict([multiclip.video_batch(x, starts, Path(prepared.path).name)])
     prediction = result.clip_predictions[0]
     ef, spread = float(prediction.mean()), float(prediction.std())
-    interval = _interval(checkpoint, model, ef, spread, k, notes)
+    interval = _interval(trained.source, model, ef, spread, k, notes)
     shift_score = {}
-    index = embed.train_index(checkpoint, origin)
+    index = shift.train_index(trained.source, trained.origin)
     if index is not None:
         embedding = np.asarray(eval_steps.embed_step(model, x[None]))[0].mean(axis=0, keepdims=True)
         shift_score = {key: float(value[0]) for key, value in index.score(embedding).items()}
     return {
         "summary": conformal.summary_line(ef, interval.get("ef_interval"), interval.get("interval_level")),
-        "video": str(video_path),
-        "checkpoint": origin,
+        "video": str(prepared.path),
+        "checkpoint": trained.origin,
         "ef_mean": ef,
         "ef_std": spread,
         **interval,
@@ -116,8 +119,8 @@ def predict_file(
         "num_frames": int(video.num_frames),
         "fps": None if video.fps is None else float(video.fps),
         "clip": {
-            "frames": frames,
-            "stride": stride,
+            "frames": d.frames,
+            "stride": d.stride,
             "image_size": int(d.image_size),
             "channels": 1 if video.frames.ndim == 3 else 3,
         },

@@ -20,9 +20,10 @@ from configs import demo
 from coreecho_jax.checkpoints import architecture
 from coreecho_jax.checkpoints.architecture import ArchitectureMismatchError
 from coreecho_jax.checkpoints.key_map import KeyMapError
-from coreecho_jax.checkpoints.loading import initialize_from, load_for_inference
+from coreecho_jax.checkpoints.loading import initialize_from
 from coreecho_jax.checkpoints.manager import RunCheckpoints, model_state_dict, quiet_abandoned_reads
 from coreecho_jax.errors import CheckpointError
+from coreecho_jax.inference.runs import load_run
 from coreecho_jax.models.coreecho import CoReEcho
 from coreecho_jax.models.rngs import make_rngs
 from coreecho_jax.models.uniformer import uniformer_config
@@ -169,12 +170,13 @@ print("restored epoch", meta["epoch"])
 
 @pytest.mark.slow  # builds the tiny model: ~10 s on a busy machine
 def test_predict_loads_the_last_readable_best_step_of_a_damaged_run(tmp_path, caplog, template):
-    """The caller path of predict / embed / Grad-CAM: ``load_for_inference`` of a run workdir."""
+    """The caller path of predict / embed / Grad-CAM: ``load_run`` of a run workdir."""
     (tmp_path / "config.json").write_text(demo.get_config().to_json_best_effort(indent=2))
     stage = tmp_path / "checkpoints" / "stage2"
     _random_array_data(_two_steps(stage, "best", template))
     with caplog.at_level("WARNING"):
-        model, origin = load_for_inference(demo.get_config(), tmp_path)
+        trained = load_run(demo.get_config(), tmp_path)
+    model, origin = trained.model, trained.origin
     assert origin == f"{stage}/best (epoch 0)"
     np.testing.assert_array_equal(model.encoder.blocks3[0].attn.qkv.kernel[...], _leaf(_state(template, 1)))
     assert f"{stage / 'best'}: skipped unreadable (damaged) checkpoint step 2 (ValueError: " in caplog.text

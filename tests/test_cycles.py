@@ -16,7 +16,7 @@ from coreecho_jax.data.video_types import rgb_to_gray
 def ref21_spec() -> cycles.CycleSpec:
     """configs/hmcqu.py's clips: [21]'s 12 frames of 224 px, crop 170."""
     return cycles.CycleSpec(
-        frames=12, size=224, crop_fraction=170 / 224, spatial="ref21", time_sampling="centres"
+        frames=12, image_size=224, crop_fraction=170 / 224, spatial="ref21", time_sampling="centres"
     )
 
 
@@ -118,7 +118,7 @@ def test_ref21_pipeline_follows_the_reference_step_by_step():
 
 def test_the_area_pipeline_takes_rgb_as_its_luma():
     rgb = np.random.default_rng(5).integers(0, 256, (6, 30, 40, 3), dtype=np.uint8)
-    spec = cycles.CycleSpec(frames=4, size=16, crop_fraction=0.8)
+    spec = cycles.CycleSpec(frames=4, image_size=16, crop_fraction=0.8)
     np.testing.assert_array_equal(
         cycles.cycle_to_clip(rgb, spec), cycles.cycle_to_clip(rgb_to_gray(rgb), spec)
     )
@@ -132,7 +132,7 @@ def test_cycle_to_clip_crops_the_centre_resizes_and_resamples():
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (13, 60, 80), dtype=np.uint8)
     frames[:, 30, 40] = 255
-    clip = cycles.cycle_to_clip(frames, cycles.CycleSpec(frames=6, size=20, crop_fraction=0.5))
+    clip = cycles.cycle_to_clip(frames, cycles.CycleSpec(frames=6, image_size=20, crop_fraction=0.5))
     chex.assert_shape(clip, (6, 20, 20))
     assert clip.dtype == np.uint8
     cropped = cycles.centre_crop(frames, 0.5)

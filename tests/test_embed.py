@@ -10,13 +10,13 @@ import pytest
 
 from coreecho_jax import cli, predict
 from coreecho_jax.analysis import embed
-from coreecho_jax.analysis.embeddings import NPZ_KEYS, Embeddings
-from coreecho_jax.analysis.shift import ShiftIndex
 from coreecho_jax.checkpoints.manager import RunCheckpoints, model_state_dict
 from coreecho_jax.data import datasets
 from coreecho_jax.data.echonet_layout import avi_name
 from coreecho_jax.errors import ConfigError, DataError
 from coreecho_jax.evaluation import steps as eval_steps
+from coreecho_jax.inference.embeddings import NPZ_KEYS, Embeddings
+from coreecho_jax.inference.shift import ShiftIndex
 from coreecho_jax.models.coreecho import build_model
 from tests.conftest import quick_config, run_main
 from tests.test_evaluator import _batch, _clip_spread, _Processes

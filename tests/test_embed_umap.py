@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from coreecho_jax.analysis import umap_figure
-from coreecho_jax.analysis.embeddings import Embeddings
 from coreecho_jax.errors import ConfigError, DataError
 from coreecho_jax.evaluation.multiclip import VideoPredictions
+from coreecho_jax.inference.embeddings import Embeddings
 
 #: seaborn 0.13.2 ``cubehelix_palette(as_cmap=True, rot=-0.2)`` at 0, 0.25, 0.5, 0.75, 1 (RGB).
 SEABORN_CUBEHELIX = [

@@ -299,7 +299,7 @@ def test_cycle_masks_go_through_the_clip_s_own_crop_resize_and_time_sampling():
     masks = np.zeros((5, 20, 40), bool)
     masks[:, 4:8, 8:16] = True  # rows 4-7, columns 8-15 of a 20 x 40 frame
     masks[4] = False  # the last frame has no LV
-    spec = cycles.CycleSpec(frames=4, size=10, crop_fraction=1.0, spatial="area", time_sampling="ends")
+    spec = cycles.CycleSpec(frames=4, image_size=10, crop_fraction=1.0, spatial="area", time_sampling="ends")
     lv = cam_lv.cycle_lv_masks(masks, spec, dilation=0)
     chex.assert_shape(lv, (4, 10, 10))
     expected = np.zeros((10, 10), bool)
@@ -391,7 +391,7 @@ def test_counts_below_one_are_refused_naming_the_flag(flag, value, tmp_path, cap
 def test_grad_cam_of_a_transfer_fold_checkpoint_is_the_model_the_fold_tested(transfer_runs):
     for task, head in (("camus", RegressionHead), ("hmcqu", ClassificationHead)):
         workdir = transfer_runs[task]
-        trained = runs.load_run(workdir / "folds" / "fold0" / "checkpoints")
+        trained = runs.load_run(None, workdir / "folds" / "fold0" / "checkpoints")
         assert (trained.task, trained.fold, trained.workdir) == (task, 0, workdir)
         assert type(trained.model.head) is head and "latest (epoch 0, probe)" in trained.origin
         names, x = gradcam.transfer_clips(trained)
@@ -418,7 +418,7 @@ def test_grad_cam_of_a_transfer_fold_checkpoint_is_the_model_the_fold_tested(tra
 
 @pytest.mark.slow
 def test_camus_lv_masks_lie_on_the_dark_cavity_of_the_prepared_clips(transfer_runs):
-    trained = runs.load_run(transfer_runs["camus"] / "folds" / "fold0")
+    trained = runs.load_run(None, transfer_runs["camus"] / "folds" / "fold0")
     names, x = gradcam.transfer_clips(trained, "train")
     masks, skipped = gradcam.transfer_lv_masks(trained, names, dilation=0)
     assert skipped == [] and set(masks) == set(names)
@@ -440,20 +440,20 @@ def test_a_fold_that_did_not_finish_or_tested_another_epoch_is_refused(transfer_
     text = result.read_text()
     result.write_text(json.dumps({**json.loads(text), "tested_epoch": 7}))
     with pytest.raises(CheckpointError, match="holds epoch 0, but .* tested epoch 7"):
-        runs.load_run(workdir / "folds" / "fold0")
+        runs.load_run(None, workdir / "folds" / "fold0")
     result.unlink()
     with pytest.raises(CheckpointError, match="has not finished"):
-        runs.load_run(workdir)  # the workdir's only fold
+        runs.load_run(None, workdir)  # the workdir's only fold
     (workdir / "folds" / "fold3").mkdir()
     with pytest.raises(CheckpointError, match=r"2 folds \(fold0, fold3\); name one"):
-        runs.load_run(workdir)
+        runs.load_run(None, workdir)
 
 
 @pytest.mark.slow
 def test_camus_patients_without_lv_masks_are_listed_and_none_leaves_the_lv_undefined(transfer_runs, tmp_path):
     workdir = tmp_path / "camus"
     shutil.copytree(transfer_runs["camus"], workdir, ignore=shutil.ignore_patterns("prepared"))
-    trained = runs.load_run(workdir / "folds" / "fold0")
+    trained = runs.load_run(None, workdir / "folds" / "fold0")
     names, x = gradcam.transfer_clips(trained)
     gts = {n: next((workdir / "synthetic").rglob(f"{n}_4CH_half_sequence_gt.nii.gz")) for n in names}
     gts[names[0]].unlink()

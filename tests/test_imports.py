@@ -14,21 +14,29 @@ PACKAGE = REPO / "coreecho_jax"
 ALLOWED = {
     "errors": set(),
     "safe_pickle": {"errors"},
+    "locks": set(),
     "models": {"errors"},
     "losses": {"errors"},
-    "data": {"errors", "safe_pickle"},
+    "data": {"errors", "safe_pickle", "locks"},
     "evaluation": {"errors", "models", "losses"},
     "checkpoints": {"errors", "models", "safe_pickle"},
-    "train": {"errors", "models", "losses", "data", "evaluation", "checkpoints", "config_check"},
+    # Inference (a trained model on a user's video) sits below training: see the inference-path tests.
+    "inference": {"errors", "models", "data", "evaluation", "checkpoints"},
+    "train": {"errors", "models", "losses", "data", "evaluation", "checkpoints", "config_check", "inference"},
     "config_check": {"errors", "models", "losses"},
     # Above the loop: transfer learning (CAMUS, HMC-QU) and the analyses reuse data, models and steps.
     "transfer": {"errors", "models", "losses", "data", "evaluation", "checkpoints", "train", "config_check"},
     # The analyses also read transfer models (Grad-CAM of a fold: its fresh head, its checkpoints' layout).
     "analysis": {
         *("errors", "models", "losses", "data", "evaluation", "checkpoints", "train", "config_check"),
-        "transfer",
+        *("inference", "transfer"),
     },
 }
+#: The entry of predicting one video, and the package it is built from.
+INFERENCE_ENTRY = "coreecho_jax.predict"
+#: What the inference path must never load: training, transfer, the analyses (``--mode=embed`` joins a
+#: Trainer), and TensorFlow (the modules of data/ that import it, :func:`tensorflow_modules`).
+NOT_ON_THE_INFERENCE_PATH = ("coreecho_jax.train", "coreecho_jax.transfer", "coreecho_jax.analysis")
 
 
 def test_models_losses_steps_evaluation_and_the_cli_load_no_tensorflow(tmp_path):
@@ -52,6 +60,35 @@ print(json.dumps({{"tensorflow": loaded[:5], "evaluation": sorted(
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["tensorflow"] == []
     assert report["evaluation"]  # the evaluation modules were really imported
+
+
+def test_predicting_a_video_loads_no_training_transfer_analysis_or_tensorflow(tmp_path):
+    """Importing the predict entry and the inference package, and predicting (up to the refusal of a
+    still image, before any model), loads no training, transfer, analysis or TensorFlow module."""
+    code = f"""
+import json, pkgutil, sys, importlib
+import cv2, numpy as np
+from configs import demo
+import coreecho_jax.inference
+from coreecho_jax import predict
+from coreecho_jax.data.video_types import NotAnEchoVideoError
+for m in pkgutil.iter_modules(coreecho_jax.inference.__path__):
+    importlib.import_module("coreecho_jax.inference." + m.name)
+cv2.imwrite({str(tmp_path / "still.png")!r}, np.full((40, 40), 128, np.uint8))
+try:
+    predict.predict_file(demo.get_config(), {str(tmp_path / "still.png")!r}, {str(tmp_path)!r})
+except NotAnEchoVideoError:
+    pass
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensorflow_datasets")
+    or m.startswith({NOT_ON_THE_INFERENCE_PATH!r}))
+print(json.dumps({{"loaded": loaded[:10], "inference": sorted(
+    m for m in sys.modules if m.startswith("coreecho_jax.inference."))}}))
+"""
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["loaded"] == []
+    assert {"coreecho_jax.inference.runs", "coreecho_jax.inference.video_clips"} <= set(report["inference"])
 
 
 def _module_name(path: Path) -> str:
@@ -153,3 +190,49 @@ def test_the_graph_reader_sees_real_edges():
     assert "coreecho_jax.models.coreecho" in graph["coreecho_jax.models"]
     assert "coreecho_jax.train.loop" in graph["coreecho_jax.cli"]  # a function-level import
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def tensorflow_modules() -> set[str]:
+    """Modules of the package that import TensorFlow (or TFDS) themselves, function-level imports included."""
+    out = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            if any(n.split(".")[0] in ("tensorflow", "tensorflow_datasets") for n in names):
+                out.add(_module_name(path))
+    return out
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` may import, directly or through others (function-level imports included)."""
+    seen, todo = {start}, [start]
+    while todo:
+        for nxt in graph[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_the_inference_path_reaches_no_training_transfer_analysis_or_tensorflow_module():
+    graph = import_graph()
+    starts = [INFERENCE_ENTRY, *(m for m in graph if m.startswith("coreecho_jax.inference"))]
+    tensorflow = tensorflow_modules()
+    bad = {
+        f"{start} -> {m}"
+        for start in starts
+        for m in reachable(graph, start)
+        if m.startswith(NOT_ON_THE_INFERENCE_PATH) or m in tensorflow
+    }
+    assert not bad, "\n".join(sorted(bad))
+
+
+def test_the_inference_path_checks_see_what_they_guard():
+    graph = import_graph()
+    assert {"coreecho_jax.data.pipeline", "coreecho_jax.data.echonet_tfds"} <= tensorflow_modules()
+    assert "coreecho_jax.data.video_io" not in tensorflow_modules()
+    assert "coreecho_jax.train.loop" in reachable(graph, "coreecho_jax.analysis.embed")
+    assert {"coreecho_jax.inference.runs", "coreecho_jax.checkpoints.loading"} <= reachable(
+        graph, INFERENCE_ENTRY
+    )

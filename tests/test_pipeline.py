@@ -48,9 +48,11 @@ def test_tf_sampling_formulas_equal_numpy():
     u32 = np.concatenate([rng.random(500).astype(np.float32), [np.nextafter(np.float32(1), np.float32(0))]])
     for uu in (u, u32):
         for num_frames in (1, 90, 141, 143, 144, 145, 200, 1000):
-            got = pl.tf_start_from_uniform(tf.constant(uu), tf.constant(num_frames), 36, 4).numpy()
+            got = pl.tf_start_from_uniform(tf.constant(uu), tf.constant(num_frames), ClipSpec()).numpy()
             np.testing.assert_array_equal(got, clips.start_from_uniform(uu, num_frames, 36, 4))
-            got16 = pl.tf_start_from_uniform(tf.constant(uu), tf.constant(num_frames), 16, 4).numpy()
+            got16 = pl.tf_start_from_uniform(
+                tf.constant(uu), tf.constant(num_frames), ClipSpec(frames=16)
+            ).numpy()
             np.testing.assert_array_equal(got16, clips.start_from_uniform(uu, num_frames, 16, 4))
         for pad in (0, 6, 3):
             np.testing.assert_array_equal(
@@ -125,7 +127,9 @@ def test_translation_same_for_all_frames_and_views_independent(prepared):
 def test_no_augmentation_and_single_view(prepared):
     builder, videos = prepared
     b = _batches(
-        pl.train_dataset(builder, "train", batch_size=2, views=1, augment=False, deterministic=True)
+        pl.train_dataset(
+            builder, "train", spec=ClipSpec(augment=False), batch_size=2, views=1, deterministic=True
+        )
     )[0]
     chex.assert_shape(b["video"], (2, 1, 36, 112, 112, 3))
     assert (b["offsets"] == 6).all()
@@ -375,7 +379,9 @@ def _official_rgb(frames: np.ndarray) -> np.ndarray:
 def test_rgb_channels_reach_the_model_input_in_order(prepared):
     builder, videos = prepared
     b = _batches(
-        pl.train_dataset(builder, "train", batch_size=4, views=1, augment=False, deterministic=True)
+        pl.train_dataset(
+            builder, "train", spec=ClipSpec(augment=False), batch_size=4, views=1, deterministic=True
+        )
     )[0]
     for i, name in enumerate(map(_text, b["filename"])):
         frames = clips.pad_video(videos[name])[clips.clip_indices(int(b["starts"][i, 0]))]  # [T, H, W, 3]

@@ -20,6 +20,7 @@ from configs import demo, echonet
 from coreecho_jax import predict
 from coreecho_jax.checkpoints.manager import RunCheckpoints, model_state_dict
 from coreecho_jax.checkpoints.saved_config import inference_config
+from coreecho_jax.data.clips import ClipSpec
 from coreecho_jax.data.video_io import load_echo_video, write_video
 from coreecho_jax.data.video_types import NotAnEchoVideoError, Video
 from coreecho_jax.errors import ConfigError, DataError
@@ -155,11 +156,15 @@ def test_predict_gives_the_calibrated_interval_of_its_own_weights_only(trained_r
 
 
 def test_min_frames_rule():
-    assert predict.min_frames(50.0, 36, 4) == 20  # one cycle at 150 bpm: 0.4 s at 50 fps
-    assert predict.min_frames(30.0, 36, 4) == 12
-    assert predict.min_frames(None, 36, 4) == 20  # unknown fps counts as 50
-    assert predict.min_frames(500.0, 36, 4) == 144  # a whole clip span is always enough
-    assert predict.min_frames(50.0, 2, 2) == 4
+    assert (
+        predict.min_frames(50.0, ClipSpec(frames=36, stride=4)) == 20
+    )  # one cycle at 150 bpm: 0.4 s at 50 fps
+    assert predict.min_frames(30.0, ClipSpec(frames=36, stride=4)) == 12
+    assert predict.min_frames(None, ClipSpec(frames=36, stride=4)) == 20  # unknown fps counts as 50
+    assert (
+        predict.min_frames(500.0, ClipSpec(frames=36, stride=4)) == 144
+    )  # a whole clip span is always enough
+    assert predict.min_frames(50.0, ClipSpec(frames=2, stride=2)) == 4
 
 
 @pytest.mark.parametrize("name", ["still.png", "still_png_renamed.avi"])
@@ -208,14 +213,14 @@ def test_fps_far_from_training_warns(tmp_path):
     path = write_video(tmp_path / "slow.avi", frames, fps=25.0)
     video = load_echo_video(path)
     with pytest.warns(UserWarning, match="slow.avi: 25.0 fps is far from the training data's ~50 fps"):
-        notes = predict.check_echo_loop(video, 8, 2)
+        notes = predict.check_echo_loop(video, ClipSpec(frames=8, stride=2))
     assert any("target_fps=50" in note for note in notes)
     near = Video(video.frames, 45.0, video.path, {})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert predict.check_echo_loop(near, 8, 2) == []
+        assert predict.check_echo_loop(near, ClipSpec(frames=8, stride=2)) == []
 
 
 def test_moving_video_passes(tmp_path):
     video = Video(smooth_frames(20, 16, 16), 50.0, tmp_path / "x.avi", {})
-    assert predict.check_echo_loop(video, 8, 2) == []
+    assert predict.check_echo_loop(video, ClipSpec(frames=8, stride=2)) == []

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 from coreecho_jax.analysis import shift
-from coreecho_jax.analysis.embeddings import Embeddings
 from coreecho_jax.analysis.shift_eval import shift_report
 from coreecho_jax.data import clips
 from coreecho_jax.errors import DataError
 from coreecho_jax.evaluation.multiclip import VideoPredictions
+from coreecho_jax.inference.embeddings import Embeddings
+from coreecho_jax.inference.shift import ShiftIndex
 
 
 def _cloud(n: int, seed: int, offset: float = 0.0) -> np.ndarray:
@@ -17,7 +18,7 @@ def _cloud(n: int, seed: int, offset: float = 0.0) -> np.ndarray:
 
 
 def test_far_points_score_higher_and_in_distribution_points_are_calibrated():
-    index = shift.ShiftIndex(_cloud(400, 0), k=5)
+    index = ShiftIndex(_cloud(400, 0), k=5)
     near, far = index.score(_cloud(200, 1)), index.score(_cloud(20, 2, offset=8.0))
     chex.assert_shape([near["shift_distance"], near["shift_percentile"]], (200,))
     assert far["shift_distance"].min() > near["shift_distance"].max()
@@ -29,7 +30,7 @@ def test_far_points_score_higher_and_in_distribution_points_are_calibrated():
 
 def test_leave_one_out_excludes_each_training_video_itself():
     # Two training points 3 apart: each one's nearest *other* point is 3 away, not itself (0).
-    index = shift.ShiftIndex(np.array([[0.0], [3.0]]), k=1)
+    index = ShiftIndex(np.array([[0.0], [3.0]]), k=1)
     np.testing.assert_array_equal(index.train_distances, [3.0, 3.0])
     np.testing.assert_array_equal(index.percentile(np.array([2.9, 3.0])), [0.0, 100.0])
     own = index.score()  # the training videos' own scores, themselves left out
@@ -74,7 +75,7 @@ def _embeddings(embedding: np.ndarray, error: np.ndarray) -> Embeddings:
 
 
 def test_report_of_an_obvious_shift_has_auroc_one_and_error_growing_with_the_score():
-    index = shift.ShiftIndex(_cloud(300, 0))
+    index = ShiftIndex(_cloud(300, 0))
     clean = _embeddings(_cloud(50, 1), np.full(50, 2.0))
     moved = _embeddings(_cloud(50, 1, offset=6.0), np.full(50, 15.0))
     same = _embeddings(_cloud(50, 1), np.full(50, 2.0))

@@ -6,9 +6,10 @@ and the paper's ablations as commands. Reads models and data through the package
 * :mod:`.continuity`: Spearman of distances vs EF differences, kNN-regression MAE, local ordering.
 * :mod:`.umap_figure`: UMAP coloured by EF as the official code draws it (Fig. 1: test and train
   rows, runs side by side; ``python -m``).
-* :mod:`.runs`: any trained model (CoReEcho run, ``.pth``, imported folder, transfer fold) with the
-  config that trained it (``load_run``).
+* :mod:`.runs`: the transfer folds as trained models, registered into the one loader
+  :func:`coreecho_jax.inference.runs.load_run` (CoReEcho run, ``.pth``, imported folder, transfer fold).
 * :mod:`.gradcam`: video Grad-CAM of any of them, the CAM mass in the LV, Fig. 3 (``python -m``).
-* :mod:`.shift`: the distribution-shift score (kNN distance to the training embeddings, as a
-  training percentile) and synthetic shifts; :mod:`.shift_eval`: how well it flags them (``python -m``).
+* :mod:`.shift`: synthetic shifts for the distribution-shift score of :mod:`coreecho_jax.inference.shift`
+  (kNN distance to the training embeddings, as a training percentile); :mod:`.shift_eval`: how well it
+  flags them (``python -m``).
 """

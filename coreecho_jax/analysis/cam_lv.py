@@ -105,7 +105,7 @@ def cycle_lv_masks(masks: np.ndarray, spec: cycles.CycleSpec, dilation: int = DE
     if masks.ndim != 3:
         raise DataError(f"LV masks must be bool [F, H, W], got shape {masks.shape}")
     lv = np.asarray(cycles.cycle_to_clip(masks.astype(np.uint8) * 255, spec), np.float32) >= 127.5
-    radius = clip_dilation(dilation, spec.size)
+    radius = clip_dilation(dilation, spec.image_size)
     if radius > 0:
         lv = ndimage.binary_dilation(lv, structure=disk(radius)[None])
     return lv

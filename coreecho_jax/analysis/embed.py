@@ -7,7 +7,7 @@ starts: the test split at the test protocol's starts (``test_start_indexes.json`
 ``data.test_start_indexes``), train and val at starts drawn from ``eval.seed`` the same way (distinct
 per video). Process 0 writes, in the workdir:
 
-* ``embeddings_<split>.npz`` (keys: :data:`.embeddings.NPZ_KEYS`) and ``embeddings_<split>.csv``
+* ``embeddings_<split>.npz`` (keys: :data:`coreecho_jax.inference.embeddings.NPZ_KEYS`) and ``embeddings_<split>.csv``
   (one row per video: FileName, EF, EF_pred, EF_pred_std and, with training embeddings,
   shift_distance, shift_percentile; the training videos' own scores leave themselves out).
 * with test embeddings: ``analysis.json`` (:func:`continuity.analyse`; the kNN MAE and the shift
@@ -30,21 +30,20 @@ from pathlib import Path
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from coreecho_jax.analysis import continuity
-from coreecho_jax.analysis.embeddings import Embeddings
-from coreecho_jax.analysis.shift import ShiftIndex
-from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.data import start_indexes
 from coreecho_jax.errors import ConfigError, DataError
 from coreecho_jax.evaluation import multiclip
 from coreecho_jax.evaluation import steps as eval_steps
 from coreecho_jax.evaluation.evaluator import AllGather, gather_videos, process_allgather
 from coreecho_jax.evaluation.results import json_ready, write_json
+from coreecho_jax.inference.embeddings import Embeddings, cached_train
+from coreecho_jax.inference.runs import load_run
+from coreecho_jax.inference.shift import ShiftIndex
 from coreecho_jax.train import mesh as mesh_lib
 from coreecho_jax.train import steps
 from coreecho_jax.train.loop import Trainer
@@ -210,25 +209,6 @@ def parse_splits(splits: str | Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def cached_train(workdir: Path, origin: str) -> Embeddings | None:
-    """``embeddings_train.npz`` in the workdir when it holds the same checkpoint's embeddings."""
-    path = workdir / "embeddings_train.npz"
-    if not path.exists():
-        return None
-    cached = Embeddings.load(path)
-    if cached.checkpoint != origin:
-        logging.warning("%s holds embeddings of %s, not %s: not used", path, cached.checkpoint, origin)
-        return None
-    return cached
-
-
-def train_index(run: str | Path, origin: str, k: int = continuity.DEFAULT_K) -> ShiftIndex | None:
-    """The shift-score index of a run workdir's ``embeddings_train.npz`` of checkpoint ``origin``, if any."""
-    run = Path(run)
-    train = cached_train(run, origin) if run.is_dir() else None
-    return None if train is None else ShiftIndex(train.embedding, k)
-
-
 def run_embed(
     config: ml_collections.ConfigDict,
     workdir: str | Path,
@@ -242,9 +222,9 @@ def run_embed(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     source = Path(checkpoint or workdir).resolve()  # an absolute origin: predict finds the same
-    config = saved_config.inference_config(config, source)
-    model, origin = loading.load_for_inference(config, source)
-    trainer = Trainer(config, workdir, model=model, write_metrics=False, stages=())
+    trained = load_run(config, source)
+    origin = trained.origin
+    trainer = Trainer(trained.config, workdir, model=trained.model, write_metrics=False, stages=())
     first = jax.process_index() == 0
     done: dict[str, Embeddings] = {}
     for split in names:

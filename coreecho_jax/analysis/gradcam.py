@@ -81,6 +81,7 @@ from flax import nnx
 
 from coreecho_jax.analysis import cam_lv, runs
 from coreecho_jax.errors import ConfigError, DataError
+from coreecho_jax.inference import video_clips
 
 #: Encoder stages Grad-CAM can use (1-2 convolutional, 3-4 self-attention).
 STAGES = (1, 2, 3, 4)
@@ -488,30 +489,6 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     return module.get_config(variant or None) if variant else module.get_config()
 
 
-def video_clips(
-    config: ml_collections.ConfigDict, video_path: str | Path, *, n_clips: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """Clips of a user's video prepared as ``predict.predict_file`` prepares them: ``([K, T, S, S, 3], starts [K])``.
-
-    ``config`` is the inference config (clip settings of the run). The video is cropped to a square
-    and resized to 112 px unless it already is 112x112 (``video_io.load_echo_video``), and cut into
-    ``n_clips`` evaluation clips whose starts are spread evenly over the valid positions
-    (:func:`clips.even_starts`). A still image or a loop shorter than a cardiac cycle is refused.
-    """
-    from coreecho_jax.data import clips, video_io
-    from coreecho_jax.data.echo_loop import check_echo_loop
-    from coreecho_jax.data.echonet_layout import FRAME_SIZE
-
-    d = config.data
-    frames, stride = int(d.frames), int(d.stride)
-    info = video_io.probe_video(video_path)
-    crop = "none" if (info.height, info.width) == (FRAME_SIZE, FRAME_SIZE) else "auto"
-    video = video_io.load_echo_video(video_path, size=FRAME_SIZE, crop=crop, channels=int(d.channels))
-    check_echo_loop(video, frames, stride)  # a still image or a too-short loop is refused, as by predict
-    starts = clips.even_starts(video.num_frames, n_clips, frames, stride)
-    return clips.make_clips(video.frames, starts, clips.ClipSpec.from_config(d)), starts
-
-
 def output_text(value: float, output: str) -> str:
     """``"predicted EF 55.0%"`` or ``"MI logit 1.20 (p 0.77)"`` for a title."""
     if output == "MI logit":
@@ -856,7 +833,8 @@ def _explain_echonet(
     entry: dict = {}
     row = None
     if a.video is not None:
-        x, starts = video_clips(config, a.video, n_clips=a.clips)
+        prepared = video_clips.clips_for_video(config, a.video, a.clips)  # as predict prepares it
+        x, starts = prepared.clips, prepared.starts
         cam = grad_cam(trained.model, x, stage, sign=a.sign)
         entry["pictures"] = [
             write_pictures(out, a.video, x[k], cam, k, int(starts[k]), int(config.data.stride), a.movie)
@@ -955,7 +933,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if a.video is None and a.lv_focus is None and any(runs.find_fold(c) is None for c in a.checkpoint):
         p.error("an EchoNet model needs --video=FILE and/or --lv_focus=DATASET_ROOT")
     given = load_config(a.config) if a.config else None
-    models = [runs.load_run(c, given) for c in a.checkpoint]
+    models = [runs.load_run(given, c) for c in a.checkpoint]
     for trained in models:  # before computing anything
         size = int(trained.config.data.image_size)
         for stage in stages:

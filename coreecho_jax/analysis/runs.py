@@ -1,35 +1,26 @@
-"""Any trained model this project writes, with the config that trained it: one loader for analyses.
+"""Transfer folds as trained models: the loader this module registers into the one ``load_run``.
 
-``load_run(source, config=None)`` takes what a ``--checkpoint`` names:
+:func:`coreecho_jax.inference.runs.load_run` (re-exported here, with :class:`TrainedModel`) loads an
+EchoNet run, a ``.pth`` or an imported folder itself; importing this module teaches it the transfer
+folds. A transfer fold is ``<workdir>/folds/fold<k>``, its ``checkpoints`` folder, or the transfer
+workdir itself when it holds one fold. The model is the one the fold tested: the encoder and the fresh
+head of the fold's task (CAMUS: the EF regression head; HMC-QU: one MI logit) restored from the fold's
+best checkpoint when the fold had a validation set (the loop saves a best one only then), else from
+its latest (the last epoch). The config is the transfer workdir's ``config.json`` (``task`` camus or
+hmcqu, the ``data.*`` preparation and normalisation); a given config changes only how the model
+computes (``model.dtype``, ``remat``, ``depthwise``, ``attention``:
+:data:`~coreecho_jax.checkpoints.saved_config.MODEL_RUNTIME_FIELDS`). A fold without ``result.json``
+(unfinished) is refused, and so is a restored epoch other than the ``tested_epoch`` the fold's
+``result.json`` records.
 
-* a CoReEcho run workdir (``config.json`` + ``checkpoints/stage{1,2}``): the best epoch of its last
-  stage, the model and clip settings of its ``config.json``
-  (:func:`~coreecho_jax.checkpoints.saved_config.inference_config`,
-  :func:`~coreecho_jax.checkpoints.loading.load_for_inference`); task ``"echonet"``;
-* a CoReEcho ``.pth`` or a folder written by ``checkpoints.torch_import``: their own architecture, the
-  clip settings of the given ``config`` (they record none, so it is required); task ``"echonet"``;
-* a transfer fold: ``<workdir>/folds/fold<k>``, its ``checkpoints`` folder, or the transfer workdir
-  itself when it holds one fold. The model is the one the fold tested: the encoder and the fresh head
-  of the fold's task (CAMUS: the EF regression head; HMC-QU: one MI logit) restored from the fold's
-  best checkpoint when the fold had a validation set (the loop saves a best one only then), else from
-  its latest (the last epoch). The config is the transfer workdir's ``config.json`` (``task`` camus or
-  hmcqu, the ``data.*`` preparation and normalisation). A fold without ``result.json`` (unfinished) is
-  refused, and so is a restored epoch other than the ``tested_epoch`` the fold's ``result.json`` records.
-
-A given ``config`` changes a run's model only in how it computes (``model.dtype``, ``remat``,
-``depthwise``, ``attention``: :data:`~coreecho_jax.checkpoints.saved_config.MODEL_RUNTIME_FIELDS`); for
-an EchoNet run its other fields (``eval.*``, data paths) are used and its clip settings must agree with
-the run's (:func:`~coreecho_jax.checkpoints.saved_config.inference_config`).
-
-The module lives in ``analysis`` rather than ``checkpoints`` because a fold's model needs the transfer
+The module lives in ``analysis`` rather than ``inference`` because a fold's model needs the transfer
 package (the fresh head of :func:`coreecho_jax.transfer.steps.fresh_head`, the architecture of
 :func:`coreecho_jax.transfer.loop.model_config`, the optimizer of the fold's checkpoint layout), which
-sits above ``checkpoints`` in the package order (``tests/test_imports.py``).
+sits above ``inference`` in the package order (``tests/test_imports.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -37,41 +28,18 @@ from pathlib import Path
 import ml_collections
 from absl import logging
 
-from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.checkpoints import manager as ckpt_lib
+from coreecho_jax.checkpoints import saved_config
 from coreecho_jax.errors import CheckpointError, ConfigError
+from coreecho_jax.inference.runs import TrainedModel, load_run, register_loader
 from coreecho_jax.models.coreecho import CoReEcho
+
+__all__ = ["TASKS", "TRANSFER_TASKS", "TrainedModel", "find_fold", "load_run", "load_transfer_fold"]
 
 #: Tasks a trained model can have: the EchoNet EF model and the two transfer tasks.
 TASKS = ("echonet", "camus", "hmcqu")
 TRANSFER_TASKS = ("camus", "hmcqu")
 _FOLD_DIR = re.compile(r"fold(\d+)")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainedModel:
-    """A loaded model (eval mode) and where it came from.
-
-    Attributes:
-        model: the CoReEcho encoder with its head (EchoNet/CAMUS: EF in %; HMC-QU: the MI logit).
-        config: the config that trained it (a copy; runtime model fields may be the given config's).
-        origin: what was loaded, in a line (for logs and reports).
-        task: ``"echonet"``, ``"camus"`` or ``"hmcqu"``.
-        workdir: the run workdir (EchoNet run) or the transfer workdir; None for ``.pth`` / imported.
-        fold: the transfer fold (0-based), else None.
-    """
-
-    model: CoReEcho
-    config: ml_collections.ConfigDict
-    origin: str
-    task: str
-    workdir: Path | None = None
-    fold: int | None = None
-
-    @property
-    def output(self) -> str:
-        """What the head outputs: ``"EF"`` (in %) or ``"MI logit"``."""
-        return "MI logit" if self.task == "hmcqu" else "EF"
 
 
 def find_fold(source: str | Path) -> tuple[Path, int] | None:
@@ -187,33 +155,13 @@ def load_transfer_fold(
             workdir,
         )
     model, origin = _fold_model(cfg, fold_dir)
-    return TrainedModel(model, cfg, origin, str(cfg.task), workdir, fold)
+    return TrainedModel(model, cfg, origin, fold_dir, str(cfg.task), workdir, fold)
 
 
-def load_run(source: str | Path, config: ml_collections.ConfigDict | None = None) -> TrainedModel:
-    """The trained model ``source`` names and the config that trained it (module doc).
-
-    Args:
-        source: run workdir, ``.pth`` file, imported folder, transfer fold or transfer workdir.
-        config: required for a ``.pth`` / imported folder (their clip settings); otherwise optional
-            (runtime model fields only, and for an EchoNet run the clip settings are checked against
-            the run's by :func:`saved_config.inference_config`).
-
-    Raises:
-        ConfigError: no config for a ``.pth`` / imported folder; CheckpointError: see the loaders.
-    """
+def _load_fold(config: ml_collections.ConfigDict | None, source: Path) -> TrainedModel | None:
+    """The registered loader: the fold ``source`` names, or None when it names none."""
     fold = find_fold(source)
-    if fold is not None:
-        return load_transfer_fold(*fold, config=config)
-    path = Path(source)
-    saved = saved_config.read_run_config(path)
-    if config is None:
-        if saved is None:
-            raise ConfigError(
-                f"{path}: not a run workdir (no config.json); give the config of its clips "
-                f"(--config=configs/FILE.py)"
-            )
-        config = ml_collections.ConfigDict(saved)
-    config = saved_config.inference_config(config, path)
-    model, origin = loading.load_for_inference(config, path)
-    return TrainedModel(model, config, origin, "echonet", path if saved is not None else None, None)
+    return None if fold is None else load_transfer_fold(*fold, config=config)
+
+
+register_loader(_load_fold)

@@ -1,4 +1,4 @@
-"""How well the distribution-shift score (:mod:`shift`) flags synthetic shifts the model never saw.
+"""How well the shift score (:mod:`coreecho_jax.inference.shift`) flags synthetic shifts the model never saw.
 
     python -m coreecho_jax.analysis.shift_eval --config=configs/demo.py --workdir=RUN [--checkpoint=...]
 
@@ -28,11 +28,12 @@ from scipy import stats
 
 from coreecho_jax.analysis import embed as embed_lib
 from coreecho_jax.analysis import shift
-from coreecho_jax.analysis.embeddings import Embeddings
-from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.errors import ConfigError
 from coreecho_jax.evaluation import metrics
 from coreecho_jax.evaluation.results import json_ready, write_json
+from coreecho_jax.inference.embeddings import Embeddings, cached_train
+from coreecho_jax.inference.runs import load_run
+from coreecho_jax.inference.shift import DEFAULT_K, ShiftIndex
 from coreecho_jax.train.loop import Trainer
 
 
@@ -46,7 +47,7 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.spearmanr(a, b).statistic)
 
 
-def shift_report(index: shift.ShiftIndex, clean: Embeddings, shifted: Mapping[str, Embeddings]) -> dict:
+def shift_report(index: ShiftIndex, clean: Embeddings, shifted: Mapping[str, Embeddings]) -> dict:
     """The numbers of the module docstring for each shifted copy of ``clean`` (same videos)."""
     clean_distance = index.distance(clean.embedding)
     clean_error = _abs_error(clean)
@@ -81,7 +82,7 @@ def run_shift_eval(
     checkpoint: str | None = None,
     *,
     shifts: Sequence[str] | None = None,
-    k: int = shift.DEFAULT_K,
+    k: int = DEFAULT_K,
 ) -> dict:
     """Embeds train (unless cached), test and each shifted test; writes ``shift_eval.json``."""
     names = list(shifts) if shifts else list(shift.SHIFTS)
@@ -91,17 +92,17 @@ def run_shift_eval(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     source = Path(checkpoint or workdir).resolve()  # the origin embed mode records
-    config = saved_config.inference_config(config, source)
-    model, origin = loading.load_for_inference(config, source)
-    trainer = Trainer(config, workdir, model=model, write_metrics=False, stages=())
+    trained = load_run(config, source)
+    origin = trained.origin
+    trainer = Trainer(trained.config, workdir, model=trained.model, write_metrics=False, stages=())
     first = jax.process_index() == 0
-    train = embed_lib.cached_train(workdir, origin)
+    train = cached_train(workdir, origin)
     if train is None:
         train = embed_lib.embed_split(trainer, "train")
         train.checkpoint = origin
         if first:
             train.save(workdir / "embeddings_train.npz")
-    index = shift.ShiftIndex(train.embedding, k)
+    index = ShiftIndex(train.embedding, k)
     clean = embed_lib.embed_split(trainer, "test")
     shifted = {
         name: embed_lib.embed_split(trainer, "test", shift.SHIFTS[name], f"embed test, {name}")
@@ -142,6 +143,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "Where shift_eval.json goes (and the run, unless --checkpoint).")
     flags.DEFINE_string("checkpoint", None, "A run workdir, an imported Orbax dir or a .pth.")
     flags.DEFINE_string("shifts", "", f"Comma list of {', '.join(shift.SHIFTS)} (default: all).")
-    flags.DEFINE_integer("k", shift.DEFAULT_K, "Nearest training embeddings of the score.")
+    flags.DEFINE_integer("k", DEFAULT_K, "Nearest training embeddings of the score.")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

@@ -43,9 +43,9 @@ from absl import logging
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from coreecho_jax.analysis.embeddings import Embeddings
 from coreecho_jax.errors import ConfigError, DataError
 from coreecho_jax.evaluation import metrics
+from coreecho_jax.inference.embeddings import Embeddings
 
 N_NEIGHBORS = 5  # official
 INIT = "random"  # official

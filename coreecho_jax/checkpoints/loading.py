@@ -7,7 +7,9 @@
   :class:`~coreecho_jax.checkpoints.architecture.ArchitectureMismatchError` naming both and the
   ``model.preset`` that selects the checkpoint's; a damaged one is skipped or named (see ``manager``).
 * ``load_for_inference(config, path)``: the model a ``--checkpoint`` names, built with the architecture
-  the checkpoint itself records where it records one.
+  the checkpoint itself records where it records one: the checkpoint part of
+  :func:`coreecho_jax.inference.runs.load_run`, which also gives the config that trained the model
+  (call that).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import ml_collections
 from flax import nnx
 
-from coreecho_jax.checkpoints import architecture, key_map, saved_config, torch_import, torch_pth
+from coreecho_jax.checkpoints import architecture, key_map, torch_import, torch_pth
 from coreecho_jax.checkpoints.manager import RunCheckpoints, load_model_state_dict, model_state_dict
 from coreecho_jax.errors import CheckpointError
 from coreecho_jax.models.coreecho import CoReEcho, build_model
@@ -88,9 +90,9 @@ def initialize_from(model: CoReEcho, path: str | Path | None) -> str:
 def load_for_inference(config: ml_collections.ConfigDict, path: str | Path) -> tuple[CoReEcho, str]:
     """The model a checkpoint describes, in eval mode, and a description of its origin.
 
-    ``.pth`` and imported folders carry their own architecture; a run workdir is rebuilt from the model
-    section of its saved ``config.json`` (through :func:`saved_config.inference_config`, which keeps the
-    given config's runtime switches dtype / remat / depthwise and refuses disagreeing clip settings).
+    ``.pth`` and imported folders carry their own architecture; a run workdir is rebuilt from
+    ``config.model``, which must be the run's: ``config`` is the inference config
+    (:func:`saved_config.inference_config`, as :func:`coreecho_jax.inference.runs.load_run` makes it).
     """
     path = Path(path)
     if path.is_file():
@@ -106,7 +108,6 @@ def load_for_inference(config: ml_collections.ConfigDict, path: str | Path) -> t
         if not isinstance(model, CoReEcho):
             raise CheckpointError(f"{path}: an imported encoder without a regression head cannot predict EF")
         return model, str(path)
-    config = saved_config.inference_config(config, path)
     model = build_model(config.model, seed=int(config.seed))
     origin = initialize_from(model, path)
     model.eval()

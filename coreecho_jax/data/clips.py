@@ -347,7 +347,8 @@ def make_clips(
     return np.stack([make_clip(video, int(s), spec=spec) for s in starts])
 
 
-def even_starts(num_frames: int, k: int, frames: int, stride: int) -> np.ndarray:
-    """``k`` starts spread evenly over the valid positions of a (padded) video of ``num_frames``."""
-    n = num_start_positions(num_frames, frames, stride)
+def even_starts(num_frames: int, k: int, spec: ClipSpec) -> np.ndarray:
+    """``k`` starts spread evenly over the valid positions of a (padded) video of ``num_frames`` for clips
+    of ``spec.frames`` at ``spec.stride``."""
+    n = num_start_positions(num_frames, spec.frames, spec.stride)
     return np.round(np.linspace(0, n - 1, k)).astype(np.int64)

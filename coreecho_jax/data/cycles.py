@@ -2,7 +2,7 @@
 
 CAMUS sequences run from ED to ES (a half cycle, 10 to 40 frames); HMC-QU's annotated cycle runs over
 one heartbeat (12 to 31 frames in the paper's subset). The encoder needs a fixed, even frame count, so
-each cycle becomes a clip of ``frames`` frames of ``size x size`` px by one of two pipelines
+each cycle becomes a clip of ``frames`` frames of ``image_size x image_size`` px by one of two pipelines
 (:class:`CycleSpec`, fields ``spatial`` and ``time_sampling``):
 
 ``spatial="ref21"`` (HMC-QU's default): the paper says its HMC-QU preprocessing strictly follows its
@@ -73,7 +73,7 @@ class CycleSpec:
 
     Attributes:
         frames: frames per clip T (even: the UniFormer stem halves time). [21]: 12.
-        size: output side S in px. [21]: 224.
+        image_size: output side S in px (``data.image_size``, as :attr:`clips.ClipSpec.image_size`). [21]: 224.
         crop_fraction: share of each side kept by the centred crop (1.0: none). [21]: 170 / 224.
         spatial: ``"ref21"`` (grey, resize, crop, resize back, as [21]; float32 clips) or ``"area"``
             (grey, crop, area resize; uint8 clips).
@@ -82,7 +82,7 @@ class CycleSpec:
     """
 
     frames: int = 16
-    size: int = 112
+    image_size: int = 112
     crop_fraction: float = 1.0
     spatial: str = "area"
     time_sampling: str = "ends"
@@ -90,8 +90,8 @@ class CycleSpec:
     def __post_init__(self):
         if self.frames < 2 or self.frames % 2:
             raise CycleError(f"data.frames must be an even number >= 2, got {self.frames}")
-        if self.size < 1:
-            raise CycleError(f"data.image_size must be >= 1, got {self.size}")
+        if self.image_size < 1:
+            raise CycleError(f"data.image_size must be >= 1, got {self.image_size}")
         if not 0 < self.crop_fraction <= 1:
             raise CycleError(f"data.crop_fraction must lie in (0, 1], got {self.crop_fraction}")
         if self.spatial not in SPATIAL:
@@ -222,13 +222,17 @@ def cycle_to_clip(frames: np.ndarray, spec: CycleSpec) -> np.ndarray:
     float32 0..255 (``spec.spatial="ref21"``) or uint8 (``"area"``); steps in the module doc."""
     frames = _check_frames(frames)
     if spec.spatial == "ref21":
-        grey = np.stack([pil_grey_resize(f, spec.size) for f in frames]).astype(np.float32)
+        grey = np.stack([pil_grey_resize(f, spec.image_size) for f in frames]).astype(np.float32)
         cropped = torchvision_centre_crop(grey, spec.crop_fraction)
-        resized = resize_bilinear(cropped, spec.size) if cropped.shape[1:] != grey.shape[1:] else cropped
+        resized = (
+            resize_bilinear(cropped, spec.image_size) if cropped.shape[1:] != grey.shape[1:] else cropped
+        )
         return resample_time(resized, spec.frames, spec.time_sampling).astype(np.float32)
     grey = rgb_to_gray(frames) if frames.ndim == 4 else frames
     cropped = centre_crop(grey, spec.crop_fraction)
-    resized = np.stack([cv2.resize(f, (spec.size, spec.size), interpolation=cv2.INTER_AREA) for f in cropped])
+    resized = np.stack(
+        [cv2.resize(f, (spec.image_size, spec.image_size), interpolation=cv2.INTER_AREA) for f in cropped]
+    )
     return np.clip(np.rint(resample_time(resized, spec.frames, spec.time_sampling)), 0, 255).astype(np.uint8)
 
 

@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 
+from coreecho_jax.data.clips import ClipSpec
 from coreecho_jax.data.video_types import NotAnEchoVideoError, Video
 
 #: Frame rate of the training data, EchoNet-Dynamic (its videos are ~50 fps).
@@ -24,37 +25,38 @@ FPS_WARN_RATIO = 1.5
 STILL_TOLERANCE = 2
 
 
-def min_frames(fps: float | None, frames: int, stride: int) -> int:
-    """Fewest frames a loop needs: one cycle at 150 bpm (``ceil(0.4 s * fps)``) or one clip span, whichever is fewer.
+def min_frames(fps: float | None, spec: ClipSpec) -> int:
+    """Fewest frames a loop needs: one cycle at 150 bpm (``ceil(0.4 s * fps)``) or one clip span
+    (``spec.span``), whichever is fewer.
 
     An unknown fps counts as :data:`TRAINING_FPS`. At least 2.
     """
     rate = fps or TRAINING_FPS
     cycle = math.ceil(rate * 60.0 / MAX_HEART_RATE_BPM - 1e-9)
-    return max(2, min(cycle, frames * stride))
+    return max(2, min(cycle, spec.span))
 
 
-def _rule(fps: float | None, frames: int, stride: int) -> str:
+def _rule(fps: float | None, spec: ClipSpec) -> str:
     rate = f"{fps:.1f} fps" if fps else f"fps unknown, taken as {TRAINING_FPS:.0f}"
     return (
         f"at {rate}, one cardiac cycle at {MAX_HEART_RATE_BPM:.0f} bpm ({60 / MAX_HEART_RATE_BPM:.1f} s) "
-        f"or one clip span ({frames} x {stride} = {frames * stride} frames), whichever is fewer"
+        f"or one clip span ({spec.frames} x {spec.stride} = {spec.span} frames), whichever is fewer"
     )
 
 
-def check_echo_loop(video: Video, frames: int, stride: int) -> list[str]:
+def check_echo_loop(video: Video, spec: ClipSpec) -> list[str]:
     """Refuses a still image or a loop too short for a cardiac cycle; returns notes for the result.
 
     Args:
         video: the prepared video (uint8 ``[T, S, S]`` or ``[T, S, S, 3]``).
-        frames, stride: the clip settings of the model.
+        spec: the clip settings of the model (``frames``, ``stride``).
 
     Raises:
         NotAnEchoVideoError: one frame, all frames the same picture, or fewer than :func:`min_frames`.
     """
     n, fps = video.num_frames, video.fps
-    need = min_frames(fps, frames, stride)
-    rule = _rule(fps, frames, stride)
+    need = min_frames(fps, spec)
+    rule = _rule(fps, spec)
     if n == 1:
         raise NotAnEchoVideoError(
             f"{video.path}: a still image (1 frame), not an echo loop; EF needs at least {need} frames ({rule})"
@@ -74,17 +76,17 @@ def check_echo_loop(video: Video, frames: int, stride: int) -> list[str]:
     if not fps:
         notes.append(f"the fps is unknown ({video.metadata.get('fps_source')}); taken as {TRAINING_FPS:.0f}")
     elif max(fps / TRAINING_FPS, TRAINING_FPS / fps) > FPS_WARN_RATIO:
-        span = frames * stride
+        span = spec.span
         message = (
             f"{video.path}: {fps:.1f} fps is far from the training data's ~{TRAINING_FPS:.0f} fps "
-            f"(EchoNet-Dynamic): a clip of {frames} frames at stride {stride} spans {span / fps:.1f} s here, "
+            f"(EchoNet-Dynamic): a clip of {spec.frames} frames at stride {spec.stride} spans {span / fps:.1f} s here, "
             f"{span / TRAINING_FPS:.1f} s in training; target_fps={TRAINING_FPS:.0f} resamples the video"
         )
         warnings.warn(message, stacklevel=3)
         notes.append(message)
-    if n < frames * stride:
+    if n < spec.span:
         notes.append(
-            f"the video has {n} frames, fewer than one clip span ({frames * stride}); it was "
+            f"the video has {n} frames, fewer than one clip span ({spec.span}); it was "
             f"padded with black frames as in training"
         )
     return notes

@@ -64,10 +64,11 @@ _SEED_SALT = 0x636F7265  # "core"
 # ------------------------------------------------------------------------------- sampling (TF)
 
 
-def tf_start_from_uniform(u: tf.Tensor, num_frames: tf.Tensor, frames: int, stride: int) -> tf.Tensor:
-    """TF twin of :func:`clips.start_from_uniform`: ``min(floor(u * n), n - 1)`` in float64, int64 out."""
+def tf_start_from_uniform(u: tf.Tensor, num_frames: tf.Tensor, spec: ClipSpec) -> tf.Tensor:
+    """TF twin of :func:`clips.start_from_uniform` for clips of ``spec.frames`` at ``spec.stride``:
+    ``min(floor(u * n), n - 1)`` in float64, int64 out."""
     num_frames = tf.cast(num_frames, tf.int64)
-    n = tf.maximum(num_frames, frames * stride) - (frames - 1) * stride
+    n = tf.maximum(num_frames, spec.span) - (spec.frames - 1) * spec.stride
     start = tf.cast(tf.floor(tf.cast(u, tf.float64) * tf.cast(n, tf.float64)), tf.int64)
     return tf.minimum(start, n - 1)
 
@@ -321,7 +322,6 @@ def train_dataset(
     num_epochs: int | None = 1,
     deterministic: bool = False,
     shuffle_buffer: int = 1024,
-    augment: bool | None = None,
     num_parallel_calls: int = AUTOTUNE,
     prefetch: int = 2,
     process_index: int = 0,
@@ -338,7 +338,9 @@ def train_dataset(
         source: prepared builder (:func:`echonet_tfds.prepare_echonet` / ``load_echonet``).
         split: ``train`` (official) or another split.
         spec: clip settings (frames, stride, translation pad, output size and dtype, channels); its
-            ``channels`` must be what the dataset stores.
+            ``channels`` must be what the dataset stores. ``spec.augment``: the official +-``spec.pad``
+            px translation, or none (centre crop); views share a start when ``spec.independent_views``
+            is False.
         batch_size: videos per batch (per process).
         views: clips per video (2 = stage 1 pair, 1 = stage 2).
         seed, epoch: reproducibility keys (see module doc); ``epoch`` is the first epoch.
@@ -350,8 +352,6 @@ def train_dataset(
             colour frames ~ 5.5 GB, a third of that for grey ones. An epoch no longer
             than the window is a full uniform permutation, but its first batch then waits until the
             whole epoch has been read.
-        augment: the official +-``spec.pad`` px translation; ``False`` = none (centre crop);
-            ``None`` = ``spec.augment``. Views share a start when ``spec.independent_views`` is False.
         num_parallel_calls: parallelism of the decode map.
         prefetch: batches to prefetch.
         process_index, process_count: multi-host sharding of the videos.
@@ -363,8 +363,7 @@ def train_dataset(
     if num_epochs is not None and num_epochs < 1:
         raise clips.ClipError(f"num_epochs must be >= 1 or None, got {num_epochs}")
     maker = _ClipMaker(builder, spec)
-    frames, stride, pad = spec.frames, spec.stride, spec.pad
-    augment = spec.augment if augment is None else bool(augment)
+    pad = spec.pad
     steps = train_batches_per_epoch(builder, split, batch_size * process_count)
     if steps < 1:
         n_videos = len(echonet_tfds.split_videos(builder, split))
@@ -383,8 +382,8 @@ def train_dataset(
         u = tf.stack([clip_uniforms(seed, e, key, v) for v in range(views)])  # [V, 3]
         # Shared start: every view takes view 0's uniform, so view 0 is the same clip in both modes.
         u_start = u[:, 0] if spec.independent_views else tf.fill([views], u[0, 0])
-        starts = tf_start_from_uniform(u_start, ex["num_frames"], frames, stride)
-        if augment:
+        starts = tf_start_from_uniform(u_start, ex["num_frames"], spec)
+        if spec.augment:
             offsets = tf_offset_from_uniform(u[:, 1:], pad)
         else:
             offsets = tf.fill([views, 2], tf.constant(pad, tf.int64))
@@ -468,14 +467,9 @@ def eval_dataset(
     tf_runtime.hide_gpus_from_tensorflow()
     builder = _as_builder(source)
     maker = _ClipMaker(builder, spec)
-    frames, stride = spec.frames, spec.stride
     videos = echonet_tfds.split_videos(builder, split)
     checked = validate_start_indexes(
-        starts,
-        {avi_name(n): f for n, f in videos.items()},
-        frames,
-        stride,
-        source=f"clip starts for split {split!r}",
+        starts, {avi_name(n): f for n, f in videos.items()}, spec, source=f"clip starts for split {split!r}"
     )
     names = list(videos)
     table = tf.lookup.StaticHashTable(

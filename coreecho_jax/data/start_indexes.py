@@ -190,8 +190,7 @@ def draw_start_indexes(
 def validate_start_indexes(
     starts: Mapping[str, Any],
     num_frames_by_name: Mapping[str, int],
-    frames: int = CLIP_FRAMES,
-    stride: int = CLIP_STRIDE,
+    spec: clips.ClipSpec = clips.OFFICIAL_SPEC,
     *,
     source: str = "start indexes",
 ) -> StartIndexes:
@@ -203,6 +202,7 @@ def validate_start_indexes(
     Args:
         starts: ``{name(.avi): starts [K]}``.
         num_frames_by_name: the split, ``{name(.avi): number of frames}``.
+        spec: the clips' ``frames`` and ``stride`` (default the official 36 at stride 4).
 
     Returns:
         ``{name as in num_frames_by_name: int64 [K]}``.
@@ -220,7 +220,7 @@ def validate_start_indexes(
     counts = set()
     for name, num_frames in num_frames_by_name.items():
         arr = clips.check_starts(
-            by_stem[stem(name)], int(num_frames), frames, stride, name=f"{source}: {name}"
+            by_stem[stem(name)], int(num_frames), spec.frames, spec.stride, name=f"{source}: {name}"
         )
         counts.add(arr.size)
         out[name] = arr

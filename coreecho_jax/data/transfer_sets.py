@@ -248,7 +248,7 @@ def prepare(task: str, data_config: Any, workdir: str | Path, *, progress: bool 
     dropped = {s.name for s in skipped}
     folds = tuple(f.without(dropped) for f in folds)
     headline = ds.report(skipped[len(ds.skipped) :]).splitlines()[0]
-    source = f"{headline}; {len(names)} clips of {spec.frames} x {spec.size} x {spec.size}"
+    source = f"{headline}; {len(names)} clips of {spec.frames} x {spec.image_size} x {spec.image_size}"
     columns = ds.column_mapping() if task == "hmcqu" else {}
     prepared = PreparedSet(
         task, names, clips, labels, groups, source_frames, folds, tuple(skipped), source, columns

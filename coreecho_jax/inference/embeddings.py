@@ -1,4 +1,8 @@
-"""One split's embeddings and predictions, and their file ``embeddings_<split>.npz`` (:data:`NPZ_KEYS`)."""
+"""One split's embeddings and predictions, and their file ``embeddings_<split>.npz`` (:data:`NPZ_KEYS`).
+
+``--mode=embed`` (:mod:`coreecho_jax.analysis.embed`) writes these files into a run workdir;
+:func:`cached_train` reads the training split's back for the shift score of ``predict`` and the analyses.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+from absl import logging
 
 from coreecho_jax.errors import DataError
 from coreecho_jax.evaluation import multiclip
@@ -69,3 +74,17 @@ class Embeddings:
                 [str(n) for n in z["filenames"]], z["ef"], z["clip_predictions"], z["starts"]
             )
             return cls(videos, z["clip_embeddings"], str(z["split"]), str(z["checkpoint"]))
+
+
+def cached_train(workdir: str | Path, origin: str) -> Embeddings | None:
+    """``embeddings_train.npz`` of ``workdir`` when it holds the embeddings of checkpoint ``origin``
+    (the origin ``--mode=embed`` recorded); None when there is no such file, or a warning and None when
+    it holds another checkpoint's."""
+    path = Path(workdir) / "embeddings_train.npz"
+    if not path.exists():
+        return None
+    cached = Embeddings.load(path)
+    if cached.checkpoint != origin:
+        logging.warning("%s holds embeddings of %s, not %s: not used", path, cached.checkpoint, origin)
+        return None
+    return cached
