@@ -120,7 +120,8 @@ def test_damaged_array_data_falls_back_to_the_newest_readable_step(tmp_path, cap
     np.testing.assert_array_equal(_leaf(state), _leaf(_state(template, fallback)))
     (warning,) = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
     assert warning.startswith(f"{tmp_path / kind}: skipped unreadable (damaged) checkpoint step {damaged} (")
-    assert 'FAILED_PRECONDITION: Error reading "model.encoder.' in warning and why in warning
+    # TensorStore reads the arrays concurrently: which unreadable array it names first varies
+    assert 'FAILED_PRECONDITION: Error reading "model.' in warning and why in warning
     assert warning.endswith(f"restored step {fallback} instead")
     # the run goes on from there: the next save replaces the damaged step
     getattr(ckpts, f"save_{kind}")(fallback + 1, _state(template, 5), {"epoch": 4})
