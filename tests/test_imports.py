@@ -14,12 +14,13 @@ PACKAGE = REPO / "coreecho_jax"
 ALLOWED = {
     "errors": set(),
     "safe_pickle": {"errors"},
+    "locks": set(),  # the one file lock: a workdir's run, a data folder's preparation
     "models": {"errors"},
     "losses": {"errors"},
-    "data": {"errors", "safe_pickle"},
+    "data": {"errors", "safe_pickle", "locks"},
     "evaluation": {"errors", "models", "losses"},
     "checkpoints": {"errors", "models", "safe_pickle"},
-    "train": {"errors", "models", "losses", "data", "evaluation", "checkpoints", "config_check"},
+    "train": {"errors", "models", "losses", "data", "evaluation", "checkpoints", "config_check", "locks"},
     "config_check": {"errors", "models", "losses"},
     # Above the loop: transfer learning (CAMUS, HMC-QU) and the analyses reuse data, models and steps.
     "transfer": {"errors", "models", "losses", "data", "evaluation", "checkpoints", "train", "config_check"},

@@ -1,5 +1,6 @@
 """The workdir guard: one run at a time, resumed only under the config it started with."""
 
+import ast
 import json
 import logging
 import os
@@ -7,9 +8,11 @@ import os
 import pytest
 
 from coreecho_jax.errors import ConfigError, WorkdirError
+from coreecho_jax.locks import HolderLock, LockBusy
 from coreecho_jax.train import loop as train_loop
 from coreecho_jax.train import workdir as workdir_lib
 from tests.conftest import quick_config
+from tests.paths import REPO
 
 
 def _enter(path, config, **kwargs):
@@ -176,3 +179,25 @@ def test_transfer_runs_saved_before_the_threshold_rule_predicted_mi_at_or_above_
     }
     probe = {"transfer": {"probe_random_encoder": True}}
     assert workdir_lib.config_differences({"transfer": {"probe_random_encoder": False}}, probe) == {}
+
+
+def test_the_package_has_one_lock_implementation():
+    """Only ``coreecho_jax/locks.py`` takes file locks; the workdir lock is a HolderLock underneath."""
+    users = []
+    for path in sorted((REPO / "coreecho_jax").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module] if isinstance(node, ast.ImportFrom) else []
+            if "fcntl" in names:
+                users.append(str(path.relative_to(REPO)))
+    assert users == ["coreecho_jax/locks.py"]
+
+
+def test_the_workdir_lock_and_the_shared_lock_exclude_each_other(tmp_path):
+    with workdir_lib.WorkdirLock(tmp_path):
+        with pytest.raises(LockBusy) as info:
+            HolderLock(tmp_path / workdir_lib.LOCK_FILE).acquire()
+        assert info.value.holder["pid"] == os.getpid()
+    held = pytest.raises(workdir_lib.WorkdirLockedError, match=f"pid {os.getpid()} on host")
+    with HolderLock(tmp_path / workdir_lib.LOCK_FILE), held:
+        workdir_lib.WorkdirLock(tmp_path).acquire()
