@@ -154,3 +154,47 @@ def test_the_graph_reader_sees_real_edges():
     assert "coreecho_jax.models.coreecho" in graph["coreecho_jax.models"]
     assert "coreecho_jax.train.loop" in graph["coreecho_jax.cli"]  # a function-level import
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def _names_used(paths: list[Path]) -> set[str]:
+    """Every name the code reads: loaded names, attributes, imported names, identifier-like strings."""
+    used = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                used.add(node.id)
+            elif isinstance(node, ast.Attribute):
+                used.add(node.attr)
+            elif isinstance(node, ast.ImportFrom):
+                used |= {a.name for a in node.names}
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
+                used.add(node.value)
+    return used
+
+
+def _top_level_names(path: Path) -> list[str]:
+    """The functions, classes and constants a module defines at its top level (dunder names left out)."""
+    names = []
+    for node in ast.parse(path.read_text(), filename=str(path)).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.append(node.name)
+        elif isinstance(node, ast.Assign):
+            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.append(node.target.id)
+    return [n for n in names if not n.startswith("__")]
+
+
+def test_every_top_level_name_of_the_package_is_used_somewhere():
+    """Dead code goes: each function, class and constant of the package is read by the package, a
+    script (main.py, bench/, configs/) or a test. ``main`` (a module's command) is run, not read."""
+    code = [*PACKAGE.rglob("*.py"), REPO / "main.py", *(REPO / "bench").glob("*.py")]
+    code += [*(REPO / "configs").glob("*.py"), *(REPO / "tests").rglob("*.py")]
+    used = _names_used(code)
+    dead = [
+        f"{path.relative_to(REPO)}: {name}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for name in _top_level_names(path)
+        if name != "main" and name not in used
+    ]
+    assert not dead, "\n".join(dead)
