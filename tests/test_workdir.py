@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from configs import camus, hmcqu
 from coreecho_jax.errors import ConfigError, WorkdirError
 from coreecho_jax.locks import HolderLock, LockBusy
 from coreecho_jax.train import loop as train_loop
@@ -201,3 +202,34 @@ def test_the_workdir_lock_and_the_shared_lock_exclude_each_other(tmp_path):
     held = pytest.raises(workdir_lib.WorkdirLockedError, match=f"pid {os.getpid()} on host")
     with HolderLock(tmp_path / workdir_lib.LOCK_FILE), held:
         workdir_lib.WorkdirLock(tmp_path).acquire()
+
+
+@pytest.mark.parametrize(
+    ("task", "other_fields"),
+    [
+        ("camus", {"subset": "", "fold_file": "", "fold_seed": 0}),
+        ("hmcqu", {"split_dir": ""}),
+    ],
+)
+def test_a_transfer_run_saved_with_the_other_dataset_s_fields_resumes(tmp_path, task, other_fields):
+    """Before configs/transfer.py each transfer config carried the other dataset's data fields (unread):
+    a workdir saved then resumes under the current config, which lacks them; any other field still counts."""
+    config = {"camus": camus, "hmcqu": hmcqu}[task].get_config()
+    old = workdir_lib.config_record(config)
+    old["data"].update(other_fields)
+    assert not set(other_fields) & set(config.data)
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    (tmp_path / "results.json").write_text(json.dumps({"mae": 5.0}))
+    _enter(tmp_path, config)
+    assert json.loads((tmp_path / "config.json").read_text()) == old  # kept as saved
+    old["data"]["frames"] = 8
+    assert workdir_lib.config_differences(old, workdir_lib.config_record(config)) == {
+        "data.frames": (8, config.data.frames)
+    }
+    # a field the task reads still counts when the current config lacks it
+    own = "split_dir" if task == "camus" else "subset"
+    saved = workdir_lib.config_record(config)
+    del config.data[own]
+    assert workdir_lib.config_differences(saved, workdir_lib.config_record(config)) == {
+        f"data.{own}": (saved["data"][own], "(absent)")
+    }

@@ -76,6 +76,15 @@ ABSENT_MEANS = {
 }
 
 
+#: Fields a transfer config of one task held for the other before each dataset's config kept only its own
+#: (configs/transfer.py): the task's code never read them, so a saved config that holds one, compared
+#: with a current config without it, resumes.
+OTHER_TASK_FIELDS = {
+    "camus": frozenset({"data.subset", "data.fold_file", "data.fold_seed"}),
+    "hmcqu": frozenset({"data.split_dir"}),
+}
+
+
 class WorkdirLockedError(WorkdirError):
     """Another live process holds the workdir's lock."""
 
@@ -139,11 +148,14 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple]:
-    """``{field: (old, new)}`` for each field that changes results and differs (absent: ``"(absent)"``)."""
+    """``{field: (old, new)}`` for each field that changes results and differs (absent: ``"(absent)"``).
+
+    A saved field of :data:`OTHER_TASK_FIELDS` that the current config lacks is not compared."""
     old, new = flatten(saved), flatten(current)
+    unread = OTHER_TASK_FIELDS.get(new.get("task"), frozenset()) - set(new)
     diffs = {}
     for name in sorted(set(old) | set(new)):
-        if name in RESULT_NEUTRAL_FIELDS:
+        if name in RESULT_NEUTRAL_FIELDS or name in unread:
             continue
         a = old.get(name, ABSENT_MEANS.get(name, "(absent)"))
         b = new.get(name, ABSENT_MEANS.get(name, "(absent)"))
