@@ -29,6 +29,11 @@ ALLOWED = {
         *("errors", "models", "losses", "data", "evaluation", "checkpoints", "train", "config_check"),
         "transfer",
     },
+    # Experiments that train (the ablation tables): runs of the loop, and a command (cli: flags, errors).
+    "experiments": {
+        *("errors", "models", "losses", "data", "evaluation", "checkpoints", "train", "config_check"),
+        "cli",
+    },
 }
 
 

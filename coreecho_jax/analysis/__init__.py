@@ -1,5 +1,6 @@
-"""What the model learned: embeddings and their continuity, UMAP, video Grad-CAM, distribution shift,
-and the paper's ablations as commands. Reads models and data through the package's public functions.
+"""What the model learned: embeddings and their continuity, UMAP, video Grad-CAM, distribution shift.
+Reads trained models and data through the package's public functions and never trains (the paper's
+ablations, which train, are :mod:`coreecho_jax.experiments`).
 
 * :mod:`.embed`: ``--mode=embed``, encoder embeddings of a split (K clips per video, their mean) to
   ``embeddings_<split>.npz`` / ``.csv``, ``analysis.json`` and ``umap_test.png``.
