@@ -9,7 +9,9 @@ ablations, which train, are :mod:`coreecho_jax.experiments`).
   rows, runs side by side; ``python -m``).
 * :mod:`.runs`: any trained model (CoReEcho run, ``.pth``, imported folder, transfer fold) with the
   config that trained it (``load_run``).
-* :mod:`.gradcam`: video Grad-CAM of any of them, the CAM mass in the LV, Fig. 3 (``python -m``).
+* :mod:`.gradcam`: video Grad-CAM of any of them (the maps); :mod:`.lv_focus` (with the measure,
+  :mod:`.cam_lv`): the CAM mass in the LV; :mod:`.figures`: strips, movies, Fig. 3 and the figure
+  plumbing the UMAP figure shares; :mod:`.gradcam_cli`: the command (``python -m .gradcam``).
 * :mod:`.shift`: the distribution-shift score (kNN distance to the training embeddings, as a
   training percentile) and synthetic shifts; :mod:`.shift_eval`: how well it flags them (``python -m``).
 """
