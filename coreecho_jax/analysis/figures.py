@@ -222,31 +222,26 @@ def output_text(value: float, output: str) -> str:
 def write_pictures(
     out: str | Path,
     name: str,
-    clip: np.ndarray,
+    frames: np.ndarray,
     cam: GradCam,
     index: int,
-    start: int,
-    stride: int,
     movie: str,
     *,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
     output: str = "EF",
     frame_labels: Sequence[int] | None = None,
 ) -> dict[str, str]:
-    """Strip PNG and movie of clip ``index`` of ``cam`` (its clip ``[T, H, W, 3]``); returns their paths.
+    """Strip PNG and movie of clip ``index`` of ``cam`` over its uint8 grey ``frames [T, H, W]``
+    (:func:`clip_frames_uint8`); returns their paths.
 
-    ``mean``/``std``: the clip's normalisation (default EchoNet's); ``output``: ``"EF"`` or ``"MI logit"``;
-    ``frame_labels``: default the video frame of each clip frame, ``start + stride * i``.
+    ``output``: ``"EF"`` or ``"MI logit"`` (the title); ``frame_labels``: the label of each clip frame (e.g.
+    its video frame, ``start + stride * i``), default ``0 .. T-1``.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    frames = clip_frames_uint8(clip, mean, std)
     stem = f"gradcam_{Path(name).stem}_stage{cam.stage}" + (f"_clip{index}" if index else "")
     note = " (fallback |GxA|)" if cam.fallback[index] else " (BLANK)" if cam.blank[index] else ""
     what = output_text(float(cam.prediction[index]), output)
     title = f"{Path(name).name}: Grad-CAM stage {cam.stage}, {what}{note}"
-    labels = start + stride * np.arange(len(frames)) if frame_labels is None else frame_labels
-    strip = save_strip(out / f"{stem}.png", frames, cam.maps[index], title=title, frame_labels=labels)
+    strip = save_strip(out / f"{stem}.png", frames, cam.maps[index], title=title, frame_labels=frame_labels)
     movie_path = save_movie(out / f"{stem}.{movie}", frames, cam.maps[index])
     return {"strip": str(strip), "movie": str(movie_path)}

@@ -127,9 +127,16 @@ def _explain_echonet(
     if a.video is not None:
         x, starts = video_clips(config, a.video, n_clips=a.clips)
         cam = gradcam.grad_cam(trained.model, x, stage, sign=a.sign)
+        stride = int(config.data.stride)
         entry["pictures"] = [
             figures.write_pictures(
-                out, a.video, x[k], cam, k, int(starts[k]), int(config.data.stride), a.movie
+                out,
+                a.video,
+                figures.clip_frames_uint8(x[k]),
+                cam,
+                k,
+                a.movie,
+                frame_labels=int(starts[k]) + stride * np.arange(x.shape[1]),  # the video's frames
             )
             for k in range(len(x))
         ]
@@ -171,14 +178,9 @@ def _explain_transfer(
     (out / f"videos_stage{stage}.json").write_text(json.dumps(entry, indent=2) + "\n")
     entry = {k: v for k, v in entry.items() if k != "videos"}
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", f"{trained.task}_fold{trained.fold}_{names[0]}")  # ids hold spaces
-    pictures = figures.write_pictures(
-        out, stem, x[0], cam, 0, 0, 1, a.movie, mean=d.mean, std=d.std, output=trained.output
-    )
-    entry["pictures"] = [pictures]
-    row = figures.FigureRow(
-        f"{_model_label(trained)}\n{names[0]}", figures.clip_frames_uint8(x[0], d.mean, d.std), cam.maps[0]
-    )
-    return entry, row
+    frames = figures.clip_frames_uint8(x[0], d.mean, d.std)  # the fold's own normalisation undone
+    entry["pictures"] = [figures.write_pictures(out, stem, frames, cam, 0, a.movie, output=trained.output)]
+    return entry, figures.FigureRow(f"{_model_label(trained)}\n{names[0]}", frames, cam.maps[0])
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -64,7 +64,6 @@ def lv_focus(
     *,
     stage: int = gradcam.DEFAULT_STAGE,
     dilation: int = cam_lv.DEFAULT_DILATION,
-    n_clips: int | None = None,
     sign: float = 1.0,
     progress: bool = True,
 ) -> dict:
@@ -73,8 +72,7 @@ def lv_focus(
     Args:
         model: CoReEcho model (put in eval mode).
         config: the run's (inference) config: ``data.frames``, ``stride``, ``image_size``, ``channels``;
-            ``eval.n_clips`` clips per video unless ``n_clips`` is given, at the starts the test
-            evaluation draws (:func:`eval_clips`).
+            ``eval.n_clips`` clips per video, at the starts the test evaluation draws (:func:`eval_clips`).
         dataset_root: synthetic dataset written with ``write_masks=True``.
         file_names: videos (no extension) under ``dataset_root/Videos``.
         stage, sign: see :func:`coreecho_jax.analysis.gradcam.grad_cam`.
@@ -95,7 +93,7 @@ def lv_focus(
 
     d = config.data
     frames, stride, size = int(d.frames), int(d.stride), int(d.image_size)
-    k = int(n_clips or config.eval.n_clips)
+    k = int(config.eval.n_clips)
     root = Path(dataset_root)
     rows = []
     for name in tqdm(list(file_names), desc=f"LV focus, stage {stage}", disable=not progress):
