@@ -195,7 +195,7 @@ def test_a_transfer_config_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "table3").exists()
 
 
-def test_the_command_reads_its_flags_without_touching_absl_s_global_flags(tmp_path):
+def test_the_command_reads_its_flags_without_touching_absl_s_global_flags(tmp_path, capsys):
     """A library module: its flags are defined when the command runs, on their own FlagValues, so it
     imports next to main.py's (global) flags and parses as often as it is called."""
     global_flags = set(flags.FLAGS)
@@ -212,6 +212,8 @@ def test_the_command_reads_its_flags_without_touching_absl_s_global_flags(tmp_pa
         ablate.parse_flags(argv[:3])
     with pytest.raises(ConfigError, match="--config.sede: no such config field"):
         ablate.parse_flags([*argv, "--config.sede=1"])
+    ablate.main(["ablate", "--help"])  # prints the command's flags, runs nothing
+    assert "--table: <2|3>: The paper's table" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -37,10 +37,10 @@ The stage activation is taken by running the encoder's public submodules (``patc
 forward pass (later stages, final BatchNorm, mean pooling, head) is a function of ``A`` that is
 differentiated. The split forward gives the same prediction as ``model(x)`` (tested).
 
-Here the maps of a batch of clips (:func:`grad_cam`, :func:`grad_cam_batched`); the clips of each
-kind of model, the LV-focus measure and its summaries are :mod:`.lv_focus` (with :mod:`.cam_lv`), the
-pictures :mod:`.figures`, the command :mod:`.gradcam_cli`, which ``python -m
-coreecho_jax.analysis.gradcam`` runs.
+This module computes the maps of a batch of clips (:func:`grad_cam`, :func:`grad_cam_batched`). The
+LV-focus experiment, with the clips of a synthetic set and of a transfer fold, is :mod:`.lv_focus`
+(its measure :mod:`.cam_lv`); the pictures are :mod:`.figures`; the command, with the clips of a
+user's video, is :mod:`.gradcam_cli`, which ``python -m coreecho_jax.analysis.gradcam`` runs.
 """
 
 from __future__ import annotations

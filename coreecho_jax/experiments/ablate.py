@@ -395,7 +395,7 @@ def format_table(table: Mapping[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------------- the command
 PROG = "python -m coreecho_jax.experiments.ablate"
-HELP_FLAGS = ("-h", "--help", "--helpshort", "-?")
+HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull", "-?")
 
 
 def define_flags(argv: Sequence[str]) -> flags.FlagValues:
