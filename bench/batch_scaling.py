@@ -1,6 +1,6 @@
 """How UniFormer-S's cost grows with the batch on this machine: eval forward and stage-1 training step.
 
-    python bench/batch_scaling.py [--forward-batches 1 2 4] [--train-batches 2 4 8] [--steps 2] [--rounds 1]
+    python -m bench.batch_scaling [--forward-batches 1 2 4] [--train-batches 2 4 8] [--steps 2] [--rounds 1]
                                   [--official-repo PATH] [--plot docs/images/batch_scaling.png]
                                   [--out batch_scaling.json]
 
@@ -27,14 +27,11 @@ import datetime
 import json
 import os
 import platform
-import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench import bench_model, official
+from bench import bench_model, command_line, official
 
 OFFICIAL = official.OFFICIAL
 OURS = "shifted"  # the depthwise implementation 'auto' takes on CPU
@@ -43,7 +40,7 @@ PHASES = ("forward", "train")
 Runner = Callable[[argparse.Namespace, str, str], dict]
 
 
-def sweep(args: argparse.Namespace, runner: Runner = bench_model._run_worker) -> list[dict]:
+def sweep(args: argparse.Namespace, runner: Runner = bench_model.run_worker) -> list[dict]:
     """One row per (phase, batch, implementation), ours first, then the official model when
     ``args.official_repo`` is set. Each point runs ``args.rounds`` times, alternating ours and the
     official model (A, B, A, B...), so that a slow spell of a shared machine does not fall on one side
@@ -197,10 +194,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     load0 = os.getloadavg()
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    script = Path(__file__).resolve()
-    command = "python " + shlex.join(
-        [str(script.relative_to(script.parents[1])), *(argv if argv is not None else sys.argv[1:])]
-    )
+    command = command_line("bench.batch_scaling", argv)
     rows = with_ratios(sweep(args))
     load1 = os.getloadavg()
     cores = len(os.sched_getaffinity(0))

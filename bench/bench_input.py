@@ -1,7 +1,7 @@
 """Stage-1 input throughput: our TFDS + tf.data pipeline vs the official loader's per-clip work.
 
-    python bench/bench_input.py [--videos 64] [--seconds 20] [--threads N] [--workdir /tmp/bench_input]
-    python bench/bench_input.py --stores rgb,grey-once --formats raw --outputs float32 \
+    python -m bench.bench_input [--videos 64] [--seconds 20] [--threads N] [--workdir /tmp/bench_input]
+    python -m bench.bench_input --stores rgb,grey-once --formats raw --outputs float32 \
         --frames 16 --image-size 64 --rounds 3 --no-baseline      # the demo's clips, RGB vs grey-once store
 
 Both sides produce the same stage-1 samples: 2 clips per video, 36 frames at stride 4, black padding
@@ -35,15 +35,12 @@ import math
 import os
 import shutil
 import statistics
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coreecho_jax.data import clips, echonet
 

@@ -32,7 +32,7 @@ time (a lower bound; spinning worker threads would inflate it).
 
 Usage::
 
-    python bench/bench_model.py [--batch 2] [--dtype float32|bfloat16] [--frames 36] [--size 112]
+    python -m bench.bench_model [--batch 2] [--dtype float32|bfloat16] [--frames 36] [--size 112]
         [--impl shifted,lax] [--steps 3] [--phases forward,train] [--official-repo PATH]
 
 The CPU of the development machine is shared with other jobs: numbers taken there are noisy.
@@ -47,9 +47,6 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import official
 
@@ -72,7 +69,7 @@ def _matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def _flops(compiled) -> float:
+def flops(compiled) -> float:
     cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0]
@@ -162,7 +159,7 @@ def worker(args) -> dict:
         t = time.perf_counter()
         compiled = step.lower(state, x).compile()
         row["compile_s"] = time.perf_counter() - t
-        row["flops_per_step"] = _flops(compiled)
+        row["flops_per_step"] = flops(compiled)
         if not args.compile_only:
             jax.block_until_ready(compiled(state, x))
             row["step_s"], row["cpu_s"] = _timed(
@@ -188,7 +185,7 @@ def worker(args) -> dict:
         t = time.perf_counter()
         compiled = jitted.lower(state, x, y).compile()
         row["compile_s"] = time.perf_counter() - t
-        row["flops_per_step"] = _flops(compiled)
+        row["flops_per_step"] = flops(compiled)
         if not args.compile_only:
             state, loss = compiled(state, x, y)
             jax.block_until_ready(loss)
@@ -206,11 +203,12 @@ def worker(args) -> dict:
     return row
 
 
-def _run_worker(args, impl: str, phase: str, compile_only: bool = False) -> dict:
+def run_worker(args, impl: str, phase: str, compile_only: bool = False) -> dict:
     steps = args.lax_steps if impl == "lax" else args.steps  # the official model: --steps
     cmd = [
         sys.executable,
-        __file__,
+        "-m",
+        "bench.bench_model",
         "--_worker",
         "--impl",
         impl,
@@ -231,8 +229,7 @@ def _run_worker(args, impl: str, phase: str, compile_only: bool = False) -> dict
         cmd.append("--compile-only")
     if impl == OFFICIAL:
         cmd += ["--official-repo", str(args.official_repo)]
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    out = subprocess.run(cmd, capture_output=True, text=True)  # this process's folder and environment
     if out.returncode != 0:
         raise RuntimeError(f"worker {impl}/{phase} failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -308,9 +305,9 @@ def main(argv=None) -> None:
     for phase in phases:
         for impl in impls + ([OFFICIAL] if args.official_repo is not None else []):
             print(f"running {impl} / {phase} ...", file=sys.stderr, flush=True)
-            rows.append(_run_worker(args, impl, phase))
+            rows.append(run_worker(args, impl, phase))
     lax_fwd = [r for r in rows if r["phase"] == "forward" and r["impl"] == "lax"]
-    ref = lax_fwd[0] if lax_fwd else _run_worker(args, "lax", "forward", compile_only=True)
+    ref = lax_fwd[0] if lax_fwd else run_worker(args, "lax", "forward", compile_only=True)
     model_flops = {"forward": ref["flops_per_step"] / args.batch}
     model_flops["train"] = 3 * model_flops["forward"]
     xla_train = [

@@ -1,6 +1,6 @@
 """Rank-N-Contrast loss: forward + backward time of the JAX forms, side by side in one run.
 
-    python bench/bench_rnc.py [--sizes 256 1024 4096] [--dim 512] [--repeats 7]
+    python -m bench.bench_rnc [--sizes 256 1024 4096] [--dim 512] [--repeats 7]
                               [--forms pairwise sorted_all_rows sorted] [--memory-budget-gib 4]
                               [--check-memory] [--plot docs/images/rnc_scaling.png]
                               [--official-repo PATH] [--breakdown]
@@ -50,17 +50,13 @@ import datetime
 import os
 import platform
 import resource
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bench import official
 from coreecho_jax.losses import rnc, rnc_sorted

@@ -5,9 +5,9 @@ timings: ``s/step`` waits for each step (the median of ``--steps``), ``s/step@N`
 ``--steps`` steps back to back and reads their metrics every N steps (``--log-every``), as the
 training loop does.
 
-    python bench/bench_train.py                         # demo and paper configurations, float32
-    python bench/bench_train.py --configs=paper --dtype=bfloat16 --batch=16   # on a GPU
-    python bench/bench_train.py --configs=paper --remat  # rematerialised stages
+    python -m bench.bench_train                         # demo and paper configurations, float32
+    python -m bench.bench_train --configs=paper --dtype=bfloat16 --batch=16   # on a GPU
+    python -m bench.bench_train --configs=paper --remat  # rematerialised stages
 
 ``--batch`` counts videos; each step sees 2 clips per video. The paper configuration is UniFormer-S on
 36x112x112 clips with 16 videos (32 clips) a step; an EchoNet-Dynamic stage-1 epoch is 7,465 videos
@@ -19,11 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax
 import numpy as np

@@ -1,6 +1,6 @@
 """GPU throughput in one run, within a time budget: eval, stage-1 training, RnC, input pipeline, epoch.
 
-    python bench/gpu.py [--budget-s 420] [--out bench_gpu.json] [--smoke] [--compile-cache DIR]
+    python -m bench.gpu [--budget-s 420] [--out bench_gpu.json] [--smoke] [--compile-cache DIR]
 
 Prints one table (and writes the same rows as JSON to ``--out``), every row with the time it was
 measured; the header gives the device kind, the jax version, the date and the exact command:
@@ -46,24 +46,18 @@ import gc
 import json
 import os
 import platform
-import shlex
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import bench_rnc
-import bench_train
 import jax
 import jax.numpy as jnp
 import numpy as np
-from bench_model import _flops
 from flax import nnx
 
+from bench import bench_rnc, bench_train, command_line
+from bench.bench_model import flops as compiled_flops
 from coreecho_jax.models import depthwise
 from coreecho_jax.models.coreecho import build_coreecho
 from coreecho_jax.models.uniformer import resolve_attention, uniformer_config
@@ -198,7 +192,7 @@ def eval_rate(sizes: Sizes, batch: int, dtype: str, attention: str = "auto") -> 
     compile_s = time.perf_counter() - start
     jax.block_until_ready(compiled(state, x))  # warm-up
     s = _median_s(lambda: compiled(state, x), sizes.repeats)
-    flops = _flops(compiled)
+    flops = compiled_flops(compiled)
     return {
         "value": batch / s,
         "unit": "clips/s",
@@ -243,8 +237,7 @@ def rnc_rate(n: int, dim: int, repeats: int) -> dict:
 
 def input_rate(sizes: Sizes, workdir: Path, budget: Budget) -> dict:
     """Stage-1 clips/s of ``pipeline.train_dataset`` on a synthetic set (``bench_input.bench_ours``)."""
-    import bench_input
-
+    from bench import bench_input
     from coreecho_jax.data import echonet_tfds, synthetic
     from coreecho_jax.data.clips import ClipSpec
 
@@ -491,7 +484,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.smoke:  # cheaper XLA compiles (read when the backend starts, below); the numbers mean nothing
         flags = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
-    command = shlex.join(["python", *(sys.argv if argv is None else [str(Path(__file__)), *argv])])
+    command = command_line("bench.gpu", argv)
     if args.compile_cache is not None:
         jax.config.update("jax_compilation_cache_dir", str(args.compile_cache))
     sizes = SMOKE if args.smoke else Sizes()

@@ -22,11 +22,11 @@ Per category: ms per step, share of the traced op time, number of distinct HLO o
 it in the backward pass (``transpose(...)`` in the op name) and in pure data movement. Ops run on
 several threads at once, so the traced op time can exceed the wall time per step (printed next to it).
 
-    python bench/profile_step.py                       # UniFormer-S, 36x112x112, 1 video x 2 views
-    python bench/profile_step.py --steps 2 --out profile.json
-    python bench/profile_step.py --dropout 0                # the same step without dropout
-    python bench/profile_step.py --phase forward --batch 1  # the eval forward of one clip
-    python bench/profile_step.py --preset tiny --frames 8 --size 32 --steps 1
+    python -m bench.profile_step                       # UniFormer-S, 36x112x112, 1 video x 2 views
+    python -m bench.profile_step --steps 2 --out profile.json
+    python -m bench.profile_step --dropout 0                # the same step without dropout
+    python -m bench.profile_step --phase forward --batch 1  # the eval forward of one clip
+    python -m bench.profile_step --preset tiny --frames 8 --size 32 --steps 1
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import json
 import os
 import platform
 import re
-import shlex
 import sys
 import tempfile
 import time
@@ -47,8 +46,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench import command_line
 from coreecho_jax.errors import CoreEchoError
 
 DEPTHWISE = "depthwise convolution"
@@ -614,10 +612,7 @@ def main(argv: list[str] | None = None) -> dict:
         k: v for k, v in {"dropout": args.dropout, "dropout_rng": args.dropout_rng}.items() if v is not None
     }
     load0 = os.getloadavg()
-    script = Path(__file__).resolve()
-    command = "python " + shlex.join(
-        [str(script.relative_to(script.parents[1])), *(argv if argv is not None else sys.argv[1:])]
-    )
+    command = command_line("bench.profile_step", argv)
     header = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import camus, echonet
+from configs import camus, check_variant
 
 VARIANTS = ("quick",)
 
@@ -44,7 +44,7 @@ def shrink(c: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigD
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant = echonet.check_variant(arg, VARIANTS, "configs/camus_demo.py")
+    variant = check_variant(arg, VARIANTS, "configs/camus_demo.py")
     c = shrink(camus.get_config(), variant)
     c.data.synthetic.n_videos = 20 if variant == "quick" else 100  # 90 train / 10 test patients per fold
     return c

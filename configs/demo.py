@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import echonet
+from configs import check_variant, echonet
 
 VARIANTS = ("quick",)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The demo configuration, or its ``quick`` variant (``arg="quick"``)."""
-    variant = echonet.check_variant(arg, VARIANTS, "configs/demo.py")
+    variant = check_variant(arg, VARIANTS, "configs/demo.py")
     c = echonet.get_config()
     c.data.synthetic.enabled = True
     c.data.synthetic.n_videos = 512  # 384 train, 64 val, 64 test videos

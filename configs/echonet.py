@@ -17,17 +17,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import check_variant
 from coreecho_jax.data import echonet_layout as layout
-from coreecho_jax.errors import ConfigError
-
-
-def check_variant(arg: str | None, variants: tuple[str, ...], config_file: str) -> str:
-    """The ``--config=<file>:<arg>`` variant name ("" for none), or a ConfigError naming the known ones."""
-    arg = (arg or "").strip()
-    if arg and arg not in variants:
-        known = ", ".join(f"{config_file}:{v}" for v in variants) or "none"
-        raise ConfigError(f"--config={config_file}:{arg}: unknown variant {arg!r}; known: {known}")
-    return arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

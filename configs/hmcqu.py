@@ -19,36 +19,35 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import camus, echonet
+from configs import check_variant, transfer
 from coreecho_jax.data import clips
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The HMC-QU transfer configuration (no variants; see configs/hmcqu_demo.py)."""
-    echonet.check_variant(arg, (), "configs/hmcqu.py")
-    c = camus.get_config()
-    c.task = "hmcqu"
-    c.data.root = ""  # the Kaggle download (A4C.xlsx, HMC-QU/A4C/*.avi)
-    c.data.view = "A4C"  # A4C (the paper's) or A2C
-    c.data.folds = "shipped"  # shipped: the paper's folds (package data); stratified: seeded folds
-    c.data.n_folds = 5  # stratified only
+    check_variant(arg, (), "configs/hmcqu.py")
+    # [21]'s preprocessing (module doc); the old protocol's values in brackets
+    c = transfer.transfer_config(
+        "hmcqu",
+        view="A4C",  # A4C (the paper's) or A2C
+        folds="shipped",  # shipped: the paper's folds (package data); stratified: seeded folds
+        n_folds=5,  # stratified only
+        frames=12,  # [21]: the cycle resampled to 12 frames  [16]
+        image_size=224,  # [21]: 224 px  [112]
+        crop_fraction=170 / 224,  # [21]: resize 224, centre crop 170, resize 224
+        # Choice: EchoNet's normalisation, the input statistics the CoReEcho encoder was trained on (its
+        # first layers expect them); [21]'s own /255 served its own encoder: data.mean=0.0, data.std=255.0.
+        mean=tuple(float(x) for x in clips.MEAN),
+        std=tuple(float(x) for x in clips.STD),
+        n_videos=60,  # synthetic recordings (about 2/3 with masks)
+    )
+    # the download: the Kaggle one (A4C.xlsx, HMC-QU/A4C/*.avi) (data.root)
     c.data.fold_seed = 0  # stratified only
     c.data.subset = "masks"  # masks: the 109 videos with masks (the paper's); all: the 162
     c.data.fold_file = ""  # another fold CSV (name, Fold columns); "": the shipped one of the subset
-    c.data.split_dir = ""  # CAMUS only
-    # [21]'s preprocessing (module doc); the old protocol's values in brackets
-    c.data.frames = 12  # [21]: the cycle resampled to 12 frames  [16]
-    c.data.image_size = 224  # [21]: 224 px  [112]
-    c.data.crop_fraction = 170 / 224  # [21]: resize 224, centre crop 170, resize 224
     c.data.cycle_frames = "ref21"  # [21]: start .. end - 1 (ES00071: every other frame)  [inclusive]
     c.data.spatial = "ref21"  # [21]: PIL grey + bicubic, crop, bilinear; float clips  [area]
     c.data.time_sampling = "centres"  # [21]: trilinear, align_corners=False  [ends]
-    # Choice: EchoNet's normalisation, the input statistics the CoReEcho encoder was trained on (its
-    # first layers expect them); [21]'s own /255 served its own encoder: data.mean=0.0, data.std=255.0.
-    c.data.mean = tuple(float(x) for x in clips.MEAN)  # tuples: overridable as --config.data.mean=a,b,c
-    c.data.std = tuple(float(x) for x in clips.STD)
-    c.data.augment = True  # [21]'s datasets.py: RandomAffine(10, translate 0.1, scale 0.8-1.1) = CAMUS's
-    c.data.synthetic.n_videos = 60  # recordings (about 2/3 with masks)
     c.data.synthetic.mi_segments = (1, 1)  # adjacent MI segments per MI video, drawn in lo..hi
     c.data.synthetic.mi_segment_motion = 0.1  # share of normal wall motion left in them (0: akinetic)
     return c

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import camus_demo, echonet, hmcqu
+from configs import camus_demo, check_variant, hmcqu
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant = echonet.check_variant(arg, camus_demo.VARIANTS, "configs/hmcqu_demo.py")
+    variant = check_variant(arg, camus_demo.VARIANTS, "configs/hmcqu_demo.py")
     c = camus_demo.shrink(hmcqu.get_config(), variant)
     c.data.synthetic.n_videos = 20  # about 2/3 with masks: the set used
     if variant != "quick":

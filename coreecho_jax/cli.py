@@ -64,7 +64,7 @@ def check_command_line(argv: Sequence[str], flag: str = "config") -> None:
 
 def fail(error: CoreEchoError) -> NoReturn:
     """Prints ``error: <line>`` for each line of the message to stderr and exits with status 1: how the
-    entry points (``main.py``, ``python -m coreecho_jax.ablate``) end on an error raised on purpose."""
+    entry points (``main.py``, ``python -m coreecho_jax.experiments.ablate``) end on an error raised on purpose."""
     lines = str(error).splitlines() or [type(error).__name__]
     sys.stderr.write("".join(f"error: {line}\n" for line in lines))
     sys.exit(1)

@@ -109,7 +109,6 @@ TRANSFER_RULES: tuple[_Rule, ...] = (
     ("task", *_one_of(("camus", "hmcqu"))),
     ("data.on_error", *_one_of(("skip", "raise"))),
     ("data.n_folds", *_int(2)),
-    ("data.fold_seed", *_int(0)),
     ("data.frames", *_even(2)),  # the UniFormer stem halves time
     ("data.image_size", *_int(32)),
     ("data.crop_fraction", *_fraction()),
@@ -135,6 +134,8 @@ TRANSFER_RULES: tuple[_Rule, ...] = (
     ("eval.threshold_inclusive", *_one_of((True, False))),
     ("run.max_steps_per_epoch", *_int(0)),
 )
+#: The rules of the fields only one transfer dataset has (configs/camus.py, configs/hmcqu.py).
+TASK_RULES: dict[str, tuple[_Rule, ...]] = {"hmcqu": (("data.fold_seed", *_int(0)),)}
 
 
 #: Transfer clip-preparation switches a config may carry (HMC-QU's [21] protocol; CAMUS uses the
@@ -155,6 +156,8 @@ def is_transfer(config: ml_collections.ConfigDict) -> bool:
 
 def _transfer_problems(config: ml_collections.ConfigDict) -> list[str]:
     problems = _rule_problems(config, TRANSFER_RULES, "configs/camus.py")
+    task = get_field(config, "task", None)
+    problems += _rule_problems(config, TASK_RULES.get(task, ()), f"configs/{task}.py")
     for name, choices in TRANSFER_OPTIONAL_CHOICES.items():
         value = get_field(config, name, None)
         if value is not None and value not in choices:

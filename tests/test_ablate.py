@@ -1,4 +1,4 @@
-"""Tests for the ablation tables (coreecho_jax.analysis.ablate): row mapping, tables, reruns, the command."""
+"""Tests for the ablation tables (coreecho_jax.experiments.ablate): row mapping, tables, reruns, the command."""
 
 import json
 import os
@@ -6,10 +6,11 @@ import subprocess
 import sys
 
 import pytest
+from absl import flags
 
 from coreecho_jax import config_check
-from coreecho_jax.analysis import ablate
 from coreecho_jax.errors import ConfigError
+from coreecho_jax.experiments import ablate
 from coreecho_jax.train import workdir as workdir_lib
 from tests.paths import REPO
 
@@ -56,9 +57,12 @@ def test_rows_map_onto_the_papers_settings(tmp_path):
 
 def test_row_configs_are_valid_and_user_overrides_of_row_fields_are_refused(quick_config, tmp_path):
     overrides, _ = _overrides(3, "rnc-aug-1clip")
-    config = ablate.row_config(quick_config, overrides, tmp_path)
+    config = ablate.row_config(quick_config, overrides)
     assert config.data.independent_views is False and config.seed == 4
-    assert config.data.root == str(tmp_path / "synthetic") and config.data.data_dir == str(tmp_path / "tfds")
+    # the rows read the machine's shared data (empty folders: the data home), or the user's folders
+    assert config.data.root == "" and config.data.data_dir == ""
+    quick_config.data.data_dir = str(tmp_path / "tfds")
+    assert ablate.row_config(quick_config, overrides).data.data_dir == str(tmp_path / "tfds")
     assert quick_config.data.independent_views is True  # the user's config is left alone
     assert config_check.config_problems(config) == []
     with pytest.raises(ConfigError) as info:
@@ -78,7 +82,7 @@ def _fake_train(calls):
 
     def train(config, workdir):
         calls.append(workdir)
-        workdir.mkdir(parents=True)
+        workdir.mkdir(parents=True, exist_ok=True)
         (workdir / workdir_lib.CONFIG_FILE).write_text(json.dumps(workdir_lib.config_record(config)))
         weight, seed = config.loss.rnc_weight, config.seed
         results = {"mae": 5.0 - weight + seed, "rmse": 7.0 - weight, "r2_x100": 70.0 + weight + 2 * seed}
@@ -142,7 +146,9 @@ def test_table_of_seeds_and_a_rerun_that_trains_nothing(quick_config, tmp_path):
 
 def test_an_unfinished_run_of_another_config_is_refused_before_training(quick_config, tmp_path):
     run = ablate.run_dir(tmp_path, 3, "rnc-aug-2clips", 0)
-    run.mkdir(parents=True)
+    checkpoint = run / "checkpoints" / "stage1" / "latest" / "1"
+    checkpoint.mkdir(parents=True)  # the run computed something: a checkpoint (else a rerun takes it over)
+    (checkpoint / "state").write_text("epoch 1")
     saved = workdir_lib.config_record(quick_config)
     saved["stage1"]["lr"] = 0.5
     (run / workdir_lib.CONFIG_FILE).write_text(json.dumps(saved))
@@ -157,6 +163,12 @@ def test_an_unfinished_run_of_another_config_is_refused_before_training(quick_co
     assert "allow_config_change" not in str(info.value)
     assert lines[-1].startswith(f"ablate runs each row under the config it started with: move {run} away")
     assert calls == []
+    # A start that computed nothing (config.json only) is no run: the row trains there under its config.
+    for path in sorted(run.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    (run / workdir_lib.CONFIG_FILE).write_text(json.dumps(saved))
+    ablate.run_table(quick_config, tmp_path, 3, seeds=1, train_fn=_fake_train(calls), say=print)
+    assert calls[0] == run
 
 
 def test_a_transfer_config_is_refused_in_one_line(tmp_path):
@@ -168,6 +180,7 @@ def test_a_transfer_config_is_refused_in_one_line(tmp_path):
         "task = 'camus': the ablations take an EchoNet config (configs/echonet.py or configs/demo.py), "
         "not a transfer config; run transfer configs with main.py --mode=train"
     )
+    # the old command line runs the same command
     command = [sys.executable, "-m", "coreecho_jax.ablate", "--config=configs/hmcqu.py", "--table=3"]
     done = subprocess.run(
         [*command, f"--workdir={tmp_path}"],
@@ -182,10 +195,31 @@ def test_a_transfer_config_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "table3").exists()
 
 
+def test_the_command_reads_its_flags_without_touching_absl_s_global_flags(tmp_path, capsys):
+    """A library module: its flags are defined when the command runs, on their own FlagValues, so it
+    imports next to main.py's (global) flags and parses as often as it is called."""
+    global_flags = set(flags.FLAGS)
+    demo = str(REPO / "configs" / "demo.py")
+    argv = ["ablate", f"--config={demo}:quick", f"--workdir={tmp_path}", "--table=3", "--config.seed=4"]
+    fv, rest = ablate.parse_flags([*argv, "-v", "1", "--seeds=2"])
+    assert (fv.config.seed, fv.workdir, fv.table, fv.seeds, fv.init_from) == (4, str(tmp_path), "3", 2, "")
+    assert fv.config.data.frames == 8  # the :quick variant
+    assert rest == ["ablate", "-v", "1"]  # absl's own flags are left to absl
+    again, _ = ablate.parse_flags(argv)
+    assert again.seeds == 3 and again.config.seed == 4
+    assert set(flags.FLAGS) == global_flags
+    with pytest.raises(flags.Error, match="--table"):
+        ablate.parse_flags(argv[:3])
+    with pytest.raises(ConfigError, match="--config.sede: no such config field"):
+        ablate.parse_flags([*argv, "--config.sede=1"])
+    ablate.main(["ablate", "--help"])  # prints the command's flags, runs nothing
+    assert "--table: <2|3>: The paper's table" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_the_command_trains_two_rows_writes_the_table_and_resumes(tmp_path):
     tiny = ["--config.stage1.epochs=1", "--config.run.max_steps_per_epoch=1", "--config.eval.bootstrap=0"]
-    command = [sys.executable, "-m", "coreecho_jax.ablate", "--config=configs/demo.py:quick"]
+    command = [sys.executable, "-m", "coreecho_jax.experiments.ablate", "--config=configs/demo.py:quick"]
     command += [f"--workdir={tmp_path}", "--table=2", "--seeds=1", *tiny]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=os.environ)
     assert done.returncode == 0, done.stderr[-3000:]

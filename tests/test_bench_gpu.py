@@ -10,12 +10,8 @@ import sys
 
 import pytest
 
-from tests.paths import REPO, load_script
-
-SCRIPT = REPO / "bench" / "gpu.py"
-
-
-gpu = load_script(SCRIPT, "bench_gpu_script")
+from bench import gpu
+from tests.paths import REPO
 
 
 def _check_row(row: dict) -> None:
@@ -31,7 +27,7 @@ def test_smoke_run_writes_every_section_as_json(tmp_path):
     out = tmp_path / "x.json"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as a user has
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--smoke", "--out", str(out)],
+        [sys.executable, "-m", "bench.gpu", "--smoke", "--out", str(out)],
         capture_output=True,
         text=True,
         cwd=REPO,

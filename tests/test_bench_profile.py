@@ -8,12 +8,7 @@ import math
 
 import pytest
 
-from tests.paths import REPO, load_script
-
-SCRIPT = REPO / "bench" / "profile_step.py"
-
-
-ps = load_script(SCRIPT, "bench_profile_step")
+from bench import profile_step as ps
 
 # A small module as XLA:CPU prints it: the call-stack tables (root frames print parent_frame_id=1,
 # children one above their parent's row), a dot fusion, a normalisation fusion, a while loop whose
@@ -229,7 +224,7 @@ def test_tiny_model_profile_end_to_end(tmp_path, capsys):
     assert summary["unknown_ops"] == []  # every traced op is found in the compiled module's text
     assert summary["output_finite"] and summary["wall_ms"] > 0
     saved = json.loads(out.read_text())
-    assert saved["command"].startswith("python bench/profile_step.py --preset tiny")
+    assert saved["command"].startswith("python -m bench.profile_step --preset tiny")
     assert len(saved["load_start"]) == 3 and len(saved["load_end"]) == 3
     printed = capsys.readouterr().out
     assert "load average at start" in printed and "load average at end" in printed

@@ -6,9 +6,7 @@ import json
 
 import pytest
 
-from tests.paths import REPO, load_script
-
-bs = load_script(REPO / "bench" / "batch_scaling.py", "bench_batch_scaling")
+from bench import batch_scaling as bs
 
 
 def fake_runner(calls: list, fail: set = frozenset()):

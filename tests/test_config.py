@@ -245,3 +245,49 @@ def test_transfer_preparation_switches_are_checked_before_any_data_work():
     assert "data.spatial = 'bicubic': must be one of 'ref21', 'area'" in lines
     assert "data.cycle_frames = 'all': must be one of 'ref21', 'inclusive'" in lines
     config_check.check_config(camus.get_config())  # CAMUS has none of them: the CycleSpec defaults
+
+
+# ------------------------------------------------------------------------------------ transfer configs
+#: The data fields only one dataset's code reads (data.transfer_sets._read, cycle_frames; the synthetic
+#: HMC-QU writer): CAMUS's split files, HMC-QU's subset, fold file and seed, [21]'s preparation switches.
+CAMUS_ONLY = {"data.split_dir"}
+HMCQU_ONLY = {
+    *("data.subset", "data.fold_file", "data.fold_seed"),
+    *("data.cycle_frames", "data.spatial", "data.time_sampling"),
+    *("data.synthetic.mi_segments", "data.synthetic.mi_segment_motion"),
+}
+
+
+@pytest.mark.parametrize("demo_too", [False, True])
+def test_each_transfer_config_holds_only_its_own_fields(demo_too):
+    from configs import camus_demo, hmcqu, hmcqu_demo
+
+    for variant in ("", "quick") if demo_too else ("",):
+        camus_config = camus_demo.get_config(variant) if demo_too else camus.get_config()
+        hmcqu_config = hmcqu_demo.get_config(variant) if demo_too else hmcqu.get_config()
+        camus_fields, hmcqu_fields = set(_leaves(camus_config)), set(_leaves(hmcqu_config))
+        assert camus_fields - hmcqu_fields == CAMUS_ONLY
+        assert hmcqu_fields - camus_fields == HMCQU_ONLY
+        for config in (camus_config, hmcqu_config):
+            assert config_check.config_problems(config) == []
+
+
+def test_the_fields_both_transfer_configs_have_come_from_the_base():
+    """configs/transfer.py holds each shared field once: the fields both configs have are its fields, at
+    its values, except the values each dataset gives it (which differ between the two)."""
+    from configs import hmcqu, transfer
+
+    camus_config, hmcqu_config = camus.get_config(), hmcqu.get_config()
+    shared = set(_leaves(camus_config)) & set(_leaves(hmcqu_config))
+    base = transfer.transfer_config(
+        "camus",
+        **dict(view="", folds="", n_folds=0, frames=0, image_size=0, crop_fraction=0.0),
+        **dict(mean=(), std=(), n_videos=0),
+    )
+    assert set(_leaves(base)) == shared
+    given = {"task", "data.view", "data.folds", "data.n_folds", "data.frames", "data.image_size"}
+    given |= {"data.crop_fraction", "data.mean", "data.std", "data.synthetic.n_videos"}
+    for name in sorted(shared - given):
+        assert camus_config[name] == hmcqu_config[name] == base[name], name
+    for name in sorted(given):
+        assert camus_config[name] != hmcqu_config[name], name

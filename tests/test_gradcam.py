@@ -12,7 +12,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import chex
 import cv2
@@ -24,7 +27,7 @@ from flax import nnx
 from PIL import Image
 
 from configs import camus_demo, demo, hmcqu_demo
-from coreecho_jax.analysis import cam_lv, gradcam, runs
+from coreecho_jax.analysis import cam_lv, figures, gradcam, gradcam_cli, lv_focus, runs
 from coreecho_jax.checkpoints.manager import RunCheckpoints, model_state_dict
 from coreecho_jax.data import clips, cycles
 from coreecho_jax.data.synthetic.echonet import read_mask, write_echonet_dataset
@@ -33,6 +36,7 @@ from coreecho_jax.errors import CheckpointError, ConfigError, DataError
 from coreecho_jax.models.coreecho import build_model
 from coreecho_jax.models.head import ClassificationHead, RegressionHead
 from coreecho_jax.transfer import loop
+from tests.paths import REPO
 
 FRAMES, STRIDE, SIZE = 8, 2, 32
 
@@ -65,7 +69,7 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def batch(dataset):
     """Two evaluation clips [2, 8, 32, 32, 3] of a synthetic video, and the video's file name."""
-    name = gradcam.split_file_names(dataset, "test")[0]
+    name = lv_focus.split_file_names(dataset, "test")[0]
     video = read_video(dataset / "Videos" / f"{name}.avi", color=True).frames
     return clips.make_clips(video, [0, 5], frames=FRAMES, stride=STRIDE, image_size=SIZE), name
 
@@ -214,8 +218,8 @@ def test_focus_of_the_mask_is_one_and_of_a_uniform_map_the_area_share():
 
 
 def test_lv_focus_on_synthetic_videos(model, dataset):
-    names = gradcam.split_file_names(dataset, "test")
-    out = gradcam.lv_focus(model, tiny_config(), dataset, names, progress=False)
+    names = lv_focus.split_file_names(dataset, "test")
+    out = lv_focus.lv_focus(model, tiny_config(), dataset, names, progress=False)
     assert out["n_videos"] == 1 and out["n_clips"] == 2 and out["stage"] == 2
     assert 0.0 < out["chance_mean"] < 0.5 and 0.0 <= out["focus_mean"] <= 1.0
     assert out["focus_over_chance"] == pytest.approx(out["focus_mean"] / out["chance_mean"])
@@ -225,7 +229,7 @@ def test_lv_focus_on_synthetic_videos(model, dataset):
     assert len(per_clip) == 2 and len({c["start"] for c in per_clip}) == 2  # distinct test starts
     assert out["fallback_clips"] == sum(c["fallback"] for c in per_clip) and out["blank_clips"] == 0
     with pytest.raises(DataError, match="write_masks"):
-        gradcam.lv_focus(model, tiny_config(), dataset.parent, names, progress=False)
+        lv_focus.lv_focus(model, tiny_config(), dataset.parent, names, progress=False)
 
 
 def test_summary_means_over_videos_and_over_each_kind_of_clip():
@@ -236,7 +240,7 @@ def test_summary_means_over_videos_and_over_each_kind_of_clip():
         {"focus": 0.5, "chance": 0.1, "clips": [clip(0.4, 0.1, False), clip(0.6, 0.1, True)]},
         {"focus": 0.1, "chance": 0.3, "clips": [clip(0.1, 0.3, True), clip(float("nan"), 0.3, False)]},
     ]
-    out = gradcam._summarise(rows, stage=2)
+    out = lv_focus._summarise(rows, stage=2)
     assert out["focus_mean"] == pytest.approx(0.3) and out["chance_mean"] == pytest.approx(0.2)
     assert out["focus_over_chance"] == pytest.approx(1.5) and out["videos_above_chance"] == 1
     assert (out["fallback_clips"], out["blank_clips"]) == (2, 1)
@@ -253,7 +257,7 @@ def test_summary_splits_true_grad_cam_and_fallback_clips_with_counts_and_ratios(
         {"focus": 0.3, "chance": 0.1, "clips": [clip(0.2, 0.1, False), clip(0.4, 0.1, True)]},
         {"focus": 0.5, "chance": 0.2, "clips": [clip(0.5, 0.2, True), clip(float("nan"), 0.2, True)]},
     ]
-    out = gradcam._summarise(rows)
+    out = lv_focus._summarise(rows)
     assert (out["clips"], out["fallback_clips"], out["blank_clips"]) == (4, 3, 1)
     assert out["fallback_share"] == pytest.approx(0.75)
     assert (out["gradcam_clips_measured"], out["fallback_clips_measured"]) == (
@@ -291,8 +295,8 @@ def test_transfer_clips_are_drawn_back_with_their_own_normalisation():
     mean, std = (40.94405,) * 3, (54.723774,) * 3  # CAMUS
     x = cycles.normalise(stored, mean, std)
     for i in range(2):
-        np.testing.assert_array_equal(gradcam.clip_frames_uint8(x[i], mean, std), stored[i])
-    assert not np.array_equal(gradcam.clip_frames_uint8(x[0]), stored[0])  # EchoNet's statistics differ
+        np.testing.assert_array_equal(figures.clip_frames_uint8(x[i], mean, std), stored[i])
+    assert not np.array_equal(figures.clip_frames_uint8(x[0]), stored[0])  # EchoNet's statistics differ
 
 
 def test_cycle_masks_go_through_the_clip_s_own_crop_resize_and_time_sampling():
@@ -319,28 +323,28 @@ def test_cycle_masks_go_through_the_clip_s_own_crop_resize_and_time_sampling():
 
 
 def test_strip_and_movies(tmp_path, batch, cam):
-    frames = gradcam.clip_frames_uint8(batch[0][0])
+    frames = figures.clip_frames_uint8(batch[0][0])
     chex.assert_shape(frames, (FRAMES, SIZE, SIZE))
-    strip = gradcam.save_strip(tmp_path / "s.png", frames, cam.maps[0], n=4, title="t", dpi=50)
+    strip = figures.save_strip(tmp_path / "s.png", frames, cam.maps[0], n=4, title="t", dpi=50)
     picture = np.asarray(Image.open(strip).convert("RGB"))
     assert picture.shape[:2] == (round((1.6 + 0.6) * 50), round((4 * 1.6 + 0.6) * 50))
     assert picture.std() > 10  # not blank
-    gif = gradcam.save_movie(tmp_path / "m.gif", frames, cam.maps[0], size=64)
+    gif = figures.save_movie(tmp_path / "m.gif", frames, cam.maps[0], size=64)
     with Image.open(gif) as image:
         assert image.n_frames == FRAMES and image.size == (64, 64)
-    mp4 = gradcam.save_movie(tmp_path / "m.mp4", frames, cam.maps[0], size=64)
+    mp4 = figures.save_movie(tmp_path / "m.mp4", frames, cam.maps[0], size=64)
     assert count_frames(mp4, exact=True) == FRAMES
-    with pytest.raises(gradcam.GradCamError, match="gif or .mp4"):
-        gradcam.save_movie(tmp_path / "m.avi", frames, cam.maps[0])
+    with pytest.raises(figures.FigureError, match="gif or .mp4"):
+        figures.save_movie(tmp_path / "m.avi", frames, cam.maps[0])
 
 
 @pytest.mark.slow  # restores a run checkpoint, compiles for the restored model: ~50 s when loaded
 def test_command_on_a_run_and_a_video(tmp_path, echonet_run, dataset):
     run = echonet_run
-    name = gradcam.split_file_names(dataset, "train")[0]
+    name = lv_focus.split_file_names(dataset, "train")[0]
     video = dataset / "Videos" / f"{name}.avi"
     out = tmp_path / "out"
-    report = gradcam.main(
+    report = gradcam_cli.main(
         [
             "--checkpoint",
             str(run),
@@ -368,14 +372,14 @@ def test_command_on_a_run_and_a_video(tmp_path, echonet_run, dataset):
     expected = cv2.imread(str(out / f"gradcam_{name}_stage2.png"))
     assert expected is not None and expected.std() > 10
     with pytest.raises(gradcam.GradCamError, match="1x1"):
-        gradcam.main(["--checkpoint", str(run), "--video", str(video), "--out", str(out), "--stage", "4"])
+        gradcam_cli.main(["--checkpoint", str(run), "--video", str(video), "--out", str(out), "--stage", "4"])
 
 
 @pytest.mark.parametrize("flag", ["--clips", "--max_videos"])
 @pytest.mark.parametrize("value", ["0", "-2", "two"])
 def test_counts_below_one_are_refused_naming_the_flag(flag, value, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:  # at parsing: nothing loaded
-        gradcam.main(
+        gradcam_cli.main(
             ["--checkpoint", str(tmp_path), "--video=v.avi", "--out", str(tmp_path), f"{flag}={value}"]
         )
     assert info.value.code == 2
@@ -394,12 +398,12 @@ def test_grad_cam_of_a_transfer_fold_checkpoint_is_the_model_the_fold_tested(tra
         trained = runs.load_run(None, workdir / "folds" / "fold0" / "checkpoints")
         assert (trained.task, trained.fold, trained.workdir) == (task, 0, workdir)
         assert type(trained.model.head) is head and "latest (epoch 0, probe)" in trained.origin
-        names, x = gradcam.transfer_clips(trained)
+        names, x = lv_focus.transfer_clips(trained)
         result = json.loads((workdir / "folds" / "fold0" / "result.json").read_text())
         tested = {p["name"]: p["output"] for p in result["predictions"]}
         assert sorted(names) == sorted(tested)
         chex.assert_shape(x, (len(names), 8, 32, 32, 3))
-        report, cam = gradcam.transfer_focus(trained, names, x, stage=2)
+        report, cam = lv_focus.transfer_focus(trained, names, x, stage=2)
         chex.assert_shape(cam.maps, (len(names), 8, 32, 32))
         outputs = cam.prediction if task == "camus" else 1 / (1 + np.exp(-cam.prediction))
         # the fold's own clips, normalisation and tested model: Grad-CAM's output is the fold's prediction
@@ -419,13 +423,13 @@ def test_grad_cam_of_a_transfer_fold_checkpoint_is_the_model_the_fold_tested(tra
 @pytest.mark.slow
 def test_camus_lv_masks_lie_on_the_dark_cavity_of_the_prepared_clips(transfer_runs):
     trained = runs.load_run(None, transfer_runs["camus"] / "folds" / "fold0")
-    names, x = gradcam.transfer_clips(trained, "train")
-    masks, skipped = gradcam.transfer_lv_masks(trained, names, dilation=0)
+    names, x = lv_focus.transfer_clips(trained, "train")
+    masks, skipped = lv_focus.transfer_lv_masks(trained, names, dilation=0)
     assert skipped == [] and set(masks) == set(names)
     d = trained.config.data
     contrast = []
     for name, clip in zip(names, x, strict=True):
-        frames = gradcam.clip_frames_uint8(clip, d.mean, d.std).astype(float)
+        frames = figures.clip_frames_uint8(clip, d.mean, d.std).astype(float)
         lv = masks[name]
         sector = (frames > 0) & ~lv
         contrast.append(frames[lv].mean() - frames[sector].mean())
@@ -454,16 +458,16 @@ def test_camus_patients_without_lv_masks_are_listed_and_none_leaves_the_lv_undef
     workdir = tmp_path / "camus"
     shutil.copytree(transfer_runs["camus"], workdir, ignore=shutil.ignore_patterns("prepared"))
     trained = runs.load_run(None, workdir / "folds" / "fold0")
-    names, x = gradcam.transfer_clips(trained)
+    names, x = lv_focus.transfer_clips(trained)
     gts = {n: next((workdir / "synthetic").rglob(f"{n}_4CH_half_sequence_gt.nii.gz")) for n in names}
     gts[names[0]].unlink()
-    report, _ = gradcam.transfer_focus(trained, names, x)
+    report, _ = lv_focus.transfer_focus(trained, names, x)
     assert report["lv"]["n_videos"] == len(names) - 1 and report["clips"] == len(names)
     assert [s["name"] for s in report["lv_skipped"]] == [names[0]]
     assert "no per-frame segmentation" in report["lv_skipped"][0]["reason"]
     for path in gts.values():
         path.unlink(missing_ok=True)
-    report, _ = gradcam.transfer_focus(trained, names, x)
+    report, _ = lv_focus.transfer_focus(trained, names, x)
     assert "lv" not in report and report["lv_skipped"] == []
     assert report["lv_undefined"].startswith("no video with LV masks; first: ")
     assert report["fallback_share"] == pytest.approx(report["fallback_clips"] / len(names))
@@ -474,7 +478,7 @@ def test_fig3_command_draws_the_echonet_camus_and_hmcqu_rows_of_one_encoder(
     transfer_runs, echonet_run, dataset, tmp_path
 ):
     out = tmp_path / "fig3"
-    report = gradcam.main(
+    report = gradcam_cli.main(
         [
             f"--checkpoint={echonet_run}",
             f"--lv_focus={dataset}",
@@ -513,8 +517,25 @@ def test_fig3_command_draws_the_echonet_camus_and_hmcqu_rows_of_one_encoder(
 
 def test_a_negative_lv_dilation_is_refused_before_anything_is_loaded(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        gradcam.main(["--checkpoint", str(tmp_path), "--lv_focus=x", "--out", str(tmp_path), "--dilation=-1"])
+        gradcam_cli.main(
+            ["--checkpoint", str(tmp_path), "--lv_focus=x", "--out", str(tmp_path), "--dilation=-1"]
+        )
     assert info.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         "python -m coreecho_jax.analysis.gradcam: error: argument --dilation: expected a radius >= 0 px, got -1"
     )
+
+
+def test_the_command_line_runs_the_command_module_and_the_figures_load_no_jax(tmp_path):
+    """``python -m coreecho_jax.analysis.gradcam`` runs :mod:`gradcam_cli`; the pictures module (shared
+    with the UMAP figure) loads no JAX."""
+    command = [sys.executable, "-m", "coreecho_jax.analysis.gradcam", "--checkpoint", str(tmp_path)]
+    command += ["--lv_focus=x", "--out", str(tmp_path), "--dilation=-1"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        "python -m coreecho_jax.analysis.gradcam: error: argument --dilation: expected a radius >= 0 px, got -1"
+    )
+    code = "import sys, coreecho_jax.analysis.umap_figure, coreecho_jax.analysis.figures; print('jax' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["False"], done.stderr

@@ -14,7 +14,7 @@ PACKAGE = REPO / "coreecho_jax"
 ALLOWED = {
     "errors": set(),
     "safe_pickle": {"errors"},
-    "locks": set(),
+    "locks": set(),  # the one file lock: a workdir's run, a data folder's preparation
     "models": {"errors"},
     "losses": {"errors"},
     "data": {"errors", "safe_pickle", "locks"},
@@ -22,7 +22,17 @@ ALLOWED = {
     "checkpoints": {"errors", "models", "safe_pickle"},
     # Inference (a trained model on a user's video) sits below training: see the inference-path tests.
     "inference": {"errors", "models", "data", "evaluation", "checkpoints"},
-    "train": {"errors", "models", "losses", "data", "evaluation", "checkpoints", "config_check", "inference"},
+    "train": {
+        "errors",
+        "models",
+        "losses",
+        "data",
+        "evaluation",
+        "checkpoints",
+        "config_check",
+        "inference",
+        "locks",
+    },
     "config_check": {"errors", "models", "losses"},
     # Above the loop: transfer learning (CAMUS, HMC-QU) and the analyses reuse data, models and steps.
     "transfer": {"errors", "models", "losses", "data", "evaluation", "checkpoints", "train", "config_check"},
@@ -30,6 +40,11 @@ ALLOWED = {
     "analysis": {
         *("errors", "models", "losses", "data", "evaluation", "checkpoints", "train", "config_check"),
         *("inference", "transfer"),
+    },
+    # Experiments that train (the ablation tables): runs of the loop, and a command (cli: flags, errors).
+    "experiments": {
+        *("errors", "models", "losses", "data", "evaluation", "checkpoints", "train", "config_check"),
+        "cli",
     },
 }
 #: The entry of predicting one video, and the package it is built from.
@@ -236,3 +251,47 @@ def test_the_inference_path_checks_see_what_they_guard():
     assert {"coreecho_jax.inference.runs", "coreecho_jax.checkpoints.loading"} <= reachable(
         graph, INFERENCE_ENTRY
     )
+
+
+def _names_used(paths: list[Path]) -> set[str]:
+    """Every name the code reads: loaded names, attributes, imported names, identifier-like strings."""
+    used = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                used.add(node.id)
+            elif isinstance(node, ast.Attribute):
+                used.add(node.attr)
+            elif isinstance(node, ast.ImportFrom):
+                used |= {a.name for a in node.names}
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
+                used.add(node.value)
+    return used
+
+
+def _top_level_names(path: Path) -> list[str]:
+    """The functions, classes and constants a module defines at its top level (dunder names left out)."""
+    names = []
+    for node in ast.parse(path.read_text(), filename=str(path)).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.append(node.name)
+        elif isinstance(node, ast.Assign):
+            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.append(node.target.id)
+    return [n for n in names if not n.startswith("__")]
+
+
+def test_every_top_level_name_of_the_package_is_used_somewhere():
+    """Dead code goes: each function, class and constant of the package is read by the package, a
+    script (main.py, bench/, configs/) or a test. ``main`` (a module's command) is run, not read."""
+    code = [*PACKAGE.rglob("*.py"), REPO / "main.py", *(REPO / "bench").glob("*.py")]
+    code += [*(REPO / "configs").glob("*.py"), *(REPO / "tests").rglob("*.py")]
+    used = _names_used(code)
+    dead = [
+        f"{path.relative_to(REPO)}: {name}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for name in _top_level_names(path)
+        if name != "main" and name not in used
+    ]
+    assert not dead, "\n".join(dead)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from coreecho_jax import predict
-from coreecho_jax.analysis import gradcam
+from coreecho_jax.analysis import gradcam_cli
 from coreecho_jax.data import clips
 from coreecho_jax.data.video_io import load_echo_video, write_video
 from coreecho_jax.errors import CheckpointError, ConfigError
@@ -128,7 +128,7 @@ def test_predict_and_grad_cam_prepare_the_same_clips_through_clips_for_video(
 
     monkeypatch.setattr(video_clips, "clips_for_video", spy)
     out = predict.predict_file(tiny_config(), video, run_with_weights)
-    report = gradcam.main(
+    report = gradcam_cli.main(
         ["--checkpoint", str(run_with_weights), "--video", str(video), "--out", str(tmp_path / "cam")]
         + ["--clips", "3", "--stage", "2"]
     )

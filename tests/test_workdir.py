@@ -1,15 +1,19 @@
 """The workdir guard: one run at a time, resumed only under the config it started with."""
 
+import ast
 import json
 import logging
 import os
 
 import pytest
 
+from configs import camus, hmcqu
 from coreecho_jax.errors import ConfigError, WorkdirError
+from coreecho_jax.locks import HolderLock, LockBusy
 from coreecho_jax.train import loop as train_loop
 from coreecho_jax.train import workdir as workdir_lib
 from tests.conftest import quick_config
+from tests.paths import REPO
 
 
 def _enter(path, config, **kwargs):
@@ -176,3 +180,56 @@ def test_transfer_runs_saved_before_the_threshold_rule_predicted_mi_at_or_above_
     }
     probe = {"transfer": {"probe_random_encoder": True}}
     assert workdir_lib.config_differences({"transfer": {"probe_random_encoder": False}}, probe) == {}
+
+
+def test_the_package_has_one_lock_implementation():
+    """Only ``coreecho_jax/locks.py`` takes file locks; the workdir lock is a HolderLock underneath."""
+    users = []
+    for path in sorted((REPO / "coreecho_jax").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module] if isinstance(node, ast.ImportFrom) else []
+            if "fcntl" in names:
+                users.append(str(path.relative_to(REPO)))
+    assert users == ["coreecho_jax/locks.py"]
+
+
+def test_the_workdir_lock_and_the_shared_lock_exclude_each_other(tmp_path):
+    with workdir_lib.WorkdirLock(tmp_path):
+        with pytest.raises(LockBusy) as info:
+            HolderLock(tmp_path / workdir_lib.LOCK_FILE).acquire()
+        assert info.value.holder["pid"] == os.getpid()
+    held = pytest.raises(workdir_lib.WorkdirLockedError, match=f"pid {os.getpid()} on host")
+    with HolderLock(tmp_path / workdir_lib.LOCK_FILE), held:
+        workdir_lib.WorkdirLock(tmp_path).acquire()
+
+
+@pytest.mark.parametrize(
+    ("task", "other_fields"),
+    [
+        ("camus", {"subset": "", "fold_file": "", "fold_seed": 0}),
+        ("hmcqu", {"split_dir": ""}),
+    ],
+)
+def test_a_transfer_run_saved_with_the_other_dataset_s_fields_resumes(tmp_path, task, other_fields):
+    """Before configs/transfer.py each transfer config carried the other dataset's data fields (unread):
+    a workdir saved then resumes under the current config, which lacks them; any other field still counts."""
+    config = {"camus": camus, "hmcqu": hmcqu}[task].get_config()
+    old = workdir_lib.config_record(config)
+    old["data"].update(other_fields)
+    assert not set(other_fields) & set(config.data)
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    (tmp_path / "results.json").write_text(json.dumps({"mae": 5.0}))
+    _enter(tmp_path, config)
+    assert json.loads((tmp_path / "config.json").read_text()) == old  # kept as saved
+    old["data"]["frames"] = 8
+    assert workdir_lib.config_differences(old, workdir_lib.config_record(config)) == {
+        "data.frames": (8, config.data.frames)
+    }
+    # a field the task reads still counts when the current config lacks it
+    own = "split_dir" if task == "camus" else "subset"
+    saved = workdir_lib.config_record(config)
+    del config.data[own]
+    assert workdir_lib.config_differences(saved, workdir_lib.config_record(config)) == {
+        f"data.{own}": (saved["data"][own], "(absent)")
+    }

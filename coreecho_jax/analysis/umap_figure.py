@@ -29,7 +29,7 @@ The defaults are the official ones (``coreecho/viz.py`` ``HelperUMAP`` called fr
 
 Our earlier settings stay as options: ``--n_neighbors=15 --init=spectral --embedding=mean
 --cmap=viridis`` (the mean of the K clip embeddings, the embedding ``analysis.json`` measures).
-Matplotlib draws on its own Agg canvas (no pyplot, no display).
+Matplotlib draws on its own Agg canvas (no pyplot, no display; :mod:`.figures`).
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from absl import logging
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from coreecho_jax.analysis import figures
 from coreecho_jax.errors import ConfigError, DataError
 from coreecho_jax.evaluation import metrics
 from coreecho_jax.inference.embeddings import Embeddings
@@ -181,8 +181,7 @@ def umap_figure(
         raise DataError("no embeddings to draw")
     colours = colormap(cmap)
     n_cols = max(len(row) for row in rows)
-    fig = Figure(figsize=(4.2 * n_cols + 1.2, 3.8 * len(rows)), dpi=120, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = figures.agg_figure(4.2 * n_cols + 1.2, 3.8 * len(rows), dpi=120, layout="constrained")
     axes = fig.subplots(len(rows), n_cols, squeeze=False)
     for r, row in enumerate(rows):
         efs = np.concatenate([np.asarray(ef, np.float64) for _, ef, _ in row])
@@ -206,11 +205,7 @@ def umap_figure(
 
 def plot_umaps(rows: Sequence[Sequence[Panel]], out: str | Path, **kwargs) -> Path:
     """:func:`umap_figure` saved as a PNG."""
-    fig = umap_figure(rows, **kwargs)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    return out
+    return figures.save_png(umap_figure(rows, **kwargs), out)
 
 
 def plot_embeddings(e: Embeddings, out: str | Path, *, title: str = "", embedding: str = "best_pass") -> Path:

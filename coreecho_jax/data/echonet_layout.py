@@ -34,7 +34,6 @@ FILELIST_COLUMNS = (
     "Split",
 )
 REQUIRED_COLUMNS = ("FileName", "EF", "Split")
-OPTIONAL_COLUMNS = tuple(c for c in FILELIST_COLUMNS if c not in REQUIRED_COLUMNS)
 TRACING_COLUMNS = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
 
 #: Frame size of EchoNet-Dynamic videos and of the model input, in pixels.

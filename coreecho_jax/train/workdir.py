@@ -2,10 +2,11 @@
 
 ``claim(workdir, config)`` is the guard ``--mode=train`` runs inside:
 
-* it holds an exclusive lock on ``<workdir>/.lock`` (``fcntl.flock``; the file names the holder's pid,
-  host and start time). A second run into the same workdir stops at once with a
-  :class:`WorkdirLockedError` naming that pid. The kernel drops the lock when its process dies, so the
-  lock file of a killed run is stale: the next run takes it over and logs whose it was.
+* it holds an exclusive lock on ``<workdir>/.lock`` (:class:`coreecho_jax.locks.HolderLock`, an
+  ``fcntl.flock``; the file names the holder's pid, host and start time). A second run into the same
+  workdir stops at once with a :class:`WorkdirLockedError` naming that pid. The kernel drops the lock
+  when its process dies, so the lock file of a killed run is stale: the next run takes it over and
+  logs whose it was.
 * a new run writes ``<workdir>/config.json``; a run that finds one resumes only when the two configs
   agree on every field that changes results (all but :data:`RESULT_NEUTRAL_FIELDS`). Otherwise a
   :class:`ConfigMismatchError` lists each differing field as ``old -> new``. With
@@ -22,11 +23,8 @@ that pass flock through (local disks, most NFSv4 and Lustre mounts).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import socket
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ import ml_collections
 from absl import logging
 
 from coreecho_jax.errors import WorkdirError
+from coreecho_jax.locks import HolderLock, LockBusy, describe_holder, now
 
 LOCK_FILE = ".lock"
 CONFIG_FILE = "config.json"
@@ -78,6 +77,15 @@ ABSENT_MEANS = {
 }
 
 
+#: Fields a transfer config of one task held for the other before each dataset's config kept only its own
+#: (configs/transfer.py): the task's code never read them, so a saved config that holds one, compared
+#: with a current config without it, resumes.
+OTHER_TASK_FIELDS = {
+    "camus": frozenset({"data.subset", "data.fold_file", "data.fold_seed"}),
+    "hmcqu": frozenset({"data.split_dir"}),
+}
+
+
 class WorkdirLockedError(WorkdirError):
     """Another live process holds the workdir's lock."""
 
@@ -87,76 +95,39 @@ class ConfigMismatchError(WorkdirError):
 
 
 class WorkdirLock:
-    """An exclusive, non-blocking ``flock`` on ``<workdir>/.lock``, with the holder written inside."""
+    """An exclusive, non-blocking lock on ``<workdir>/.lock`` (:class:`coreecho_jax.locks.HolderLock`):
+    a second holder gets :class:`WorkdirLockedError` naming the first; a stale lock is taken over."""
 
     def __init__(self, workdir: str | Path):
         self.path = Path(workdir) / LOCK_FILE
-        self._fd: int | None = None
+        self._lock = HolderLock(self.path)
 
     def acquire(self) -> None:
         """Takes the lock or raises WorkdirLockedError naming the holder; takes over a stale lock."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
+            previous = self._lock.acquire()
+        except LockBusy as e:
             raise WorkdirLockedError(
-                f"{self.path.parent} is in use by another run ({_describe(holder)}); wait for it to end, "
-                f"stop it, or pass another --workdir"
+                f"{self.path.parent} is in use by another run ({describe_holder(e.holder)}); wait for it "
+                "to end, stop it, or pass another --workdir"
             ) from None
-        previous = _read_holder(fd)
         if previous:  # a holder that released cleanly empties the file; this one died holding it
             logging.warning(
                 "%s: taking over the stale lock of a run that ended without releasing it (%s)",
                 self.path,
-                _describe(previous),
+                describe_holder(previous),
             )
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
-        os.fsync(fd)
-        self._fd = fd
 
     def release(self) -> None:
         """Empties the lock file (a clean end) and drops the lock. The file stays: see ``acquire``."""
-        if self._fd is None:
-            return
-        os.ftruncate(self._fd, 0)
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-        self._fd = None
+        self._lock.release()
 
     def __enter__(self) -> WorkdirLock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.release()
-
-
-def _read_holder(fd: int) -> dict:
-    raw = os.pread(fd, 4096, 0)
-    if not raw.strip():
-        return {}
-    try:
-        holder = json.loads(raw)
-    except ValueError:
-        return {"unreadable": raw[:80].decode(errors="replace")}
-    return holder if isinstance(holder, dict) else {}
-
-
-def _describe(holder: Mapping[str, Any]) -> str:
-    if not holder:
-        return "holder unknown"
-    if "unreadable" in holder:
-        return f"lock file reads {holder['unreadable']!r}"
-    return f"pid {holder.get('pid')} on host {holder.get('host')}, started {holder.get('started')}"
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 # ------------------------------------------------------------------------------------ config checks
@@ -178,11 +149,14 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple]:
-    """``{field: (old, new)}`` for each field that changes results and differs (absent: ``"(absent)"``)."""
+    """``{field: (old, new)}`` for each field that changes results and differs (absent: ``"(absent)"``).
+
+    A saved field of :data:`OTHER_TASK_FIELDS` that the current config lacks is not compared."""
     old, new = flatten(saved), flatten(current)
+    unread = OTHER_TASK_FIELDS.get(new.get("task"), frozenset()) - set(new)
     diffs = {}
     for name in sorted(set(old) | set(new)):
-        if name in RESULT_NEUTRAL_FIELDS:
+        if name in RESULT_NEUTRAL_FIELDS or name in unread:
             continue
         a = old.get(name, ABSENT_MEANS.get(name, "(absent)"))
         b = new.get(name, ABSENT_MEANS.get(name, "(absent)"))
@@ -256,7 +230,7 @@ def check_config_against_saved(
         )
     logging.warning("%s: resuming %s under a changed config:\n%s", workdir, state, "\n".join(lines))
     if write:
-        entry = {"time": _now(), "pid": os.getpid(), "changes": {k: list(v) for k, v in diffs.items()}}
+        entry = {"time": now(), "pid": os.getpid(), "changes": {k: list(v) for k, v in diffs.items()}}
         with open(workdir / CHANGES_FILE, "a") as f:
             f.write(json.dumps(entry) + "\n")
     return diffs
