@@ -14,15 +14,19 @@ PACKAGE = REPO / "coreecho_jax"
 ALLOWED = {
     "errors": set(),
     "safe_pickle": {"errors"},
+    "seeds": set(),  # the seed table: numpy only, below everything that draws
     "models": {"errors"},
     "losses": {"errors"},
-    "data": {"errors", "safe_pickle"},
+    "data": {"errors", "safe_pickle", "seeds"},
     "evaluation": {"errors", "models", "losses"},
     "checkpoints": {"errors", "models", "safe_pickle"},
-    "train": {"errors", "models", "losses", "data", "evaluation", "checkpoints", "config_check"},
+    "train": {"errors", "seeds", "models", "losses", "data", "evaluation", "checkpoints", "config_check"},
     "config_check": {"errors", "models", "losses"},
     # Above the loop: transfer learning (CAMUS, HMC-QU) and the analyses reuse data, models and steps.
-    "transfer": {"errors", "models", "losses", "data", "evaluation", "checkpoints", "train", "config_check"},
+    "transfer": {
+        *("errors", "seeds", "models", "losses", "data", "evaluation", "checkpoints", "train"),
+        "config_check",
+    },
     # The analyses also read transfer models (Grad-CAM of a fold: its fresh head, its checkpoints' layout).
     "analysis": {
         *("errors", "models", "losses", "data", "evaluation", "checkpoints", "train", "config_check"),

@@ -29,7 +29,7 @@ from flax.nnx import filterlib
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from coreecho_jax import config_check
+from coreecho_jax import config_check, seeds
 from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.checkpoints import manager as ckpt_lib
 from coreecho_jax.data import start_indexes
@@ -91,10 +91,6 @@ def loss_spec(config: ml_collections.ConfigDict) -> steps.LossSpec:
         rnc_weight=float(config.loss.rnc_weight),
         implementation=str(config.loss.implementation),
     )
-
-
-def _dropout_seed(seed: int, stage: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([seed, stage, epoch]).generate_state(1)[0])
 
 
 def _host_metrics(pending: list[tuple[int, dict]], stage: int, epoch: int, checkpoints: Path) -> list[dict]:
@@ -220,7 +216,7 @@ class Trainer:
         # left in (eval, after a validation) cannot leak into training.
         run_step = steps.bind(settings.step, self.model, optimizer)
         for epoch in range(start_epoch, settings.epochs):
-            rng_lib.reseed(self.model, _dropout_seed(int(config.seed), stage, epoch))
+            rng_lib.reseed(self.model, seeds.derive(int(config.seed), stage, epoch))
             train_metrics = self.train_epoch(run_step, settings, epoch, local_batch, steps_per_epoch)
             val = self.validate(epoch)
             record = {
@@ -346,9 +342,7 @@ class Trainer:
         """K distinct starts per validation video drawn from ``eval.seed`` (the test protocol's kind of
         starts; another stream than the test's and the per-epoch validation's)."""
         d = self.config.data
-        seed = int(
-            np.random.SeedSequence([int(self.config.eval.seed), _CALIBRATION_STREAM]).generate_state(1)[0]
-        )
+        seed = seeds.derive(int(self.config.eval.seed), seeds.CALIBRATION_STARTS)
         return start_indexes.draw_start_indexes(
             self.data.videos("val"), int(self.config.eval.n_clips), int(d.frames), int(d.stride), seed
         )
@@ -406,9 +400,6 @@ class Trainer:
                 result.labels, result.prediction, self.workdir, f"test_{tag}", title=f"test ({tag})"
             )
         return summary
-
-
-_CALIBRATION_STREAM = 23  # the calibration starts' seed stream (validation epochs use 7)
 
 
 def _stages(config: ml_collections.ConfigDict) -> list[int]:

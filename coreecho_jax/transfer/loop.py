@@ -49,7 +49,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from coreecho_jax import config_check
+from coreecho_jax import config_check, seeds
 from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.checkpoints import manager as ckpt_lib
 from coreecho_jax.data import cycles
@@ -73,10 +73,6 @@ from coreecho_jax.transfer import steps as transfer_steps
 KIND = {"camus": "regression", "hmcqu": "classification"}
 #: Architecture fields taken from a run workdir's config.json when ``transfer.init`` names one.
 ARCHITECTURE_FIELDS = ("preset", "dims", "depth", "head_dim", "mlp_ratio")
-
-
-def _seed(*words: int) -> int:
-    return int(np.random.SeedSequence([int(w) for w in words]).generate_state(1)[0])
 
 
 def _say(line: str) -> None:
@@ -239,7 +235,7 @@ class FoldRun:
         transfer_steps.fresh_head(
             model,
             self.kind,
-            seed=_seed(seed, self.fold.index, 0x4EAD),
+            seed=seeds.derive(seed, self.fold.index, seeds.HEAD_INIT),
             dropout=float(self.config.model.head_dropout),
             bias_init=float(train_labels.mean()) if self.kind == "regression" else None,
             dropout_rng=str(self.config.model.dropout_rng),
@@ -393,7 +389,7 @@ class FoldRun:
         )
         seed = int(self.config.seed)
         for epoch in range(start, epochs):
-            rng_lib.reseed(model, _seed(seed, self.fold.index, epoch, 0xD0))
+            rng_lib.reseed(model, seeds.derive(seed, self.fold.index, epoch, seeds.TRANSFER_DROPOUT))
             losses = []
             batches = cycles.train_batches(
                 self.data.clips,
