@@ -36,7 +36,7 @@ that trained it. An EchoNet model (a CoReEcho run, ``.pth`` or imported folder) 
 video file (``--video``, cut as ``predict`` cuts them) or of a synthetic EchoNet set (``--lv_focus``,
 the test protocol's clips). A transfer fold (CAMUS: the predicted EF; HMC-QU: the MI logit) explains
 the prepared clip of each video of its fold's test set (``--split``): one clip per video, the fold's
-own preparation (``data.transfer_sets.prepare`` in the transfer workdir, from its cache) and
+own preparation (``transfer.data.prepare`` in the transfer workdir, from its cache) and
 normalisation (``data.mean``/``data.std``).
 
 The stage activation is taken by running the encoder's public submodules (``patch_embed1..4``,
@@ -707,14 +707,15 @@ def transfer_clips(
 ) -> tuple[tuple[str, ...], np.ndarray]:
     """Names and clips ``[N, T, S, S, 3]`` (normalised) of the videos in ``part`` of the model's fold.
 
-    The clips are the fold's own: ``data.transfer_sets.prepare`` with the transfer workdir's config (its
+    The clips are the fold's own: ``transfer.data.prepare`` with the transfer workdir's config (its
     cache in ``<workdir>/prepared``; the download must still be at ``data.root``), one clip per video,
     normalised with ``data.mean``/``data.std`` (:func:`coreecho_jax.data.cycles.normalise`).
 
     Raises:
         GradCamError: an unknown ``part``, or a fold without videos there.
     """
-    from coreecho_jax.data import cycles, transfer_sets
+    from coreecho_jax.data import cycles
+    from coreecho_jax.transfer import data as transfer_sets
 
     if part not in FOLD_PARTS:
         raise GradCamError(f"--split={part}: a transfer fold's part must be one of {FOLD_PARTS}")
@@ -741,7 +742,8 @@ def transfer_lv_masks(
     CAMUS only (its per-frame segmentation, :meth:`coreecho_jax.data.camus.CamusRecord.lv_masks`); for
     another task every video is left out with :data:`LV_UNDEFINED`'s reason.
     """
-    from coreecho_jax.data import camus, transfer_sets
+    from coreecho_jax.data import camus
+    from coreecho_jax.transfer import data as transfer_sets
 
     if trained.task != "camus":
         return {}, [{"name": n, "reason": LV_UNDEFINED[trained.task]} for n in names]

@@ -1,15 +1,16 @@
-"""The transfer datasets (CAMUS EF, HMC-QU MI) read, cut into folds and prepared once as clips.
+"""The transfer wing's data step: a dataset read, cut into folds and prepared once as clips.
 
-``prepare(data_config, workdir)`` reads the download with :func:`coreecho_jax.data.camus.read_camus` or
-:func:`coreecho_jax.data.hmcqu.read_hmcqu`, turns each record's cycle into a stored clip
+``prepare(task, data_config, workdir)`` reads the download with the task's reader
+(:mod:`coreecho_jax.transfer.tasks`: :func:`coreecho_jax.data.camus.read_camus`,
+:func:`coreecho_jax.data.hmcqu.read_hmcqu`, ...), turns each record's cycle into a stored clip
 (:func:`coreecho_jax.data.cycles.cycle_to_clip`; the fields ``data.frames``, ``image_size``,
 ``crop_fraction``, ``spatial``, ``time_sampling`` and, for HMC-QU, ``cycle_frames`` choose how) and
-caches the result in
-``<workdir>/prepared/<task>-<key>.npz``. The key covers the preprocessing settings and every source
-file's size and modification time, so an edited download or a changed setting prepares again, and a
-rerun does not. A record whose pixels cannot be read is left out and listed in the report (or raises
-with ``data.on_error = "raise"``) and counted in the headline; the report is written to
-``<workdir>/preparation_report.json`` with, for HMC-QU, the sheet column each field was read from.
+caches the result in ``<workdir>/prepared/<task>-<key>.npz``. The key covers the preprocessing settings
+and every source file's size and modification time, so an edited download or a changed setting
+prepares again, and a rerun does not. A record whose pixels cannot be read is left out and listed in
+the report (or raises with ``data.on_error = "raise"``) and counted in the headline; the report is
+written to ``<workdir>/preparation_report.json`` with, for HMC-QU, the sheet column each field was
+read from.
 
 With ``data.synthetic.enabled`` a synthetic download in the real layout is written first (into
 ``data.root``, or ``<workdir>/synthetic`` when that is empty); its HMC-QU fold file is the default.
@@ -27,11 +28,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from coreecho_jax.data import camus, cycles, hmcqu
+from coreecho_jax.data import cycles
 from coreecho_jax.data.folds import Fold, Skipped
 from coreecho_jax.errors import ConfigError, DataError
+from coreecho_jax.transfer import tasks
 
-TASKS = ("camus", "hmcqu")
 #: Bump when the stored clips change for the same settings.
 FORMAT_VERSION = 1
 REPORT_FILE = "preparation_report.json"
@@ -42,7 +43,8 @@ class PreparedSet:
     """Every readable video of a transfer dataset as one clip, with its label and folds.
 
     Attributes:
-        task: ``"camus"`` (label: EF in %) or ``"hmcqu"`` (label: 1 = MI, 0 = normal).
+        task: the task's name (:mod:`coreecho_jax.transfer.tasks`), e.g. ``"camus"`` (label: EF in %)
+            or ``"hmcqu"`` (label: 1 = MI, 0 = normal).
         names: patient (CAMUS) or ECHO id (HMC-QU) per row, sorted.
         clips: ``[N, T, S, S]`` grey clips, uint8 or float32 on the 0..255 scale
             (:mod:`coreecho_jax.data.cycles`, ``data.spatial``).
@@ -72,6 +74,18 @@ class PreparedSet:
         return np.array([index[n] for n in names], np.int64)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Clips:
+    """The prepared clips of a set's readable records (what the cache stores)."""
+
+    names: tuple[str, ...]
+    clips: np.ndarray
+    labels: np.ndarray
+    groups: tuple[str, ...]
+    source_frames: np.ndarray
+    unreadable: tuple[Skipped, ...]
+
+
 def synthetic_root(data_config: Any, workdir: Path) -> Path:
     return Path(data_config.root) if data_config.root else workdir / "synthetic"
 
@@ -89,24 +103,9 @@ def download_root(task: str, data_config: Any, workdir: str | Path) -> Path:
     return Path(data_config.root)
 
 
-def write_synthetic(task: str, data_config: Any, workdir: Path) -> Path:
+def write_synthetic(task: str | tasks.Task, data_config: Any, workdir: Path) -> Path:
     """Writes (once) the synthetic download of ``task`` and returns its root."""
-    root = synthetic_root(data_config, workdir)
-    s = data_config.synthetic
-    if task == "camus":
-        from coreecho_jax.data.synthetic.camus import write_camus_dataset
-
-        return write_camus_dataset(root, n_patients=int(s.n_videos), seed=int(s.seed), size=int(s.size))
-    from coreecho_jax.data.synthetic.hmcqu import write_hmcqu_dataset
-
-    return write_hmcqu_dataset(
-        root,
-        n_videos=int(s.n_videos),
-        seed=int(s.seed),
-        size=int(s.size),
-        mi_segments=tuple(int(k) for k in s.mi_segments),
-        mi_segment_motion=float(s.mi_segment_motion),
-    )
+    return tasks.get(task).write_synthetic(synthetic_root(data_config, workdir), data_config.synthetic)
 
 
 def _identity(paths: list[Path]) -> list:
@@ -115,36 +114,6 @@ def _identity(paths: list[Path]) -> list:
         st = p.stat()
         out.append([str(p), st.st_size, st.st_mtime_ns])
     return out
-
-
-def _read(task: str, data_config: Any, root: Path) -> tuple[Any, list[Fold], list[Path]]:
-    """The dataset, its folds and the files the clips depend on."""
-    on_error = str(data_config.on_error)
-    if task == "camus":
-        ds = camus.read_camus(root, str(data_config.view), on_error=on_error)
-        split_dir = str(data_config.split_dir) or None
-        folds = ds.folds(str(data_config.folds), n_folds=int(data_config.n_folds), split_dir=split_dir)
-        files = [p for r in ds.records for p in (r.path, r.cfg_path, r.path.with_suffix(".raw"))]
-        return ds, folds, [p for p in files if p.exists()]
-    ds = hmcqu.read_hmcqu(root, str(data_config.view), subset=str(data_config.subset), on_error=on_error)
-    fold_file = str(data_config.fold_file) or None
-    if fold_file is None and data_config.synthetic.enabled and data_config.folds == "shipped":
-        from coreecho_jax.data.synthetic.hmcqu import FOLD_FILE
-
-        fold_file = str(root / FOLD_FILE)  # the synthetic set's own stratified folds
-    folds = ds.folds(
-        str(data_config.folds),
-        fold_file=fold_file,
-        n_folds=int(data_config.n_folds),
-        seed=int(data_config.fold_seed),
-    )
-    return ds, folds, [ds.sheet, *(r.video for r in ds.records)]
-
-
-def _label_and_group(task: str, record: Any) -> tuple[float, str]:
-    if task == "camus":
-        return float(record.ef), str(record.quality)
-    return float(record.label), "MI" if record.mi else "normal"
 
 
 def cycle_spec(data_config: Any) -> cycles.CycleSpec:
@@ -159,102 +128,130 @@ def cycle_spec(data_config: Any) -> cycles.CycleSpec:
     )
 
 
-def cycle_frames(data_config: Any) -> str:
-    """HMC-QU's frame selection (``data.cycle_frames``; :meth:`HmcQuRecord.frame_indices`)."""
-    value = str(data_config.get("cycle_frames", "inclusive"))
-    if value not in hmcqu.CYCLE_FRAMES:
-        raise ConfigError(f"data.cycle_frames must be one of {hmcqu.CYCLE_FRAMES}, got {value!r}")
-    return value
-
-
-def _frames(task: str, record: Any, selection: str) -> np.ndarray:
-    """CAMUS: grey ``[F, H, W]`` ED -> ES; HMC-QU: RGB ``[F, H, W, 3]`` (``cycle_to_clip`` takes the grey)."""
-    return record.frames() if task == "camus" else record.cycle(selection, color=True)
-
-
-def prepare(task: str, data_config: Any, workdir: str | Path, *, progress: bool = True) -> PreparedSet:
-    """Reads, folds and prepares (or loads the cached) clips of ``task`` (``"camus"`` | ``"hmcqu"``).
+def prepare(
+    task: str | tasks.Task, data_config: Any, workdir: str | Path, *, progress: bool = True
+) -> PreparedSet:
+    """Reads, folds and prepares (or loads the cached) clips of ``task`` (a registered name, e.g.
+    ``"camus"`` | ``"hmcqu"``, or a :class:`~coreecho_jax.transfer.tasks.Task`).
 
     Raises:
         ConfigError: an unknown task or fold scheme; DataError (CamusError, HmcQuError): the download
         is missing, unreadable or inconsistent (the message names the file).
     """
-    if task not in TASKS:
-        raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
+    task = tasks.get(task)
     workdir = Path(workdir)
     if data_config.synthetic.enabled:
         write_synthetic(task, data_config, workdir)
-    root = download_root(task, data_config, workdir)
+    root = download_root(task.name, data_config, workdir)
     spec = cycle_spec(data_config)
-    selection = cycle_frames(data_config) if task == "hmcqu" else ""
-    ds, folds, files = _read(task, data_config, root)
+    selection = task.frame_selection(data_config)
+    source = task.read(data_config, root)
+    ds = source.dataset
     key_fields = {
         "format_version": FORMAT_VERSION,
-        "task": task,
+        "task": task.name,
         "view": ds.view,
         "spec": dataclasses.asdict(spec),
         "cycle_frames": selection,
         "names": sorted(getattr(r, ds.NAME_FIELD) for r in ds.records),
-        "files": _identity(files),
+        "files": _identity(source.files),
     }
     key = hashlib.sha1(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
-    cache = workdir / "prepared" / f"{task}-{key}.npz"
-    skipped = list(ds.skipped)
+    cache = workdir / "prepared" / f"{task.name}-{key}.npz"
     if cache.is_file():
-        with np.load(cache, allow_pickle=False) as z:
-            names, clips, labels = tuple(str(n) for n in z["names"]), z["clips"], z["labels"]
-            groups, source_frames = tuple(str(g) for g in z["groups"]), z["source_frames"]
-            skipped += [Skipped(*row) for row in json.loads(str(z["skipped"]))]
+        made = _load(cache)
     else:
-        names, clip_list, label_list, group_list, counts, unreadable = [], [], [], [], [], []
-        records = sorted(ds.records, key=lambda r: getattr(r, ds.NAME_FIELD))
-        for r in tqdm(records, desc=f"preparing {task} clips", disable=not progress, leave=False):
-            name = getattr(r, ds.NAME_FIELD)
-            try:
-                frames = _frames(task, r, selection)
-                clip = cycles.cycle_to_clip(frames, spec)
-            except DataError as e:
-                if data_config.on_error == "raise":
-                    raise
-                unreadable.append(Skipped(name, str(getattr(r, "path", getattr(r, "video", ""))), str(e)))
-                continue
-            label, group = _label_and_group(task, r)
-            names.append(name)
-            clip_list.append(clip)
-            label_list.append(label)
-            group_list.append(group)
-            counts.append(len(frames))
-        if not names:
-            raise DataError(
-                f"{root}: no {task} video could be prepared; first problem: {unreadable[0].reason}"
-            )
-        clips = np.stack(clip_list)
-        labels = np.asarray(label_list, np.float32)
-        groups, source_frames = tuple(group_list), np.asarray(counts, np.int64)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + f".tmp{os.getpid()}.npz")
-        np.savez(
-            tmp,
-            names=np.array(names),
-            clips=clips,
-            labels=labels,
-            groups=np.array(groups),
-            source_frames=source_frames,
-            skipped=json.dumps([list(s) for s in unreadable]),
-        )
-        os.replace(tmp, cache)
-        names = tuple(names)
-        skipped += unreadable
+        made = _make_clips(task, ds, spec, selection, str(data_config.on_error), progress, root)
+        _save(made, cache)
+    skipped = [*ds.skipped, *made.unreadable]
     dropped = {s.name for s in skipped}
-    folds = tuple(f.without(dropped) for f in folds)
-    headline = ds.report(skipped[len(ds.skipped) :]).splitlines()[0]
-    source = f"{headline}; {len(names)} clips of {spec.frames} x {spec.size} x {spec.size}"
-    columns = ds.column_mapping() if task == "hmcqu" else {}
+    folds = tuple(f.without(dropped) for f in source.folds)
+    headline = ds.report(list(made.unreadable)).splitlines()[0]
+    line = f"{headline}; {len(made.names)} clips of {spec.frames} x {spec.size} x {spec.size}"
     prepared = PreparedSet(
-        task, names, clips, labels, groups, source_frames, folds, tuple(skipped), source, columns
+        task.name,
+        made.names,
+        made.clips,
+        made.labels,
+        made.groups,
+        made.source_frames,
+        folds,
+        tuple(skipped),
+        line,
+        source.columns,
     )
     write_report(prepared, workdir / REPORT_FILE)
     return prepared
+
+
+def _make_clips(
+    task: tasks.Task,
+    ds: Any,
+    spec: cycles.CycleSpec,
+    selection: str,
+    on_error: str,
+    progress: bool,
+    root: Path,
+) -> _Clips:
+    """The clip of every record of ``ds`` whose pixels can be read (in name order); the others listed."""
+    names, clip_list, label_list, group_list, counts, unreadable = [], [], [], [], [], []
+    records = sorted(ds.records, key=lambda r: getattr(r, ds.NAME_FIELD))
+    for r in tqdm(records, desc=f"preparing {task.name} clips", disable=not progress, leave=False):
+        name = getattr(r, ds.NAME_FIELD)
+        try:
+            frames = task.frames(r, selection)
+            clip = cycles.cycle_to_clip(frames, spec)
+        except DataError as e:
+            if on_error == "raise":
+                raise
+            unreadable.append(Skipped(name, str(getattr(r, "path", getattr(r, "video", ""))), str(e)))
+            continue
+        label, group = task.label(r)
+        names.append(name)
+        clip_list.append(clip)
+        label_list.append(label)
+        group_list.append(group)
+        counts.append(len(frames))
+    if not names:
+        raise DataError(
+            f"{root}: no {task.name} video could be prepared; first problem: {unreadable[0].reason}"
+        )
+    return _Clips(
+        tuple(names),
+        np.stack(clip_list),
+        np.asarray(label_list, np.float32),
+        tuple(group_list),
+        np.asarray(counts, np.int64),
+        tuple(unreadable),
+    )
+
+
+def _save(made: _Clips, cache: Path) -> None:
+    """Writes the clips to ``cache`` (atomically: a temporary file, then a rename)."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + f".tmp{os.getpid()}.npz")
+    np.savez(
+        tmp,
+        names=np.array(made.names),
+        clips=made.clips,
+        labels=made.labels,
+        groups=np.array(made.groups),
+        source_frames=made.source_frames,
+        skipped=json.dumps([list(s) for s in made.unreadable]),
+    )
+    os.replace(tmp, cache)
+
+
+def _load(cache: Path) -> _Clips:
+    with np.load(cache, allow_pickle=False) as z:
+        return _Clips(
+            tuple(str(n) for n in z["names"]),
+            z["clips"],
+            z["labels"],
+            tuple(str(g) for g in z["groups"]),
+            z["source_frames"],
+            tuple(Skipped(*row) for row in json.loads(str(z["skipped"]))),
+        )
 
 
 def write_report(prepared: PreparedSet, path: Path) -> None:
