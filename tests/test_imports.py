@@ -157,3 +157,23 @@ def test_the_graph_reader_sees_real_edges():
     assert "coreecho_jax.models.coreecho" in graph["coreecho_jax.models"]
     assert "coreecho_jax.train.loop" in graph["coreecho_jax.cli"]  # a function-level import
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+#: The words the transfer wing once branched on; only the records (transfer/tasks.py) and the tables of
+#: modes and kinds (transfer/steps.py) may name them.
+_TRANSFER_WORDS = {"camus", "hmcqu", "regression", "classification", "probe", "finetune"}
+
+
+def test_only_the_transfer_records_name_a_dataset_kind_or_mode():
+    """A new dataset is a new record (transfer.tasks), never a new branch in the loop, the data step,
+    the tables or the evaluator."""
+    named = []
+    files = [
+        *(PACKAGE / "transfer" / f for f in ("loop.py", "data.py", "report.py", "provenance.py")),
+        PACKAGE / "evaluation" / "transfer.py",
+    ]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Constant) and node.value in _TRANSFER_WORDS:
+                named.append(f"{path.relative_to(REPO)}:{node.lineno} {node.value!r}")
+    assert not named, "\n".join(named)

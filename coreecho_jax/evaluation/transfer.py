@@ -151,8 +151,6 @@ class TransferEvaluator:
     baseline's constant}`` (:meth:`fold`), read back from a fold's stored predictions.
     """
 
-    #: The kind's name (``"regression"`` | ``"classification"``).
-    KIND: ClassVar[str]
     #: The key of a fold's result that holds the baseline's constant.
     BASELINE_FIELD: ClassVar[str]
 
@@ -226,7 +224,6 @@ class RegressionEvaluator(TransferEvaluator):
 
     groups: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=lambda: dict(QUALITY_GROUPS))
 
-    KIND: ClassVar[str] = "regression"
     BASELINE_FIELD: ClassVar[str] = "train_mean_ef"
 
     def link(self, outputs: np.ndarray) -> np.ndarray:
@@ -258,7 +255,6 @@ class ClassificationEvaluator(TransferEvaluator):
     inclusive: bool = False
     classes: tuple[str, str] = MI_CLASSES
 
-    KIND: ClassVar[str] = "classification"
     BASELINE_FIELD: ClassVar[str] = "majority_class"
 
     def link(self, outputs: np.ndarray) -> np.ndarray:
