@@ -143,7 +143,7 @@ def _run_transfer(
 
         return loop.run_transfer(config, workdir, allow_config_change=allow_config_change)
     if mode == "data":
-        from coreecho_jax.data import transfer_sets
+        from coreecho_jax.transfer import data as transfer_sets
 
         data = transfer_sets.prepare(str(config.task), config.data, workdir)
         print(data.source)

@@ -338,8 +338,8 @@ def test_a_truncated_raw_file_is_named_not_called_missing(root_2019, tmp_path):
 
 def test_pixels_that_fail_later_count_as_skipped_in_the_headline(root_2019, tmp_path, monkeypatch):
     from configs import camus_demo
-    from coreecho_jax.data import transfer_sets
     from coreecho_jax.data.camus import CamusRecord
+    from coreecho_jax.transfer import data as transfer_sets
 
     c = camus_demo.get_config("quick")
     c.data.synthetic.enabled = False

@@ -248,7 +248,7 @@ def test_transfer_preparation_switches_are_checked_before_any_data_work():
 
 
 # ------------------------------------------------------------------------------------ transfer configs
-#: The data fields only one dataset's code reads (data.transfer_sets._read, cycle_frames; the synthetic
+#: The data fields only one dataset's code reads (transfer.data, cycle_frames; the synthetic
 #: HMC-QU writer): CAMUS's split files, HMC-QU's subset, fold file and seed, [21]'s preparation switches.
 CAMUS_ONLY = {"data.split_dir"}
 HMCQU_ONLY = {

@@ -17,7 +17,6 @@ import pytest
 
 from configs import hmcqu, hmcqu_demo
 from coreecho_jax import cli
-from coreecho_jax.data import transfer_sets
 from coreecho_jax.data.folds import stratified_folds
 from coreecho_jax.data.hmcqu import (
     A4C_SEGMENT_COLUMNS,
@@ -31,6 +30,7 @@ from coreecho_jax.data.hmcqu import (
 )
 from coreecho_jax.data.synthetic.hmcqu import FOLD_FILE, HmcQuSyntheticConfig, write_hmcqu_dataset
 from coreecho_jax.errors import ConfigError, DataError
+from coreecho_jax.transfer import data as transfer_sets
 from tests.test_cycles import ref21_clip
 
 SMALL = HmcQuSyntheticConfig(

@@ -15,9 +15,10 @@ ALLOWED = {
     "errors": set(),
     "safe_pickle": {"errors"},
     "locks": set(),  # the one file lock: a workdir's run, a data folder's preparation
+    "seeds": set(),  # the seed table: numpy only, below everything that draws
     "models": {"errors"},
     "losses": {"errors"},
-    "data": {"errors", "safe_pickle", "locks"},
+    "data": {"errors", "safe_pickle", "locks", "seeds"},
     "evaluation": {"errors", "models", "losses"},
     "checkpoints": {"errors", "models", "safe_pickle"},
     # Inference (a trained model on a user's video) sits below training: see the inference-path tests.
@@ -32,10 +33,14 @@ ALLOWED = {
         "config_check",
         "inference",
         "locks",
+        "seeds",
     },
     "config_check": {"errors", "models", "losses"},
     # Above the loop: transfer learning (CAMUS, HMC-QU) and the analyses reuse data, models and steps.
-    "transfer": {"errors", "models", "losses", "data", "evaluation", "checkpoints", "train", "config_check"},
+    "transfer": {
+        *("errors", "seeds", "models", "losses", "data", "evaluation", "checkpoints", "train"),
+        "config_check",
+    },
     # The analyses also read transfer models (Grad-CAM of a fold: its fresh head, its checkpoints' layout).
     "analysis": {
         *("errors", "models", "losses", "data", "evaluation", "checkpoints", "train", "config_check"),
@@ -295,3 +300,23 @@ def test_every_top_level_name_of_the_package_is_used_somewhere():
         if name != "main" and name not in used
     ]
     assert not dead, "\n".join(dead)
+
+
+#: The words the transfer wing once branched on; only the records (transfer/tasks.py) and the tables of
+#: modes and kinds (transfer/steps.py) may name them.
+_TRANSFER_WORDS = {"camus", "hmcqu", "regression", "classification", "probe", "finetune"}
+
+
+def test_only_the_transfer_records_name_a_dataset_kind_or_mode():
+    """A new dataset is a new record (transfer.tasks), never a new branch in the loop, the data step,
+    the tables or the evaluator."""
+    named = []
+    files = [
+        *(PACKAGE / "transfer" / f for f in ("loop.py", "data.py", "report.py", "provenance.py")),
+        PACKAGE / "evaluation" / "transfer.py",
+    ]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Constant) and node.value in _TRANSFER_WORDS:
+                named.append(f"{path.relative_to(REPO)}:{node.lineno} {node.value!r}")
+    assert not named, "\n".join(named)

@@ -1,10 +1,12 @@
 """Transfer learning (CAMUS, HMC-QU): configs, preparation, the tables, and the loop end to end."""
 
 import csv
+import dataclasses
 import json
 import math
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import chex
 import jax
@@ -14,14 +16,16 @@ import pytest
 from configs import camus, camus_demo, hmcqu, hmcqu_demo
 from coreecho_jax import cli, config_check
 from coreecho_jax.checkpoints import manager as ckpt_lib
-from coreecho_jax.data import transfer_sets
 from coreecho_jax.data.camus import CamusError
+from coreecho_jax.data.folds import Fold, NamedRecords
 from coreecho_jax.data.synthetic.camus import write_camus_dataset
 from coreecho_jax.errors import ConfigError, DataError
+from coreecho_jax.evaluation import transfer as transfer_eval
 from coreecho_jax.models import build_model
 from coreecho_jax.train import steps as train_steps
 from coreecho_jax.train import workdir as workdir_lib
-from coreecho_jax.transfer import loop, provenance, report
+from coreecho_jax.transfer import data as transfer_sets
+from coreecho_jax.transfer import loop, provenance, report, tasks
 from coreecho_jax.transfer import steps as transfer_steps
 
 # ---------------------------------------------------------------------------------------- configs
@@ -78,7 +82,7 @@ def test_regression_metrics_per_quality_group_against_hand_values():
     y = np.array([50.0, 60.0, 40.0, 30.0, 70.0])
     p = np.array([52.0, 57.0, 40.0, 35.0, 69.0])
     g = ["Good", "Medium", "Poor", "Poor", "Good"]
-    m = report.regression_metrics(y, p, g)
+    m = transfer_eval.regression_metrics(y, p, g)
     assert m["good_medium/n"] == 3 and m["poor/n"] == 2 and m["all/n"] == 5
     assert m["good_medium/mae"] == pytest.approx((2 + 3 + 1) / 3)
     assert m["poor/mae"] == pytest.approx(2.5)
@@ -87,15 +91,15 @@ def test_regression_metrics_per_quality_group_against_hand_values():
     # two Poor patients always correlate +-1: undefined, and the note says why
     assert math.isnan(m["poor/corr"])
     assert m["notes"] == {"poor/corr": "2 patient(s): a correlation needs at least 3"}
-    one = report.regression_metrics(y[:1], p[:1], ["Poor"])
+    one = transfer_eval.regression_metrics(y[:1], p[:1], ["Poor"])
     assert math.isnan(one["poor/corr"]) and math.isnan(one["good_medium/mae"])
     assert one["notes"]["good_medium/mae"] == "no patient of this group"
-    assert report.MIN_CORR_PATIENTS == 3
+    assert transfer_eval.MIN_CORR_PATIENTS == 3
 
 
 def test_a_two_patient_correlation_no_longer_enters_the_fold_mean():
-    falling = report.regression_metrics([40.0, 30.0], [40.0, 35.0], ["Poor", "Poor"])
-    rising = report.regression_metrics([30.0, 40.0, 50.0], [35.0, 38.0, 37.0], ["Poor"] * 3)
+    falling = transfer_eval.regression_metrics([40.0, 30.0], [40.0, 35.0], ["Poor", "Poor"])
+    rising = transfer_eval.regression_metrics([30.0, 40.0, 50.0], [35.0, 38.0, 37.0], ["Poor"] * 3)
     s = report.summarize_folds([falling, rising])
     assert s["poor/corr"]["folds"] == 1
     assert s["poor/corr"]["mean"] == pytest.approx(np.corrcoef([30, 40, 50], [35, 38, 37])[0, 1])
@@ -106,21 +110,21 @@ def test_classification_counts_an_empty_denominator_as_zero_as_reference_21_and_
     # no video predicted MI: precision 0/0 -> 0 (torchmetrics 0.6.1, as [21]); F1 has 2tp + fp + fn = 1
     y = np.array([1, 0, 0, 0])
     prob = np.array([0.4, 0.1, 0.2, 0.3])
-    m = report.classification_metrics(y, prob, 0.5)
+    m = transfer_eval.classification_metrics(y, prob, 0.5)
     assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (0, 0, 3, 1)
     assert m["precision"] == 0.0 and m["sensitivity"] == 0.0 and m["f1"] == 0.0
     assert m["specificity"] == 100.0 and m["accuracy"] == 75.0 and m["auroc"] == 1.0
     assert m["notes"] == {"precision": "0/0 (no video predicted MI): counted as 0, as [21]"}
     # a fold with one class (all normal, none predicted): sensitivity and F1 are 0/0, AUROC undefined
-    m = report.classification_metrics(np.zeros(3), np.array([0.1, 0.2, 0.3]), 0.5)
+    m = transfer_eval.classification_metrics(np.zeros(3), np.array([0.1, 0.2, 0.3]), 0.5)
     assert m["sensitivity"] == m["precision"] == m["f1"] == 0.0 and m["specificity"] == 100.0
     assert set(m["notes"]) == {"sensitivity", "precision", "f1", "auroc"}
     assert (
         math.isnan(m["auroc"]) and m["notes"]["auroc"] == "undefined: only normal videos among the 3 tested"
     )
     # the fold mean counts the 0 and says in how many folds it was a 0/0
-    good = report.classification_metrics(np.array([1, 0]), np.array([0.9, 0.1]), 0.5)
-    s = report.summarize_folds([good, report.classification_metrics(y, prob, 0.5)])
+    good = transfer_eval.classification_metrics(np.array([1, 0]), np.array([0.9, 0.1]), 0.5)
+    s = report.summarize_folds([good, transfer_eval.classification_metrics(y, prob, 0.5)])
     assert s["precision"] == {
         "mean": 50.0,
         "std": pytest.approx(100 / np.sqrt(2)),
@@ -135,24 +139,24 @@ def test_classification_counts_an_empty_denominator_as_zero_as_reference_21_and_
 def test_mi_is_a_probability_above_the_threshold_as_reference_21_rounds_it():
     # [21]: torch.round(torch.sigmoid(logit)) rounds half to even, so 0.5 is normal
     prob = np.array([0.5, 0.5000001, 0.4999999])
-    np.testing.assert_array_equal(report.predict_mi(prob, 0.5), [0, 1, 0])
-    np.testing.assert_array_equal(report.predict_mi(prob, 0.5, inclusive=True), [1, 1, 0])
-    m = report.classification_metrics(np.array([1, 1, 0]), prob, 0.5)
+    np.testing.assert_array_equal(transfer_eval.predict_mi(prob, 0.5), [0, 1, 0])
+    np.testing.assert_array_equal(transfer_eval.predict_mi(prob, 0.5, inclusive=True), [1, 1, 0])
+    m = transfer_eval.classification_metrics(np.array([1, 1, 0]), prob, 0.5)
     assert (m["tp"], m["fn"]) == (1, 1)
-    assert report.classification_metrics(np.array([1, 1, 0]), prob, 0.5, inclusive=True)["tp"] == 2
+    assert transfer_eval.classification_metrics(np.array([1, 1, 0]), prob, 0.5, inclusive=True)["tp"] == 2
     assert camus.get_config().eval.threshold_inclusive is False
 
 
 def test_classification_metrics_and_the_majority_baseline():
     y = np.array([1, 1, 1, 0, 0])
     prob = np.array([0.9, 0.6, 0.2, 0.4, 0.7])
-    m = report.classification_metrics(y, prob, 0.5)
+    m = transfer_eval.classification_metrics(y, prob, 0.5)
     assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (2, 1, 1, 1)
     assert m["sensitivity"] == pytest.approx(200 / 3)
     assert m["specificity"] == pytest.approx(50.0)
     assert m["accuracy"] == pytest.approx(60.0)
     assert m["auroc"] == pytest.approx(3 / 6)  # 3 of the 6 (MI, normal) pairs ranked right
-    f = report.fold_metrics("hmcqu", y, prob, ["MI"] * 5, train_labels=np.array([1, 1, 0]))
+    f = tasks.get("hmcqu").evaluator().fold(y, prob, ["MI"] * 5, np.array([1, 1, 0]))
     assert f["majority_class"] == 1 and f["baseline"]["sensitivity"] == 100.0
     assert f["baseline"]["specificity"] == 0.0
 
@@ -560,7 +564,7 @@ def test_a_rerun_of_edited_or_other_data_is_refused_then_recomputed_when_allowed
         and "| train-mean EF baseline, pooled | - |" in table
     )
     assert "The paper does not say whether its CAMUS numbers are means over the 10 folds" in table
-    assert first["paper_comparison"] == report.CAMUS_COMPARISON
+    assert first["paper_comparison"] == tasks.CAMUS_COMPARISON
     # nothing changed: read back
     assert loop.run_transfer(c, work)["summary"] == first["summary"]
     # one EF edited, another patient's file broken (now left out)
@@ -631,3 +635,142 @@ def test_corrected_transfer_commands_are_taken_after_failed_starts_and_config_js
     c.finetune.lr = 0.5
     with pytest.raises(workdir_lib.ConfigMismatchError, match="finetune.lr"):
         loop.run_transfer(c, work)
+
+
+# ----------------------------------------------------------------------- a dataset is one record
+
+
+@dataclasses.dataclass(frozen=True)
+class _ToyRecord:
+    name: str
+    label: float
+    group: str
+    frames: np.ndarray  # [F, H, W] grey uint8
+
+
+@dataclasses.dataclass(frozen=True)
+class _ToySet(NamedRecords[_ToyRecord]):
+    """A download of ``n`` toy videos in memory (a reader's dataset: records, view, skipped, report)."""
+
+    records: tuple[_ToyRecord, ...]
+    view: str = "toy"
+    skipped: tuple = ()
+    NAME_FIELD: ClassVar[str] = "name"
+
+    def report(self, unreadable=()) -> str:
+        return f"toy set: {len(self.records) - len(unreadable)} of {len(self.records)} videos read"
+
+
+def _toy_task(name: str, kind: str, n: int = 12) -> tasks.Task:
+    """A third dataset, registered by the test alone: ``n`` videos t00, t01, ... whose frames brighten
+    with the label; 2 folds holding out one half each, the last 2 videos of the rest for validation."""
+    labels = [40.0 + 2 * i if kind == "regression" else float(i % 2) for i in range(n)]
+    groups = ["a" if i % 2 else "b" for i in range(n)]
+    rng = np.random.default_rng(0)
+    records = tuple(
+        _ToyRecord(f"t{i:02d}", labels[i], groups[i], rng.integers(0, 255, (6, 16, 16), dtype=np.uint8))
+        for i in range(n)
+    )
+
+    def read(data_config, root):
+        names = [r.name for r in records]
+        halves = (names[: n // 2], names[n // 2 :])
+        folds = [
+            Fold(k, [x for x in names if x not in test][:-2], test, [x for x in names if x not in test][-2:])
+            for k, test in enumerate(halves)
+        ]
+        return tasks.Source(_ToySet(records), folds, [], {})
+
+    def write_synthetic(root, synthetic):
+        raise AssertionError("the toy set has no synthetic download")
+
+    regression = kind == "regression"
+    return tasks.Task(
+        name=name,
+        title="Toy",
+        kind=transfer_steps.KINDS[kind],
+        read=read,
+        frames=lambda record, selection: record.frames,
+        label=lambda record: (record.label, record.group),
+        frame_selection=lambda data_config: "",
+        write_synthetic=write_synthetic,
+        describe_data=lambda d: "the toy set",
+        headline="all/mae" if regression else "accuracy",
+        baseline_label="train-mean baseline" if regression else "majority baseline",
+        columns={"all/corr": "r", "all/mae": "MAE"} if regression else {"accuracy": "Acc.", "auroc": "AUROC"},
+        paper_rows={},
+        comparison="No paper rows: a toy set.",
+        pooled_rows=regression,
+        groups={"all": ("a", "b")},
+        classes=("sick", "well"),
+    )
+
+
+@pytest.fixture
+def toy(request):
+    """Registers a toy task (``request.param``: its kind) for one test, and removes it after."""
+    task = tasks.register(_toy_task(f"toy_{request.param}", request.param))
+    yield task
+    tasks.unregister(task.name)
+
+
+def _toy_config(task: tasks.Task, root: Path):
+    c = _finetune(camus_demo.get_config("quick"))  # tiny model, 8-frame 32 px clips, 2 epochs of 2 steps
+    c.task = task.name
+    c.data.synthetic.enabled = False
+    c.data.root = str(root)
+    c.transfer.folds = ""
+    return c
+
+
+@pytest.mark.parametrize("toy", ["regression"], indirect=True)
+def test_a_new_dataset_is_one_record_the_loop_and_tables_only_read(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop.FoldRun, "train_and_test", _stub_training)
+    work = tmp_path / "work"
+    summary = loop.cross_validate(_toy_config(toy, tmp_path / "toy"), work)
+    assert summary["task"] == "toy_regression" and summary["folds"] == [0, 1]
+    assert summary["data"] == "toy set: 12 of 12 videos read; 12 clips of 8 x 32 x 32"
+    assert summary["protocol"] == "2-fold cross-validation (data.folds = 'official')"
+    # the stub's outputs are the label + 1 + i % 3: fold 0 tests t00..t05, errors 1 2 3 1 2 3
+    assert summary["pooled"]["all/mae"] == pytest.approx(2.0)
+    assert summary["per_fold"][0]["train_mean_ef"] == pytest.approx(np.mean([52, 54, 56, 58]))
+    table = (work / "table.md").read_text()
+    assert table.splitlines()[:2] == ["| Setting | r | MAE |", "|---|---|---|"]
+    y = 40.0 + 2 * np.arange(12)
+    r = np.corrcoef(y, y + 1 + np.arange(12) % 3)[0, 1]
+    assert f"| ours: fine-tuning, scratch, pooled | {r:.3f} | 2.00 |" in table
+    assert "| train-mean baseline | - |" in table and "paper:" not in table
+    assert table.endswith("No paper rows: a toy set.\n")
+    assert (work / "toy_regression_scatter.png").is_file()
+    assert [r["name"] for r in csv.DictReader((work / "predictions.csv").open())][:2] == ["t00", "t01"]
+    prepared = json.loads((work / transfer_sets.REPORT_FILE).read_text())
+    assert prepared["groups"] == {"a": 6, "b": 6}
+    assert prepared["folds"] == [{"fold": k, "train": 4, "val": 2, "test": 6} for k in (0, 1)]
+
+
+@pytest.mark.parametrize("toy", ["classification"], indirect=True)
+def test_a_new_classification_record_names_its_classes_when_a_fold_has_one(toy, tmp_path):
+    c = _toy_config(toy, tmp_path / "toy")
+    data = transfer_sets.prepare(toy, c.data, tmp_path / "work", progress=False)
+    one_class = dataclasses.replace(data, labels=np.ones_like(data.labels))
+    with pytest.raises(DataError, match=r"^the Toy set read has 12 sick and 0 well videos \(the toy set\)"):
+        loop.check_folds(c, one_class, [0, 1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("toy", ["classification"], indirect=True)
+def test_a_new_classification_record_trains_and_chooses_its_epoch_on_validation(toy, tmp_path):
+    work = tmp_path / "work"
+    c = _toy_config(toy, tmp_path / "toy")
+    c.transfer.folds = "1"
+    summary = loop.cross_validate(c, work)
+    fold = json.loads((work / "folds" / "fold1" / "result.json").read_text())
+    assert fold["epoch_chosen_on"] == "validation set" and fold["tested_epoch"] in (0, 1)
+    history = fold["history"]
+    assert [h["epoch"] for h in history] == [0, 1] and all(h["val_score"] > 0 for h in history)
+    best = min(range(2), key=lambda e: (history[e]["val_score"], -e))  # ties go to the later epoch
+    assert fold["tested_epoch"] == best
+    outputs = np.array([p["output"] for p in fold["predictions"]])
+    assert np.all((outputs > 0) & (outputs < 1))  # the sigmoid link: probabilities of "sick"
+    assert fold["majority_class"] in (0, 1) and "accuracy" in summary["summary"]
+    assert "| majority baseline |" in (work / "table.md").read_text()

@@ -8,7 +8,7 @@ Each model sees the clips of the config that trained it (models: anything
   the CAM mass inside the dilated LV per clip, per video and overall, beside the chance level.
 * :func:`transfer_focus`: a transfer fold (CAMUS: the predicted EF; HMC-QU: the MI logit) on the
   prepared clip of each video of a part of its fold (:func:`transfer_clips`: one clip per video, the
-  fold's own preparation, ``data.transfer_sets.prepare`` in the transfer workdir from its cache, and
+  fold's own preparation, ``transfer.data.prepare`` in the transfer workdir from its cache, and
   normalisation, ``data.mean``/``data.std``): the fallback share, and where the dataset segments the
   LV (CAMUS, :func:`transfer_lv_masks`) the same numbers; HMC-QU's are undefined (:data:`LV_UNDEFINED`).
 
@@ -180,19 +180,20 @@ def transfer_clips(
 ) -> tuple[tuple[str, ...], np.ndarray]:
     """Names and clips ``[N, T, S, S, 3]`` (normalised) of the videos in ``part`` of the model's fold.
 
-    The clips are the fold's own: ``data.transfer_sets.prepare`` with the transfer workdir's config (its
+    The clips are the fold's own: ``transfer.data.prepare`` with the transfer workdir's config (its
     cache in ``<workdir>/prepared``; the download must still be at ``data.root``), one clip per video,
     normalised with ``data.mean``/``data.std`` (:func:`coreecho_jax.data.cycles.normalise`).
 
     Raises:
         GradCamError: an unknown ``part``, or a fold without videos there.
     """
-    from coreecho_jax.data import cycles, transfer_sets
+    from coreecho_jax.data import cycles
+    from coreecho_jax.transfer import data as transfer_data
 
     if part not in FOLD_PARTS:
         raise gradcam.GradCamError(f"--split={part}: a transfer fold's part must be one of {FOLD_PARTS}")
     d = trained.config.data
-    prepared = transfer_sets.prepare(trained.task, d, trained.workdir, progress=False)
+    prepared = transfer_data.prepare(trained.task, d, trained.workdir, progress=False)
     if not 0 <= trained.fold < len(prepared.folds):
         raise gradcam.GradCamError(
             f"{trained.workdir}: fold {trained.fold} is not one of its {len(prepared.folds)} folds"
@@ -214,15 +215,16 @@ def transfer_lv_masks(
     CAMUS only (its per-frame segmentation, :meth:`coreecho_jax.data.camus.CamusRecord.lv_masks`); for
     another task every video is left out with :data:`LV_UNDEFINED`'s reason.
     """
-    from coreecho_jax.data import camus, transfer_sets
+    from coreecho_jax.data import camus
+    from coreecho_jax.transfer import data as transfer_data
 
     if trained.task != "camus":
         return {}, [{"name": n, "reason": LV_UNDEFINED[trained.task]} for n in names]
     d = trained.config.data
     cam_lv.clip_dilation(dilation, int(d.image_size))  # a bad radius is an error, not a skipped video
-    root = transfer_sets.download_root(trained.task, d, trained.workdir)
+    root = transfer_data.download_root(trained.task, d, trained.workdir)
     records = {r.patient: r for r in camus.read_camus(root, str(d.view), on_error="skip").records}
-    spec = transfer_sets.cycle_spec(d)
+    spec = transfer_data.cycle_spec(d)
     masks, skipped = {}, []
     for name in names:
         if name not in records:

@@ -90,6 +90,7 @@ def _fold_model(config: ml_collections.ConfigDict, fold_dir: Path) -> tuple[CoRe
     from coreecho_jax.train import steps as train_steps
     from coreecho_jax.transfer import loop as transfer_loop
     from coreecho_jax.transfer import steps as transfer_steps
+    from coreecho_jax.transfer import tasks as transfer_tasks
 
     result_path = fold_dir / "result.json"
     if not result_path.is_file():
@@ -102,7 +103,7 @@ def _fold_model(config: ml_collections.ConfigDict, fold_dir: Path) -> tuple[CoRe
     model = build_model(transfer_loop.model_config(config), seed=int(config.seed))
     transfer_steps.fresh_head(  # the head's structure; its values are restored below
         model,
-        transfer_loop.KIND[str(config.task)],
+        transfer_tasks.get(str(config.task)).kind,
         seed=0,
         dropout=float(config.model.head_dropout),
         bias_init=0.0,

@@ -54,6 +54,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from coreecho_jax import seeds
 from coreecho_jax.data.video_types import rgb_to_gray
 from coreecho_jax.errors import DataError
 
@@ -272,14 +273,10 @@ def normalise(clips: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
     return (np.broadcast_to(x, x.shape[:-1] + (3,)) - mean) / std
 
 
-def _seed(*words: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(w) for w in words]))
-
-
 def epoch_order(indices: Sequence[int], *, seed: int, fold: int, epoch: int) -> np.ndarray:
     """The training order of one epoch: a permutation of ``indices`` from (seed, fold, epoch)."""
     indices = np.asarray(indices, np.int64)
-    return indices[_seed(seed, fold, epoch, 0x0D).permutation(len(indices))]
+    return indices[seeds.generator(seed, fold, epoch, seeds.TRAIN_ORDER).permutation(len(indices))]
 
 
 def train_batches(
@@ -315,7 +312,10 @@ def train_batches(
         batch = clips[rows[mine.start : mine.stop]]
         if augment is not None:
             batch = np.stack(
-                [random_affine(c, _seed(seed, fold, epoch, b, j, 0xAF), augment) for c, j in zip(batch, mine)]
+                [
+                    random_affine(c, seeds.generator(seed, fold, epoch, b, j, seeds.AFFINE), augment)
+                    for c, j in zip(batch, mine)
+                ]
             )
         yield {
             "video": normalise(batch, mean, std),

@@ -36,6 +36,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from coreecho_jax import seeds
 from coreecho_jax.data import echonet, echonet_tfds, pipeline, start_indexes, synthetic, tf_runtime
 from coreecho_jax.data import echonet_layout as layout
 from coreecho_jax.data.clips import ClipSpec
@@ -174,7 +175,7 @@ class DataBundle:
         start per video (``np.random.choice(F - 140)`` in ``EchoNet.__getitem__``).
         """
         d = self.config.data
-        seed = int(np.random.SeedSequence([int(self.config.seed), 7, epoch]).generate_state(1)[0])
+        seed = seeds.derive(int(self.config.seed), seeds.VAL_STARTS, epoch)
         return start_indexes.draw_start_indexes(
             self.videos("val"),
             int(self.config.eval.n_clips),

@@ -12,8 +12,7 @@ import dataclasses
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from typing import ClassVar, Generic, Literal, NamedTuple, TypeVar
 
-import numpy as np
-
+from coreecho_jax import seeds
 from coreecho_jax.errors import ConfigError, DataError
 
 #: What a dataset reader does with one bad item among many: leave it out and list it, or raise.
@@ -126,7 +125,7 @@ def stratified_folds(names: Sequence[str], labels: Sequence[Hashable], n_folds: 
     if len(set(names)) != len(names):
         raise DataError("stratified_folds: names are not unique")
     _check_n_folds(len(names), n_folds)
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5F01D]))
+    rng = seeds.generator(seed, seeds.STRATIFIED_FOLDS)
     assignment: dict[str, int] = {}
     offset = 0
     for label in sorted(set(labels), key=repr):

@@ -52,13 +52,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from coreecho_jax import seeds
 from coreecho_jax.data import clips, echonet_tfds, tf_runtime
 from coreecho_jax.data.clips import OFFICIAL_SPEC, ClipSpec
 from coreecho_jax.data.echonet_layout import avi_name
 from coreecho_jax.data.start_indexes import validate_start_indexes
 
 AUTOTUNE = tf.data.AUTOTUNE
-_SEED_SALT = 0x636F7265  # "core"
+_SEED_SALT = seeds.PIPELINE  # "core"
 
 
 # ------------------------------------------------------------------------------- sampling (TF)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from coreecho_jax import safe_pickle
+from coreecho_jax import safe_pickle, seeds
 from coreecho_jax.data import clips
 from coreecho_jax.data.echonet_layout import CLIP_FRAMES, CLIP_STRIDE, stem
 from coreecho_jax.errors import DataError
@@ -139,7 +139,7 @@ class StartIndexError(DataError):
 
 
 def _video_seed(seed: int, name: str) -> np.random.Generator:
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))])
+    return seeds.generator(int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8")))
 
 
 def draw_start_indexes(

@@ -117,9 +117,10 @@ class Evaluator:
     Args:
         predict_fn: this process's eval batch -> its ``[B, K]`` predictions (EF %), see :data:`PredictFn`.
         eval_config: ``config.eval``; reads ``n_clips`` (checked against the batches) and
-            ``bootstrap`` (resamples of the 95% CIs).
+            ``bootstrap`` (resamples of the 95% CIs). None when ``n_clips`` and ``bootstrap`` are given.
         seed: bootstrap seed.
         train_mean: the training set's mean EF (%): adds the MAE of predicting it for every video.
+        n_clips: overrides ``eval_config.n_clips`` (the transfer evaluator's one clip per video).
         bootstrap: overrides ``eval_config.bootstrap`` (0: no CIs, as validation does each epoch).
         allgather: how processes exchange arrays (default :func:`process_allgather`; tests pass fakes).
     """
@@ -127,15 +128,18 @@ class Evaluator:
     def __init__(
         self,
         predict_fn: PredictFn,
-        eval_config: Any,
+        eval_config: Any = None,
         *,
         seed: int = 0,
         train_mean: float | None = None,
+        n_clips: int | None = None,
         bootstrap: int | None = None,
         allgather: AllGather = process_allgather,
     ):
+        if eval_config is None and (n_clips is None or bootstrap is None):
+            raise TypeError("Evaluator needs eval_config, or both n_clips and bootstrap")
         self.predict_fn = predict_fn
-        self.n_clips = int(eval_config.n_clips)
+        self.n_clips = int(eval_config.n_clips if n_clips is None else n_clips)
         self.bootstrap = int(eval_config.bootstrap if bootstrap is None else bootstrap)
         self.seed = int(seed)
         self.train_mean = train_mean

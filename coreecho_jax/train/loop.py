@@ -13,12 +13,12 @@ is reseeded from (seed, stage, epoch), and the optimizer and BatchNorm state are
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import jax
 import ml_collections
@@ -29,18 +29,20 @@ from flax.nnx import filterlib
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from coreecho_jax import config_check
-from coreecho_jax.checkpoints import loading, saved_config
+from coreecho_jax import config_check, seeds
+from coreecho_jax.checkpoints import loading
 from coreecho_jax.checkpoints import manager as ckpt_lib
 from coreecho_jax.data import start_indexes
-from coreecho_jax.errors import CheckpointError, ConfigError
+from coreecho_jax.errors import ConfigError
 from coreecho_jax.evaluation import conformal, multiclip, plots
 from coreecho_jax.evaluation import steps as eval_steps
 from coreecho_jax.evaluation.evaluator import Evaluator, PredictFn, model_fingerprint
-from coreecho_jax.evaluation.results import format_results, json_ready, write_json
+from coreecho_jax.evaluation.results import format_results, write_json
+from coreecho_jax.inference.runs import load_run
 from coreecho_jax.models import build_model
 from coreecho_jax.models import rngs as rng_lib
 from coreecho_jax.train import distributed, preflight, steps
+from coreecho_jax.train import epochs as epochs_lib
 from coreecho_jax.train import mesh as mesh_lib
 from coreecho_jax.train import workdir as workdir_lib
 from coreecho_jax.train.writer import MetricWriter
@@ -91,10 +93,6 @@ def loss_spec(config: ml_collections.ConfigDict) -> steps.LossSpec:
         rnc_weight=float(config.loss.rnc_weight),
         implementation=str(config.loss.implementation),
     )
-
-
-def _dropout_seed(seed: int, stage: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([seed, stage, epoch]).generate_state(1)[0])
 
 
 def _host_metrics(pending: list[tuple[int, dict]], stage: int, epoch: int, checkpoints: Path) -> list[dict]:
@@ -196,7 +194,6 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ stages
     def run_stage(self, settings: StageSettings) -> dict:
         """Trains one stage to its end (resuming if possible); leaves the best epoch's model loaded."""
-        config = self.config
         stage = settings.stage
         local_batch = mesh_lib.local_batch_size(settings.batch_size, self.mesh)
         steps_per_epoch = self.steps_per_epoch(settings)
@@ -204,23 +201,24 @@ class Trainer:
             settings.lr, steps_per_epoch, settings.decay_epoch, settings.decay_rate
         )
         optimizer = steps.make_optimizer(self.model, schedule, settings.weight_decay, settings.wrt)
-        ckpts = ckpt_lib.RunCheckpoints(self.workdir / "checkpoints" / f"stage{stage}")
-
-        start_epoch, best_mae, history = 0, math.inf, []
-        restored = ckpts.restore_latest(self._state(optimizer))
+        epochs = epochs_lib.ResumableEpochs(
+            self.workdir / "checkpoints" / f"stage{stage}",
+            f"stage {stage}",
+            best_key="best_val_mae",
+            meta={"stage": stage},
+        )
+        restored = epochs.restore_latest(self._state(optimizer))
         if restored is not None:
-            state, meta = restored
-            self._load_state(state, optimizer)
-            start_epoch, best_mae, history = meta["epoch"] + 1, meta["best_val_mae"], meta["history"]
-            _say(f"stage {stage}: resuming after epoch {meta['epoch'] + 1} (best val MAE {best_mae:.3f})")
+            self._load_state(restored, optimizer)
+            _say(f"stage {stage}: resuming after epoch {epochs.start} (best val MAE {epochs.best:.3f})")
         else:
             nnx.update(optimizer, mesh_lib.replicate(nnx.state(optimizer), self.mesh))
 
         # The step sets its own train/eval modes (steps.in_modes), so the modes the model object was
         # left in (eval, after a validation) cannot leak into training.
         run_step = steps.bind(settings.step, self.model, optimizer)
-        for epoch in range(start_epoch, settings.epochs):
-            rng_lib.reseed(self.model, _dropout_seed(int(config.seed), stage, epoch))
+        for epoch in epochs.remaining(settings.epochs):
+            rng_lib.reseed(self.model, seeds.derive(int(self.config.seed), stage, epoch))
             train_metrics = self.train_epoch(run_step, settings, epoch, local_batch, steps_per_epoch)
             val = self.validate(epoch)
             record = {
@@ -231,21 +229,13 @@ class Trainer:
                 "val_rmse": val["rmse"],
                 "val_r2": val["r2"],
             }
-            history.append(json_ready(record))  # strict JSON in the checkpoint meta (NaN -> null)
-            improved = val["mae"] <= best_mae  # ties go to the later epoch, as in the official code
-            if improved:
-                best_mae = val["mae"]
-            meta = {"stage": stage, "epoch": epoch, "best_val_mae": best_mae, "history": history}
-            state = self._state(optimizer)
-            if improved:
-                ckpts.save_best(epoch + 1, {"model": state["model"]}, meta)
-            ckpts.save_latest(epoch + 1, state, meta)
+            improved = epochs.save(epoch, record, self._state(optimizer), val["mae"])
             self._log(
                 (epoch + 1) * steps_per_epoch,
                 {
                     **{f"epoch/train_{k}": v for k, v in train_metrics.items()},
                     **{f"epoch/val_{k}": val[k] for k in ("mae", "rmse", "r2", "pearson")},
-                    "epoch/best_val_mae": best_mae,
+                    "epoch/best_val_mae": epochs.best,
                 },
                 stage=stage,
                 epoch=epoch,
@@ -256,20 +246,16 @@ class Trainer:
                 f"  ({train_metrics['clips_per_s']:.1f} clips/s){'  *best*' if improved else ''}"
             )
 
-        ckpts.wait()
-        best = ckpts.restore_best({"model": ckpt_lib.model_state_dict(self.model)})
-        if best is None:
-            raise CheckpointError(f"stage {stage} finished without a best checkpoint in {ckpts.directory}")
-        self._load_state(best[0], None)
-        ckpts.close()
-        return {"best_val_mae": best_mae, "best_epoch": best[1]["epoch"], "history": history}
+        best_state, best_epoch = epochs.finish({"model": ckpt_lib.model_state_dict(self.model)})
+        self._load_state(best_state, None)
+        return {"best_val_mae": epochs.best, "best_epoch": best_epoch, "history": epochs.history}
 
     def steps_per_epoch(self, settings: StageSettings) -> int:
-        """Steps of one training epoch: full global batches of the train split (the last partial batch
-        is dropped), at most ``run.max_steps_per_epoch`` when that is > 0."""
-        n = self.data.num_train_batches(settings.batch_size)
-        cap = int(self.config.run.max_steps_per_epoch)
-        return min(n, cap) if cap > 0 else n
+        """Steps of one training epoch (:func:`epochs_lib.steps_per_epoch`: full global batches of the
+        train split, at most ``run.max_steps_per_epoch``)."""
+        return epochs_lib.steps_per_epoch(
+            self.data.num_train_batches(settings.batch_size), int(self.config.run.max_steps_per_epoch)
+        )
 
     def train_epoch(
         self,
@@ -346,9 +332,7 @@ class Trainer:
         """K distinct starts per validation video drawn from ``eval.seed`` (the test protocol's kind of
         starts; another stream than the test's and the per-epoch validation's)."""
         d = self.config.data
-        seed = int(
-            np.random.SeedSequence([int(self.config.eval.seed), _CALIBRATION_STREAM]).generate_state(1)[0]
-        )
+        seed = seeds.derive(int(self.config.eval.seed), seeds.CALIBRATION_STARTS)
         return start_indexes.draw_start_indexes(
             self.data.videos("val"), int(self.config.eval.n_clips), int(d.frames), int(d.stride), seed
         )
@@ -408,9 +392,6 @@ class Trainer:
         return summary
 
 
-_CALIBRATION_STREAM = 23  # the calibration starts' seed stream (validation epochs use 7)
-
-
 def _stages(config: ml_collections.ConfigDict) -> list[int]:
     """The stages ``run.stages`` lists, e.g. "1,2" -> [1, 2]."""
     return config_check.parse_stages(config.run.stages)
@@ -420,8 +401,30 @@ def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str | Path, *, allow_config_change: bool = False
 ) -> dict:
     """Runs the configured stages (resuming where a previous run stopped) and the test evaluation,
-    inside :func:`run_in_workdir`."""
-    return run_in_workdir(_run, config, workdir, allow_config_change=allow_config_change)
+    in the workdir :func:`claimed_workdir` holds."""
+    with claimed_workdir(config, workdir, allow_config_change=allow_config_change) as held:
+        trainer = Trainer(config, held)
+        report = {
+            f"stage{stage}": trainer.run_stage(stage_settings(config, stage)) for stage in _stages(config)
+        }
+        return _finish(trainer, report)
+
+
+@contextlib.contextmanager
+def claimed_workdir(
+    config: ml_collections.ConfigDict, workdir: str | Path, *, allow_config_change: bool = False
+) -> Iterator[Path]:
+    """The workdir, held for one run: after the multi-host start (:func:`distributed.start`, before any
+    other JAX call) and the config check, :func:`workdir_lib.claim` (one run at a time, ``config.json``
+    written once by process 0, a resume only under the same config unless ``allow_config_change``).
+    Shared by CoReEcho training and the transfer experiments."""
+    distributed.start(config)
+    config_check.check_config(config)
+    workdir = Path(workdir)
+    with workdir_lib.claim(
+        workdir, config, allow_config_change=allow_config_change, primary=jax.process_index() == 0
+    ):
+        yield workdir
 
 
 def run_in_workdir(
@@ -431,26 +434,17 @@ def run_in_workdir(
     *,
     allow_config_change: bool = False,
 ) -> dict:
-    """``run(config, workdir)`` after the multi-host start (:func:`distributed.start`, before any other
-    JAX call) and the config check, holding the workdir (:func:`workdir_lib.claim`: one run at a time,
-    ``config.json`` written once by process 0, a resume only under the same config unless
-    ``allow_config_change``). Shared by CoReEcho training and the transfer experiments."""
-    distributed.start(config)
-    config_check.check_config(config)
-    workdir = Path(workdir)
-    with workdir_lib.claim(
-        workdir, config, allow_config_change=allow_config_change, primary=jax.process_index() == 0
-    ):
-        return run(config, workdir)
+    """``run(config, workdir)`` inside :func:`claimed_workdir`."""
+    with claimed_workdir(config, workdir, allow_config_change=allow_config_change) as held:
+        return run(config, held)
 
 
-def _run(config: ml_collections.ConfigDict, workdir: Path) -> dict:
-    trainer = Trainer(config, workdir)
-    report: dict[str, Any] = {}
-    for stage in _stages(config):
-        report[f"stage{stage}"] = trainer.run_stage(stage_settings(config, stage))
-    # The loaded model is the last stage's best epoch: the one --mode=evaluate/predict load from the workdir.
-    last = f"stage{_stages(config)[-1]}"
+def _finish(trainer: Trainer, report: dict[str, dict]) -> dict:
+    """After the stages (``report``: each one's :meth:`Trainer.run_stage` result): the calibration and
+    the test of the loaded model, the last stage's best epoch (the one --mode=evaluate/predict load
+    from the workdir); process 0 writes results.json and the training curves."""
+    workdir = trainer.workdir
+    last = list(report)[-1]
     origin = f"{workdir.resolve()}/checkpoints/{last}/best (epoch {report[last]['best_epoch']})"
     calibration = trainer.calibrate(origin)
     trainer.save_calibration(calibration)
@@ -475,8 +469,8 @@ def evaluate_checkpoint(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     source = checkpoint or workdir
-    config = saved_config.inference_config(config, source)  # the run's clip settings and model
-    model, origin = loading.load_for_inference(config, source)
+    trained = load_run(config, source)  # the run's clip settings and model
+    config, model, origin = trained.config, trained.model, trained.origin
     trainer = Trainer(config, workdir, model=model, write_metrics=False, stages=())
     calibration = _calibration_for(trainer, Path(source), workdir, origin)
     results = trainer.test(tag="evaluate", calibration=calibration)

@@ -3,12 +3,18 @@
 ``run_transfer(config, workdir)`` is what ``main.py`` calls for ``configs/camus.py`` and
 ``configs/hmcqu.py``. Data flows:
 
-  download -> ``data.transfer_sets.prepare`` (one clip per video, cached) -> folds
+  ``config.task`` -> its record (``transfer.tasks``: reader, kind, metrics, table, paper rows)
+  download -> ``transfer.data.prepare`` (one clip per video, cached) -> folds
   -> per fold: encoder from ``transfer.init`` + a fresh head -> ``transfer.steps.transfer_step`` over
-     ``data.cycles.train_batches`` (sharded on the ``data`` mesh) -> Orbax checkpoints of the fold
-  -> the fold's held-out patients through the evaluator -> ``folds/fold<k>/result.json`` + predictions
+     ``data.cycles.train_batches`` (sharded on the ``data`` mesh), epochs resumable
+     (``train.epochs.ResumableEpochs``) -> Orbax checkpoints of the fold
+  -> the fold's held-out patients through the task's evaluator (``evaluation.transfer``)
+     -> ``folds/fold<k>/result.json`` + predictions
   -> ``transfer.report``: mean +- std over folds, baselines, the paper's rows -> ``results.json``,
      ``table.md``, ``predictions.csv``.
+
+Nothing here branches on a dataset: what differs between CAMUS, HMC-QU and any other task is in its
+record, what differs between probing and fine-tuning in ``transfer.steps.MODES``.
 
 Epochs are fixed (``<mode>.epochs``) and the model of the last epoch is tested, unless the fold has a
 separate validation set (the CAMUS split files): then the epoch with the best validation score (MAE
@@ -33,9 +39,7 @@ from __future__ import annotations
 
 import copy
 import csv
-import functools
 import json
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,34 +53,30 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from coreecho_jax import config_check
+from coreecho_jax import config_check, seeds
 from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.checkpoints import manager as ckpt_lib
 from coreecho_jax.data import cycles
 from coreecho_jax.data.folds import Fold
-from coreecho_jax.data.transfer_sets import PreparedSet, prepare
-from coreecho_jax.errors import CheckpointError, ConfigError, DataError
+from coreecho_jax.errors import ConfigError, DataError
 from coreecho_jax.evaluation import plots
 from coreecho_jax.evaluation import steps as eval_steps
-from coreecho_jax.evaluation.evaluator import Evaluator
+from coreecho_jax.evaluation import transfer as transfer_eval
 from coreecho_jax.evaluation.results import json_ready, write_json
 from coreecho_jax.models import build_model
 from coreecho_jax.models import rngs as rng_lib
 from coreecho_jax.models.coreecho import CoReEcho
+from coreecho_jax.train import epochs as epochs_lib
 from coreecho_jax.train import loop as train_loop
 from coreecho_jax.train import mesh as mesh_lib
 from coreecho_jax.train import steps as train_steps
 from coreecho_jax.train.writer import MetricWriter
-from coreecho_jax.transfer import provenance, report
+from coreecho_jax.transfer import provenance, report, tasks
 from coreecho_jax.transfer import steps as transfer_steps
+from coreecho_jax.transfer.data import PreparedSet, prepare
 
-KIND = {"camus": "regression", "hmcqu": "classification"}
 #: Architecture fields taken from a run workdir's config.json when ``transfer.init`` names one.
 ARCHITECTURE_FIELDS = ("preset", "dims", "depth", "head_dim", "mlp_ratio")
-
-
-def _seed(*words: int) -> int:
-    return int(np.random.SeedSequence([int(w) for w in words]).generate_state(1)[0])
 
 
 def _say(line: str) -> None:
@@ -139,7 +139,8 @@ def check_setting(config: ml_collections.ConfigDict) -> None:
             f"transfer.init = {init!r}: no such file or folder (expected a coreecho-jax run workdir, best.pth, "
             "a Kinetics-400 .pth or an imported folder; '' for a random encoder)"
         )
-    if not init and config.transfer.mode == "probe" and not config.transfer.probe_random_encoder:
+    frozen = transfer_steps.MODES[str(config.transfer.mode)].frozen_encoder
+    if not init and frozen and not config.transfer.probe_random_encoder:
         problems.append(
             "transfer.init is empty with transfer.mode = 'probe': that probes a random encoder, no row of the "
             "paper; pass --config.transfer.init=<run workdir | best.pth | K400 .pth>, or "
@@ -151,29 +152,12 @@ def check_setting(config: ml_collections.ConfigDict) -> None:
 
 
 def check_folds(config: ml_collections.ConfigDict, data: PreparedSet, chosen: Sequence[int]) -> None:
-    """Before any training: HMC-QU needs both classes in the set and in each chosen fold's training
-    videos (DataError naming the counts); each chosen fold needs one training batch (ConfigError)."""
-    if data.task == "hmcqu":
-        mi = int(np.sum(data.labels == 1))
-        if mi in (0, len(data.labels)):
-            raise DataError(
-                f"the HMC-QU set read has {mi} MI and {len(data.labels) - mi} normal videos "
-                f"(data.subset = {str(config.data.subset)!r}, data.view = {str(config.data.view)!r}): a "
-                "classifier needs both classes; its accuracy and specificity would be 100 without meaning"
-            )
-        one_class = []
-        for k in chosen:
-            labels = data.labels[data.rows(data.folds[k].train)]
-            mi = int(np.sum(labels == 1))
-            if mi in (0, len(labels)):
-                one_class.append(
-                    f"fold {k}: its {len(labels)} training videos are {mi} MI and {len(labels) - mi} normal"
-                )
-        if one_class:
-            raise DataError(
-                "; ".join(one_class) + ": a classifier needs both classes in training (check data.fold_file "
-                "or data.folds)"
-            )
+    """Before any training: a classification task needs both classes in the set and in each chosen
+    fold's training videos (DataError naming the counts); each chosen fold needs one training batch
+    (ConfigError)."""
+    task = tasks.get(data.task)
+    if task.kind.binary:
+        _check_both_classes(config, data, chosen, task)
     mode = str(config.transfer.mode)
     batch = int(config[mode].batch_size)
     small = [k for k in chosen if len(data.folds[k].train) < batch]
@@ -185,18 +169,46 @@ def check_folds(config: ml_collections.ConfigDict, data: PreparedSet, chosen: Se
         )
 
 
+def _check_both_classes(
+    config: ml_collections.ConfigDict, data: PreparedSet, chosen: Sequence[int], task: tasks.Task
+) -> None:
+    positive, negative = task.classes
+    n = int(np.sum(data.labels == 1))
+    if n in (0, len(data.labels)):
+        raise DataError(
+            f"the {task.title} set read has {n} {positive} and {len(data.labels) - n} {negative} videos "
+            f"({task.describe_data(config.data)}): a classifier needs both classes; its accuracy and "
+            "specificity would be 100 without meaning"
+        )
+    one_class = []
+    for k in chosen:
+        labels = data.labels[data.rows(data.folds[k].train)]
+        n = int(np.sum(labels == 1))
+        if n in (0, len(labels)):
+            one_class.append(
+                f"fold {k}: its {len(labels)} training videos are {n} {positive} and {len(labels) - n} {negative}"
+            )
+    if one_class:
+        raise DataError(
+            "; ".join(one_class) + f": a classifier needs both classes in training (check {task.fold_fields})"
+        )
+
+
+def evaluator(task: tasks.Task, config: ml_collections.ConfigDict) -> transfer_eval.TransferEvaluator:
+    """The task's evaluator, a classification's at ``eval.threshold`` and ``eval.threshold_inclusive``."""
+    return task.evaluator(
+        threshold=float(config.eval.threshold), inclusive=bool(config.eval.threshold_inclusive)
+    )
+
+
 def protocol_line(config: ml_collections.ConfigDict, data: PreparedSet, chosen: Sequence[int]) -> str:
     """The evaluation protocol in a line (printed, and in results.json)."""
     n = len(data.folds)
     scheme = str(config.data.folds)
-    if data.task == "camus" and scheme == "split_files" and n == 1:
-        text = (
-            "1 fold, not a 10-fold cross-validation: data.folds = split_files and the split files hold one "
-            "split (the 2023 release's subgroup_{training,validation,testing}.txt), whose testing list is "
-            "reported"
-        )
-    else:
-        text = f"{n}-fold cross-validation (data.folds = {scheme!r})"
+    text = (
+        tasks.get(data.task).protocol_note(scheme, n)
+        or f"{n}-fold cross-validation (data.folds = {scheme!r})"
+    )
     if len(chosen) < n:
         text += f"; folds {list(chosen)} run (transfer.folds)"
     return text
@@ -219,9 +231,10 @@ class FoldRun:
         self.fold = fold
         self.mesh = mesh
         self.inputs = provenance.fold_inputs(fold, digests or provenance.video_digests(data))
-        self.kind = KIND[data.task]
-        self.mode = str(config.transfer.mode)
-        self.hp = config[self.mode]
+        self.task = tasks.get(data.task)
+        self.evaluator = evaluator(self.task, config)
+        self.mode = transfer_steps.MODES[str(config.transfer.mode)]
+        self.hp = config[self.mode.name]
         self.dir = workdir / "folds" / f"fold{fold.index}"
         self.train_rows = data.rows(fold.train)
         self.val_rows = data.rows(fold.val)
@@ -235,13 +248,12 @@ class FoldRun:
         seed = int(self.config.seed)
         model = build_model(model_config(self.config), seed=seed)
         origin = loading.initialize_from(model, str(self.config.transfer.init))
-        train_labels = self.data.labels[self.train_rows]
         transfer_steps.fresh_head(
             model,
-            self.kind,
-            seed=_seed(seed, self.fold.index, 0x4EAD),
+            self.task.kind,
+            seed=seeds.derive(seed, self.fold.index, seeds.HEAD_INIT),
             dropout=float(self.config.model.head_dropout),
-            bias_init=float(train_labels.mean()) if self.kind == "regression" else None,
+            bias_init=self.task.kind.bias_init(self.data.labels[self.train_rows]),
             dropout_rng=str(self.config.model.dropout_rng),
         )
         return model, origin
@@ -250,9 +262,14 @@ class FoldRun:
         for tree in trees:
             nnx.update(tree, mesh_lib.replicate(nnx.state(tree), self.mesh))
 
+    @staticmethod
+    def _state(model: CoReEcho, optimizer: nnx.Optimizer) -> dict:
+        return {"model": ckpt_lib.model_state_dict(model), "opt": ckpt_lib.optimizer_state_dict(optimizer)}
+
     # ---------------------------------------------------------------------------------- predictions
     def predict(self, model: CoReEcho, rows: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """Names, labels and outputs (EF %, or MI probability) of ``rows``, in name order."""
+        """Names, labels and outputs (after the task's link: EF %, or MI probability) of ``rows``, in
+        name order."""
         model.eval()
         step = train_steps.bind(eval_steps.predict_step, model)
         host_fn = mesh_lib.host_local_fn(step, self.mesh)
@@ -267,19 +284,7 @@ class FoldRun:
             process_index=jax.process_index(),
             process_count=jax.process_count(),
         )
-        eval_config = ml_collections.ConfigDict({"n_clips": 1, "bootstrap": 0})
-        result = Evaluator(lambda b: host_fn(b["video"]), eval_config).predict(batches)
-        outputs = result.prediction
-        if self.kind == "classification":
-            outputs = 1.0 / (1.0 + np.exp(-outputs))  # logits -> MI probability
-        return list(result.filenames), result.labels, outputs
-
-    def selection_score(self, labels: np.ndarray, outputs: np.ndarray) -> float:
-        """Lower is better: validation MAE (EF %) or log loss (MI)."""
-        if self.kind == "regression":
-            return float(np.mean(np.abs(outputs - labels)))
-        p = np.clip(outputs, 1e-7, 1 - 1e-7)
-        return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+        return self.evaluator.predict(lambda b: host_fn(b["video"]), batches)
 
     # ---------------------------------------------------------------------------------- provenance
     def stale_reason(self) -> str | None:
@@ -311,14 +316,11 @@ class FoldRun:
         """``result`` with its metrics and baseline computed now from its stored predictions."""
         predictions = result["predictions"]
         result.update(
-            report.fold_metrics(
-                self.data.task,
+            self.evaluator.fold(
                 np.array([p["label"] for p in predictions], np.float64),
                 np.array([p["output"] for p in predictions], np.float64),
                 [p["group"] for p in predictions],
-                train_labels=self.data.labels[self.train_rows],
-                threshold=float(self.config.eval.threshold),
-                inclusive=bool(self.config.eval.threshold_inclusive),
+                self.data.labels[self.train_rows],
             )
         )
         return json_ready(result)
@@ -345,43 +347,87 @@ class FoldRun:
         return result
 
     def train_and_test(self) -> dict:
-        """Trains the fold (from its latest checkpoint if any) and tests it; the result without metrics."""
+        """Trains the fold (from its latest checkpoint if any) and tests the model of its best epoch (on
+        the validation set) or of its last; the result without metrics."""
         t0 = time.perf_counter()
         model, origin = self.build_model()
         self._replicate(model)
-        batch = int(self.hp.batch_size)
-        steps_per_epoch = len(self.train_rows) // batch
-        cap = int(self.config.run.max_steps_per_epoch)
-        if cap > 0:
-            steps_per_epoch = min(steps_per_epoch, cap)
         optimizer = train_steps.make_optimizer(
-            model,
-            float(self.hp.lr),
-            float(self.hp.weight_decay),
-            transfer_steps.optimizer_params(self.mode),
+            model, float(self.hp.lr), float(self.hp.weight_decay), self.mode.wrt
         )
-        ckpts = ckpt_lib.RunCheckpoints(self.dir / "checkpoints")
-        start, history, best = 0, [], math.inf
-        restored = ckpts.restore_latest(
-            {"model": ckpt_lib.model_state_dict(model), "opt": ckpt_lib.optimizer_state_dict(optimizer)}
+        epochs = epochs_lib.ResumableEpochs(
+            self.dir / "checkpoints", f"fold {self.fold.index}", best_key="best_val"
         )
+        restored = epochs.restore_latest(self._state(model, optimizer))
         if restored is not None:
-            state, meta = restored
-            ckpt_lib.load_model_state_dict(model, state["model"])
-            ckpt_lib.load_optimizer_state_dict(optimizer, state["opt"])
-            start, history, best = meta["epoch"] + 1, meta["history"], meta["best_val"]
-            _say(f"fold {self.fold.index}: resuming after epoch {start}")
+            ckpt_lib.load_model_state_dict(model, restored["model"])
+            ckpt_lib.load_optimizer_state_dict(optimizer, restored["opt"])
+            _say(f"fold {self.fold.index}: resuming after epoch {epochs.start}")
         self._replicate(model, optimizer)
+        self.train(model, optimizer, epochs)
+        has_val = len(self.val_rows) > 0
+        best = epochs.finish({"model": ckpt_lib.model_state_dict(model)} if has_val else None)
+        tested_epoch = int(self.hp.epochs) - 1
+        if best is not None:
+            ckpt_lib.load_model_state_dict(model, best[0]["model"])
+            self._replicate(model)
+            tested_epoch = best[1]
+        names, labels, outputs = self.predict(model, self.test_rows)
+        groups = [self.data.groups[i] for i in self.data.rows(tuple(names))]
+        return {
+            "fold": self.fold.index,
+            "sizes": {"train": len(self.fold.train), "val": len(self.fold.val), "test": len(self.fold.test)},
+            "init": origin,
+            "tested_epoch": tested_epoch,
+            "epoch_chosen_on": "validation set" if has_val else "fixed epoch count (no validation set)",
+            "history": epochs.history,
+            "seconds": time.perf_counter() - t0,
+            "predictions": [
+                {"name": n, "label": float(y), "output": float(o), "group": g}
+                for n, y, o, g in zip(names, labels, outputs, groups)
+            ],
+            "inputs": self.inputs,
+        }
+
+    def train(self, model: CoReEcho, optimizer: nnx.Optimizer, epochs: epochs_lib.ResumableEpochs) -> None:
+        """The fold's remaining epochs, each saved (scored on the validation set when the fold has one)."""
+        steps_per_epoch = epochs_lib.steps_per_epoch(
+            len(self.train_rows) // int(self.hp.batch_size), int(self.config.run.max_steps_per_epoch)
+        )
+        total = int(self.hp.epochs)
         writer = MetricWriter(self.dir) if jax.process_index() == 0 else None
-        epochs = int(self.hp.epochs)
         bar = tqdm(
-            total=epochs * steps_per_epoch,
-            initial=start * steps_per_epoch,
-            desc=f"fold {self.fold.index} ({self.mode})",
+            total=total * steps_per_epoch,
+            initial=epochs.start * steps_per_epoch,
+            desc=f"fold {self.fold.index} ({self.mode.name})",
             leave=False,
             disable=jax.process_index() != 0,
         )
         run_step = train_steps.bind(transfer_steps.transfer_step, model, optimizer)
+        for epoch in epochs.remaining(total):
+            rng_lib.reseed(
+                model, seeds.derive(int(self.config.seed), self.fold.index, epoch, seeds.TRANSFER_DROPOUT)
+            )
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "loss": self.train_epoch(run_step, epoch, steps_per_epoch, bar),
+            }
+            score = None
+            if len(self.val_rows):
+                _, labels, outputs = self.predict(model, self.val_rows)
+                score = record["val_score"] = self.evaluator.selection_score(labels, outputs)
+            epochs.save(epoch, record, self._state(model, optimizer), score)
+            if writer is not None:
+                writer.write(
+                    (epoch + 1) * steps_per_epoch, {f"epoch/{k}": v for k, v in record.items()}, epoch=epoch
+                )
+        bar.close()
+        if writer is not None:
+            writer.close()
+
+    def train_epoch(self, run_step, epoch: int, steps_per_epoch: int, bar: tqdm) -> float:
+        """One epoch of at most ``steps_per_epoch`` steps; its mean loss. FloatingPointError when it is not
+        finite (the last good checkpoint is kept)."""
         augment = (
             cycles.AffineSpec(
                 float(self.config.data.affine_degrees),
@@ -391,87 +437,34 @@ class FoldRun:
             if self.config.data.augment
             else None
         )
-        seed = int(self.config.seed)
-        for epoch in range(start, epochs):
-            rng_lib.reseed(model, _seed(seed, self.fold.index, epoch, 0xD0))
-            losses = []
-            batches = cycles.train_batches(
-                self.data.clips,
-                self.data.labels,
-                self.train_rows,
-                batch,
-                seed=seed,
-                fold=self.fold.index,
-                epoch=epoch,
-                mean=self.mean,
-                std=self.std,
-                augment=augment,
-                process_index=jax.process_index(),
-                process_count=jax.process_count(),
+        batches = cycles.train_batches(
+            self.data.clips,
+            self.data.labels,
+            self.train_rows,
+            int(self.hp.batch_size),
+            seed=int(self.config.seed),
+            fold=self.fold.index,
+            epoch=epoch,
+            mean=self.mean,
+            std=self.std,
+            augment=augment,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        losses = []
+        for i, host_batch in enumerate(batches):
+            if i >= steps_per_epoch:
+                break
+            sharded = mesh_lib.shard_batch(host_batch, self.mesh)
+            losses.append(run_step(sharded, self.task.kind.name, self.mode.name)["loss"])
+            bar.update(1)
+        loss = float(np.mean(jax.device_get(losses)))
+        if not np.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite loss in fold {self.fold.index}, epoch {epoch}; the last good checkpoint is "
+                f"kept in {self.dir / 'checkpoints'}"
             )
-            for i, host_batch in enumerate(batches):
-                if i >= steps_per_epoch:
-                    break
-                sharded = mesh_lib.shard_batch(host_batch, self.mesh)
-                losses.append(run_step(sharded, self.kind, self.mode)["loss"])
-                bar.update(1)
-            loss = float(np.mean(jax.device_get(losses)))
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite loss in fold {self.fold.index}, epoch {epoch}; the last good checkpoint is "
-                    f"kept in {self.dir / 'checkpoints'}"
-                )
-            record = {"epoch": epoch, "loss": loss}
-            improved = False
-            if len(self.val_rows):
-                _, labels, outputs = self.predict(model, self.val_rows)
-                record["val_score"] = self.selection_score(labels, outputs)
-                improved = record["val_score"] <= best
-                best = min(best, record["val_score"])
-            history.append(json_ready(record))
-            meta = {"epoch": epoch, "history": history, "best_val": best}
-            state = {
-                "model": ckpt_lib.model_state_dict(model),
-                "opt": ckpt_lib.optimizer_state_dict(optimizer),
-            }
-            if improved:
-                ckpts.save_best(epoch + 1, {"model": state["model"]}, meta)
-            ckpts.save_latest(epoch + 1, state, meta)
-            if writer is not None:
-                writer.write(
-                    (epoch + 1) * steps_per_epoch, {f"epoch/{k}": v for k, v in record.items()}, epoch=epoch
-                )
-        bar.close()
-        ckpts.wait()
-        tested_epoch = epochs - 1
-        if len(self.val_rows):
-            restored_best = ckpts.restore_best({"model": ckpt_lib.model_state_dict(model)})
-            if restored_best is None:
-                raise CheckpointError(f"fold {self.fold.index}: no best checkpoint in {ckpts.directory}")
-            ckpt_lib.load_model_state_dict(model, restored_best[0]["model"])
-            self._replicate(model)
-            tested_epoch = restored_best[1]["epoch"]
-        ckpts.close()
-        if writer is not None:
-            writer.close()
-        names, labels, outputs = self.predict(model, self.test_rows)
-        groups = [self.data.groups[i] for i in self.data.rows(tuple(names))]
-        return {
-            "fold": self.fold.index,
-            "sizes": {"train": len(self.fold.train), "val": len(self.fold.val), "test": len(self.fold.test)},
-            "init": origin,
-            "tested_epoch": tested_epoch,
-            "epoch_chosen_on": "validation set"
-            if len(self.val_rows)
-            else "fixed epoch count (no validation set)",
-            "history": history,
-            "seconds": time.perf_counter() - t0,
-            "predictions": [
-                {"name": n, "label": float(y), "output": float(o), "group": g}
-                for n, y, o, g in zip(names, labels, outputs, groups)
-            ],
-            "inputs": self.inputs,
-        }
+        return loss
 
 
 def _prepare(config: ml_collections.ConfigDict, workdir: Path) -> PreparedSet:
@@ -505,54 +498,20 @@ def write_predictions_csv(results: Sequence[dict], path: Path) -> None:
                 w.writerow([r["fold"], p["name"], p["group"], p["label"], f"{p['output']:.6f}"])
 
 
-def pooled_metrics(
-    config: ml_collections.ConfigDict, task: str, results: Sequence[dict]
-) -> tuple[dict, dict]:
-    """The model's and the baseline's metrics over every tested video of ``results`` at once."""
-    predictions = [p for r in results for p in r["predictions"]]
-    labels = np.array([p["label"] for p in predictions], np.float64)
-    outputs = np.array([p["output"] for p in predictions], np.float64)
-    if task == "camus":
-        groups = [p["group"] for p in predictions]
-        train_means = np.array([r["train_mean_ef"] for r in results for _ in r["predictions"]])
-        baseline = report.regression_metrics(labels, train_means, groups)
-        for group in report.QUALITY_GROUPS:  # one constant per fold: a pooled r would only rank folds
-            baseline[f"{group}/corr"] = math.nan
-            baseline["notes"][f"{group}/corr"] = "the train-mean baseline predicts one constant per fold"
-        return report.regression_metrics(labels, outputs, groups), baseline
-    threshold = float(config.eval.threshold)
-    inclusive = bool(config.eval.threshold_inclusive)
-    majority = np.array([r["majority_class"] for r in results for _ in r["predictions"]], np.float64)
-    return (
-        report.classification_metrics(labels, outputs, threshold, inclusive=inclusive),
-        report.classification_metrics(labels, majority, threshold, inclusive=inclusive),
-    )
-
-
 def summarize(config: ml_collections.ConfigDict, data: PreparedSet, results: Sequence[dict]) -> dict:
     """results.json's content: per-fold metrics, their mean +- std, the baseline, pooled metrics, table."""
-    task = data.task
+    task = tasks.get(data.task)
     n = len(results)
     model = report.summarize_folds([r["model"] for r in results])
     baseline = report.summarize_folds([r["baseline"] for r in results])
-    pooled, pooled_baseline = pooled_metrics(config, task, results)
-    mode = str(config.transfer.mode)
+    pooled, pooled_baseline = evaluator(task, config).pooled(results)
+    mode = transfer_steps.MODES[str(config.transfer.mode)]
     init = str(config.transfer.init) or "scratch"
-    label = f"ours: {'MLP probing' if mode == 'probe' else 'fine-tuning'}, {Path(init).name or init}"
-    if task == "camus":
-        rows = {
-            label: model,
-            f"{label}, pooled": report.as_row(pooled, n),
-            "train-mean EF baseline": baseline,
-            "train-mean EF baseline, pooled": report.as_row(pooled_baseline, n),
-        }
-        comparison = report.CAMUS_COMPARISON
-    else:
-        rows = {label: model, "majority-class baseline": baseline}
-        comparison = report.HMCQU_COMPARISON
+    label = f"ours: {mode.title}, {Path(init).name or init}"
+    rows = report.table_rows(task, label, model, baseline, (pooled, pooled_baseline), n)
     return {
-        "task": task,
-        "mode": mode,
+        "task": task.name,
+        "mode": mode.name,
         "init": results[0]["init"] if results else init,
         "data": data.source,
         "protocol": protocol_line(config, data, [r["fold"] for r in results]),
@@ -561,7 +520,7 @@ def summarize(config: ml_collections.ConfigDict, data: PreparedSet, results: Seq
         "baseline": baseline,
         "pooled": pooled,
         "pooled_baseline": pooled_baseline,
-        "paper_comparison": comparison,
+        "paper_comparison": task.comparison,
         "per_fold": [
             {k: v for k, v in r.items() if k not in ("predictions", "history", "inputs")} for r in results
         ],
@@ -573,20 +532,25 @@ def run_transfer(
     config: ml_collections.ConfigDict, workdir: str | Path, *, allow_config_change: bool = False
 ) -> dict:
     """Runs every chosen fold (module doc) with the config checked and the workdir held, as CoReEcho
-    training does (:func:`coreecho_jax.train.loop.run_in_workdir`). ``config.json`` records the
+    training does (:func:`coreecho_jax.train.loop.claimed_workdir`). ``config.json`` records the
     architecture that is trained (:func:`resolve_model`). ``allow_config_change`` also recomputes fold
     folders computed from other data (:meth:`FoldRun.set_aside`)."""
     config_check.check_config(config)
     check_setting(config)
     config = resolve_model(config)
-    run = functools.partial(_run, recompute_stale=allow_config_change)
-    return train_loop.run_in_workdir(run, config, workdir, allow_config_change=allow_config_change)
+    with train_loop.claimed_workdir(config, workdir, allow_config_change=allow_config_change) as held:
+        return cross_validate(config, held, recompute_stale=allow_config_change)
 
 
-def _run(config: ml_collections.ConfigDict, workdir: Path, *, recompute_stale: bool = False) -> dict:
+def cross_validate(
+    config: ml_collections.ConfigDict, workdir: Path, *, recompute_stale: bool = False
+) -> dict:
+    """The chosen folds of ``config.task`` in ``workdir`` (held by the caller), then the summary:
+    results.json, table.md, predictions.csv and, for a regression, the agreement plots."""
     mesh = mesh_lib.make_mesh()
     _check_batches(config, mesh)
     data = _prepare(config, workdir)
+    task = tasks.get(data.task)
     _say(
         data.source
         + (f"; {len(data.skipped)} videos left out (see preparation_report.json)" if data.skipped else "")
@@ -601,24 +565,29 @@ def _run(config: ml_collections.ConfigDict, workdir: Path, *, recompute_stale: b
             recompute_stale=recompute_stale
         )
         results.append(result)
-        key = "all/mae" if data.task == "camus" else "accuracy"
+        key = task.headline
         _say(f"fold {k}: {key} {result['model'][key]:.3f} (baseline {result['baseline'][key]:.3f})")
     provenance.check_tested_once(results, data.names)
     summary = summarize(config, data, results)
     if jax.process_index() == 0:
-        write_json(summary, workdir / "results.json")
-        (workdir / "table.md").write_text(
-            f"{summary['table']}\n\n{summary['protocol']}. {summary['paper_comparison']}\n"
-        )
-        write_predictions_csv(results, workdir / "predictions.csv")
-        if data.task == "camus":  # predicted vs true EF and Bland-Altman of every tested patient
-            labels = [p["label"] for r in results for p in r["predictions"]]
-            outputs = [p["output"] for r in results for p in r["predictions"]]
-            plots.write_agreement_plots(
-                labels, outputs, workdir, "camus", title=f"CAMUS {summary['mode']}, folds pooled"
-            )
-        print(f"\n{data.task} {summary['mode']} over folds {summary['folds']} ({workdir / 'results.json'})")
-        print(summary["table"])
-        print(summary["protocol"], flush=True)
+        _write_summary(task, summary, results, workdir)
     logging.info("transfer finished: %s", workdir)
     return summary
+
+
+def _write_summary(task: tasks.Task, summary: dict, results: Sequence[dict], workdir: Path) -> None:
+    """results.json, table.md, predictions.csv and (a regression) the pooled agreement plots; printed."""
+    write_json(summary, workdir / "results.json")
+    (workdir / "table.md").write_text(
+        f"{summary['table']}\n\n{summary['protocol']}. {summary['paper_comparison']}\n"
+    )
+    write_predictions_csv(results, workdir / "predictions.csv")
+    if task.kind.agreement_plots:  # predicted vs true and Bland-Altman of every tested video
+        labels = [p["label"] for r in results for p in r["predictions"]]
+        outputs = [p["output"] for r in results for p in r["predictions"]]
+        plots.write_agreement_plots(
+            labels, outputs, workdir, task.name, title=f"{task.title} {summary['mode']}, folds pooled"
+        )
+    print(f"\n{task.name} {summary['mode']} over folds {summary['folds']} ({workdir / 'results.json'})")
+    print(summary["table"])
+    print(summary["protocol"], flush=True)

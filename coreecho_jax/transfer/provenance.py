@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from coreecho_jax.data.folds import Fold
-from coreecho_jax.data.transfer_sets import PreparedSet
 from coreecho_jax.errors import DataError, WorkdirError
+from coreecho_jax.transfer.data import PreparedSet
 
 #: Hex characters kept of each video's SHA-1 (64 bits: no collision among a dataset's videos).
 DIGEST_CHARS = 16

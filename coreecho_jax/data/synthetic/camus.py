@@ -45,6 +45,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from coreecho_jax import seeds
 from coreecho_jax.data.camus import LV_LABEL, NIFTI_SEQUENCE, NIFTI_SEQUENCE_GT, SPLIT_FILES
 from coreecho_jax.data.synthetic import heart
 from coreecho_jax.data.synthetic.echonet import DatasetExistsError, split_assignment
@@ -209,7 +210,7 @@ def draw_patient(config: CamusSyntheticConfig, index: int) -> tuple[heart.DrawnV
 
 def _write_files(cfg: CamusSyntheticConfig, root: Path) -> None:
     n = cfg.n_patients
-    order = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xCA305]))
+    order = seeds.generator(cfg.seed, seeds.SYNTHETIC_CAMUS)
     qualities = quota_labels(n, cfg.quality_shares, order)
     n_rev = round(n * cfg.es_first_fraction)
     if cfg.es_first_fraction > 0 and n >= 2:

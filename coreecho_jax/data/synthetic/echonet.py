@@ -29,6 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from coreecho_jax import seeds
 from coreecho_jax.data import echonet_layout as layout
 from coreecho_jax.data.synthetic.heart import (
     DrawingConfig,
@@ -135,7 +136,7 @@ def split_assignment(
     n_train = n_videos - n_val - n_test
     train, val, test = layout.FILELIST_SPLITS
     labels = np.array([train] * n_train + [val] * n_val + [test] * n_test)
-    perm = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5B11])).permutation(n_videos)
+    perm = seeds.generator(seed, seeds.SYNTHETIC_ECHONET_SPLITS).permutation(n_videos)
     out = np.empty(n_videos, dtype=object)
     out[perm] = labels
     return [str(s) for s in out]

@@ -34,6 +34,7 @@ from typing import Any, Self
 import cv2
 import numpy as np
 
+from coreecho_jax import seeds
 from coreecho_jax.errors import ConfigError
 
 #: Reference image size: geometry below is given in pixels of a 112 x 112 frame and scaled.
@@ -255,7 +256,7 @@ class DrawnVideo:
 
 def video_rng(seed: int, index: int) -> np.random.Generator:
     """The generator of video ``index`` in a dataset with master ``seed`` (independent streams)."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+    return seeds.generator(seed, index)
 
 
 def sample_ef(rng: np.random.Generator, config: DrawingConfig) -> float:

@@ -37,6 +37,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from coreecho_jax import seeds
 from coreecho_jax.data.folds import stratified_folds
 from coreecho_jax.data.hmcqu import A4C_SEGMENT_COLUMNS
 from coreecho_jax.data.synthetic import heart
@@ -199,7 +200,7 @@ def _write_sheet(path: Path, rows: list[list[Any]], header: str) -> None:
 
 def _write_files(cfg: HmcQuSyntheticConfig, root: Path) -> None:
     n = cfg.n_videos
-    order = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x4DC0]))
+    order = seeds.generator(cfg.seed, seeds.SYNTHETIC_HMCQU)
     has_mask = np.array(quota_labels(n, (1 - cfg.mask_fraction, cfg.mask_fraction), order), bool)
     mi = np.zeros(n, bool)
     for group in (has_mask, ~has_mask):
