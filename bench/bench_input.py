@@ -42,7 +42,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from coreecho_jax.data import clips, echonet
+from coreecho_jax.data import clips
+from coreecho_jax.data.echonet import reader
 
 MEAN3 = clips.MEAN.reshape(3, 1, 1, 1)
 STD3 = clips.STD.reshape(3, 1, 1, 1)
@@ -100,7 +101,7 @@ def bench_ours(builder, seconds: float, batch_size: int, spec) -> tuple[float, f
     One dataset streams several epochs (``num_epochs``), as a training loop uses it; its
     construction and first-batch latency (shuffle-buffer fill) count in the first number.
     """
-    from coreecho_jax.data import pipeline
+    from coreecho_jax.data.echonet import pipeline
 
     for _ in pipeline.as_numpy(pipeline.train_dataset(builder, spec=spec, batch_size=batch_size)):
         pass  # warm-up epoch (graph tracing, page cache)
@@ -148,8 +149,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_input"))
     args = parser.parse_args()
 
-    from coreecho_jax.data import echonet_tfds, synthetic
+    from coreecho_jax.data import synthetic
     from coreecho_jax.data.clips import ClipSpec
+    from coreecho_jax.data.echonet import echonet_tfds
 
     formats = args.formats.split(",")
     stores = args.stores.split(",")
@@ -166,7 +168,7 @@ def main() -> None:
         progress=False,
     )
     t_write = time.perf_counter() - t0
-    train = echonet.read_echonet(root).split("train")
+    train = reader.read_echonet(root).split("train")
     paths = [r.path for r in train]
     avi = sum(p.stat().st_size for p in paths) / len(paths)
     shutil.rmtree(args.workdir / "tfds", ignore_errors=True)  # every store prepared afresh

@@ -238,8 +238,9 @@ def rnc_rate(n: int, dim: int, repeats: int) -> dict:
 def input_rate(sizes: Sizes, workdir: Path, budget: Budget) -> dict:
     """Stage-1 clips/s of ``pipeline.train_dataset`` on a synthetic set (``bench_input.bench_ours``)."""
     from bench import bench_input
-    from coreecho_jax.data import echonet_tfds, synthetic
+    from coreecho_jax.data import synthetic
     from coreecho_jax.data.clips import ClipSpec
+    from coreecho_jax.data.echonet import echonet_tfds
 
     cores = os.cpu_count() or 1
     start = time.perf_counter()

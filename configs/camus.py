@@ -18,7 +18,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import check_variant, transfer
-from coreecho_jax.data.camus import CAMUS_MEAN, CAMUS_STD
+from coreecho_jax.data.transfer.camus import CAMUS_MEAN, CAMUS_STD
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -10,7 +10,7 @@ Every default reproduces the official behaviour (BioMedIA-MBZUAI/CoReEcho: ``tra
 default is off. "Official" below names the official flag or code that a value comes from.
 
 <data home> is $COREECHO_DATA_DIR, else $XDG_CACHE_HOME/coreecho_jax, else ~/.cache/coreecho_jax: prepared
-data lives there once per machine (coreecho_jax.data.datasets.data_home).
+data lives there once per machine (coreecho_jax.data.echonet.inputs.data_home).
 """
 
 from __future__ import annotations

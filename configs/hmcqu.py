@@ -9,7 +9,7 @@ The paper's subset (the 109 A4C videos with masks, 72 MI / 37 normal) and its fi
 prepared exactly as the paper's reference [21] (``mi/a4c/cycle.py``; the paper says it strictly
 follows it): the sheet's cycle without its end frame (a recording named ES00071 at every other frame),
 PIL grey and bicubic resize to 224, centre crop 170, bilinear back to 224, 12 frames sampled as
-``interpolate(..., mode="trilinear")`` does (coreecho_jax/data/cycles.py). The previous protocol
+``interpolate(..., mode="trilinear")`` does (coreecho_jax/data/transfer/cycles.py). The previous protocol
 (16 frames of 112 px, both cycle ends, crop + area resize, both ends kept in time) is
 ``--config.data.frames=16 --config.data.image_size=112 --config.data.cycle_frames=inclusive
 --config.data.spatial=area --config.data.time_sampling=ends``. The normalisation is a choice (below).

@@ -128,9 +128,9 @@ def run(
         from coreecho_jax.analysis import embed
 
         return embed.run_embed(config, workdir_path, checkpoint, splits)
-    from coreecho_jax.data import datasets
+    from coreecho_jax.data.echonet import inputs
 
-    return datasets.describe(config, workdir_path)
+    return inputs.describe(config, workdir_path)
 
 
 def _run_transfer(

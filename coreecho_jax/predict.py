@@ -9,7 +9,7 @@ through the same clip sampler as evaluation (black end padding to ``frames * str
 The K starts are spread evenly over the valid start positions. The video is read and checked before
 the model is loaded. Nothing here imports training, transfer or TensorFlow code.
 
-What is refused (:class:`~coreecho_jax.data.video_types.NotAnEchoVideoError`, one line naming the
+What is refused (:class:`~coreecho_jax.data.video.video_types.NotAnEchoVideoError`, one line naming the
 file): a still image (one frame, or frames that are all the same picture) and a loop too short to hold
 a cardiac cycle: fewer than :func:`min_frames` frames, i.e. one cycle at 150 bpm (0.4 s, 20 frames at
 50 fps) or one clip span (``frames * stride``), whichever is fewer. A frame rate far from the training
@@ -37,8 +37,8 @@ import ml_collections
 import numpy as np
 
 from coreecho_jax.checkpoints import saved_config
-from coreecho_jax.data import video_io
-from coreecho_jax.data.echo_loop import check_echo_loop, min_frames  # noqa: F401 (part of predict's API)
+from coreecho_jax.data.video import video_io
+from coreecho_jax.data.video.echo_loop import check_echo_loop, min_frames  # noqa: F401 (part of predict's API)
 from coreecho_jax.evaluation import categories, conformal, multiclip
 from coreecho_jax.evaluation import steps as eval_steps
 from coreecho_jax.evaluation.evaluator import Evaluator, model_fingerprint

@@ -5,7 +5,7 @@ machine imports them in ``find_class`` and calls them in REDUCE. :class:`Restric
 a ``(module, name)`` only through the mapping it is given, usually to a checked local stand-in, and
 raises the caller's error for anything else, so a refused object is never imported, let alone called.
 The ``.pth`` reader (:mod:`coreecho_jax.checkpoints.torch_pth`) and the start-index reader
-(:mod:`coreecho_jax.data.start_indexes`) use it with their own allow-lists and errors.
+(:mod:`coreecho_jax.data.echonet.start_indexes`) use it with their own allow-lists and errors.
 
 ``fix_imports`` is off: ``find_class`` sees the raw names of the GLOBAL opcode, so a protocol-2
 ``__builtin__ print`` is refused as such, never mapped to ``builtins.print`` first.

@@ -20,7 +20,7 @@ import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Prepared data and synthetic sets that runs share (coreecho_jax.data.datasets.data_home) go to a folder
+# Prepared data and synthetic sets that runs share (coreecho_jax.data.echonet.inputs.data_home) go to a folder
 # of this test session, never to the user's cache; the subprocesses of run_main inherit it.
 os.environ["COREECHO_DATA_DIR"] = tempfile.mkdtemp(prefix="coreecho_test_data_")
 

@@ -11,7 +11,7 @@ from ml_collections import config_flags
 
 from configs import camus, demo, echonet
 from coreecho_jax import config_check
-from coreecho_jax.data.camus import CAMUS_MEAN, CAMUS_STD
+from coreecho_jax.data.transfer.camus import CAMUS_MEAN, CAMUS_STD
 from coreecho_jax.errors import ConfigError
 from coreecho_jax.models import build_model, rngs, uniformer
 from coreecho_jax.train import workdir as workdir_lib
@@ -229,8 +229,8 @@ def test_transfer_preparation_switches_are_checked_before_any_data_work():
     """A bad ``data.spatial`` / ``time_sampling`` / ``cycle_frames`` is one line at the config check (it
     used to surface only when the clips were prepared), and the choices are the data code's own."""
     from configs import hmcqu
-    from coreecho_jax.data import cycles
-    from coreecho_jax.data import hmcqu as hmcqu_data
+    from coreecho_jax.data.transfer import cycles
+    from coreecho_jax.data.transfer import hmcqu as hmcqu_data
 
     choices = config_check.TRANSFER_OPTIONAL_CHOICES
     assert choices["data.spatial"] == cycles.SPATIAL

@@ -1,4 +1,4 @@
-"""Package borders: TensorFlow only in ``data/``, no import circles, no package importing one above it."""
+"""Package borders: TensorFlow only in ``data/echonet/``, no import circles, no package importing one above it."""
 
 import ast
 import json
@@ -91,7 +91,7 @@ import cv2, numpy as np
 from configs import demo
 import coreecho_jax.inference
 from coreecho_jax import predict
-from coreecho_jax.data.video_types import NotAnEchoVideoError
+from coreecho_jax.data.video.video_types import NotAnEchoVideoError
 for m in pkgutil.iter_modules(coreecho_jax.inference.__path__):
     importlib.import_module("coreecho_jax.inference." + m.name)
 cv2.imwrite({str(tmp_path / "still.png")!r}, np.full((40, 40), 128, np.uint8))
@@ -182,7 +182,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _area(module: str) -> str:
-    """``coreecho_jax.data.video_io`` -> ``data``; top-level modules are their own area."""
+    """``coreecho_jax.data.video.video_io`` -> ``data``; top-level modules are their own area."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else "coreecho_jax"
 
@@ -235,6 +235,15 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
+def test_tensorflow_lives_in_the_echonet_data_wing_only():
+    """TensorFlow (and TFDS) is imported by ``data/echonet/`` (the TFDS builder and the tf.data pipeline)
+    and nowhere else: the video readers, the transfer readers, models, training and inference stay
+    free of it (the GPU machine and a slim install have no TensorFlow)."""
+    outside = sorted(m for m in tensorflow_modules() if not m.startswith("coreecho_jax.data.echonet."))
+    assert not outside, outside
+    assert tensorflow_modules()  # the check sees the modules that do import it
+
+
 def test_the_inference_path_reaches_no_training_transfer_analysis_or_tensorflow_module():
     graph = import_graph()
     starts = [INFERENCE_ENTRY, *(m for m in graph if m.startswith("coreecho_jax.inference"))]
@@ -250,8 +259,11 @@ def test_the_inference_path_reaches_no_training_transfer_analysis_or_tensorflow_
 
 def test_the_inference_path_checks_see_what_they_guard():
     graph = import_graph()
-    assert {"coreecho_jax.data.pipeline", "coreecho_jax.data.echonet_tfds"} <= tensorflow_modules()
-    assert "coreecho_jax.data.video_io" not in tensorflow_modules()
+    assert {
+        "coreecho_jax.data.echonet.pipeline",
+        "coreecho_jax.data.echonet.echonet_tfds",
+    } <= tensorflow_modules()
+    assert "coreecho_jax.data.video.video_io" not in tensorflow_modules()
     assert "coreecho_jax.train.loop" in reachable(graph, "coreecho_jax.analysis.embed")
     assert {"coreecho_jax.inference.runs", "coreecho_jax.checkpoints.loading"} <= reachable(
         graph, INFERENCE_ENTRY

@@ -6,8 +6,9 @@ import json
 import numpy as np
 
 from coreecho_jax import seeds
-from coreecho_jax.data import cycles, folds, start_indexes
+from coreecho_jax.data.echonet import start_indexes
 from coreecho_jax.data.synthetic import echonet, heart
+from coreecho_jax.data.transfer import cycles, folds
 from tests.conftest import run_python
 
 

@@ -12,10 +12,10 @@ clip sampler does) the masks are mapped onto the clip the same way:
 3. the dilated masks are area-resized to the clip's size (the sampler's ``resize_clip``) and a pixel
    counts as LV when at least half of it is (``>= 0.5``).
 
-Transfer clips (one per video, :mod:`coreecho_jax.data.cycles`) have an LV only where the dataset
+Transfer clips (one per video, :mod:`coreecho_jax.data.transfer.cycles`) have an LV only where the dataset
 segments it in every frame of the cycle: CAMUS's 2023 release (``_half_sequence_gt``, label 1; the
 synthetic CAMUS writes it too). :func:`cycle_lv_masks` sends those masks through the clip's own
-preparation (:func:`coreecho_jax.data.cycles.cycle_to_clip` of the mask x 255: the same crop, resize
+preparation (:func:`coreecho_jax.data.transfer.cycles.cycle_to_clip` of the mask x 255: the same crop, resize
 and time resampling as the frames), keeps a pixel where at least half of it is LV (``>= 127.5``) and
 dilates in the clip by a disk of ``round(dilation * S / 112)`` px, the EchoNet radius scaled to the
 clip's side ``S``. HMC-QU's masks outline the LV *wall* (myocardium), not the cavity, and have no reader
@@ -31,8 +31,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from coreecho_jax.data import clips, cycles
+from coreecho_jax.data import clips
 from coreecho_jax.data.echonet_layout import FRAME_SIZE
+from coreecho_jax.data.transfer import cycles
 from coreecho_jax.errors import DataError
 
 #: Default dilation radius of the LV mask, px of the 112 px frame.

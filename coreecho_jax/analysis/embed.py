@@ -35,7 +35,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from coreecho_jax.analysis import continuity
-from coreecho_jax.data import start_indexes
+from coreecho_jax.data.echonet import start_indexes
 from coreecho_jax.errors import ConfigError, DataError
 from coreecho_jax.evaluation import multiclip
 from coreecho_jax.evaluation import steps as eval_steps

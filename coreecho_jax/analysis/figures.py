@@ -148,7 +148,7 @@ def save_movie(
         return path
     if path.suffix.lower() != ".mp4":
         raise FigureError(f"{path}: the movie must be a .gif or .mp4 file")
-    from coreecho_jax.data.video_io import write_video
+    from coreecho_jax.data.video.video_io import write_video
 
     return write_video(path, pictures, fps, codec="mp4v")
 

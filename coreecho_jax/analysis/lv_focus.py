@@ -32,7 +32,7 @@ from coreecho_jax.errors import DataError
 
 def split_file_names(root: str | Path, split: str = "test") -> list[str]:
     """File names (no extension) of one split of an EchoNet-layout dataset, in FileList.csv order."""
-    from coreecho_jax.data.echonet import read_echonet
+    from coreecho_jax.data.echonet.reader import read_echonet
 
     return [r.filename for r in read_echonet(root, required_splits=()).split(split)]
 
@@ -43,9 +43,10 @@ def eval_clips(
     """(video ``[F, 112, 112, 3]``, starts ``[K]``, clips ``[K, T, S, S, 3]``) of video ``name`` of an
     EchoNet-layout set at the starts the test evaluation draws (``start_indexes.draw_start_indexes``,
     ``eval.seed``)."""
-    from coreecho_jax.data import clips, start_indexes
+    from coreecho_jax.data import clips
     from coreecho_jax.data import echonet_layout as layout
-    from coreecho_jax.data.video_io import read_video
+    from coreecho_jax.data.echonet import start_indexes
+    from coreecho_jax.data.video.video_io import read_video
 
     d = config.data
     video = read_video(Path(dataset_root) / layout.VIDEO_DIR / layout.avi_name(name), color=True).frames
@@ -182,12 +183,12 @@ def transfer_clips(
 
     The clips are the fold's own: ``transfer.data.prepare`` with the transfer workdir's config (its
     cache in ``<workdir>/prepared``; the download must still be at ``data.root``), one clip per video,
-    normalised with ``data.mean``/``data.std`` (:func:`coreecho_jax.data.cycles.normalise`).
+    normalised with ``data.mean``/``data.std`` (:func:`coreecho_jax.data.transfer.cycles.normalise`).
 
     Raises:
         GradCamError: an unknown ``part``, or a fold without videos there.
     """
-    from coreecho_jax.data import cycles
+    from coreecho_jax.data.transfer import cycles
     from coreecho_jax.transfer import data as transfer_data
 
     if part not in FOLD_PARTS:
@@ -212,10 +213,10 @@ def transfer_lv_masks(
     """The dilated LV of each clip (``{name: bool [T, S, S]}``, :func:`cam_lv.cycle_lv_masks`) and the
     videos left out with why (``[{"name", "reason"}]``).
 
-    CAMUS only (its per-frame segmentation, :meth:`coreecho_jax.data.camus.CamusRecord.lv_masks`); for
+    CAMUS only (its per-frame segmentation, :meth:`coreecho_jax.data.transfer.camus.CamusRecord.lv_masks`); for
     another task every video is left out with :data:`LV_UNDEFINED`'s reason.
     """
-    from coreecho_jax.data import camus
+    from coreecho_jax.data.transfer import camus
     from coreecho_jax.transfer import data as transfer_data
 
     if trained.task != "camus":

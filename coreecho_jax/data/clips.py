@@ -1,7 +1,7 @@
 """Clip sampling for EchoNet-style videos: the one place where the sampling formulas live.
 
 numpy only (no TensorFlow), so the prediction path and the tests use it directly; the tf.data
-pipeline (:mod:`coreecho_jax.data.pipeline`) implements the same formulas in TF and its tests
+pipeline (:mod:`coreecho_jax.data.echonet.pipeline`) implements the same formulas in TF and its tests
 prove equality with the functions here. The clip facts (36 frames, stride 4, 144-frame padding,
 6 px translation, 112 px frames) are :mod:`coreecho_jax.data.echonet_layout`'s.
 
@@ -38,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 
 from coreecho_jax.data.echonet_layout import CLIP_FRAMES, CLIP_STRIDE, FRAME_SIZE, TRANSLATION_PAD
-from coreecho_jax.data.video_io import rgb_to_gray
+from coreecho_jax.data.video.video_io import rgb_to_gray
 from coreecho_jax.errors import DataError
 
 #: Official per-channel mean of raw 0..255 pixel values (RGB order).

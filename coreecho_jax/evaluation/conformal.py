@@ -53,7 +53,7 @@ it takes the quantile rank in floating point (``int((1 - confidence) * (n + 1)) 
 is one rank too high whenever ``n + 1`` is a multiple of 10 (checked with crepes 0.9.1: n = 19 gives the
 largest score instead of the 18th smallest; n = 9 gives an infinite interval where the exact rule has a
 finite one). The rule here is :func:`conformal_quantile`, tested against its guarantee in
-``tests/test_conformal.py``.
+``tests/evaluation/test_conformal.py``.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ Table 3's first row reads Table 2's ``l1-rnc`` back, or the other way round. An 
 resumes. A run folder holding another config (finished or not) stops the table with the differing
 fields listed (:func:`check_saved_config`; there is no ``--allow_config_change`` here). The ablations
 take an EchoNet config (:func:`check_ablation_config`). Every row reads the same prepared dataset as
-any run does: the machine's shared data home (:func:`coreecho_jax.data.datasets.data_home`) when
+any run does: the machine's shared data home (:func:`coreecho_jax.data.echonet.inputs.data_home`) when
 ``data.data_dir`` (and for a synthetic set ``data.root``) is empty, else the folders the config names.
 (Rows used to prepare their own copy under ``<workdir>``; the data home made that redundant.) The
 tables are written to ``<workdir>/table<k>.md`` and ``.json``: MAE and RMSE (EF %) and

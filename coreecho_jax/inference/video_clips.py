@@ -1,9 +1,9 @@
 """A user's video file as the model's evaluation clips: the one preparation ``predict`` and Grad-CAM share.
 
 :func:`clips_for_video` probes the file, chooses the crop (none for a square of EchoNet-Dynamic's frame
-size, 112x112, else ``"auto"``: DICOM region or sector, :func:`~coreecho_jax.data.video_io.load_echo_video`),
+size, 112x112, else ``"auto"``: DICOM region or sector, :func:`~coreecho_jax.data.video.video_io.load_echo_video`),
 reads it as the run was trained (RGB or grey, 112 px), refuses what is not an echo loop
-(:func:`~coreecho_jax.data.echo_loop.check_echo_loop`), spreads K starts evenly over the valid positions
+(:func:`~coreecho_jax.data.video.echo_loop.check_echo_loop`), spreads K starts evenly over the valid positions
 (:func:`~coreecho_jax.data.clips.even_starts`) and cuts the clips as evaluation does
 (:func:`~coreecho_jax.data.clips.make_clips`: black end padding to ``frames * stride``, resize to
 ``image_size``, normalisation). numpy and OpenCV only.
@@ -17,10 +17,11 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from coreecho_jax.data import clips, video_io
-from coreecho_jax.data.echo_loop import check_echo_loop
+from coreecho_jax.data import clips
 from coreecho_jax.data.echonet_layout import FRAME_SIZE
-from coreecho_jax.data.video_types import Video
+from coreecho_jax.data.video import video_io
+from coreecho_jax.data.video.echo_loop import check_echo_loop
+from coreecho_jax.data.video.video_types import Video
 
 
 @dataclasses.dataclass(frozen=True)

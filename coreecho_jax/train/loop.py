@@ -32,7 +32,7 @@ from tqdm import tqdm
 from coreecho_jax import config_check, seeds
 from coreecho_jax.checkpoints import loading
 from coreecho_jax.checkpoints import manager as ckpt_lib
-from coreecho_jax.data import start_indexes
+from coreecho_jax.data.echonet import start_indexes
 from coreecho_jax.errors import ConfigError
 from coreecho_jax.evaluation import conformal, multiclip, plots
 from coreecho_jax.evaluation import steps as eval_steps

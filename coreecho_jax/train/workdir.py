@@ -68,7 +68,7 @@ RESULT_NEUTRAL_FIELDS = frozenset(
 ABSENT_MEANS = {
     "data.augment": True,
     "data.independent_views": True,
-    # transfer clips before [21]'s HMC-QU preprocessing (coreecho_jax.data.cycles)
+    # transfer clips before [21]'s HMC-QU preprocessing (coreecho_jax.data.transfer.cycles)
     "data.spatial": "area",
     "data.time_sampling": "ends",
     "data.cycle_frames": "inclusive",

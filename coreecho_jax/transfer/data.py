@@ -1,9 +1,9 @@
 """The transfer wing's data step: a dataset read, cut into folds and prepared once as clips.
 
 ``prepare(task, data_config, workdir)`` reads the download with the task's reader
-(:mod:`coreecho_jax.transfer.tasks`: :func:`coreecho_jax.data.camus.read_camus`,
-:func:`coreecho_jax.data.hmcqu.read_hmcqu`, ...), turns each record's cycle into a stored clip
-(:func:`coreecho_jax.data.cycles.cycle_to_clip`; the fields ``data.frames``, ``image_size``,
+(:mod:`coreecho_jax.transfer.tasks`: :func:`coreecho_jax.data.transfer.camus.read_camus`,
+:func:`coreecho_jax.data.transfer.hmcqu.read_hmcqu`, ...), turns each record's cycle into a stored clip
+(:func:`coreecho_jax.data.transfer.cycles.cycle_to_clip`; the fields ``data.frames``, ``image_size``,
 ``crop_fraction``, ``spatial``, ``time_sampling`` and, for HMC-QU, ``cycle_frames`` choose how) and
 caches the result in ``<workdir>/prepared/<task>-<key>.npz``. The key covers the preprocessing settings
 and every source file's size and modification time, so an edited download or a changed setting
@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from coreecho_jax.data import cycles
-from coreecho_jax.data.folds import Fold, Skipped
+from coreecho_jax.data.records import Skipped
+from coreecho_jax.data.transfer import cycles
+from coreecho_jax.data.transfer.folds import Fold
 from coreecho_jax.errors import ConfigError, DataError
 from coreecho_jax.transfer import tasks
 
@@ -47,7 +48,7 @@ class PreparedSet:
             or ``"hmcqu"`` (label: 1 = MI, 0 = normal).
         names: patient (CAMUS) or ECHO id (HMC-QU) per row, sorted.
         clips: ``[N, T, S, S]`` grey clips, uint8 or float32 on the 0..255 scale
-            (:mod:`coreecho_jax.data.cycles`, ``data.spatial``).
+            (:mod:`coreecho_jax.data.transfer.cycles`, ``data.spatial``).
         labels: float32 ``[N]``.
         groups: per row, CAMUS ``ImageQuality`` (Good / Medium / Poor) or HMC-QU ``MI`` / ``normal``.
         source_frames: int ``[N]``, frames of the cycle before resampling.

@@ -56,8 +56,8 @@ from tqdm import tqdm
 from coreecho_jax import config_check, seeds
 from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.checkpoints import manager as ckpt_lib
-from coreecho_jax.data import cycles
-from coreecho_jax.data.folds import Fold
+from coreecho_jax.data.transfer import cycles
+from coreecho_jax.data.transfer.folds import Fold
 from coreecho_jax.errors import ConfigError, DataError
 from coreecho_jax.evaluation import plots
 from coreecho_jax.evaluation import steps as eval_steps

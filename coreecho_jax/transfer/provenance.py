@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from coreecho_jax.data.folds import Fold
+from coreecho_jax.data.transfer.folds import Fold
 from coreecho_jax.errors import DataError, WorkdirError
 from coreecho_jax.transfer.data import PreparedSet
 

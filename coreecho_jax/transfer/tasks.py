@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from coreecho_jax.data import camus, hmcqu
-from coreecho_jax.data.folds import Fold
+from coreecho_jax.data.transfer import camus, hmcqu
+from coreecho_jax.data.transfer.folds import Fold
 from coreecho_jax.errors import ConfigError
 from coreecho_jax.evaluation import transfer as transfer_eval
 from coreecho_jax.transfer.steps import KINDS, Kind
@@ -34,8 +34,8 @@ class Source(NamedTuple):
 
     Attributes:
         dataset: its records (each named by the attribute ``dataset.NAME_FIELD``), ``view``,
-            ``skipped`` (:class:`~coreecho_jax.data.folds.Skipped`) and ``report(unreadable)``, a
-            headline of what was read (:class:`~coreecho_jax.data.folds.NamedRecords` readers have them).
+            ``skipped`` (:class:`~coreecho_jax.data.transfer.records.Skipped`) and ``report(unreadable)``, a
+            headline of what was read (:class:`~coreecho_jax.data.transfer.records.NamedRecords` readers have them).
         folds: the cross-validation folds (names).
         files: the files the clips depend on (their size and time key the prepared clips' cache).
         columns: where each field was read (HMC-QU's sheet columns, for the preparation report); {}.
@@ -61,7 +61,7 @@ class Task:
         kind: what the head predicts (:data:`~coreecho_jax.transfer.steps.KINDS`).
         read: ``(config.data, download root) -> Source``.
         frames: ``(record, frame selection) -> [F, H, W]`` grey or ``[F, H, W, 3]`` RGB frames of its
-            cycle (:func:`coreecho_jax.data.cycles.cycle_to_clip` makes the clip); raises DataError
+            cycle (:func:`coreecho_jax.data.transfer.cycles.cycle_to_clip` makes the clip); raises DataError
             when its pixels cannot be read.
         label: ``record -> (label, group)``: the label (EF %, or 1 / 0) and the record's group (a
             metric group, e.g. CAMUS image quality, or its class).

@@ -46,10 +46,10 @@ import cv2
 import numpy as np
 
 from coreecho_jax import seeds
-from coreecho_jax.data.camus import LV_LABEL, NIFTI_SEQUENCE, NIFTI_SEQUENCE_GT, SPLIT_FILES
 from coreecho_jax.data.synthetic import heart
 from coreecho_jax.data.synthetic.echonet import DatasetExistsError, split_assignment
 from coreecho_jax.data.synthetic.quality import degrade
+from coreecho_jax.data.transfer.camus import LV_LABEL, NIFTI_SEQUENCE, NIFTI_SEQUENCE_GT, SPLIT_FILES
 from coreecho_jax.errors import ConfigError
 
 PathLike = str | os.PathLike

@@ -38,7 +38,7 @@ from coreecho_jax.data.synthetic.heart import (
     sample_heart_params,
     video_rng,
 )
-from coreecho_jax.data.video_io import write_video
+from coreecho_jax.data.video.video_io import write_video
 from coreecho_jax.errors import ConfigError, DataError
 
 PathLike = str | os.PathLike

@@ -1,6 +1,6 @@
 """Synthetic HMC-QU downloads: A4C videos whose MI label is visible only in the wall motion.
 
-Layout (what :func:`coreecho_jax.data.hmcqu.read_hmcqu` reads)::
+Layout (what :func:`coreecho_jax.data.transfer.hmcqu.read_hmcqu` reads)::
 
     root/A4C.xlsx                 sheet "A4C": ECHO, SEG1, SEG2, SEG3, SEG5, SEG6, SEG7 (MI / non-MI),
                                   Reference Frame, End of Cycle (1-based, inclusive),
@@ -38,11 +38,11 @@ import cv2
 import numpy as np
 
 from coreecho_jax import seeds
-from coreecho_jax.data.folds import stratified_folds
-from coreecho_jax.data.hmcqu import A4C_SEGMENT_COLUMNS
 from coreecho_jax.data.synthetic import heart
 from coreecho_jax.data.synthetic.camus import quota_labels, write_once, writer_parser
-from coreecho_jax.data.video_io import write_video
+from coreecho_jax.data.transfer.folds import stratified_folds
+from coreecho_jax.data.transfer.hmcqu import A4C_SEGMENT_COLUMNS
+from coreecho_jax.data.video.video_io import write_video
 from coreecho_jax.errors import ConfigError
 
 PathLike = str | os.PathLike
