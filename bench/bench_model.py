@@ -129,6 +129,7 @@ def worker(args) -> dict:
     import optax
     from flax import nnx
 
+    from bench import paper_model_config
     from coreecho_jax.models.coreecho import build_coreecho
 
     try:
@@ -137,7 +138,7 @@ def worker(args) -> dict:
         rnc_loss = lambda f, y, **kw: jnp.mean(f**2)
 
     b = args.batch
-    model = build_coreecho(dict(preset="small", dtype=args.dtype, depthwise=args.impl, seed=0))
+    model = build_coreecho(paper_model_config(preset="small", dtype=args.dtype, depthwise=args.impl))
     x, y = (jnp.asarray(a) for a in _inputs(args))
     row = dict(
         impl=args.impl,

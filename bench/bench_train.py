@@ -24,6 +24,7 @@ import time
 import jax
 import numpy as np
 
+from bench import paper_model_config
 from coreecho_jax.models.coreecho import build_coreecho
 from coreecho_jax.train import mesh as mesh_lib
 from coreecho_jax.train import steps
@@ -39,7 +40,7 @@ ECHONET_TRAIN_VIDEOS = 7465
 def bench(name: str, args) -> dict:
     preset, frames, size, batch = CONFIGS[name]
     batch = args.batch or batch
-    model = build_coreecho({"preset": preset, "dtype": args.dtype, "remat": args.remat, "seed": 0})
+    model = build_coreecho(paper_model_config(preset=preset, dtype=args.dtype, remat=args.remat))
     model.train()
     optimizer = steps.make_optimizer(model, 1e-4, 1e-4)
     mesh = mesh_lib.make_mesh()

@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from bench import bench_rnc, bench_train, command_line
+from bench import bench_rnc, bench_train, command_line, paper_model_config
 from bench.bench_model import flops as compiled_flops
 from coreecho_jax.models import depthwise
 from coreecho_jax.models.coreecho import build_coreecho
@@ -177,7 +177,7 @@ def attention_auto(preset: str, dtype: str) -> str:
 def eval_rate(sizes: Sizes, batch: int, dtype: str, attention: str = "auto") -> dict:
     """Eval forward of CoReEcho (UniFormer encoder + head, eval mode) on ``[batch, T, S, S, 3]`` float32
     clips, self-attention by ``attention`` (``model.attention``)."""
-    model = build_coreecho({"preset": sizes.preset, "dtype": dtype, "attention": attention, "seed": 0})
+    model = build_coreecho(paper_model_config(preset=sizes.preset, dtype=dtype, attention=attention))
     model.eval()
     graphdef, state = nnx.split(model)
 

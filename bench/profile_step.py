@@ -511,12 +511,13 @@ def profile_step(
     import numpy as np
     from flax import nnx
 
+    from bench import paper_model_config
     from coreecho_jax.models.coreecho import build_coreecho
     from coreecho_jax.train import steps
 
     if phase not in PHASES:
         raise ProfileError(f"phase must be one of {PHASES}, got {phase!r}")
-    model = build_coreecho({"preset": preset, "dtype": dtype, "seed": 0, **(model_overrides or {})})
+    model = build_coreecho(paper_model_config(preset=preset, dtype=dtype, **(model_overrides or {})))
     rng = np.random.default_rng(0)
     if phase == "train":
         model.train()

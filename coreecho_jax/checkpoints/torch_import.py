@@ -94,7 +94,9 @@ class ImportInfo:
 def _abstract_model(model_type: str, config: UniFormerConfig, *, seed: int = 0) -> nnx.Module:
     """The model with ShapeDtypeStruct leaves: no random init (which costs XLA compiles per shape)."""
     if model_type == "coreecho":
-        build = lambda: CoReEcho(config, rngs=make_rngs(seed))
+        # The head's dropout rate and bias init are no part of the weights (the model that loads them
+        # is built from its config): any value builds the same tree.
+        build = lambda: CoReEcho(config, head_dropout=0.0, head_bias_init=None, rngs=make_rngs(seed))
     elif model_type == "uniformer":
         build = lambda: UniFormer(config, rngs=make_rngs(seed))
     else:

@@ -33,8 +33,8 @@ class CoReEcho(nnx.Module):
         self,
         config: UniFormerConfig,
         *,
-        head_dropout: float = 0.4,
-        head_bias_init: float | None = 55.6,
+        head_dropout: float,
+        head_bias_init: float | None,
         rngs: nnx.Rngs,
     ):
         if config.num_classes is not None:
@@ -88,8 +88,8 @@ def build_coreecho(config: Mapping[str, Any] | Any) -> CoReEcho:
     Keys (all optional; missing or None keeps the default):
       preset: UniFormer preset name, 'small' (default), 'base', 'tiny' or 'small_d1121'.
       dims, depth, head_dim, mlp_ratio, dropout, drop_path: override the preset's architecture.
-      head_dropout: head Dropout rate (0.4).
-      head_bias_init: initial final-layer bias (55.6; None = torch default init).
+      head_dropout: head Dropout rate (``model.head_dropout``; the official 0.4 lives in the configs).
+      head_bias_init: initial final-layer bias (``model.head_bias_init``, EF %; None = torch default init).
       dtype: 'float32' (default) or 'bfloat16' compute dtype.
       remat: rematerialise each encoder stage (False).
       depthwise: 'auto' (default), 'lax', 'shifted' or 'shifted_autodiff'.
@@ -108,11 +108,12 @@ def build_coreecho(config: Mapping[str, Any] | Any) -> CoReEcho:
         raise ValueError(f"unknown model config keys {sorted(unknown)}; accepted: {list(MODEL_CONFIG_KEYS)}")
     overrides = {k: cfg[k] for k in ENCODER_CONFIG_KEYS if cfg.get(k) is not None}
     encoder_cfg = uniformer_config(cfg.get("preset") or "small", **overrides)
-    head_kw: dict[str, Any] = {}
-    if cfg.get("head_dropout") is not None:
-        head_kw["head_dropout"] = float(cfg["head_dropout"])
-    if "head_bias_init" in cfg:
-        head_kw["head_bias_init"] = cfg["head_bias_init"]
+    missing = [k for k in ("head_dropout", "head_bias_init") if k not in cfg]
+    if missing:  # the head's facts live in the config only (configs/echonet.py: the official values)
+        raise ValueError(
+            f"model config lacks {missing}: the head's dropout and bias init come from the config"
+        )
+    head_kw = {"head_dropout": float(cfg["head_dropout"]), "head_bias_init": cfg["head_bias_init"]}
     rngs = make_rngs(int(cfg.get("seed") or 0), impl=cfg.get("rng_impl") or "rbg")
     return CoReEcho(encoder_cfg, rngs=rngs, **head_kw)
 

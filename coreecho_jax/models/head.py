@@ -5,7 +5,7 @@
 The torch module is an ``nn.Sequential``, so its state_dict keys are indices: ``0.*`` = ``norm1``,
 ``2.*`` = ``fc1``, ``3.*`` = ``norm2``, ``6.*`` = ``fc2`` (see :mod:`coreecho_jax.checkpoints.key_map`).
 Initialisation follows PyTorch's defaults (Linear weights and biases U(+-1/sqrt(fan_in)), BatchNorm
-ones/zeros) except the final bias, set to ``out_bias_init`` (55.6: roughly the mean EF in percent).
+ones/zeros) except the final bias, set to ``out_bias_init`` (the config's ``model.head_bias_init``).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ class RegressionHead(nnx.Module):
         self,
         dim: int,
         *,
-        dropout: float = 0.4,
-        out_bias_init: float | None = 55.6,
+        dropout: float,
+        out_bias_init: float | None,
         num_outputs: int = 1,
         dropout_rng: str = "hash",
         unbiased_running_var: bool = True,
@@ -72,7 +72,7 @@ class ClassificationHead(RegressionHead):
         self,
         dim: int,
         *,
-        dropout: float = 0.4,
+        dropout: float,
         dropout_rng: str = "hash",
         unbiased_running_var: bool = True,
         rngs: nnx.Rngs,

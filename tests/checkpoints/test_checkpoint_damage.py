@@ -38,7 +38,9 @@ SMALL = "UniFormer-S (preset 'small': depth [3, 4, 8, 3], dims [64, 128, 320, 51
 
 def _abstract(preset: str) -> CoReEcho:
     """A CoReEcho with shape-only leaves (no initialisation: cheap even for UniFormer-S)."""
-    return nnx.eval_shape(lambda: CoReEcho(uniformer_config(preset), rngs=make_rngs(0)))
+    return nnx.eval_shape(
+        lambda: CoReEcho(uniformer_config(preset), head_dropout=0.4, head_bias_init=55.6, rngs=make_rngs(0))
+    )
 
 
 @pytest.fixture(scope="module")

@@ -177,7 +177,7 @@ def test_tiny_checkpoint_key_lists(tiny_keys):
     model_keys = {k: tuple(s) for k, s, _ in tiny_keys["tiny_coreecho_best.pth:model"]}
     reg_keys = {k: tuple(s) for k, s, _ in tiny_keys["tiny_coreecho_best.pth:regressor"]}
     assert set(strip_module_prefix(model_keys)) == set(k400)
-    head = nnx.eval_shape(lambda: RegressionHead(128, rngs=make_rngs(0)))
+    head = nnx.eval_shape(lambda: RegressionHead(128, dropout=0.4, out_bias_init=55.6, rngs=make_rngs(0)))
     assert torch_state_shapes(head, renames=HEAD_RENAMES) == strip_module_prefix(reg_keys)
 
 
@@ -186,7 +186,9 @@ def test_load_coreecho_checkpoint_layout(tiny_keys):
     model_state = _random_state({k: tuple(s) for k, s, _ in tiny_keys["tiny_coreecho_best.pth:model"]}, 1)
     reg_state = _random_state({k: tuple(s) for k, s, _ in tiny_keys["tiny_coreecho_best.pth:regressor"]}, 2)
     ckpt = read_state_dicts({"epoch": 1, "model": model_state, "regressor": reg_state})
-    model = nnx.eval_shape(lambda: CoReEcho(uniformer_config("tiny"), rngs=make_rngs(0)))
+    model = nnx.eval_shape(
+        lambda: CoReEcho(uniformer_config("tiny"), head_dropout=0.4, head_bias_init=55.6, rngs=make_rngs(0))
+    )
     enc, head = load_coreecho_weights(model, ckpt.encoder, ckpt.head)
     assert set(enc.ignored) == {"head.weight", "head.bias"} | {k for k in enc.ignored if "num_batches" in k}
     assert head.ignored == ("0.num_batches_tracked", "3.num_batches_tracked")

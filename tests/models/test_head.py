@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from configs import echonet
 from coreecho_jax.checkpoints.key_map import load_head_weights
 from coreecho_jax.models.head import ClassificationHead, RegressionHead
 from coreecho_jax.models.rngs import make_rngs
 
 DIM = 16
+#: The official head (dropout 0.4, output bias 55.6 % EF): facts of the paper config, not of the model code.
+_MODEL = echonet.get_config().model
+OFFICIAL = {"dropout": _MODEL.head_dropout, "out_bias_init": _MODEL.head_bias_init}
 
 
 def _torch_regressor_state(seed=0, dim=DIM):
@@ -49,7 +53,7 @@ def _numpy_regressor_eval(state, z):
 
 def test_eval_forward_matches_torch_sequential():
     state = _torch_regressor_state()
-    head = RegressionHead(DIM, rngs=make_rngs(0))
+    head = RegressionHead(DIM, **OFFICIAL, rngs=make_rngs(0))
     report = load_head_weights(head, state)
     assert report.ignored == ("0.num_batches_tracked", "3.num_batches_tracked")
     head.eval()
@@ -60,7 +64,7 @@ def test_eval_forward_matches_torch_sequential():
 
 
 def test_train_mode_uses_batch_statistics_and_dropout():
-    head = RegressionHead(DIM, dropout=0.0, rngs=make_rngs(0))
+    head = RegressionHead(DIM, dropout=0.0, out_bias_init=55.6, rngs=make_rngs(0))
     head.train()
     z = np.random.default_rng(2).standard_normal((8, DIM)) * 3 + 1
     head(jnp.asarray(z, jnp.float32))
@@ -69,7 +73,7 @@ def test_train_mode_uses_batch_statistics_and_dropout():
     np.testing.assert_allclose(head.norm1.var[...], 0.9 + 0.1 * v * 8 / 7, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         head(jnp.zeros((1, DIM)))
-    noisy = RegressionHead(DIM, rngs=make_rngs(0))  # dropout 0.4
+    noisy = RegressionHead(DIM, **OFFICIAL, rngs=make_rngs(0))  # dropout 0.4
     noisy.train()
     zz = jnp.asarray(z, jnp.float32)
     assert not np.allclose(noisy(zz), noisy(zz))
@@ -78,7 +82,7 @@ def test_train_mode_uses_batch_statistics_and_dropout():
 
 
 def test_init_matches_torch_defaults():
-    head = RegressionHead(512, rngs=make_rngs(0))
+    head = RegressionHead(512, **OFFICIAL, rngs=make_rngs(0))  # the paper config's head
     np.testing.assert_array_equal(head.fc2.bias[...], np.float32([55.6]))
     bound = 1 / math.sqrt(512)
     for w in (head.fc1.kernel[...], head.fc1.bias[...], head.fc2.kernel[...]):
@@ -90,11 +94,11 @@ def test_init_matches_torch_defaults():
 
 
 def test_classification_head_and_multi_output():
-    cls = ClassificationHead(DIM, rngs=make_rngs(0))
+    cls = ClassificationHead(DIM, dropout=0.4, rngs=make_rngs(0))
     np.testing.assert_array_equal(cls.fc2.bias[...], [0.0])
     cls.eval()
     chex.assert_shape(cls(jnp.ones((3, DIM))), (3,))
-    multi = RegressionHead(DIM, num_outputs=3, out_bias_init=None, rngs=make_rngs(0))
+    multi = RegressionHead(DIM, num_outputs=3, dropout=0.4, out_bias_init=None, rngs=make_rngs(0))
     multi.eval()
     chex.assert_shape(multi(jnp.ones((3, DIM))), (3, 3))
     assert np.all(np.abs(multi.fc2.bias[...]) <= 1 / math.sqrt(DIM))

@@ -13,6 +13,7 @@ from coreecho_jax.models.uniformer import uniformer_config
 
 # A small model that compiles quickly; depthwise='lax' because only the wiring is under test here.
 SMALL = dict(preset="tiny", dims=(8, 16, 32, 64), head_dim=16, depthwise="lax", seed=3)
+SMALL.update(head_dropout=0.4, head_bias_init=55.6)  # the official head (configs/echonet.py)
 CLIP = (4, 4, 32, 32, 3)
 
 
@@ -85,7 +86,7 @@ def test_build_coreecho_from_dict_and_configdict():
     chex.assert_trees_all_equal(nnx.state(a, nnx.Param), nnx.state(b, nnx.Param))
     c = build_coreecho(dict(SMALL, seed=4))
     assert not np.array_equal(c.head.fc1.kernel[...], a.head.fc1.kernel[...])
-    default = nnx.eval_shape(lambda: build_coreecho({}))
+    default = nnx.eval_shape(lambda: build_coreecho({"head_dropout": 0.4, "head_bias_init": 55.6}))
     assert default.encoder.config == uniformer_config("small")
     assert isinstance(default, CoReEcho)
 
@@ -93,5 +94,7 @@ def test_build_coreecho_from_dict_and_configdict():
 def test_build_coreecho_rejects_unknown_keys():
     with pytest.raises(ValueError, match=r"unknown model config keys \['width'\]"):
         build_coreecho(dict(SMALL, width=3))
+    with pytest.raises(ValueError, match=r"lacks \['head_dropout', 'head_bias_init'\]: the head's dropout"):
+        build_coreecho({"preset": "tiny"})  # the head's facts come from the config, never a code default
     with pytest.raises(TypeError, match="mapping or ConfigDict"):
         build_coreecho(["preset"])

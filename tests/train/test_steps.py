@@ -24,7 +24,9 @@ SPEC = steps.LossSpec(temperature=1.0, rnc_weight=1.0, implementation="pairwise"
 
 
 def _model(dropout: float = 0.0):
-    return build_coreecho({"preset": "tiny", "dropout": dropout, "head_dropout": dropout, "seed": 0})
+    return build_coreecho(
+        {"preset": "tiny", "dropout": dropout, "head_dropout": dropout, "head_bias_init": 55.6, "seed": 0}
+    )
 
 
 def _batch(b: int = 4, views: int = 2, seed: int = 0):
@@ -159,7 +161,7 @@ def test_steps_donate_the_model_and_optimizer_buffers():
 
 @pytest.mark.parametrize("impl", ["rbg", "threefry2x32"])
 def test_reseed_keeps_the_key_implementation_and_distinct_streams(impl):
-    head = RegressionHead(8, dropout=0.5, rngs=rng_lib.make_rngs(0, impl=impl))
+    head = RegressionHead(8, dropout=0.5, out_bias_init=55.6, rngs=rng_lib.make_rngs(0, impl=impl))
     head.drop1.rngs()  # advance a counter: reseeding restarts it
     rng_lib.reseed(head, 7)
     keys = [head.drop1.rngs.key[...], head.drop2.rngs.key[...]]
@@ -182,11 +184,14 @@ def test_build_model_honours_every_model_switch():
             "dropout_rng": "jax",
             "rng_impl": "threefry2x32",
             "unbiased_running_var": False,
+            "head_dropout": 0.3,
+            "head_bias_init": 50.0,
             "init_from": "",
         }
     )
     model = nnx.eval_shape(lambda: build_model(config, seed=0))  # abstract: nothing is computed
     assert model.head.drop1.rng == "jax" and not model.head.norm1.unbiased_running_var
+    assert model.head.drop1.rate == model.head.drop2.rate == 0.3
     assert max(m.rate for _, m in nnx.iter_modules(model) if type(m).__name__ == "DropPath") == pytest.approx(
         0.2
     )
