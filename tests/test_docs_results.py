@@ -128,7 +128,7 @@ def test_links_point_at_the_folder_from_the_readme_and_at_run_json_from_a_docs_p
 def test_the_readme_holds_the_test_command_that_ci_runs():
     """.ci/run runs the README's test command word for word."""
     ci = (REPO / ".ci" / "run").read_text()
-    command = next(line for line in ci.splitlines() if "pytest" in line)
+    command = next(line for line in ci.splitlines() if "pytest" in line and not line.startswith("#"))
     assert command.strip() in (REPO / "README.md").read_text()
 
 
