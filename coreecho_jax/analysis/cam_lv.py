@@ -55,7 +55,9 @@ def clip_lv_masks(
 
     Args:
         masks: bool ``[F, H, W]`` LV cavity of every video frame.
-        start, frames, stride: the clip (frame ``i`` is video frame ``start + stride * i``).
+        start: the clip's first video frame (frame ``i`` is video frame ``start + stride * i``).
+        frames: the clip's frame count.
+        stride: the clip's frame step.
         image_size: the clip's side S in px.
         dilation: disk radius in px of the mask's frame.
     """

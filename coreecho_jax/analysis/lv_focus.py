@@ -76,7 +76,8 @@ def lv_focus(
             ``eval.n_clips`` clips per video, at the starts the test evaluation draws (:func:`eval_clips`).
         dataset_root: synthetic dataset written with ``write_masks=True``.
         file_names: videos (no extension) under ``dataset_root/Videos``.
-        stage, sign: see :func:`coreecho_jax.analysis.gradcam.grad_cam`.
+        stage: see :func:`coreecho_jax.analysis.gradcam.grad_cam`.
+        sign: see :func:`coreecho_jax.analysis.gradcam.grad_cam`.
         dilation: LV dilation radius, px of the 112 px frame.
 
     Returns:

@@ -36,7 +36,7 @@ Choices, and why:
 * **Calibration data.** Training fits on the validation split after stage 2, at clip starts drawn
   afresh (like the test protocol's). The stage-2 epoch was chosen on validation MAE, so validation
   residuals may be slightly smaller than test residuals; the demo's test coverage measures the effect
-  (README). ``predict`` spreads its K starts evenly instead of drawing them: its spreads may be
+  (docs/prediction.md). ``predict`` spreads its K starts evenly instead of drawing them: its spreads may be
   distributed slightly differently from the calibration's.
 
 **A calibration set of your own** (labelled videos of your population, as the test split of a data

@@ -136,8 +136,9 @@ def prepare(
     ``"camus"`` | ``"hmcqu"``, or a :class:`~coreecho_jax.transfer.tasks.Task`).
 
     Raises:
-        ConfigError: an unknown task or fold scheme; DataError (CamusError, HmcQuError): the download
-        is missing, unreadable or inconsistent (the message names the file).
+        ConfigError: an unknown task or fold scheme.
+        DataError: (CamusError, HmcQuError) the download is missing, unreadable or inconsistent (the
+            message names the file).
     """
     task = tasks.get(task)
     workdir = Path(workdir)

@@ -345,7 +345,8 @@ def train_dataset(
             is False.
         batch_size: videos per batch (per process).
         views: clips per video (2 = stage 1 pair, 1 = stage 2).
-        seed, epoch: reproducibility keys (see module doc); ``epoch`` is the first epoch.
+        seed: reproducibility key (see module doc).
+        epoch: reproducibility key (see module doc), the stream's first epoch.
         num_epochs: epochs in the stream (``None`` = endless).
         deterministic: no shuffling (file order) - for tests; draws still depend on (seed, epoch).
         shuffle_buffer: shuffle window in videos. Each video holds ``views * frames`` encoded
@@ -356,7 +357,8 @@ def train_dataset(
             whole epoch has been read.
         num_parallel_calls: parallelism of the decode map.
         prefetch: batches to prefetch.
-        process_index, process_count: multi-host sharding of the videos.
+        process_index: this process's index, for the multi-host sharding of the videos.
+        process_count: the number of processes sharing the videos.
     """
     tf_runtime.hide_gpus_from_tensorflow()
     builder = _as_builder(source)
@@ -459,8 +461,9 @@ def eval_dataset(
             (e.g. :func:`start_indexes.load_start_indexes` of the official pkl); the same K for all.
         spec: clip settings as in :func:`train_dataset` (``spec.pad`` is unused: no translation).
         batch_size: videos per batch.
-        process_index, process_count: multi-host sharding; every process yields the same number of
-            batches (extra batches are fully masked).
+        process_index: this process's index for the multi-host sharding; every process yields the
+            same number of batches (extra batches are fully masked).
+        process_count: the number of processes sharing the videos.
 
     Raises:
         StartIndexError / ClipError: a video of the split has no starts (named), a start is out of

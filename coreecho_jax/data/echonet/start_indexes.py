@@ -167,7 +167,8 @@ def draw_start_indexes(
     Args:
         num_frames_by_name: ``{name.avi: number of frames}`` (unpadded).
         k: clips per video.
-        frames, stride: clip geometry.
+        frames: clip length (frames).
+        stride: clip frame step.
         seed: base seed.
         replace: draw with replacement (official validation) or distinct starts (official test file).
     """

@@ -407,7 +407,8 @@ class HmcQuDataset(NamedRecords[HmcQuRecord]):
                 subset); fold ``k`` in the file (1-based) is ``Fold(k - 1)``. ``"stratified"``: seeded
                 stratified folds on the MI label (:func:`stratified_folds`).
             fold_file: a fold CSV (``name``, ``Fold`` columns), for ``scheme="shipped"``.
-            n_folds, seed: for ``scheme="stratified"``.
+            n_folds: the number of folds, for ``scheme="stratified"``.
+            seed: the fold seed, for ``scheme="stratified"``.
 
         Raises:
             HmcQuError: the fold file names a video not in this subset of the sheet, or misses one of
@@ -490,7 +491,8 @@ def read_hmcqu(
         root: the download folder.
         view: ``"A4C"`` (the paper's) or ``"A2C"``.
         subset: ``"masks"``: the videos whose mask column is marked (the paper's); ``"all"``.
-        sheet, video_dir: override the label sheet / video folder found under ``root``.
+        sheet: overrides the label sheet found under ``root``.
+        video_dir: overrides the video folder found under ``root``.
         on_error: ``"skip"`` leaves a bad video out and lists it in ``skipped``; ``"raise"`` raises.
         check_frames: check each cycle against the video's frame count (from its header; counted by
             decoding when the header says too few); :meth:`HmcQuRecord.cycle` checks the decoded frames.
