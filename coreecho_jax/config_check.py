@@ -139,8 +139,8 @@ TASK_RULES: dict[str, tuple[_Rule, ...]] = {"hmcqu": (("data.fold_seed", *_int(0
 
 
 #: Transfer clip-preparation switches a config may carry (HMC-QU's [21] protocol; CAMUS uses the
-#: defaults of ``data.cycles.CycleSpec``): checked when present. The same values as
-#: ``data.cycles.SPATIAL``/``TIME_SAMPLING`` and ``data.hmcqu.CYCLE_FRAMES`` (tested), written here
+#: defaults of ``data.transfer.cycles.CycleSpec``): checked when present. The same values as
+#: ``data.transfer.cycles.SPATIAL``/``TIME_SAMPLING`` and ``data.transfer.hmcqu.CYCLE_FRAMES`` (tested), written here
 #: because the config check imports no data code.
 TRANSFER_OPTIONAL_CHOICES = {
     "data.spatial": ("ref21", "area"),

@@ -14,20 +14,20 @@ Where each stream is used (words in order; ``seed`` is ``config.seed`` unless na
 ========================================  ===========================================================
 ``(seed, stage, epoch)``                  CoReEcho dropout of a stage's epoch (``train.loop``; no salt)
 ``(eval.seed, CALIBRATION_STARTS)``       the calibration's clip starts (``train.loop``)
-``(seed, VAL_STARTS, epoch)``             the validation clip starts of an epoch (``data.datasets``)
+``(seed, VAL_STARTS, epoch)``             the validation clip starts of an epoch (``data.echonet.inputs``)
 ``(seed, fold, HEAD_INIT)``               a transfer fold's fresh head (``transfer.loop``)
 ``(seed, fold, epoch, TRANSFER_DROPOUT)`` transfer dropout of a fold's epoch (``transfer.loop``)
-``(seed, fold, epoch, TRAIN_ORDER)``      a transfer epoch's order (``data.cycles``)
-``(seed, fold, epoch, batch, row, AFFINE)``  a transfer clip's RandomAffine (``data.cycles``)
+``(seed, fold, epoch, TRAIN_ORDER)``      a transfer epoch's order (``data.transfer.cycles``)
+``(seed, fold, epoch, batch, row, AFFINE)``  a transfer clip's RandomAffine (``data.transfer.cycles``)
 ``(fold_seed, STRATIFIED_FOLDS)``         HMC-QU's seeded stratified folds (``data.folds``)
 ``(seed, index)``                         synthetic video ``index`` (``data.synthetic.heart``; no salt)
 ``(seed, SYNTHETIC_ECHONET_SPLITS)``      the synthetic EchoNet split (``data.synthetic.echonet``)
 ``(seed, SYNTHETIC_CAMUS)``               the synthetic CAMUS qualities and order (``data.synthetic.camus``)
 ``(seed, SYNTHETIC_HMCQU)``               the synthetic HMC-QU masks, MI and segments (``data.synthetic.hmcqu``)
-``(seed mod 2**32, crc32(name))``         a video's clip starts (``data.start_indexes``; no salt)
+``(seed mod 2**32, crc32(name))``         a video's clip starts (``data.echonet.start_indexes``; no salt)
 ========================================  ===========================================================
 
-The tf.data input pipeline (``data.pipeline``) draws in TensorFlow, statelessly: its key is
+The tf.data input pipeline (``data.echonet.pipeline``) draws in TensorFlow, statelessly: its key is
 ``(seed, PIPELINE)`` folded with the epoch, video and view for a clip's start and translation,
 ``(seed, PIPELINE + 1)`` folded with the epoch for the file order and ``(seed, PIPELINE + 2)`` for the
 shuffle window. This module imports neither JAX nor TensorFlow.

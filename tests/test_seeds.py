@@ -20,7 +20,7 @@ def test_each_derived_seed_is_the_one_the_sites_drew_before_the_table():
     # the values the inline SeedSequence calls gave at each site, for these words
     assert seeds.derive(5, 2, 7) == 1349774293  # train.loop: CoReEcho dropout (seed, stage, epoch)
     assert seeds.derive(11, seeds.CALIBRATION_STARTS) == 2022405154  # train.loop: calibration starts
-    assert seeds.derive(5, seeds.VAL_STARTS, 3) == 488473482  # data.datasets: validation starts
+    assert seeds.derive(5, seeds.VAL_STARTS, 3) == 488473482  # data.echonet.inputs: validation starts
     assert seeds.derive(5, 2, seeds.HEAD_INIT) == 1569696601  # transfer: a fold's fresh head
     assert seeds.derive(5, 2, 7, seeds.TRANSFER_DROPOUT) == 2828523245  # transfer: a fold epoch's dropout
     assert _draws(seeds.generator(5, seeds.SYNTHETIC_CAMUS)) == [475, 175, 798, 843, 729]

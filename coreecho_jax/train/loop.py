@@ -136,9 +136,9 @@ class Trainer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         distributed.start(config)  # a no-op after main.py's start
         self.mesh = mesh_lib.make_mesh()
-        from coreecho_jax.data import datasets  # TensorFlow loads here, after the workdir guard
+        from coreecho_jax.data.echonet import inputs  # TensorFlow loads here, after the workdir guard
 
-        self.data = datasets.prepare(config, self.workdir)
+        self.data = inputs.prepare(config, self.workdir)
         preflight.check_batch_sizes(
             config,
             stages=_stages(config) if stages is None else stages,

@@ -6,7 +6,7 @@
   ``config.task`` -> its record (``transfer.tasks``: reader, kind, metrics, table, paper rows)
   download -> ``transfer.data.prepare`` (one clip per video, cached) -> folds
   -> per fold: encoder from ``transfer.init`` + a fresh head -> ``transfer.steps.transfer_step`` over
-     ``data.cycles.train_batches`` (sharded on the ``data`` mesh), epochs resumable
+     ``data.transfer.cycles.train_batches`` (sharded on the ``data`` mesh), epochs resumable
      (``train.epochs.ResumableEpochs``) -> Orbax checkpoints of the fold
   -> the fold's held-out patients through the task's evaluator (``evaluation.transfer``)
      -> ``folds/fold<k>/result.json`` + predictions
