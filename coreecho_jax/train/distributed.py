@@ -113,7 +113,7 @@ def start(config: ml_collections.ConfigDict, *, mode: str | None = None) -> None
         if unset := settings.unset():
             raise ConfigError(
                 f"run.distributed=True needs {_join(unset)}: no SLURM (srun), Open MPI (mpirun), "
-                "Kubernetes or Cloud TPU environment gave them (README: Several hosts)"
+                "Kubernetes or Cloud TPU environment gave them (docs/training.md: Several hosts)"
             ) from None
         raise ConfigError(
             f"run.distributed=True: JAX refused the multi-host settings {settings}: {e}"

@@ -134,7 +134,7 @@ def test_main_py_with_no_cluster_and_no_settings_is_one_line_naming_them(tmp_pat
     assert wait_all([proc], timeout=300) == [1]
     assert error_lines(proc.stderr) == [
         f"error: run.distributed=True needs {ALL_UNSET}: no SLURM (srun), Open MPI (mpirun), Kubernetes or "
-        "Cloud TPU environment gave them (README: Several hosts)"
+        "Cloud TPU environment gave them (docs/training.md: Several hosts)"
     ]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "w").exists()  # nothing written before the start
