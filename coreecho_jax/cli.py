@@ -46,6 +46,37 @@ class UsageError(ConfigError):
     """A command line the command cannot read: an unknown command or flag, a missing or bad value."""
 
 
+class MissingDependencyError(CoreEchoError, ImportError):
+    """A command needs a package of an extra the install left out (the slim install has no TensorFlow)."""
+
+
+#: The extra that brings each optional top-level module (pyproject.toml's optional-dependencies).
+EXTRAS = {
+    "tensorflow": "train",
+    "tensorflow_datasets": "train",
+    "tensorboard": "train",
+    "pandas": "train",
+    "importlib_resources": "train",
+    "matplotlib": "train",
+    "SimpleITK": "transfer",
+    "openpyxl": "transfer",
+    "PIL": "transfer",
+    "umap": "analysis",
+}
+
+
+def missing_dependency(error: ModuleNotFoundError, command: str) -> MissingDependencyError | None:
+    """The error to print when ``command`` needs a module of an extra that is not installed; None when the
+    missing module is none of the extras' (a bug or a broken install: its traceback stays)."""
+    top = (error.name or "").split(".")[0]
+    if top not in EXTRAS:
+        return None
+    return MissingDependencyError(
+        f"coreecho {command} needs {top}, which this install lacks: pip install "
+        f'"coreecho-jax[{EXTRAS[top]}]" (or [all]; docs/install.md lists the extras)'
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Command:
     """One subcommand: its name, the :mod:`coreecho_jax.commands` module whose ``SPECS`` holds its
@@ -402,6 +433,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         invocation.run()
     except CoreEchoError as e:
         fail(e)
+    except ModuleNotFoundError as e:
+        missing = missing_dependency(e, argv[0])
+        if missing is None:
+            raise
+        fail(missing)
     return 0
 
 

@@ -1,0 +1,108 @@
+"""Any trained model a ``--checkpoint`` names, with the config that trained it: the one loader.
+
+``load_run(config, source)`` takes
+
+* a CoReEcho run workdir (``config.json`` + ``checkpoints/stage{1,2}``): the best epoch of its last
+  stage, rebuilt with the model section of its ``config.json``; the clip settings are the run's
+  (:func:`~coreecho_jax.checkpoints.saved_config.inference_config`: a given config that disagrees on
+  one is refused, its runtime model fields ``dtype`` / ``remat`` / ``depthwise`` / ``attention`` and
+  every other field, e.g. ``eval.*``, are kept);
+* a CoReEcho ``.pth`` or a folder written by ``checkpoints.torch_import``: their own architecture, the
+  clip settings of the given ``config`` (they record none, so it is required);
+* whatever a registered loader (:func:`register_loader`) recognises first: the transfer folds of
+  :mod:`coreecho_jax.analysis.runs` (CAMUS, HMC-QU), whose model needs the transfer package. This module
+  imports no training, transfer or TensorFlow code (``tests/test_imports.py``), so that predicting a
+  video stays light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import ml_collections
+
+from coreecho_jax.checkpoints import loading, saved_config
+from coreecho_jax.errors import CheckpointError, ConfigError
+from coreecho_jax.models.coreecho import CoReEcho
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+    """A loaded model (eval mode) and where it came from.
+
+    Attributes:
+        model: the CoReEcho encoder with its head (EchoNet/CAMUS: EF in %; HMC-QU: the MI logit).
+        config: the config that trained it (a copy; runtime model fields may be the given config's).
+        origin: what was loaded, in a line (for logs and reports; ``--mode=embed`` records it).
+        source: the path that was loaded (run workdir, ``.pth``, imported folder, transfer fold folder).
+        task: ``"echonet"``, ``"camus"`` or ``"hmcqu"``.
+        workdir: the run workdir (EchoNet run) or the transfer workdir; None for ``.pth`` / imported.
+        fold: the transfer fold (0-based), else None.
+    """
+
+    model: CoReEcho
+    config: ml_collections.ConfigDict
+    origin: str
+    source: Path
+    task: str = "echonet"
+    workdir: Path | None = None
+    fold: int | None = None
+
+    @property
+    def output(self) -> str:
+        """What the head outputs: ``"EF"`` (in %) or ``"MI logit"``."""
+        return "MI logit" if self.task == "hmcqu" else "EF"
+
+
+RunLoader = Callable[[ml_collections.ConfigDict | None, Path], "TrainedModel | None"]
+"""``(given config or None, source) -> the model source names``, or None when it is not its kind."""
+
+_LOADERS: list[RunLoader] = []
+
+
+def register_loader(loader: RunLoader) -> None:
+    """Lets :func:`load_run` ask ``loader`` first (once, however often it is registered); a package above
+    this one (the transfer folds of :mod:`coreecho_jax.analysis.runs`) registers when it is imported."""
+    if loader not in _LOADERS:
+        _LOADERS.append(loader)
+
+
+def load_run(config: ml_collections.ConfigDict | None, source: str | Path) -> TrainedModel:
+    """The trained model ``source`` names, in eval mode, and the config that trained it (module doc).
+
+    Args:
+        config: the given config; required for a ``.pth`` / imported folder (their clip settings),
+            otherwise optional (runtime model fields, ``eval.*``; an EchoNet run's clip settings are
+            checked against the run's).
+        source: run workdir, ``.pth`` file, imported folder, or what a registered loader knows.
+
+    Raises:
+        ConfigError: no config for a ``.pth`` / imported folder, or one whose clip settings disagree
+            with the run's. CheckpointError: a transfer workdir with no loader for it, a missing or
+            damaged checkpoint, an encoder without a regression head.
+    """
+    path = Path(source)
+    for loader in _LOADERS:
+        trained = loader(config, path)
+        if trained is not None:
+            return trained
+    saved = saved_config.read_run_config(path)
+    task = None if saved is None else str(saved.get("task", "echonet"))
+    if task not in (None, "echonet"):
+        raise CheckpointError(
+            f"{path}: a {task} transfer workdir, not a CoReEcho run; its folds are read by Grad-CAM "
+            f"(coreecho gradcam --checkpoint={path}/folds/fold<k>)"
+        )
+    if config is None:
+        if saved is None:
+            raise ConfigError(
+                f"{path}: not a run workdir (no config.json); give the config of its clips "
+                f"(--config=configs/FILE.py)"
+            )
+        config = ml_collections.ConfigDict(saved)
+    config = saved_config.inference_config(config, path)
+    model, origin = loading.load_for_inference(config, path)
+    model.eval()
+    return TrainedModel(model, config, origin, path, "echonet", path if saved is not None else None)
