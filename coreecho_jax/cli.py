@@ -415,6 +415,15 @@ def _configure_logs() -> None:
         logging.set_verbosity(logging.WARNING)
 
 
+def _print_help(text: str) -> int:
+    """Prints ``text``; a reader that stops early (``coreecho --help | head``) is no error. Returns 0."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``coreecho`` command on ``argv`` (default ``sys.argv[1:]``): 0 after ``--help`` or a finished
     command; an error raised on purpose exits through :func:`fail` (status 1)."""
@@ -422,11 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if not argv or argv[0] in HELP_FLAGS:
-            print(usage())
-            return 0
+            return _print_help(usage())
         if set(HELP_FLAGS) & set(argv[1:]):
-            print(command_help(command(argv[0]), argv[1:]))
-            return 0
+            return _print_help(command_help(command(argv[0]), argv[1:]))
         invocation = parse(argv)
         _configure_logs()
         logging.info("config:\n%s", invocation.config)
