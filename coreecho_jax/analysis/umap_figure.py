@@ -1,8 +1,8 @@
 """UMAP of embeddings coloured by EF as the official code draws it: the paper's Fig. 1, test and train.
 
-    python -m coreecho_jax.analysis.umap_figure --runs=RUN_A,RUN_B --labels=CoReEcho,L1 --out=umap_pair.png
+    coreecho umap --runs=RUN_A,RUN_B --labels=CoReEcho,L1 --out=umap_pair.png
 
-reads ``embeddings_<split>.npz`` of each run workdir (written by ``--mode=embed --splits=train,test``)
+reads ``embeddings_<split>.npz`` of each run workdir (written by ``coreecho embed --splits=train,test``)
 and draws one row per split of ``--splits`` (default ``test,train``: the paper's figure, test on top)
 and one column per run, with one EF colour bar per row. Each panel is its own UMAP fit, as the
 official ``train_first_stage.py`` fits one per split.
@@ -244,7 +244,7 @@ def plot_runs(
             path = Path(run) / f"embeddings_{split}.npz"
             if not path.exists():
                 raise DataError(
-                    f"{path}: missing; run --mode=embed --workdir={run} --splits={split} first "
+                    f"{path}: missing; run coreecho embed --workdir={run} --splits={split} first "
                     f"(or leave {split} out of --splits)"
                 )
             e = Embeddings.load(path)
@@ -253,49 +253,3 @@ def plot_runs(
             row.append((x, e.videos.labels, label if r == 0 else ""))
         rows.append(row)
     return plot_umaps(rows, out, row_labels=list(splits), **kwargs)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    import argparse
-
-    from coreecho_jax.errors import CoreEchoError
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--runs", required=True, help="comma list of run workdirs with embeddings_<split>.npz"
-    )
-    parser.add_argument("--labels", default="", help="comma list of panel titles (default: folder names)")
-    parser.add_argument("--out", required=True, help="the PNG to write")
-    parser.add_argument("--splits", default=",".join(SPLITS), help="rows, top first (default: test,train)")
-    parser.add_argument(
-        "--embedding",
-        choices=EMBEDDINGS,
-        default="best_pass",
-        help="best_pass: one clip per video, the official pass choice; mean: mean of the K clips",
-    )
-    parser.add_argument("--n_neighbors", type=int, default=N_NEIGHBORS)
-    parser.add_argument("--min_dist", type=float, default=MIN_DIST)
-    parser.add_argument("--init", choices=INITS, default=INIT)
-    parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--cmap", default=OFFICIAL_CMAP, help=f"{OFFICIAL_CMAP} or a matplotlib colour map")
-    args = parser.parse_args(argv)
-    try:
-        out = plot_runs(
-            args.runs.split(","),
-            args.out,
-            labels=[x for x in args.labels.split(",") if x] or None,
-            splits=[s.strip() for s in args.splits.split(",") if s.strip()],
-            embedding=args.embedding,
-            cmap=args.cmap,
-            seed=args.seed,
-            n_neighbors=args.n_neighbors,
-            min_dist=args.min_dist,
-            init=args.init,
-        )
-    except CoreEchoError as e:
-        raise SystemExit(f"error: {e}") from None
-    print(out)
-
-
-if __name__ == "__main__":
-    main()

@@ -33,16 +33,13 @@ tables are written to ``<workdir>/table<k>.md`` and ``.json``: MAE and RMSE (EF 
 R2 x 100 on the test split as mean +- sample standard deviation (ddof 1; none for one seed) over the
 seeds, beside the paper's R2.
 
-The command (errors raised on purpose print ``error: <line>`` lines and exit with status 1, as
-``main.py`` does; ``--config.<name>=<value>`` overrides go to every row, except the fields the rows set)::
+The command (:mod:`coreecho_jax.commands.experiments`; ``--config.<name>=<value>`` overrides go to every
+row, except the fields the rows set)::
 
-    python -m coreecho_jax.experiments.ablate --config=configs/demo.py --workdir=runs/ablate --table=2 --seeds=3
-    python -m coreecho_jax.experiments.ablate --config=configs/echonet.py --workdir=runs/ablate --table=2 \
+    coreecho ablate --config=demo --workdir=runs/ablate --table=2 --seeds=3
+    coreecho ablate --config=echonet --workdir=runs/ablate --table=2 \
         --config.data.root=/data/EchoNet-Dynamic --init_from=/weights/uniformer_small_k400_16x8.pth
-    python -m coreecho_jax.experiments.ablate --config=configs/demo.py:quick --workdir=/tmp/ablate --table=3 --seeds=1
-
-Its flags live on their own ``absl.flags.FlagValues`` (:func:`define_flags`), defined when the command
-runs, so the module imports next to ``main.py``'s flags; :func:`main` takes the command line as a list.
+    coreecho ablate --config=demo:quick --workdir=/tmp/ablate --table=3 --seeds=1
 """
 
 from __future__ import annotations
@@ -50,8 +47,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -59,11 +54,9 @@ from typing import Any
 
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
 
-from coreecho_jax import cli, config_check
-from coreecho_jax.errors import ConfigError, CoreEchoError
+from coreecho_jax import config_check
+from coreecho_jax.errors import ConfigError
 from coreecho_jax.evaluation.results import write_json
 from coreecho_jax.train import workdir as workdir_lib
 
@@ -201,7 +194,7 @@ def check_ablation_config(config: ml_collections.ConfigDict) -> None:
         task = config_check.get_field(config, "task", "?")
         raise ConfigError(
             f"task = {task!r}: the ablations take an EchoNet config (configs/echonet.py or "
-            "configs/demo.py), not a transfer config; run transfer configs with main.py --mode=train"
+            "configs/demo.py), not a transfer config; run transfer configs with coreecho train"
         )
 
 
@@ -221,7 +214,7 @@ def check_saved_config(run: Path, config: ml_collections.ConfigDict) -> None:
         workdir_lib.check_config_against_saved(run, config, write=False)
     except workdir_lib.ConfigMismatchError as e:
         lines = str(e).splitlines()
-        if lines[-1].startswith("use another --workdir"):  # main.py's advice: its flags are not ablate's
+        if lines[-1].startswith("use another --workdir"):  # train's advice: its flags are not ablate's
             lines = lines[:-1]
         advice = MISMATCH_ADVICE.format(run=run)
         raise workdir_lib.ConfigMismatchError("\n".join([*lines, advice])) from None
@@ -391,113 +384,3 @@ def format_table(table: Mapping[str, Any]) -> str:
     notes += [f"Skipped {row['row']}: {row['skipped']}." for row in table["rows"] if "skipped" in row]
     notes += [table["note"]] if table.get("note") else []
     return "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes)
-
-
-# ------------------------------------------------------------------------------------------- the command
-PROG = "python -m coreecho_jax.experiments.ablate"
-HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull", "-?")
-
-
-def define_flags(argv: Sequence[str]) -> flags.FlagValues:
-    """The command's flags on a new ``FlagValues`` (absl's global ``FLAGS`` stays untouched).
-
-    ``argv`` is the command line the ``--config`` flag reads its ``--config.<name>`` overrides from.
-    """
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_file(
-        "config",
-        None,
-        "Experiment config: a configs/*.py file, optionally file.py:variant.",
-        flag_values=fv,
-        lock_config=True,
-        sys_argv=list(argv),
-    )
-    flags.DEFINE_string(
-        "workdir", None, "Ablation folder: runs go to <workdir>/table<k>/<row>/seed<s>.", flag_values=fv
-    )
-    flags.DEFINE_enum(
-        "table",
-        None,
-        ["2", "3"],
-        "The paper's table: 2 (components) or 3 (augmentation, clips).",
-        flag_values=fv,
-    )
-    flags.DEFINE_integer(
-        "seeds", 3, "Runs per row, seeds config.seed .. config.seed + seeds - 1 (paper: 3).", flag_values=fv
-    )
-    flags.DEFINE_string(
-        "init_from",
-        "",
-        "Table 2: Kinetics-400 UniFormer weights (.pth); without, K400 rows are skipped.",
-        flag_values=fv,
-    )
-    flags.mark_flags_as_required(["config", "workdir", "table"], flag_values=fv)
-    return fv
-
-
-def parse_flags(argv: Sequence[str]) -> tuple[flags.FlagValues, list[str]]:
-    """The command's flags read from ``argv`` (``argv[0]``: the program) and the rest of ``argv`` (the
-    program, absl's own flags such as ``-v``, positional arguments).
-
-    Raises:
-        ConfigError: a ``--config`` file that does not exist or an override that names no field
-            (:func:`coreecho_jax.cli.check_command_line`).
-        absl.flags.Error: a missing or bad flag.
-    """
-    argv = list(argv)
-    cli.check_command_line(argv)
-    fv = define_flags(argv)
-    return fv, fv(argv, known_only=True)
-
-
-def _usage_error(error: flags.Error) -> None:
-    """Exits as absl's own flag parsing does on a bad flag: the error, a pointer to ``--help``, status 1."""
-    sys.stderr.write(f"FATAL Flags parsing error: {error}\n")
-    sys.stderr.write("Pass --help to see help on flags.\n")
-    sys.exit(1)
-
-
-def run_command(fv: flags.FlagValues, argv: Sequence[str]) -> dict[str, Any]:
-    """Runs the table the parsed flags ``fv`` ask for; ``argv`` names the user's overrides."""
-    config = fv.config
-    check_ablation_config(config)
-    table = get_table(fv.table)
-    _, names = cli.config_overrides(argv)
-    check_user_overrides(table, names, fv.init_from)
-    return run_table(config, fv.workdir, table.number, seeds=fv.seeds, init_from=fv.init_from)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """The command (module doc) on ``argv`` (default ``sys.argv``): absl's start-up and logging as in
-    ``main.py`` (library INFO logs only with ``-v``); an error raised on purpose ends it through
-    :func:`coreecho_jax.cli.fail`; ``--help`` prints the flags."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before the data code imports TensorFlow
-    argv = list(sys.argv if argv is None else argv)
-    if set(HELP_FLAGS) & set(argv[1:]):
-        print(f"{PROG}: the paper's ablation tables (Tables 2 and 3) as runs of the training loop.\n")
-        print(define_flags(argv).get_help())
-        return
-    parsed: dict[str, flags.FlagValues] = {}
-
-    def flags_parser(args: list[str]) -> list[str]:
-        try:
-            parsed["flags"], rest = parse_flags(args)
-        except CoreEchoError as e:
-            cli.fail(e)
-        except flags.Error as e:
-            _usage_error(e)
-        return app.parse_flags_with_usage(rest)  # absl's own flags (-v, --verbosity, ...)
-
-    def run(_: list[str]) -> None:
-        if not flags.FLAGS["verbosity"].present:
-            logging.set_verbosity(logging.WARNING)
-        try:
-            run_command(parsed["flags"], argv)
-        except CoreEchoError as e:
-            cli.fail(e)
-
-    app.run(run, argv=argv, flags_parser=flags_parser)
-
-
-if __name__ == "__main__":
-    main()

@@ -93,7 +93,7 @@ def load_run(config: ml_collections.ConfigDict | None, source: str | Path) -> Tr
     if task not in (None, "echonet"):
         raise CheckpointError(
             f"{path}: a {task} transfer workdir, not a CoReEcho run; its folds are read by Grad-CAM "
-            f"(python -m coreecho_jax.analysis.gradcam --checkpoint={path}/folds/fold<k>)"
+            f"(coreecho gradcam --checkpoint={path}/folds/fold<k>)"
         )
     if config is None:
         if saved is None:

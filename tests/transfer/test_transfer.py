@@ -64,7 +64,7 @@ def test_fold_subsets_are_parsed_and_checked():
 
 
 def test_other_modes_are_refused_for_transfer_configs(tmp_path):
-    with pytest.raises(ConfigError, match="--mode=evaluate is not available for a transfer config"):
+    with pytest.raises(ConfigError, match="evaluate is not available for a transfer config"):
         cli.run("evaluate", camus_demo.get_config("quick"), str(tmp_path))
 
 

@@ -3,10 +3,10 @@
 - ``heart``: the drawing (``sample_heart_params`` -> ``HeartParams`` -> ``draw_video`` ->
   ``DrawnVideo``: frames, per-frame LV masks, volumes, ED/ES, EF), shared by every dataset writer.
 - ``quality``: image-quality degradation (``degrade``).
-- ``echonet``: the EchoNet-Dynamic layout writer (``write_echonet_dataset``, the command line).
+- ``echonet``: the EchoNet-Dynamic layout writer (``write_echonet_dataset``).
 - ``camus``, ``hmcqu``: the CAMUS (2019 mhd and 2023 NIfTI releases) and HMC-QU (Kaggle) layout writers.
 
-``python -m coreecho_jax.data.synthetic --root DIR --n 512 --seed 0`` writes an EchoNet-Dynamic set.
+``coreecho synthetic --dataset=echonet --root=DIR --n=512 --seed=0`` writes an EchoNet-Dynamic set.
 """
 
 from coreecho_jax.data.synthetic.camus import CamusSyntheticConfig, write_camus_dataset
@@ -17,7 +17,6 @@ from coreecho_jax.data.synthetic.echonet import (
     DatasetExistsError,
     SyntheticConfig,
     draw_echonet_video,
-    main,
     read_mask,
     sample_num_frames,
     split_assignment,
@@ -61,7 +60,6 @@ __all__ = [
     "disc_volumes",
     "draw_echonet_video",
     "draw_video",
-    "main",
     "read_mask",
     "sample_ef",
     "sample_heart_params",

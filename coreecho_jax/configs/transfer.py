@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import echonet
+from coreecho_jax.configs import echonet
 
 
 def transfer_config(

@@ -1,6 +1,6 @@
 """CoReEcho on EchoNet-Dynamic, as the official code runs it.
 
-    python main.py --config=configs/echonet.py --workdir=runs/echonet \
+    coreecho train --config=echonet --workdir=runs/echonet \
         --config.data.root=/data/EchoNet-Dynamic \
         --config.model.init_from=/weights/uniformer_small_k400_16x8.pth \
         --config.data.test_start_indexes=/data/test_start_indexes.pkl
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import check_variant
+from coreecho_jax.configs import check_variant
 from coreecho_jax.data import echonet_layout as layout
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The paper configuration; ``arg`` names a variant (this file has none)."""
-    check_variant(arg, (), "configs/echonet.py")
+    check_variant(arg, (), "echonet")
     c = ml_collections.ConfigDict()
     c.seed = 0  # run seed: init, dropout, train order, val clip starts, bootstrap (official --trial 0)
 
