@@ -168,6 +168,12 @@ COMMANDS: dict[str, Command] = {
             "coreecho import-weights --pth=uniformer_small_k400_16x8.pth --out=/weights/k400",
         ),
         Command(
+            "export-weights",
+            "tools",
+            "write a weights folder (safetensors, config, calibration, model card) from a run or a .pth",
+            "coreecho export-weights --source=/tmp/coreecho_demo --out=/weights/demo",
+        ),
+        Command(
             "synthetic",
             "tools",
             "write a synthetic dataset (EchoNet-Dynamic layout, or a CAMUS / HMC-QU download)",

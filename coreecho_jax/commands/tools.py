@@ -1,4 +1,5 @@
-"""calibrate, import-weights, synthetic: the commands around a run (intervals, weights, data to try)."""
+"""calibrate, import-weights, export-weights, synthetic: the commands around a run (intervals, weights,
+data to try)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,26 @@ def _import_weights(fv: flags.FlagValues, config: None) -> Path:
         raise CheckpointError(str(e)) from None
     print(torch_import.summary(info, out))
     return out
+
+
+# -------------------------------------------------------------------------------------- export-weights
+def _define_export_weights(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string(
+        "source", None, "Run workdir, CoReEcho/UniFormer .pth, or import-weights folder.", flag_values=fv
+    )
+    flags.DEFINE_string("out", None, "The weights folder to write.", flag_values=fv)
+    flags.DEFINE_boolean("force", False, "Replace the files of an existing folder.", flag_values=fv)
+
+
+def _export_weights(fv: flags.FlagValues, config) -> Path:
+    from coreecho_jax.weights import export
+
+    try:
+        folder = export.export_weights(fv.source, fv.out, config=config, force=fv.force)
+    except OSError as e:  # an unreadable source or an unwritable --out: one line, as any refused input
+        raise CheckpointError(str(e)) from None
+    print(export.summary(folder))
+    return folder
 
 
 # ------------------------------------------------------------------------------------------- synthetic
@@ -163,5 +184,8 @@ def _synthetic(fv: flags.FlagValues, config: None) -> Path:
 SPECS = {
     "calibrate": Spec(_define_calibrate, _calibrate, config="none", required=("workdir", "out")),
     "import-weights": Spec(_define_import_weights, _import_weights, config="none", required=("pth", "out")),
+    "export-weights": Spec(
+        _define_export_weights, _export_weights, config="optional", required=("source", "out")
+    ),
     "synthetic": Spec(_define_synthetic, _synthetic, config="none", required=("root",)),
 }
