@@ -61,6 +61,14 @@ def cache_dir(setting: CacheSetting = None) -> Path | None:
     return Path(own) if own else data_home() / CACHE_SUBDIR
 
 
+def parse_setting(text: str | None) -> CacheSetting:
+    """A command's ``--compile_cache`` value as a setting: empty or None: the default (None); one of
+    :data:`OFF_WORDS`: off (False); anything else: a folder."""
+    if text is None or not text.strip():
+        return None
+    return False if text.strip().lower() in OFF_WORDS else text
+
+
 def _folder(path: Path, where: str) -> Path:
     if path.exists() and not path.is_dir():
         raise ConfigError(
