@@ -1,6 +1,6 @@
-"""``--mode=embed``: encoder embeddings of a split's videos, K clips each, and what they say.
+"""``coreecho embed``: encoder embeddings of a split's videos, K clips each, and what they say.
 
-    python main.py --config=configs/demo.py --workdir=RUN --mode=embed [--splits=train,test] [--checkpoint=...]
+    coreecho embed --config=demo --workdir=RUN [--splits=train,test] [--checkpoint=...]
 
 For each split in ``--splits`` (default ``test``) every video is embedded at K = ``eval.n_clips`` clip
 starts: the test split at the test protocol's starts (``test_start_indexes.json`` or

@@ -209,7 +209,7 @@ def plot_umaps(rows: Sequence[Sequence[Panel]], out: str | Path, **kwargs) -> Pa
 
 
 def plot_embeddings(e: Embeddings, out: str | Path, *, title: str = "", embedding: str = "best_pass") -> Path:
-    """One split's UMAP (``--mode=embed``'s ``umap_<split>.png``) with the defaults above."""
+    """One split's UMAP (``coreecho embed``'s ``umap_<split>.png``) with the defaults above."""
     x, _ = video_embeddings(e, embedding)
     return plot_umaps([[(x, e.videos.labels, title)]], out, row_labels=[e.split])
 

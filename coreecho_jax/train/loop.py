@@ -1,6 +1,6 @@
 """The training loop: stage 1 (RnC + L1), stage 2 (MLP probing), test evaluation; resumable.
 
-``train_and_evaluate(config, workdir)`` is what ``main.py`` calls. Data flows:
+``train_and_evaluate(config, workdir)`` is what ``coreecho train`` calls. Data flows:
 
   prepared TFDS split -> tf.data batches (host numpy) -> global arrays on the ``data`` mesh
   -> jitted step (``train.steps``) -> metrics.jsonl / TensorBoard -> Orbax checkpoints (latest, best)
@@ -134,7 +134,7 @@ class Trainer:
         self.config = config
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        distributed.start(config)  # a no-op after main.py's start
+        distributed.start(config)  # a no-op after the command's start
         self.mesh = mesh_lib.make_mesh()
         from coreecho_jax.data.echonet import inputs  # TensorFlow loads here, after the workdir guard
 
@@ -441,7 +441,7 @@ def run_in_workdir(
 
 def _finish(trainer: Trainer, report: dict[str, dict]) -> dict:
     """After the stages (``report``: each one's :meth:`Trainer.run_stage` result): the calibration and
-    the test of the loaded model, the last stage's best epoch (the one --mode=evaluate/predict load
+    the test of the loaded model, the last stage's best epoch (the one coreecho evaluate/predict load
     from the workdir); process 0 writes results.json and the training curves."""
     workdir = trainer.workdir
     last = list(report)[-1]

@@ -1,7 +1,7 @@
 """Transfer learning as the paper's Tables 4 and 5: cross-validated MLP probing or fine-tuning.
 
-``run_transfer(config, workdir)`` is what ``main.py`` calls for ``configs/camus.py`` and
-``configs/hmcqu.py``. Data flows:
+``run_transfer(config, workdir)`` is what ``coreecho train`` (and ``coreecho transfer``) calls for
+``--config=camus`` and ``--config=hmcqu``. Data flows:
 
   ``config.task`` -> its record (``transfer.tasks``: reader, kind, metrics, table, paper rows)
   download -> ``transfer.data.prepare`` (one clip per video, cached) -> folds
