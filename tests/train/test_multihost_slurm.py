@@ -10,6 +10,8 @@ import json
 
 import pytest
 
+from coreecho_jax.configs import demo
+from coreecho_jax.data.echonet import inputs
 from tests.multihost_procs import (
     Process,
     assert_all_succeeded,
@@ -46,7 +48,8 @@ def test_main_py_under_srun_trains_the_quick_demo_into_one_workdir(tmp_path):
     ]
 
     # Every test video of the synthetic set exactly once, in file-name order, in the CSV and the count.
-    filelist = read_csv(workdir / "synthetic" / "FileList.csv")
+    # (the synthetic set lives in the session's shared data home, COREECHO_DATA_DIR, as for any run)
+    filelist = read_csv(inputs.synthetic_root(demo.get_config("quick")) / "FileList.csv")
     test_names = sorted(r["FileName"] for r in filelist if r["Split"] == "TEST")
     rows = read_csv(workdir / "test_predictions_final.csv")
     assert [r["FileName"] for r in rows] == test_names and len(test_names) == 5
