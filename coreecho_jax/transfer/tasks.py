@@ -69,7 +69,8 @@ class Task:
         label: ``record -> (label, group)``: the label (EF %, or 1 / 0) and the record's group (a
             metric group, e.g. CAMUS image quality, or its class).
         frame_selection: ``config.data -> str``, how the frames of a cycle are chosen ("" when there is
-            one way); part of the prepared clips' cache key.
+            one way; HMC-QU: ``data.cycle_frames``; a manifest: ``data.crop``, how a video is cropped to
+            its image), passed to ``frames``; part of the prepared clips' cache key.
         write_synthetic: ``(root, config.data.synthetic) -> root``: writes a synthetic download.
         describe_data: ``config.data -> str``: the fields that chose the videos (for messages).
         headline: the metric printed per fold (a key of the kind's metrics).

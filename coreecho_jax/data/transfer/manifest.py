@@ -29,10 +29,12 @@ together (checked). Empty: the row is a group of its own.
 0-based frame numbers of the video with both ends included (``0, 29``: its first 30 frames). A row
 without them uses the whole video. Either way the frames become one clip of ``data.frames`` frames by
 :func:`~coreecho_jax.data.transfer.cycles.cycle_to_clip`, the same resampling as a CAMUS half cycle or
-an HMC-QU cycle: one clip per video is what the transfer wing stores, tests and reports, and a whole
-loop keeps every beat in view where a fixed-stride window from its start (EchoNet's clips) would see a
-second of it and need several clips per video. A loop of several beats resampled to 16 frames keeps
-few frames of each beat: give a cycle's frames where you have them.
+an HMC-QU cycle. Why the whole loop resampled, not a fixed-stride clip as EchoNet's (36 frames every
+4th): one clip per video is what the transfer wing stores, tests and reports; the whole loop keeps
+every beat and both ED and ES in that one clip, where a fixed-stride window covers a span set by the
+frame rate from a start that must be chosen, and needs several clips per video to see the loop. The
+cost: a loop of several beats resampled to ``data.frames`` keeps fewer frames of each beat (at the
+default 36 frames, a 3-beat loop keeps 12 a beat): give a cycle's frames where you have them.
 
 Other columns are ignored (the report lists them).
 
