@@ -182,6 +182,12 @@ def test_every_problem_of_a_manifest_is_listed_one_line_each(tmp_path):
         read_manifest(tmp_path / "none.csv", "regression")
     with pytest.raises(ManifestError, match="no data rows below the header"):
         read_manifest(_cohort(tmp_path, "path,label\n"), "regression")
+    latin = _cohort(tmp_path, "path,label\n")
+    latin.write_bytes("path,label\nvideos/é.avi,40\n".encode("latin-1"))  # a spreadsheet's default CSV
+    with pytest.raises(
+        ManifestError, match=r"manifest.csv: not UTF-8 text \(invalid continuation byte at byte 18\); "
+    ):
+        read_manifest(latin, "regression")
 
 
 # --------------------------------------------------------------------------------------------- folds

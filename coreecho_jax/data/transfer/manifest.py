@@ -441,6 +441,27 @@ def _group_problems(records: Sequence[ManifestRecord]) -> list[str]:
     return problems
 
 
+def _read_rows(manifest: Path) -> tuple[dict[str, str], list[tuple[int, dict]]]:
+    """The header (:func:`_header`) and ``(row number, {header text: cell})`` of each row that is not
+    empty. Raises ManifestError for a file that is not UTF-8 CSV text."""
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = _header(manifest, reader.fieldnames)
+            rows = [
+                (reader.line_num, row)
+                for row in reader
+                if any(v.strip() for v in row.values() if isinstance(v, str))  # a row of empty cells
+            ]
+    except UnicodeDecodeError as e:
+        raise ManifestError(
+            f"{manifest}: not UTF-8 text ({e.reason} at byte {e.start}); save it as CSV UTF-8"
+        ) from None
+    except csv.Error as e:
+        raise ManifestError(f"{manifest}: not a readable CSV ({e})") from None
+    return header, rows
+
+
 def read_manifest(path: PathLike, kind: str, *, strata: Strata | None = None) -> ManifestDataset:
     """Reads and checks a manifest (format and rules in the module doc).
 
@@ -462,17 +483,11 @@ def read_manifest(path: PathLike, kind: str, *, strata: Strata | None = None) ->
         manifest = manifest / MANIFEST_FILE
     if not manifest.is_file():
         raise ManifestError(f"{manifest}: manifest not found (expected a CSV with columns path, label, ...)")
-    with open(manifest, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = _header(manifest, reader.fieldnames)
-        known = {c: header[c] for c in (*REQUIRED, *OPTIONAL) if c in header}
-        rows = [
-            (reader.line_num, {c: (row.get(text) or "").strip() for c, text in known.items()})
-            for row in reader
-            if any(v.strip() for v in row.values() if isinstance(v, str))  # a row of empty cells
-        ]
+    header, rows = _read_rows(manifest)
+    known = {c: header[c] for c in (*REQUIRED, *OPTIONAL) if c in header}
     if not rows:
         raise ManifestError(f"{manifest}: no data rows below the header")
+    rows = [(i, {c: (row.get(text) or "").strip() for c, text in known.items()}) for i, row in rows]
     problems: list[str] = []
     records = [r for i, cells in rows if (r := _row(manifest, i, cells, kind, problems)) is not None]
     problems += _set_problems(records, kind, every_row=len(records) == len(rows))
