@@ -11,7 +11,8 @@
   -> the fold's held-out patients through the task's evaluator (``evaluation.transfer``)
      -> ``folds/fold<k>/result.json`` + predictions
   -> ``transfer.report``: mean +- std over folds, baselines, the paper's rows -> ``results.json``,
-     ``table.md``, ``predictions.csv``.
+     ``table.md``, ``predictions.csv``; a regression's calibrated EF intervals (``transfer.intervals``:
+     fitted on each fold's validation videos, else cross-fitted on the other folds' tested videos).
 
 Nothing here branches on a dataset: what differs between CAMUS, HMC-QU and any other task is in its
 record, what differs between probing and fine-tuning in ``transfer.steps.MODES``.
@@ -59,7 +60,7 @@ from coreecho_jax.checkpoints import manager as ckpt_lib
 from coreecho_jax.data.transfer import cycles
 from coreecho_jax.data.transfer.folds import Fold
 from coreecho_jax.errors import ConfigError, DataError
-from coreecho_jax.evaluation import plots
+from coreecho_jax.evaluation import conformal, plots
 from coreecho_jax.evaluation import steps as eval_steps
 from coreecho_jax.evaluation import transfer as transfer_eval
 from coreecho_jax.evaluation.results import json_ready, write_json
@@ -71,6 +72,7 @@ from coreecho_jax.train import loop as train_loop
 from coreecho_jax.train import mesh as mesh_lib
 from coreecho_jax.train import steps as train_steps
 from coreecho_jax.train.writer import MetricWriter
+from coreecho_jax.transfer import intervals as transfer_intervals
 from coreecho_jax.transfer import provenance, report, tasks
 from coreecho_jax.transfer import steps as transfer_steps
 from coreecho_jax.transfer.data import PreparedSet, prepare
@@ -374,6 +376,13 @@ class FoldRun:
             tested_epoch = best[1]
         names, labels, outputs = self.predict(model, self.test_rows)
         groups = [self.data.groups[i] for i in self.data.rows(tuple(names))]
+        val_predictions = []
+        if has_val:  # the tested model's outputs on the validation set: what its intervals are fitted on
+            val_names, val_labels, val_outputs = self.predict(model, self.val_rows)
+            val_predictions = [
+                {"name": n, "label": float(y), "output": float(o)}
+                for n, y, o in zip(val_names, val_labels, val_outputs)
+            ]
         return {
             "fold": self.fold.index,
             "sizes": {"train": len(self.fold.train), "val": len(self.fold.val), "test": len(self.fold.test)},
@@ -386,6 +395,7 @@ class FoldRun:
                 {"name": n, "label": float(y), "output": float(o), "group": g}
                 for n, y, o, g in zip(names, labels, outputs, groups)
             ],
+            "val_predictions": val_predictions,
             "inputs": self.inputs,
         }
 
@@ -488,18 +498,33 @@ def _check_batches(config: ml_collections.ConfigDict, mesh) -> None:
         raise ConfigError("\n".join(problems))
 
 
-def write_predictions_csv(results: Sequence[dict], path: Path) -> None:
-    """Every tested video of every fold: fold, name, group, label, output (EF % or MI probability)."""
+def write_predictions_csv(
+    results: Sequence[dict], path: Path, bounds: dict[str, tuple[float, float]] | None = None
+) -> None:
+    """Every tested video of every fold: fold, name, group, label, output (EF % or MI probability) and,
+    with ``bounds`` (a regression's calibrated intervals, :mod:`coreecho_jax.transfer.intervals`),
+    lower and upper (EF %; empty for a video without an interval)."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["fold", "name", "group", "label", "output"])
+        w.writerow(
+            ["fold", "name", "group", "label", "output", *(["lower", "upper"] if bounds is not None else [])]
+        )
         for r in results:
             for p in r["predictions"]:
-                w.writerow([r["fold"], p["name"], p["group"], p["label"], f"{p['output']:.6f}"])
+                row = [r["fold"], p["name"], p["group"], p["label"], f"{p['output']:.6f}"]
+                if bounds is not None:
+                    row += [f"{x:.4f}" for x in bounds[p["name"]]] if p["name"] in bounds else ["", ""]
+                w.writerow(row)
 
 
-def summarize(config: ml_collections.ConfigDict, data: PreparedSet, results: Sequence[dict]) -> dict:
-    """results.json's content: per-fold metrics, their mean +- std, the baseline, pooled metrics, table."""
+def summarize(
+    config: ml_collections.ConfigDict,
+    data: PreparedSet,
+    results: Sequence[dict],
+    intervals: transfer_intervals.Intervals | None = None,
+) -> dict:
+    """results.json's content: per-fold metrics, their mean +- std, the baseline, pooled metrics, table
+    and, with ``intervals``, their summary (coverage, width, what each fold's were fitted on)."""
     task = tasks.get(data.task)
     n = len(results)
     model = report.summarize_folds([r["model"] for r in results])
@@ -522,9 +547,11 @@ def summarize(config: ml_collections.ConfigDict, data: PreparedSet, results: Seq
         "pooled_baseline": pooled_baseline,
         "paper_comparison": task.comparison,
         "per_fold": [
-            {k: v for k, v in r.items() if k not in ("predictions", "history", "inputs")} for r in results
+            {k: v for k, v in r.items() if k not in ("predictions", "val_predictions", "history", "inputs")}
+            for r in results
         ],
         "table": report.format_table(task, rows, n),
+        **({"intervals": intervals.summary} if intervals is not None else {}),
     }
 
 
@@ -568,20 +595,43 @@ def cross_validate(
         key = task.headline
         _say(f"fold {k}: {key} {result['model'][key]:.3f} (baseline {result['baseline'][key]:.3f})")
     provenance.check_tested_once(results, data.names)
-    summary = summarize(config, data, results)
+    intervals = interval_estimates(config, task, results)
+    summary = summarize(config, data, results, intervals)
     if jax.process_index() == 0:
-        _write_summary(task, summary, results, workdir)
+        _write_summary(task, summary, results, workdir, intervals)
     logging.info("transfer finished: %s", workdir)
     return summary
 
 
-def _write_summary(task: tasks.Task, summary: dict, results: Sequence[dict], workdir: Path) -> None:
-    """results.json, table.md, predictions.csv and (a regression) the pooled agreement plots; printed."""
+def interval_estimates(
+    config: ml_collections.ConfigDict, task: tasks.Task, results: Sequence[dict]
+) -> transfer_intervals.Intervals | None:
+    """The calibrated intervals of the tested videos when the task's kind has them (a regression), at
+    ``eval.interval_level`` (0.9 when the config has no such field)."""
+    if task.kind.intervals is None:
+        return None
+    level = float(config.eval.get("interval_level", conformal.DEFAULT_LEVEL))
+    return task.kind.intervals(results, level)
+
+
+def _write_summary(
+    task: tasks.Task,
+    summary: dict,
+    results: Sequence[dict],
+    workdir: Path,
+    intervals: transfer_intervals.Intervals | None = None,
+) -> None:
+    """results.json, table.md, predictions.csv and (a regression) the pooled agreement plots and the
+    intervals' line; printed."""
     write_json(summary, workdir / "results.json")
-    (workdir / "table.md").write_text(
-        f"{summary['table']}\n\n{summary['protocol']}. {summary['paper_comparison']}\n"
+    lines = [summary["table"], ""]
+    if intervals is not None:
+        lines += [intervals.line(), ""]
+    lines.append(f"{summary['protocol']}. {summary['paper_comparison']}")
+    (workdir / "table.md").write_text("\n".join(lines) + "\n")
+    write_predictions_csv(
+        results, workdir / "predictions.csv", intervals.bounds if intervals is not None else None
     )
-    write_predictions_csv(results, workdir / "predictions.csv")
     if task.kind.agreement_plots:  # predicted vs true and Bland-Altman of every tested video
         labels = [p["label"] for r in results for p in r["predictions"]]
         outputs = [p["output"] for r in results for p in r["predictions"]]
@@ -590,4 +640,6 @@ def _write_summary(task: tasks.Task, summary: dict, results: Sequence[dict], wor
         )
     print(f"\n{task.name} {summary['mode']} over folds {summary['folds']} ({workdir / 'results.json'})")
     print(summary["table"])
+    if intervals is not None:
+        print(intervals.line())
     print(summary["protocol"], flush=True)
