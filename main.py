@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from coreecho_jax import cli  # light: no jax or TensorFlow at import
+from coreecho_jax import cli, logs  # light: no jax or TensorFlow at import
 from coreecho_jax.errors import CoreEchoError
 
 FLAGS = flags.FLAGS
@@ -50,8 +50,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    if not FLAGS["verbosity"].present:  # library INFO logs (Orbax, TFDS) only when asked: -v 0
-        logging.set_verbosity(logging.WARNING)
+    logs.configure(FLAGS.verbosity)  # quiet; -v 1: library INFO logs and chatter, -v 2: DEBUG
 
     logging.info("config:\n%s", FLAGS.config)
     try:
