@@ -40,6 +40,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from coreecho_jax import logs
 from coreecho_jax.analysis import figures, gradcam, lv_focus, runs
 from coreecho_jax.errors import ConfigError, CoreEchoError
 from coreecho_jax.inference import video_clips
@@ -174,6 +175,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--video", default=None, help="EchoNet models: AVI/MP4/DICOM file to explain")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
+        "-v", "--verbosity", type=int, default=0, help="1: library INFO logs, 2: DEBUG (default 0: quiet)"
+    )
+    p.add_argument(
         "--stage",
         default=str(gradcam.DEFAULT_STAGE),
         help="encoder stage(s), comma-separated, e.g. 2,3,4 (module doc)",
@@ -243,6 +247,7 @@ def _explain_model(
         entry["same_encoder_as_first"] = same_encoder(trained.model, first.model)
     rows = {}
     for stage in stages:
+        logs.say(f"Grad-CAM of {trained.origin}, stage {stage}")
         if trained.fold is None:
             result, row = _explain_echonet(a, trained, out, stage)
         else:
@@ -252,9 +257,18 @@ def _explain_model(
     return entry, rows
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    """``python -m coreecho_jax.analysis.gradcam --checkpoint=... [--checkpoint=...] --out=DIR`` (module doc)."""
+def main(argv: Sequence[str] | None = None, *, configure_logs: bool = False) -> dict:
+    """``python -m coreecho_jax.analysis.gradcam --checkpoint=... [--checkpoint=...] --out=DIR`` (module doc);
+    ``configure_logs``: set up the process's log (:func:`logs.configure` at ``--verbosity``), as the
+    command line does. Ends with the ``wrote: ...`` line (:func:`logs.closing`)."""
     a, stages = parse_args(argv)
+    if configure_logs:
+        logs.configure(a.verbosity)
+    with logs.closing(a.out):
+        return _run(a, stages)
+
+
+def _run(a: argparse.Namespace, stages: list[int]) -> dict:
     given = load_config(a.config) if a.config else None
     models = [runs.load_run(given, c) for c in a.checkpoint]
     for trained in models:  # before computing anything
@@ -283,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     try:
-        main()
+        main(configure_logs=True)
     except CoreEchoError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
