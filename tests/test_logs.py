@@ -46,6 +46,7 @@ def quick_run(tmp_path_factory):
     return workdir, data, done
 
 
+@pytest.mark.slow  # a subprocess of main.py: the quick demo, compiled (~1-2 min on 2 cores)
 def test_a_quick_run_logs_one_line_per_epoch_and_no_library_chatter(quick_run):
     workdir, data, done = quick_run
     err = _lines(done.stderr)
@@ -106,6 +107,7 @@ def test_a_quick_run_logs_one_line_per_epoch_and_no_library_chatter(quick_run):
     assert results["small_run_note"] == logs.small_run_note(5)
 
 
+@pytest.mark.slow  # a subprocess of main.py: the quick demo, compiled (~1-2 min on 2 cores)
 def test_epochs_are_numbered_alike_in_the_log_metrics_results_and_checkpoints(quick_run):
     workdir, _, done = quick_run
     epochs = [EPOCH_LINE.match(line).groups() for line in _lines(done.stderr) if EPOCH_LINE.match(line)]
@@ -126,6 +128,7 @@ def test_epochs_are_numbered_alike_in_the_log_metrics_results_and_checkpoints(qu
     )
 
 
+@pytest.mark.slow  # a subprocess of main.py: the quick demo, compiled (~1-2 min on 2 cores)
 def test_verbosity_1_brings_the_library_info_and_chatter_back(quick_run):
     workdir, data, quiet = quick_run
     done = run_main(
