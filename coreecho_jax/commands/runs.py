@@ -88,7 +88,7 @@ SPECS = {
     "train": Spec(_define_train, _train, required=("workdir",)),
     "transfer": Spec(_define_train, _transfer, required=("workdir",)),
     "evaluate": Spec(_define_evaluate, _evaluate, required=("workdir",)),
-    "predict": Spec(_define_predict, _predict, required=("video",)),
+    "predict": Spec(_define_predict, _predict, required=("video",), writes=False),
     "embed": Spec(_define_embed, _embed, required=("workdir",)),
     "data": Spec(_define_data, _data, required=("workdir",)),
 }

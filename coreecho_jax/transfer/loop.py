@@ -52,9 +52,8 @@ import numpy as np
 from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
-from tqdm import tqdm
 
-from coreecho_jax import config_check, seeds
+from coreecho_jax import config_check, logs, seeds
 from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.checkpoints import manager as ckpt_lib
 from coreecho_jax.data.transfer import cycles
@@ -81,9 +80,15 @@ from coreecho_jax.transfer.data import PreparedSet, prepare
 ARCHITECTURE_FIELDS = ("preset", "dims", "depth", "head_dim", "mlp_ratio")
 
 
-def _say(line: str) -> None:
-    if jax.process_index() == 0:
-        tqdm.write(line)
+def numbered_from_one(result: dict) -> dict:
+    """A fold's ``result.json`` in today's numbering (epochs from 1, :mod:`coreecho_jax.train.epochs`):
+    one written before (its history starts at epoch 0) gets ``tested_epoch`` and each history
+    record's ``epoch`` one more; any other comes back as it is."""
+    history = result.get("history") or []
+    if not history or history[0].get("epoch") != 0:
+        return result
+    renumbered = [{**r, "epoch": r["epoch"] + 1} for r in history]
+    return {**result, "tested_epoch": int(result["tested_epoch"]) + 1, "history": renumbered}
 
 
 def parse_folds(value: Any, n_folds: int) -> list[int]:
@@ -125,7 +130,7 @@ def resolve_model(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     ]
     if not changed:
         return config
-    _say(f"the architecture of transfer.init's run is trained ({'; '.join(changed)})")
+    logs.say(f"the architecture of transfer.init's run is trained ({'; '.join(changed)})")
     resolved = copy.deepcopy(config)
     resolved.model = model
     return resolved
@@ -286,7 +291,10 @@ class FoldRun:
             process_index=jax.process_index(),
             process_count=jax.process_count(),
         )
-        return self.evaluator.predict(lambda b: host_fn(b["video"]), batches)
+        predict = logs.first_call_compiles(
+            f"fold {self.fold.index} evaluation step", lambda b: host_fn(b["video"])
+        )
+        return self.evaluator.predict(predict, batches)
 
     # ---------------------------------------------------------------------------------- provenance
     def stale_reason(self) -> str | None:
@@ -311,7 +319,7 @@ class FoldRun:
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"coreecho_jax stale fold {self.fold.index}")
         logging.warning("fold %d: %s; computed again (the old folder is %s)", self.fold.index, reason, target)
-        _say(f"fold {self.fold.index}: computed from other data ({reason}); computing it again")
+        logs.say(f"fold {self.fold.index}: computed from other data ({reason}); computing it again")
         return {"because": reason, "old_folder": str(target)}
 
     def with_metrics(self, result: dict) -> dict:
@@ -335,8 +343,8 @@ class FoldRun:
         reason = self.stale_reason()
         recomputed = self.set_aside(reason, recompute_stale) if reason else None
         if recomputed is None and done.is_file():
-            _say(f"fold {self.fold.index}: finished earlier ({done})")
-            return self.with_metrics(json.loads(done.read_text()))
+            logs.say(f"fold {self.fold.index}: finished earlier ({done})")
+            return self.with_metrics(numbered_from_one(json.loads(done.read_text())))
         if jax.process_index() == 0:
             self.dir.mkdir(parents=True, exist_ok=True)
             write_json(self.inputs, self.dir / provenance.INPUTS_FILE)
@@ -364,12 +372,12 @@ class FoldRun:
         if restored is not None:
             ckpt_lib.load_model_state_dict(model, restored["model"])
             ckpt_lib.load_optimizer_state_dict(optimizer, restored["opt"])
-            _say(f"fold {self.fold.index}: resuming after epoch {epochs.start}")
+            logs.say(f"fold {self.fold.index}: resuming after epoch {epochs.start}")
         self._replicate(model, optimizer)
         self.train(model, optimizer, epochs)
         has_val = len(self.val_rows) > 0
         best = epochs.finish({"model": ckpt_lib.model_state_dict(model)} if has_val else None)
-        tested_epoch = int(self.hp.epochs) - 1
+        tested_epoch = int(self.hp.epochs)  # the last epoch's number (from 1)
         if best is not None:
             ckpt_lib.load_model_state_dict(model, best[0]["model"])
             self._replicate(model)
@@ -406,38 +414,39 @@ class FoldRun:
         )
         total = int(self.hp.epochs)
         writer = MetricWriter(self.dir) if jax.process_index() == 0 else None
-        bar = tqdm(
+        bar = logs.progress(
+            desc=f"fold {self.fold.index} ({self.mode.name})",
             total=total * steps_per_epoch,
             initial=epochs.start * steps_per_epoch,
-            desc=f"fold {self.fold.index} ({self.mode.name})",
-            leave=False,
-            disable=jax.process_index() != 0,
         )
-        run_step = train_steps.bind(transfer_steps.transfer_step, model, optimizer)
-        for epoch in epochs.remaining(total):
-            rng_lib.reseed(
-                model, seeds.derive(int(self.config.seed), self.fold.index, epoch, seeds.TRANSFER_DROPOUT)
-            )
-            record: dict[str, Any] = {
-                "epoch": epoch,
-                "loss": self.train_epoch(run_step, epoch, steps_per_epoch, bar),
-            }
-            score = None
-            if len(self.val_rows):
-                _, labels, outputs = self.predict(model, self.val_rows)
-                score = record["val_score"] = self.evaluator.selection_score(labels, outputs)
-            epochs.save(epoch, record, self._state(model, optimizer), score)
-            if writer is not None:
-                writer.write(
-                    (epoch + 1) * steps_per_epoch, {f"epoch/{k}": v for k, v in record.items()}, epoch=epoch
+        step = train_steps.bind(transfer_steps.transfer_step, model, optimizer)
+        run_step = logs.first_call_compiles(f"fold {self.fold.index} training step", step)
+        with bar:
+            for epoch in epochs.remaining(total):  # from 0; records, JSON and checkpoints number from 1
+                rng_lib.reseed(
+                    model, seeds.derive(int(self.config.seed), self.fold.index, epoch, seeds.TRANSFER_DROPOUT)
                 )
-        bar.close()
+                record: dict[str, Any] = {
+                    "epoch": epoch + 1,
+                    "loss": self.train_epoch(run_step, epoch, steps_per_epoch, bar),
+                }
+                score = None
+                if len(self.val_rows):
+                    _, labels, outputs = self.predict(model, self.val_rows)
+                    score = record["val_score"] = self.evaluator.selection_score(labels, outputs)
+                epochs.save(epoch, record, self._state(model, optimizer), score)
+                if writer is not None:
+                    writer.write(
+                        (epoch + 1) * steps_per_epoch,
+                        {f"epoch/{k}": v for k, v in record.items()},
+                        epoch=epoch + 1,
+                    )
         if writer is not None:
             writer.close()
 
-    def train_epoch(self, run_step, epoch: int, steps_per_epoch: int, bar: tqdm) -> float:
-        """One epoch of at most ``steps_per_epoch`` steps; its mean loss. FloatingPointError when it is not
-        finite (the last good checkpoint is kept)."""
+    def train_epoch(self, run_step, epoch: int, steps_per_epoch: int, bar: Any) -> float:
+        """One epoch (index ``epoch``, from 0) of at most ``steps_per_epoch`` steps; its mean loss.
+        FloatingPointError when it is not finite (the last good checkpoint is kept)."""
         augment = (
             cycles.AffineSpec(
                 float(self.config.data.affine_degrees),
@@ -471,7 +480,7 @@ class FoldRun:
         loss = float(np.mean(jax.device_get(losses)))
         if not np.isfinite(loss):
             raise FloatingPointError(
-                f"non-finite loss in fold {self.fold.index}, epoch {epoch}; the last good checkpoint is "
+                f"non-finite loss in fold {self.fold.index}, epoch {epoch + 1}; the last good checkpoint is "
                 f"kept in {self.dir / 'checkpoints'}"
             )
         return loss
@@ -552,7 +561,14 @@ def summarize(
         ],
         "table": report.format_table(task, rows, n),
         **({"intervals": intervals.summary} if intervals is not None else {}),
+        **_small_run(results),
     }
+
+
+def _small_run(results: Sequence[dict]) -> dict:
+    """``{"small_run_note": ...}`` when the folds tested too few videos to mean anything, else ``{}``."""
+    note = logs.small_run_note(sum(len(r["predictions"]) for r in results))
+    return {"small_run_note": note} if note else {}
 
 
 def run_transfer(
@@ -561,11 +577,15 @@ def run_transfer(
     """Runs every chosen fold (module doc) with the config checked and the workdir held, as CoReEcho
     training does (:func:`coreecho_jax.train.loop.claimed_workdir`). ``config.json`` records the
     architecture that is trained (:func:`resolve_model`). ``allow_config_change`` also recomputes fold
-    folders computed from other data (:meth:`FoldRun.set_aside`)."""
+    folders computed from other data (:meth:`FoldRun.set_aside`). Ends with the ``wrote: ...`` line
+    (:func:`logs.closing`)."""
     config_check.check_config(config)
     check_setting(config)
     config = resolve_model(config)
-    with train_loop.claimed_workdir(config, workdir, allow_config_change=allow_config_change) as held:
+    with (
+        logs.closing(workdir),
+        train_loop.claimed_workdir(config, workdir, allow_config_change=allow_config_change) as held,
+    ):
         return cross_validate(config, held, recompute_stale=allow_config_change)
 
 
@@ -578,13 +598,13 @@ def cross_validate(
     _check_batches(config, mesh)
     data = _prepare(config, workdir)
     task = tasks.get(data.task)
-    _say(
+    logs.say(
         data.source
         + (f"; {len(data.skipped)} videos left out (see preparation_report.json)" if data.skipped else "")
     )
     chosen = parse_folds(config.transfer.folds, len(data.folds))
     check_folds(config, data, chosen)
-    _say(protocol_line(config, data, chosen))
+    logs.say(protocol_line(config, data, chosen))
     digests = provenance.video_digests(data)
     results = []
     for k in chosen:
@@ -593,7 +613,7 @@ def cross_validate(
         )
         results.append(result)
         key = task.headline
-        _say(f"fold {k}: {key} {result['model'][key]:.3f} (baseline {result['baseline'][key]:.3f})")
+        logs.say(f"fold {k}: {key} {result['model'][key]:.3f} (baseline {result['baseline'][key]:.3f})")
     provenance.check_tested_once(results, data.names)
     intervals = interval_estimates(config, task, results)
     summary = summarize(config, data, results, intervals)
@@ -627,6 +647,9 @@ def _write_summary(
     lines = [summary["table"], ""]
     if intervals is not None:
         lines += [intervals.line(), ""]
+    note = summary.get("small_run_note")
+    if note:
+        lines += [note, ""]
     lines.append(f"{summary['protocol']}. {summary['paper_comparison']}")
     (workdir / "table.md").write_text("\n".join(lines) + "\n")
     write_predictions_csv(
@@ -639,6 +662,8 @@ def _write_summary(
             labels, outputs, workdir, task.name, title=f"{task.title} {summary['mode']}, folds pooled"
         )
     print(f"\n{task.name} {summary['mode']} over folds {summary['folds']} ({workdir / 'results.json'})")
+    if note:
+        print(note)
     print(summary["table"])
     if intervals is not None:
         print(intervals.line())

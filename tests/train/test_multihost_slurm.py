@@ -37,10 +37,11 @@ def test_main_py_under_srun_trains_the_quick_demo_into_one_workdir(tmp_path):
     procs = [Process(f"p{i}", args, clean_env(**slurm_env(i, 2, port)), tmp_path) for i in range(2)]
     assert_all_succeeded(procs, timeout=900)
 
-    # Process 0 alone speaks and writes: the epoch lines and the table once, each metrics row once.
+    # Process 0 alone speaks and writes: the epoch lines (the log, stderr) and the table (stdout) once,
+    # each metrics row once.
     out0, out1 = procs[0].stdout, procs[1].stdout
-    assert "Test results (" in out0 and "stage 2 epoch 1/1" in out0
-    assert "Test results (" not in out1 and "epoch" not in out1
+    assert "Test results (" in out0 and "stage 2 epoch 1/1: loss" in procs[0].stderr
+    assert "Test results (" not in out1 and "epoch" not in out1 and "epoch" not in procs[1].stderr
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     keys = [(r["stage"], r["step"], any(k.startswith("epoch/") for k in r)) for r in records]
     assert sorted(keys) == [
