@@ -202,8 +202,19 @@ class Invocation:
     overrides: list[str]
 
     def run(self) -> Any:
-        """Runs the command; returns what its library call returns."""
-        return self.spec.run(self.flags, self.config)
+        """Runs the command; returns what its library call returns. A command that writes (a ``--workdir``,
+        ``--out`` or ``--root`` flag) ends with the ``wrote: ...`` line (:func:`coreecho_jax.logs.closing`)."""
+        from coreecho_jax import logs
+
+        roots = [self.flags[n].value for n in OUTPUT_FLAGS if n in self.flags and self.flags[n].value]
+        if not roots or not self.spec.writes:
+            return self.spec.run(self.flags, self.config)
+        with logs.closing(*roots):
+            return self.spec.run(self.flags, self.config)
+
+
+#: The flags that name where a command writes (the roots its closing ``wrote: ...`` line lists).
+OUTPUT_FLAGS = ("workdir", "out", "root")
 
 
 def config_overrides(argv: Sequence[str], flag: str = "config") -> tuple[str | None, list[str]]:
@@ -421,10 +432,12 @@ def fail(error: CoreEchoError) -> NoReturn:
 
 
 def _configure_logs() -> None:
-    """absl's log handler and level: library INFO logs (Orbax, TFDS) only when ``-v`` asks."""
-    logging.use_absl_handler()
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+    """The command's log (:func:`coreecho_jax.logs.configure`): quiet unless ``-v`` asks (``-v 1`` library
+    INFO logs and chatter, ``-v 2`` DEBUG)."""
+    from coreecho_jax import logs
+
+    verbosity = flags.FLAGS["verbosity"]
+    logs.configure(verbosity.value if verbosity.present else logs.QUIET)
 
 
 def _print_help(text: str) -> int:

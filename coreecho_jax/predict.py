@@ -26,7 +26,7 @@ a note says why there is no interval. ``ef_category`` is the guideline category 
 (:mod:`coreecho_jax.evaluation.categories`). The starts here are spread evenly while calibration draws
 them, so the spread may be distributed slightly differently from the calibration's.
 
-When the run workdir holds ``embeddings_train.npz`` of the same checkpoint (``--mode=embed
+When the run workdir holds ``embeddings_train.npz`` of the same checkpoint (``coreecho embed
 --splits=train``), the result also carries the distribution-shift score of the video's mean clip
 embedding: ``shift_distance`` and ``shift_percentile`` (:class:`coreecho_jax.inference.shift.ShiftIndex`,
 a heuristic).
@@ -89,7 +89,7 @@ def predict_file(
         NotAnEchoVideoError: a still image or a loop too short for a cardiac cycle.
         VideoReadError: a missing or unreadable file.
     """
-    checkpoint = Path(checkpoint).resolve()  # the origin ``--mode=embed`` records with its embeddings
+    checkpoint = Path(checkpoint).resolve()  # the origin ``coreecho embed`` records with its embeddings
     if weights_folder.is_weights_folder(checkpoint):
         weights_folder.read_folder(checkpoint)  # its files checked before its config.json is read
     # the run's clip settings first: a video that is no echo loop is refused before any model loads

@@ -156,7 +156,7 @@ def test_help_exits_0_from_another_directory(tmp_path):
     done = coreecho("predict", "--help", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "--video=VALUE: The AVI, MP4 or DICOM file. (required)" in done.stdout
-    assert "built-in: camus, camus_demo, demo, echonet, hmcqu, hmcqu_demo" in done.stdout
+    assert "built-in: camus, camus_demo, custom, custom_demo, demo, echonet, hmcqu, hmcqu_demo" in done.stdout
 
 
 @pytest.mark.parametrize("name", list(cli.COMMANDS))
@@ -202,7 +202,7 @@ def _one_error_line(argv: list[str], capsys) -> str:
         (["data", "--config=demo:quick", "--wrkdir=w"], "--wrkdir: unknown flag; did you mean --workdir?"),
         (["data", "--config=demo", "--workdir=w", "--config.sede=1"], "--config.sede: no such config field; did you"),
         (["data", "--config=demi", "--workdir=w"], "--config=demi: no built-in config 'demi' (built-in: camus,"),
-        (["data", "--workdir=w"], "--config is required: a built-in name (camus, camus_demo, demo,"),
+        (["data", "--workdir=w"], "--config is required: a built-in name (camus, camus_demo, custom, custom_"),
         (["data", "--config=demo:quick"], "--workdir is required: "),
         (["data", "--config=demo:quick", "--workdir=w", "extra"], "unexpected argument 'extra': coreecho data takes"),
         (["ablate", "--config=demo:quick", "--workdir=w", "--table=4"], "--table=4: value should be one of <2|3>"),

@@ -289,7 +289,16 @@ def test_the_fields_both_transfer_configs_have_come_from_the_base():
 
 # ------------------------------------------------------------------------------------------- the loader
 def test_the_built_in_names_are_the_config_files():
-    assert configs.names() == ["camus", "camus_demo", "demo", "echonet", "hmcqu", "hmcqu_demo"]
+    assert configs.names() == [
+        "camus",
+        "camus_demo",
+        "custom",
+        "custom_demo",
+        "demo",
+        "echonet",
+        "hmcqu",
+        "hmcqu_demo",
+    ]
     assert (REPO / "configs").resolve() == configs.FOLDER  # the checkout's configs/ is the package's
 
 
@@ -324,12 +333,12 @@ def test_a_file_of_ones_own_with_a_variant(tmp_path):
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("demi", "--config=demi: no built-in config 'demi' (built-in: camus, camus_demo, demo, echonet, hmcqu, "
-         "hmcqu_demo; or give a path to a .py file); did you mean demo?"),
+        ("demi", "--config=demi: no built-in config 'demi' (built-in: camus, camus_demo, custom, custom_demo, "
+         "demo, echonet, hmcqu, hmcqu_demo; or give a path to a .py file); did you mean demo?"),
         ("demo:slow", "--config=demo:slow: unknown variant 'slow'; known: demo:quick"),
         ("echonet:quick", "--config=echonet:quick: unknown variant 'quick'; known: none"),
         ("missing.py", "--config=missing.py: no such file (expected a Python file such as configs/demo.py, or a "
-         "built-in name: camus, camus_demo, demo, echonet, hmcqu, hmcqu_demo)"),
+         "built-in name: camus, camus_demo, custom, custom_demo, demo, echonet, hmcqu, hmcqu_demo)"),
     ],
 )  # fmt: skip
 def test_loader_errors_are_one_line(spec, message, tmp_path, monkeypatch):

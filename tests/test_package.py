@@ -28,7 +28,13 @@ from tests.paths import REPO
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 PROJECT = PYPROJECT["project"]
-EXTRAS = ("train", "transfer", "analysis", "dev")  # cuda12 is jax with other wheels; all is these three
+EXTRAS = (
+    "train",
+    "transfer",
+    "analysis",
+    "hub",
+    "dev",
+)  # cuda12 is jax with other wheels; all is the others but dev
 
 
 def _requirements(lines: list[str]) -> list[Requirement]:
@@ -126,7 +132,7 @@ def _modules_of(requirements: list[Requirement]) -> set[str]:
 def test_every_third_party_import_of_the_library_is_a_declared_dependency():
     imported = _third_party_imports()
     assert {"jax", "flax", "tensorflow", "cv2", "SimpleITK", "umap"} <= imported
-    assert not imported - _modules_of(_declared("train", "transfer", "analysis"))
+    assert not imported - _modules_of(_declared("train", "transfer", "analysis", "hub"))
 
 
 #: Runs ``coreecho`` once per argument (fields split by \x1f) and checks that no extra's module was imported.

@@ -35,6 +35,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from coreecho_jax import logs
 from coreecho_jax.analysis import figures, gradcam, lv_focus, runs
 from coreecho_jax.inference import video_clips
 
@@ -211,6 +212,7 @@ def _explain_model(
         entry["same_encoder_as_first"] = same_encoder(trained.model, first.model)
     rows = {}
     for stage in stages:
+        logs.say(f"Grad-CAM of {trained.origin}, stage {stage}")
         if trained.fold is None:
             result, row = _explain_echonet(a, trained, out, stage)
         else:

@@ -29,9 +29,12 @@ class Spec:
         run: ``(parsed flags, config or None) -> result``: the one library call.
         config: ``"required"``, ``"optional"`` or ``"none"``: whether it takes ``--config``.
         required: the flags that must be given.
+        writes: whether it writes files (then it ends with a ``wrote: ...`` line naming them); predict
+            only reads its ``--workdir``.
     """
 
     define: Callable[[flags.FlagValues], None]
     run: Callable[[flags.FlagValues, ml_collections.ConfigDict | None], Any]
     config: str = "required"
     required: tuple[str, ...] = ()
+    writes: bool = True

@@ -182,7 +182,7 @@ SPECS = {
     "train": Spec(_define_train, _train, required=("workdir",)),
     "transfer": Spec(_define_train, _transfer, required=("workdir",)),
     "evaluate": Spec(_define_evaluate, _evaluate, required=("workdir",)),
-    "predict": Spec(_define_predict, _predict, required=("video",)),
+    "predict": Spec(_define_predict, _predict, required=("video",), writes=False),
     "predict-folder": Spec(
         _define_predict_folder, _predict_folder, config="optional", required=("input", "out", "weights")
     ),

@@ -5,7 +5,8 @@ Each ``coreecho_jax/configs/<name>.py`` has ``get_config(arg=None)`` and comment
 
 * ``echonet``: the paper's EchoNet-Dynamic run; ``demo``: it on synthetic data (``demo:quick``).
 * ``transfer.py``: what the transfer configs share (no config itself); ``camus`` and ``hmcqu`` add each
-  dataset's own fields; ``camus_demo`` and ``hmcqu_demo`` shrink them (``:quick``).
+  dataset's own fields; ``camus_demo`` and ``hmcqu_demo`` shrink them (``:quick``); ``custom``: your own
+  cohort from a manifest CSV (``custom:classification``), ``custom_demo`` a synthetic one.
 
 :func:`load` reads ``--config=<spec>``: a built-in name (``demo``, ``demo:quick``, ``camus``), reachable
 from any directory, or a path to a Python file (``configs/demo.py:quick``, ``/my/own.py``) with a

@@ -23,9 +23,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.synthetic.n_videos = 20  # about 2/3 with masks: the set used
     if variant != "quick":
         # 150 recordings: ~100 with masks, 80 train / 20 test per fold. One hypokinetic segment (motion
-        # 0.1) is about a pixel of wall motion at 64 px and was not learned (README): here an infarct
-        # is an akinetic territory of 1-3 adjacent segments, as coronary territories are. Smaller
-        # batches and more steps than the CAMUS demo.
+        # 0.1) is about a pixel of wall motion at 64 px and was not learned (docs/transfer.md, The
+        # transfer demos): here an infarct is an akinetic territory of 1-3 adjacent segments, as
+        # coronary territories are. Smaller batches and more steps than the CAMUS demo.
         c.data.synthetic.n_videos = 150
         c.data.synthetic.mi_segments = (1, 3)
         c.data.synthetic.mi_segment_motion = 0.0

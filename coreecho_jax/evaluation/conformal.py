@@ -18,7 +18,7 @@ Choices, and why:
 
 * **Bins by predicted EF.** The true EF is unknown when the interval is needed, and the guarantee holds
   conditionally on what the bins are keyed on. Coverage per *true* category is not guaranteed: a truly
-  reduced heart predicted at 45 gets the mildly-reduced bin's width (``--mode=evaluate`` reports the
+  reduced heart predicted at 45 gets the mildly-reduced bin's width (``coreecho evaluate`` reports the
   coverage per predicted bin, the one the method promises).
 * **sigma = s + beta, beta = :data:`SPREAD_FLOOR` = 1 EF point, fixed.** The K-clip spread is 0 with
   K = 1 or when the clips agree; ``max(s, eps)`` would make those scores huge (one such calibration
@@ -40,7 +40,7 @@ Choices, and why:
   distributed slightly differently from the calibration's.
 
 **A calibration set of your own** (labelled videos of your population, as the test split of a data
-root): ``--mode=evaluate`` of the trained model on them writes ``test_predictions_evaluate.csv`` and
+root): ``coreecho evaluate`` of the trained model on them writes ``test_predictions_evaluate.csv`` and
 ``results_evaluate.json``; ``coreecho calibrate --workdir=EVAL_WORKDIR
 --out=RUN/calibration.json [--level=0.9]`` fits on those predictions (:func:`fit_from_evaluation`; the CSV
 holds them to 4 decimals, 0.0001 EF points).
@@ -443,7 +443,7 @@ RESULTS_JSON = "results_evaluate.json"
 
 
 def fit_from_evaluation(workdir: str | Path, level: float = DEFAULT_LEVEL) -> Calibration:
-    """A calibration fitted on the videos a ``--mode=evaluate`` run predicted: ``<workdir>/``
+    """A calibration fitted on the videos a ``coreecho evaluate`` run predicted: ``<workdir>/``
     :data:`PREDICTIONS_CSV` (``EF``, ``EF_pred``, ``EF_pred_std``, ``EF_pred_clip_<k>``) and, for the
     weights and K it belongs to, ``<workdir>/`` :data:`RESULTS_JSON` (``weights_sha256``, ``checkpoint``).
 

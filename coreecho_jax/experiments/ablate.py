@@ -55,7 +55,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from coreecho_jax import config_check
+from coreecho_jax import config_check, logs
 from coreecho_jax.errors import ConfigError
 from coreecho_jax.evaluation.results import write_json
 from coreecho_jax.train import workdir as workdir_lib
@@ -267,9 +267,10 @@ def run_table(
     seeds: int = 3,
     init_from: str = "",
     train_fn: TrainFn | None = None,
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] = logs.say,
 ) -> dict[str, Any]:
-    """Runs (or reads back) every row and seed of a table; writes ``table<k>.md`` and ``.json``.
+    """Runs (or reads back) every row and seed of a table; writes ``table<k>.md`` and ``.json``; ends
+    with the ``wrote: ...`` line (:func:`logs.closing`) and prints the table on stdout.
 
     Args:
         config: the user's config (with its overrides); seeds are ``config.seed + 0 .. seeds - 1``.
@@ -278,7 +279,7 @@ def run_table(
         seeds: runs per row (the paper: 3).
         init_from: Kinetics-400 UniFormer weights for Table 2's K400 rows ("" skips them).
         train_fn: ``(config, workdir) -> results`` (default: the training loop; for tests).
-        say: where the one line per run goes.
+        say: where the one line per run goes (default: the log, :func:`logs.say`).
 
     Returns:
         The table as written to ``table<k>.json``.
@@ -295,53 +296,82 @@ def run_table(
     first_seed = int(config.seed)
     rows = []
     t_all = time.perf_counter()
-    for row in table.rows:
-        entry: dict[str, Any] = {"row": row.slug, "marks": dict(zip(table.columns, row.marks)), "runs": []}
-        for seed in range(first_seed, first_seed + seeds):
-            overrides, why = row_overrides(table, row, seed=seed, workdir=workdir, init_from=init_from)
-            if overrides is None:
-                entry["skipped"] = why
-                say(f"table {table.number} {row.slug}: skipped ({why})")
-                break
-            target = run_dir(workdir, table.number, row.slug, seed)
-            run_config = row_config(config, overrides)
-            own, t0 = target, time.perf_counter()
-            if not (target / workdir_lib.RESULTS_FILE).exists():
-                target = _finished_twin(target, run_config) or target
-            check_saved_config(target, run_config)  # finished or not: before reading or resuming it
-            if (target / workdir_lib.RESULTS_FILE).exists():
-                results = _read_results(target / workdir_lib.RESULTS_FILE)
-                how = "finished earlier" if target == own else f"read from {target.relative_to(workdir)}"
-            else:
-                say(f"table {table.number} {row.slug} seed {seed}: training in {target}")
-                results, how = train_fn(run_config, target), f"{time.perf_counter() - t0:.0f} s"
-            run = {"seed": seed, "workdir": str(target), **{k: results.get(k) for k, _ in METRICS}}
-            run["overrides"] = {k: v for k, v in overrides.items() if k != "seed"}
-            entry["runs"].append(run)
-            say(
-                f"table {table.number} {row.slug} seed {seed}: "
-                + "  ".join(f"{name} {_number(run[k])}" for k, name in METRICS)
-                + f"  ({how})"
-            )
-        for key, _ in METRICS:
-            entry[key] = _stats([r[key] for r in entry["runs"]]) if entry["runs"] else None
-        entry["paper_r2_x100"] = {"mean": row.paper_r2[0], "std": row.paper_r2[1], "n": 3}
-        rows.append(entry)
-    out = {
-        "table": table.number,
-        "caption": table.caption,
-        "columns": [*table.columns, *(name for _, name in METRICS), "R2 (paper)"],
-        "seeds": list(range(first_seed, first_seed + seeds)),
-        "rows": rows,
-        "note": table.note,
-    }
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_json(out, workdir / f"table{table.number}.json")
-    markdown = format_table(out)
-    (workdir / f"table{table.number}.md").write_text(markdown)
-    say(f"table {table.number}: {time.perf_counter() - t_all:.0f} s; {workdir / f'table{table.number}.md'}")
-    say(markdown)
+    with (
+        logs.closing(workdir),
+        logs.progress(desc=f"table {table.number}", total=len(table.rows) * seeds, unit="run") as bar,
+    ):
+        for row in table.rows:
+            entry: dict[str, Any] = {
+                "row": row.slug,
+                "marks": dict(zip(table.columns, row.marks)),
+                "runs": [],
+            }
+            for seed in range(first_seed, first_seed + seeds):
+                overrides, why = row_overrides(table, row, seed=seed, workdir=workdir, init_from=init_from)
+                if overrides is None:
+                    entry["skipped"] = why
+                    say(f"table {table.number} {row.slug}: skipped ({why})")
+                    bar.update(first_seed + seeds - seed)
+                    break
+                run_config = row_config(config, overrides)
+                entry["runs"].append(
+                    _table_run(table, row, seed, workdir, run_config, overrides, train_fn, say)
+                )
+                bar.update(1)
+            for key, _ in METRICS:
+                entry[key] = _stats([r[key] for r in entry["runs"]]) if entry["runs"] else None
+            entry["paper_r2_x100"] = {"mean": row.paper_r2[0], "std": row.paper_r2[1], "n": 3}
+            rows.append(entry)
+        out = {
+            "table": table.number,
+            "caption": table.caption,
+            "columns": [*table.columns, *(name for _, name in METRICS), "R2 (paper)"],
+            "seeds": list(range(first_seed, first_seed + seeds)),
+            "rows": rows,
+            "note": table.note,
+        }
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_json(out, workdir / f"table{table.number}.json")
+        markdown = format_table(out)
+        (workdir / f"table{table.number}.md").write_text(markdown)
+        say(
+            f"table {table.number}: {time.perf_counter() - t_all:.0f} s; {workdir / f'table{table.number}.md'}"
+        )
+        print(markdown, flush=True)
     return out
+
+
+def _table_run(
+    table: Table,
+    row: Row,
+    seed: int,
+    workdir: Path,
+    run_config: ml_collections.ConfigDict,
+    overrides: Mapping[str, Any],
+    train_fn: TrainFn,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """One (row, seed) of :func:`run_table`: trained, resumed or read back (its own folder's or a
+    finished twin's results); its entry in the table's ``runs``."""
+    target = run_dir(workdir, table.number, row.slug, seed)
+    own, t0 = target, time.perf_counter()
+    if not (target / workdir_lib.RESULTS_FILE).exists():
+        target = _finished_twin(target, run_config) or target
+    check_saved_config(target, run_config)  # finished or not: before reading or resuming it
+    if (target / workdir_lib.RESULTS_FILE).exists():
+        results = _read_results(target / workdir_lib.RESULTS_FILE)
+        how = "finished earlier" if target == own else f"read from {target.relative_to(workdir)}"
+    else:
+        say(f"table {table.number} {row.slug} seed {seed}: training in {target}")
+        results, how = train_fn(run_config, target), f"{time.perf_counter() - t0:.0f} s"
+    run = {"seed": seed, "workdir": str(target), **{k: results.get(k) for k, _ in METRICS}}
+    run["overrides"] = {k: v for k, v in overrides.items() if k != "seed"}
+    say(
+        f"table {table.number} {row.slug} seed {seed}: "
+        + "  ".join(f"{name} {_number(run[k])}" for k, name in METRICS)
+        + f"  ({how})"
+    )
+    return run
 
 
 def _number(value: float | None, digits: int = 2) -> str:

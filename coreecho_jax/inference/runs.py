@@ -39,7 +39,7 @@ class TrainedModel:
     Attributes:
         model: the CoReEcho encoder with its head (EchoNet/CAMUS: EF in %; HMC-QU: the MI logit).
         config: the config that trained it (a copy; runtime model fields may be the given config's).
-        origin: what was loaded, in a line (for logs and reports; ``--mode=embed`` records it).
+        origin: what was loaded, in a line (for logs and reports; ``coreecho embed`` records it).
         source: the path that was loaded (run workdir, ``.pth``, imported folder, transfer fold folder).
         task: ``"echonet"``, ``"camus"`` or ``"hmcqu"``.
         workdir: the run workdir (EchoNet run) or the transfer workdir; None for ``.pth`` / imported.

@@ -9,7 +9,7 @@ Quick start (a weights folder, or a Hugging Face Hub id once ``huggingface_hub``
     for r in m.predict_many(paths): print(r.path, r.ef, r.error)
 
 * :mod:`.export`: ``export_weights(source, folder)`` from a run workdir, a CoReEcho ``best.pth`` or the
-  Kinetics-400 UniFormer ``.pth``; the command ``python -m coreecho_jax.weights.export``.
+  Kinetics-400 UniFormer ``.pth``; the command ``coreecho export-weights``.
 * :mod:`.api`: ``from_pretrained``, the model object (:class:`~.api.EchoModel`) and its results.
 * :mod:`.hub`: a Hub id to a local snapshot (offline when ``HF_HUB_OFFLINE=1`` or ``local_files_only``).
 * :mod:`.card`: the model card.

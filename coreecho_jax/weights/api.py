@@ -54,7 +54,7 @@ class Prediction:
         ef_per_clip, clip_starts: each clip's EF and first frame.
         clip_spread: standard deviation of the K clip EFs.
         shift_percentile, shift_distance: the distribution-shift score when the model has training
-            embeddings (a run workdir after ``--mode=embed``), else None.
+            embeddings (a run workdir after ``coreecho embed``), else None.
         crop, crop_box: how the frame was cropped (``region``/``sector``/``none``; x0, y0, x1, y1 px).
         num_frames, fps: the video read.
         notes: sentences worth reading; flags: their codes (:data:`coreecho_jax.predict.FLAGS`).
@@ -311,6 +311,6 @@ def from_pretrained(
     else:
         raise weights_folder.WeightsError(
             f"{name}: not a weights folder (no {weights_folder.MANIFEST_FILE}) nor a run workdir (no "
-            f"{saved_config.RUN_CONFIG_FILE}); export one with python -m coreecho_jax.weights.export"
+            f"{saved_config.RUN_CONFIG_FILE}); export one with coreecho export-weights"
         )
     return EchoModel(trained, name)

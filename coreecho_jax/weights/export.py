@@ -14,11 +14,9 @@
 and writes ``model.safetensors``, ``config.json``, ``calibration.json`` (when one fits), ``README.md``
 (the model card, :mod:`.card`) and ``manifest.json``. The command::
 
-    python -m coreecho_jax.weights.export --source=runs/echonet --out=weights/echonet
-    python -m coreecho_jax.weights.export --source=best.pth --out=weights/official \\
-        --config=configs/echonet.py
-    python -m coreecho_jax.weights.export --source=uniformer_small_k400_16x8.pth --out=weights/k400 \\
-        --config=configs/echonet.py
+    coreecho export-weights --source=runs/echonet --out=weights/echonet
+    coreecho export-weights --source=best.pth --out=weights/official --config=echonet
+    coreecho export-weights --source=uniformer_small_k400_16x8.pth --out=weights/k400 --config=echonet
 
 (``main(argv)``; a ``--config.<field>=value`` overrides a field, e.g. the runtime model fields.)
 """
@@ -181,7 +179,7 @@ def _from_torch(source: Path, config: ml_collections.ConfigDict | None) -> tuple
             "metrics": (
                 "Not measured by this export. For the official checkpoint the CoReEcho paper reports MAE 3.90, "
                 "RMSE 5.13 and R2 82 (x 100) on the EchoNet-Dynamic TEST split with 3 clips per video. "
-                "Measure these weights with `python main.py --mode=evaluate --config=configs/echonet.py "
+                "Measure these weights with `coreecho evaluate --config=echonet "
                 "--checkpoint=<this folder> --workdir=<out>`."
             ),
             "licence": card.COREECHO_LICENCE,
@@ -215,7 +213,8 @@ def _calibration(source: Path, fingerprint: str, run_config: dict, has_head: boo
     if calibration is None:
         return None, (
             f"No `calibration.json` ({why}): predictions carry no interval. Fit one on labelled videos of "
-            f"your population (`python -m coreecho_jax.evaluation.conformal`) and put it in this folder."
+            f"your population (`coreecho evaluate`, then `coreecho calibrate --workdir=... --out=...`) and put it "
+            "in this folder."
         )
     return path, (
         f"`calibration.json`: split-conformal intervals at {100 * calibration.level:g} %, {k} clips per "

@@ -190,7 +190,7 @@ def test_the_command_defaults_and_options(tmp_path, recorded, capsys):
     argv = [f"--runs={runs[0]}", f"--out={tmp_path / 'old.png'}", "--splits=test", "--embedding=mean"]
     cli.main(["umap", *argv, "--n_neighbors=15", "--init=spectral", "--cmap=viridis"])
     assert [(c["n_neighbors"], c["init"]) for c in recorded] == [(11, "spectral")]  # 12 videos: clamped
-    assert "mean of 3 clip embeddings per video" in capsys.readouterr().out
+    assert "mean of 3 clip embeddings per video" in capsys.readouterr().err  # the log
     capsys.readouterr()
     for splits, line in (
         ("test,tset", "error: --splits=test,tset: expected a comma list of train, val, test"),

@@ -235,4 +235,5 @@ def test_the_command_trains_two_rows_writes_the_table_and_resumes(tmp_path):
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ)
     assert again.returncode == 0, again.stderr[-3000:]
     assert [p.stat().st_mtime_ns for p in results] == mtimes
-    assert again.stdout.count("finished earlier") == 2 and "training in" not in again.stdout
+    assert again.stderr.count("finished earlier") == 2 and "training in" not in again.stderr  # the log
+    assert "| ✓ |  |  |  | " in again.stdout  # the table: the command's answer

@@ -36,7 +36,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from coreecho_jax import seeds
+from coreecho_jax import logs, seeds
 from coreecho_jax.data import echonet_layout as layout
 from coreecho_jax.data import synthetic
 from coreecho_jax.data.clips import ClipSpec
@@ -218,6 +218,9 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | Path) -> DataBundl
     workdir = Path(workdir)
     data_dir = data_dir_of(config)
     options = echonet_tfds.PrepareOptions.from_config(config.data)
+    logs.watch(data_dir / echonet_tfds.DATASET_NAME, summary=True)  # a preparation is "wrote: ..." too
+    if config.data.synthetic.enabled:
+        logs.watch(synthetic_root(config), summary=True)
 
     def build() -> tuple[Path, Any]:
         root = _source_root(config)

@@ -5,6 +5,7 @@
 - ``quality``: image-quality degradation (``degrade``).
 - ``echonet``: the EchoNet-Dynamic layout writer (``write_echonet_dataset``).
 - ``camus``, ``hmcqu``: the CAMUS (2019 mhd and 2023 NIfTI releases) and HMC-QU (Kaggle) layout writers.
+- ``manifest``: a cohort of your own (videos and ``manifest.csv``) for ``configs/custom_demo.py``.
 
 ``coreecho synthetic --dataset=echonet --root=DIR --n=512 --seed=0`` writes an EchoNet-Dynamic set.
 """
@@ -38,14 +39,17 @@ from coreecho_jax.data.synthetic.heart import (
     video_rng,
 )
 from coreecho_jax.data.synthetic.hmcqu import HmcQuSyntheticConfig, write_hmcqu_dataset
+from coreecho_jax.data.synthetic.manifest import ManifestSyntheticConfig, write_manifest_dataset
 from coreecho_jax.data.synthetic.quality import degrade
 
 __all__ = [
     "A4C_SEGMENTS",
     "CamusSyntheticConfig",
     "HmcQuSyntheticConfig",
+    "ManifestSyntheticConfig",
     "write_camus_dataset",
     "write_hmcqu_dataset",
+    "write_manifest_dataset",
     "CONTRACTION_LEVELS",
     "FORMAT_VERSION",
     "MASK_DIR",
