@@ -120,6 +120,12 @@ COMMANDS: dict[str, Command] = {
             "coreecho predict --config=demo --checkpoint=/tmp/coreecho_demo --video=clip.dcm",
         ),
         Command(
+            "predict-folder",
+            "runs",
+            "EF of every video in a folder or a CSV, one CSV row each with interval, quality flags, errors",
+            "coreecho predict-folder --weights=/weights/echonet --input=/data/echoes --out=preds.csv",
+        ),
+        Command(
             "embed",
             "runs",
             "encoder embeddings of splits, their continuity numbers and UMAP pictures",

@@ -7,10 +7,13 @@ is an error. The video goes through the same preparation as a user's own data an
 RGB or grey as the run was trained, unless it already is a square of EchoNet-Dynamic's frame size) and
 through the same clip sampler as evaluation (black end padding to ``frames * stride``, normalisation).
 The K starts are spread evenly over the valid start positions. The video is read and checked before
-the model is loaded. Nothing here imports training, transfer or TensorFlow code.
+the model is loaded (:func:`coreecho_jax.inference.quality.prepare`: a DICOM's header first, then the
+clips, then the share of colour pixels in the sector). Nothing here imports training, transfer or
+TensorFlow code.
 
 What is refused (:class:`~coreecho_jax.data.video.video_types.NotAnEchoVideoError`, one line naming the
-file): a still image (one frame, or frames that are all the same picture) and a loop too short to hold
+file): a DICOM object without pixel data (a structured report, ...) or with a single frame, a still
+image (one frame, or frames that are all the same picture) and a loop too short to hold
 a cardiac cycle: fewer than :func:`min_frames` frames, i.e. one cycle at 150 bpm (0.4 s, 20 frames at
 50 fps) or one clip span (``frames * stride``), whichever is fewer. A frame rate far from the training
 data's (EchoNet-Dynamic, ~50 fps) gives a warning: the clip then spans another stretch of time.
@@ -29,9 +32,11 @@ embedding: ``shift_distance`` and ``shift_percentile`` (:class:`coreecho_jax.inf
 a heuristic).
 
 ``flags`` lists the codes of :data:`FLAGS` that apply (a frame rate far from the training data's, a
-padded loop, no or an unbounded interval, a high shift percentile, ...): the notes' facts for tables and
-filters. Many videos of one model share a :class:`PredictionContext` (the calibration and the shift index,
-read once): ``coreecho_jax.from_pretrained(...).predict_many(paths)`` passes it to :func:`predict_clips`.
+padded loop, no or an unbounded interval, a high shift percentile, colour Doppler, ...): the notes' facts
+for tables and filters. A DICOM's result also carries ``dicom`` (its study, series and SOP instance UIDs,
+SOP class, modality, transfer syntax, number of ultrasound regions). Many videos of one model share a
+:class:`PredictionContext` (the calibration and the shift index, read once):
+``coreecho_jax.from_pretrained(...).predict_many(paths)`` passes it to :func:`predict_clips`.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from coreecho_jax.data.video.echo_loop import check_echo_loop, min_frames  # noq
 from coreecho_jax.evaluation import categories, conformal, multiclip
 from coreecho_jax.evaluation import steps as eval_steps
 from coreecho_jax.evaluation.evaluator import Evaluator, model_fingerprint
-from coreecho_jax.inference import runs, shift, video_clips, weights_folder
+from coreecho_jax.inference import quality, runs, shift, weights_folder
 from coreecho_jax.inference.runs import TrainedModel
 from coreecho_jax.inference.video_clips import VideoClips
 
@@ -89,9 +94,7 @@ def predict_file(
         weights_folder.read_folder(checkpoint)  # its files checked before its config.json is read
     # the run's clip settings first: a video that is no echo loop is refused before any model loads
     config = saved_config.inference_config(config, checkpoint)
-    prepared = video_clips.clips_for_video(
-        config, video_path, int(config.eval.n_clips), crop=crop, target_fps=target_fps
-    )
+    prepared = quality.prepare(config, video_path, int(config.eval.n_clips), crop=crop, target_fps=target_fps)
     return predict_clips(runs.load_run(config, checkpoint), prepared)
 
 
@@ -105,6 +108,10 @@ FLAGS = {
     "no_interval": "no calibration.json fitted for these weights and K: no EF interval",
     "interval_unbounded": "the calibration bin of this EF had too few videos: interval [0, 100]",
     "far_from_training": f"shift percentile >= {SHIFT_FLAG_PERCENTILE:g}: the video looks unlike the training data",
+    "colour_doppler": (
+        f"colour in at least {quality.COLOUR_DOPPLER_FRACTION:.0%} of the sector's pixels: colour Doppler, "
+        "while the model was trained on B-mode (grey) loops"
+    ),
 }
 
 
@@ -186,6 +193,8 @@ def predict_clips(
         },
         "crop": video.metadata.get("crop_mode"),
         "crop_box": list(video.metadata["crop_box"]),
+        **({"dicom": dict(video.metadata["dicom"])} if "dicom" in video.metadata else {}),
+        "colour_fraction": video.metadata.get("colour_fraction"),
         "notes": notes,
         "flags": _flags(prepared, context, ef, shift_score.get("shift_percentile")),
         **shift_score,
@@ -209,6 +218,7 @@ def _flags(
         "interval_unbounded": calibration is not None
         and calibration.undefined_reason(int(calibration.bins(ef))) is not None,
         "far_from_training": percentile is not None and percentile >= SHIFT_FLAG_PERCENTILE,
+        "colour_doppler": (video.metadata.get("colour_fraction") or 0.0) >= quality.COLOUR_DOPPLER_FRACTION,
     }
     return [code for code in FLAGS if on[code]]
 

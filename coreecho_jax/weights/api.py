@@ -36,7 +36,7 @@ from coreecho_jax.data.video import video_io
 from coreecho_jax.errors import CoreEchoError, DataError
 from coreecho_jax.evaluation import steps as eval_steps
 from coreecho_jax.evaluation.evaluator import model_fingerprint
-from coreecho_jax.inference import runs, video_clips, weights_folder
+from coreecho_jax.inference import compile_cache, quality, runs, weights_folder
 from coreecho_jax.inference.video_clips import VideoClips
 from coreecho_jax.weights import hub
 
@@ -58,6 +58,10 @@ class Prediction:
         crop, crop_box: how the frame was cropped (``region``/``sector``/``none``; x0, y0, x1, y1 px).
         num_frames, fps: the video read.
         notes: sentences worth reading; flags: their codes (:data:`coreecho_jax.predict.FLAGS`).
+        study_uid, series_uid, sop_uid: a DICOM's StudyInstanceUID, SeriesInstanceUID and
+            SOPInstanceUID (None for other files or when absent).
+        colour_fraction: the largest share of the sector's pixels in colour in a frame
+            (:func:`coreecho_jax.inference.quality.colour_fraction`; ``colour_doppler`` flags it).
     """
 
     path: str
@@ -78,6 +82,10 @@ class Prediction:
     notes: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
     error: str | None = None
+    study_uid: str | None = None
+    series_uid: str | None = None
+    sop_uid: str | None = None
+    colour_fraction: float | None = None
     record: Mapping[str, Any] = dataclasses.field(
         default_factory=lambda: types.MappingProxyType({}), repr=False, compare=False
     )
@@ -96,6 +104,7 @@ class Prediction:
     def from_record(cls, path: str | Path, record: Mapping[str, Any]) -> Prediction:
         """The typed view of a :func:`coreecho_jax.predict.predict_clips` result."""
         interval = record.get("ef_interval")
+        uids = record.get("dicom", {})
         return cls(
             path=str(path),
             ef=record["ef_mean"],
@@ -114,6 +123,10 @@ class Prediction:
             fps=record["fps"],
             notes=tuple(record["notes"]),
             flags=tuple(record["flags"]),
+            study_uid=uids.get("study_uid"),
+            series_uid=uids.get("series_uid"),
+            sop_uid=uids.get("sop_uid"),
+            colour_fraction=record.get("colour_fraction"),
             record=types.MappingProxyType(copy.deepcopy(dict(record))),
         )
 
@@ -167,10 +180,8 @@ class EchoModel:
     def prepare(
         self, path: str | Path, *, crop: video_io.CropMode | None = None, target_fps: float | None = None
     ) -> VideoClips:
-        """The video as this model's K clips (:func:`~coreecho_jax.inference.video_clips.clips_for_video`)."""
-        return video_clips.clips_for_video(
-            self.config, path, self.clips_per_video, crop=crop, target_fps=target_fps
-        )
+        """The video as this model's K clips and quality facts (:func:`coreecho_jax.inference.quality.prepare`)."""
+        return quality.prepare(self.config, path, self.clips_per_video, crop=crop, target_fps=target_fps)
 
     def _require_head(self) -> None:
         if not self.has_head:
@@ -186,10 +197,20 @@ class EchoModel:
             NotAnEchoVideoError, VideoReadError: a file that is no echo loop, or unreadable.
         """
         self._require_head()
-        prepared = self.prepare(path, crop=crop, target_fps=target_fps)
+        return self.predict_prepared(self.prepare(path, crop=crop, target_fps=target_fps))
+
+    def predict_prepared(self, prepared: VideoClips) -> Prediction:
+        """The EF of a video :meth:`prepare` gave (e.g. in another process: the folder command decodes
+        ahead of the model), the same as :meth:`predict` of its file.
+
+        Raises:
+            WeightsError: an encoder without an EF head.
+        """
+        self._require_head()
         if self._context is None:
             self._context = predict_lib.prediction_context(self.trained, self.clips_per_video)
-        return Prediction.from_record(path, predict_lib.predict_clips(self.trained, prepared, self._context))
+        record = predict_lib.predict_clips(self.trained, prepared, self._context)
+        return Prediction.from_record(prepared.path, record)
 
     def predict_many(
         self,
@@ -255,6 +276,7 @@ def from_pretrained(
     local_files_only: bool | None = None,
     cache_dir: str | Path | None = None,
     config: ml_collections.ConfigDict | None = None,
+    compilation_cache: compile_cache.CacheSetting = None,
 ) -> EchoModel:
     """The model a weights folder holds, ready to predict (module doc).
 
@@ -267,12 +289,18 @@ def from_pretrained(
         cache_dir: the Hub cache (default: huggingface_hub's).
         config: optional; its runtime model fields (``dtype``, ``attention``, ...) and ``eval.*`` are
             used, its clip settings must agree with the folder's.
+        compilation_cache: JAX's persistent compilation cache, so that the next process does not
+            compile the model again: a folder, False for off, None for the default
+            (:func:`coreecho_jax.inference.compile_cache.enable`: ``$COREECHO_COMPILE_CACHE``, else
+            ``<data home>/jax_compilation_cache``). Process-wide.
 
     Raises:
         WeightsError: see :func:`coreecho_jax.weights.hub.resolve` and
             :func:`coreecho_jax.inference.weights_folder.read_folder` (a changed file names itself);
             neither a weights folder nor a run workdir.
+        ConfigError: a ``compilation_cache`` (or ``$COREECHO_COMPILE_CACHE``) that is a file.
     """
+    compile_cache.enable(compilation_cache)
     folder, name = hub.resolve(
         path_or_hub_id, revision, local_files_only=local_files_only, cache_dir=cache_dir
     )

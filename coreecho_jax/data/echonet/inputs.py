@@ -41,19 +41,8 @@ from coreecho_jax.data import echonet_layout as layout
 from coreecho_jax.data import synthetic
 from coreecho_jax.data.clips import ClipSpec
 from coreecho_jax.data.echonet import echonet_tfds, pipeline, reader, start_indexes, tf_runtime
+from coreecho_jax.data.home import data_home
 from coreecho_jax.errors import ConfigError
-
-#: Environment variable naming the machine's shared data folder (see :func:`data_home`).
-DATA_HOME_ENV = "COREECHO_DATA_DIR"
-
-
-def data_home() -> Path:
-    """The folder prepared data is shared in: ``$COREECHO_DATA_DIR``, else ``$XDG_CACHE_HOME/coreecho_jax``,
-    else ``~/.cache/coreecho_jax`` (absolute; not created here)."""
-    if os.environ.get(DATA_HOME_ENV):
-        return Path(os.environ[DATA_HOME_ENV]).expanduser().absolute()
-    cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    return Path(cache).expanduser().absolute() / "coreecho_jax"
 
 
 def default_data_dir() -> Path:

@@ -332,3 +332,106 @@ def probe_dicom(path: str | os.PathLike) -> dict[str, Any]:
         "width": int(ds.get("Columns", 0) or 0),
         "fps_source": fps_source,
     }
+
+
+# ----------------------------------------------------------------------------- what a DICOM object is
+
+
+class DicomFacts(NamedTuple):
+    """What the header of a DICOM file says about its object (no pixel data decoded).
+
+    ``sop_class`` is the SOP class's name (or its UID when pydicom does not know it); the UIDs and
+    ``modality`` are None when absent; ``num_frames`` is NumberOfFrames (1 when absent); ``regions`` the
+    items of SequenceOfUltrasoundRegions; ``transfer_syntax`` the UID of the pixel data's encoding.
+    """
+
+    sop_class: str
+    modality: str | None
+    study_uid: str | None
+    series_uid: str | None
+    sop_uid: str | None
+    num_frames: int
+    has_pixels: bool
+    transfer_syntax: str | None
+    regions: int
+
+
+def dicom_facts(path: str | os.PathLike) -> DicomFacts:
+    """The :class:`DicomFacts` of a DICOM file, read from its header (the pixel data is not loaded).
+
+    Raises:
+        VideoReadError: a missing or unreadable file.
+    """
+    import pydicom  # local import: pydicom is only needed for DICOM input
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    if not path.exists():
+        raise VideoNotFoundError(f"{path}: file not found (expected a DICOM file)")
+    try:  # defer_size: PixelData stays on disk, but the dataset says whether it is there
+        ds = pydicom.dcmread(path, defer_size="1 KB", force=not is_dicom_file(path))
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as e:
+        raise VideoReadError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from e
+
+    def text(keyword: str) -> str | None:
+        value = ds.get(keyword)
+        return None if value in (None, "") else str(value)
+
+    sop_class = ds.get("SOPClassUID")
+    syntax = _transfer_syntax(ds)
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        frames = 1
+    return DicomFacts(
+        sop_class="unknown SOP class" if sop_class is None else str(getattr(sop_class, "name", sop_class)),
+        modality=text("Modality"),
+        study_uid=text("StudyInstanceUID"),
+        series_uid=text("SeriesInstanceUID"),
+        sop_uid=text("SOPInstanceUID"),
+        num_frames=frames,
+        has_pixels="PixelData" in ds,
+        transfer_syntax=None if syntax is None else str(syntax),
+        regions=len(ds.get("SequenceOfUltrasoundRegions", None) or []),
+    )
+
+
+def cine_refusal(facts: DicomFacts) -> str | None:
+    """Why a DICOM object cannot be an echo cine from its header alone: no pixel data (a structured
+    report, a key object, a presentation state, a DICOMDIR, ...); None for an image. (A single frame is
+    refused once decoded, as any still image: :func:`~coreecho_jax.data.video.echo_loop.check_echo_loop`.)"""
+    if not facts.has_pixels:
+        return f"a DICOM {facts.sop_class} object without pixel data, not an echo cine"
+    return None
+
+
+#: How a transfer syntax without a pydicom decoder is read: the encapsulated video streams go to FFmpeg.
+VIDEO_STREAM_DECODER = "FFmpeg (OpenCV)"
+
+
+def decoder_of(transfer_syntax: str) -> tuple[str | None, str | None]:
+    """``(decoder, None)``: what decodes pixel data of this transfer syntax here (``pydicom`` for native
+    data, the installed pydicom plugins, e.g. ``pillow``, or :data:`VIDEO_STREAM_DECODER`); else
+    ``(None, reason)``: no decoder is installed, and the reason names what to install."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID, MPEGTransferSyntaxes
+
+    uid = UID(transfer_syntax)
+    if uid in MPEGTransferSyntaxes:
+        return VIDEO_STREAM_DECODER, None
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        return None, f"transfer syntax {uid.name} ({uid}): pydicom has no decoder for it"
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies) or "a pydicom pixel data plugin"
+        return None, f"transfer syntax {uid.name} ({uid}): no decoder installed; install {missing}"
+    return ", ".join(decoder.available_plugins) or "pydicom", None
+
+
+def transfer_syntax_support() -> list[tuple[str, str, str | None, str | None]]:
+    """``(uid, name, decoder, reason)`` for every transfer syntax pydicom knows (:func:`decoder_of`): the
+    table of which compressed DICOM this installation reads, and with what."""
+    from pydicom.uid import UID, AllTransferSyntaxes
+
+    return [(str(uid), UID(uid).name, *decoder_of(uid)) for uid in sorted(AllTransferSyntaxes)]
