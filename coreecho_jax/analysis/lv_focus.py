@@ -172,6 +172,9 @@ def _summarise(rows: list[dict], **fields) -> dict:
 LV_UNDEFINED = {
     "hmcqu": "not defined: HMC-QU's masks outline the LV wall (myocardium), not the cavity, and have no "
     "reader here (the synthetic HMC-QU writes none)",
+    **dict.fromkeys(
+        ("custom_regression", "custom_classification"), "not defined: a manifest cohort has no LV masks"
+    ),
 }
 #: The parts of a transfer fold whose videos Grad-CAM can explain.
 FOLD_PARTS = ("train", "val", "test")
