@@ -41,21 +41,198 @@ the machine and every number.
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib.metadata
 import json
 import os
+import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from bench import prediction_inputs as pi
+import ml_collections
 
 #: The goals of issue 23 §4.
 GOAL_RATIO = 1.8
 GOAL_MEMORY_GROWTH = 0.10
+
+
+# ------------------------------------------------- inputs and facts (bench_predict_start uses them too)
+
+#: The card of a weights folder written by :func:`random_weights`.
+RANDOM_CARD = (
+    "# Randomly initialised weights (benchmark only)\n\n"
+    "Written by bench/bench_folder.py to time prediction; the EF these weights give means nothing.\n"
+)
+
+
+def machine() -> dict[str, Any]:
+    """The facts a benchmark's numbers depend on: cores, CPU model, Python, jax, the load average now."""
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "jax": importlib.metadata.version("jax"),
+        "load_average_before": list(os.getloadavg()),
+    }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :func:`platform.processor` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def header(argv: list[str]) -> dict[str, Any]:
+    """The results JSON's opening: the date (UTC), the exact command, the machine (load before)."""
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": "python -m " + " ".join(shlex.quote(a) for a in argv),
+        "machine": machine(),
+    }
+
+
+def config_of(name: str, overrides: dict[str, Any] | None = None) -> ml_collections.ConfigDict:
+    """The project config ``name`` (``echonet``: the paper's UniFormer-S and clips; ``demo``: the small
+    model and clips of the demo), with dotted ``overrides`` (``{"data.frames": 8}``)."""
+    from coreecho_jax import configs
+
+    config = configs.load(name)
+    for key, value in (overrides or {}).items():
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return config
+
+
+def random_weights(config: ml_collections.ConfigDict, folder: Path, seed: int = 0) -> Path:
+    """A weights folder (``coreecho export-weights``'s format) of ``config.model`` randomly initialised
+    with ``seed``; kept when it already exists with the same config."""
+    from coreecho_jax.errors import CoreEchoError
+    from coreecho_jax.evaluation.evaluator import model_fingerprint
+    from coreecho_jax.inference import weights_folder
+    from coreecho_jax.models.coreecho import build_model
+
+    model = build_model(config.model, seed=seed)
+    fingerprint = model_fingerprint(model)
+    folder_config = weights_folder.folder_config(
+        config.to_dict(),
+        model,
+        weights_sha256=fingerprint,
+        source={"kind": "random", "origin": f"seed {seed}"},
+    )
+    if weights_folder.is_weights_folder(folder):
+        try:
+            if weights_folder.read_folder(folder).weights_sha256 == fingerprint:
+                return folder
+        except CoreEchoError:  # a folder left half-written: written again
+            pass
+    return weights_folder.write_folder(folder, model, folder_config, RANDOM_CARD, force=True)
+
+
+def synthetic_videos(root: Path, n: int, *, min_frames: int, max_frames: int, seed: int = 0) -> list[Path]:
+    """``n`` synthetic cines (AVI, 112x112 grey, 50 fps) under ``root/Videos`` (the EchoNet-Dynamic
+    writer, :func:`coreecho_jax.data.synthetic.write_echonet_dataset`; kept when already written with
+    the same settings), sorted by name."""
+    from coreecho_jax.data import echonet_layout as layout
+    from coreecho_jax.data.synthetic import write_echonet_dataset
+
+    write_echonet_dataset(
+        root,
+        n_videos=n,
+        seed=seed,
+        min_frames=min_frames,
+        max_frames=max_frames,
+        with_tracings=False,
+        workers=max(1, (os.cpu_count() or 1)),
+        progress=False,
+    )
+    return sorted((root / layout.VIDEO_DIR).iterdir())
+
+
+def write_manifest(path: Path, videos: list[Path]) -> Path:
+    """A manifest CSV (``path`` column) naming ``videos``, for ``predict_folder``."""
+    path.write_text("path\n" + "".join(f"{v}\n" for v in videos))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ memory
+
+
+def tree_rss_bytes(root: int) -> int:
+    """The resident memory (bytes) of process ``root`` and all its descendants, from ``/proc`` (Linux).
+
+    Shared pages (the same library mapped by two processes) count once per process, as RSS does.
+    """
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, grew = {root}, True
+    while grew:
+        more = {pid for pid, ppid in parents.items() if ppid in tree} - tree
+        grew = bool(more)
+        tree |= more
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for pid in tree:
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+        except OSError:
+            continue  # ended between the listing and now
+    return total
+
+
+class PeakRss:
+    """The peak of :func:`tree_rss_bytes` of this process, sampled every ``interval`` s in a thread
+    (``with PeakRss() as peak: ...``; then ``peak.bytes``, ``peak.samples``)."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self.bytes = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.bytes = max(self.bytes, tree_rss_bytes(os.getpid()))
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.bytes = max(self.bytes, tree_rss_bytes(os.getpid()))
+
+
+def mib(n: float) -> float:
+    return round(n / 2**20, 1)
+
+
+# ------------------------------------------------------------------------------------------------ throughput
 
 
 def cpu_seconds() -> float:
@@ -89,7 +266,7 @@ def upscaled(videos: list[Path], size: int, folder: Path) -> list[Path]:
 
 def throughput_files(args: argparse.Namespace) -> list[Path]:
     root = args.workdir / f"cines_n{args.files}_f{args.min_frames}-{args.max_frames}"
-    videos = pi.synthetic_videos(root, args.files, min_frames=args.min_frames, max_frames=args.max_frames)
+    videos = synthetic_videos(root, args.files, min_frames=args.min_frames, max_frames=args.max_frames)
     if args.size != 112:
         videos = upscaled(videos, args.size, root / f"Videos_{args.size}")
     return videos
@@ -140,7 +317,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     from coreecho_jax.inference import batch
 
     videos = throughput_files(args)
-    weights = pi.random_weights(pi.config_of(args.config), args.workdir / f"weights_{args.config}")
+    weights = random_weights(config_of(args.config), args.workdir / f"weights_{args.config}")
     model = coreecho_jax.from_pretrained(weights, compilation_cache=False)
     start = time.perf_counter()
     model.predict(videos[0])  # compiles: once, for both sides
@@ -193,12 +370,12 @@ def memory_child(args: argparse.Namespace) -> None:
     first = Path(manifest.read_text().splitlines()[1])
     model = coreecho_jax.from_pretrained(args.weights, compilation_cache=False)
     model.predict(first)
-    before = pi.tree_rss_bytes(os.getpid())
+    before = tree_rss_bytes(os.getpid())
     workers = batch.default_workers() if args.workers is None else args.workers
     out_csv = manifest.with_suffix(".out.csv")
     out_csv.unlink(missing_ok=True)
     start = time.perf_counter()
-    with pi.PeakRss() as peak:
+    with PeakRss() as peak:
         summary = batch.predict_folder(
             model, manifest, out_csv, workers=workers, prefetch=args.prefetch, progress=False
         )
@@ -211,11 +388,11 @@ def memory_child(args: argparse.Namespace) -> None:
                 "seconds": round(seconds, 3),
                 "workers": workers,
                 "prefetch": args.prefetch,
-                "tree_rss_before_mib": pi.mib(before),
-                "peak_tree_rss_mib": pi.mib(peak.bytes),
+                "tree_rss_before_mib": mib(before),
+                "peak_tree_rss_mib": mib(peak.bytes),
                 "samples": peak.samples,
-                "maxrss_self_mib": pi.mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
-                "maxrss_largest_child_mib": pi.mib(
+                "maxrss_self_mib": mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
+                "maxrss_largest_child_mib": mib(
                     resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
                 ),
             }
@@ -229,13 +406,11 @@ def memory(args: argparse.Namespace) -> dict[str, Any]:
     most = max(args.memory_files)
     lo, hi = args.memory_frames
     root = args.workdir / f"memory_n{most}_f{lo}-{hi}"
-    videos = pi.synthetic_videos(root, most, min_frames=lo, max_frames=hi, seed=1)
-    weights = pi.random_weights(
-        pi.config_of(args.memory_config), args.workdir / f"weights_{args.memory_config}"
-    )
+    videos = synthetic_videos(root, most, min_frames=lo, max_frames=hi, seed=1)
+    weights = random_weights(config_of(args.memory_config), args.workdir / f"weights_{args.memory_config}")
     runs = []
     for n in args.memory_files:
-        manifest = pi.write_manifest(root / f"manifest_{n}.csv", videos[:n])
+        manifest = write_manifest(root / f"manifest_{n}.csv", videos[:n])
         command = [
             sys.executable,
             "-m",
@@ -299,7 +474,7 @@ def main(argv: list[str] | None = None) -> None:
         memory_child(args)
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
-    result = pi.header(["bench.bench_folder", *(sys.argv[1:] if argv is None else argv)])
+    result = header(["bench.bench_folder", *(sys.argv[1:] if argv is None else argv)])
     print(
         f"# {result['machine']['cores']} cores, {result['machine']['cpu_model']}, load {os.getloadavg()[0]:.1f}"
     )
@@ -316,7 +491,6 @@ def main(argv: list[str] | None = None) -> None:
             f"(goal within {GOAL_MEMORY_GROWTH:.0%})"
         )
     result["machine"]["load_average_after"] = list(os.getloadavg())
-    result["machine"]["jax"] = sys.modules["jax"].__version__ if "jax" in sys.modules else None
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
 
