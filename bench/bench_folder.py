@@ -20,6 +20,10 @@ timed), then, in each of ``--rounds`` rounds, in turn:
 * folder: ``predict_folder`` of the folder into a fresh CSV (``--workers`` spawned decoding processes,
   ``--prefetch`` videos each, the model in this process).
 
+And once, after the rounds, the first ``--per-process`` files each by its own ``coreecho predict``
+process (what a user had before the folder command: every process loads the model and compiles it),
+with the compilation cache off and warm; the folder's rate over theirs is printed too.
+
 The ratio is the folder's videos per minute over the loop's (medians over the rounds). Decoding ahead can
 hide the decoding behind the model and no more, so ``(d + m) / max(d, m)`` bounds it (printed as the
 ceiling); on a machine whose cores the model already uses, less.
@@ -312,6 +316,32 @@ def run_folder(
     }
 
 
+def run_per_process(weights: Path, config: str, videos: list[Path], cache: str) -> dict[str, float]:
+    """One ``coreecho predict`` process per file, one after the other: what a user had before the folder
+    command (each process loads the model and, with ``cache="off"``, compiles it again)."""
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")]))
+    )
+    start = time.perf_counter()
+    for video in videos:
+        command = [
+            sys.executable,
+            "-m",
+            "coreecho_jax",
+            "predict",
+            f"--config={config}",
+            f"--checkpoint={weights}",
+        ]
+        command += [f"--video={video}", f"--compile_cache={cache}"]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    seconds = time.perf_counter() - start
+    return {
+        "files": len(videos),
+        "seconds": round(seconds, 3),
+        "videos_per_min": round(60 * len(videos) / seconds, 2),
+    }
+
+
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
     import coreecho_jax
     from coreecho_jax.inference import batch
@@ -338,6 +368,20 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         )
     loop_rate = statistics.median(r["loop"]["videos_per_min"] for r in rounds)
     folder_rate = statistics.median(r["folder"]["videos_per_min"] for r in rounds)
+    per_process = {}
+    if args.per_process:  # the same run: one process per file, the compile cache off (before) and warm
+        files = videos[: args.per_process]
+        per_process["cache_off"] = run_per_process(weights, args.config, files, "off")
+        cache = args.workdir / "compile_cache"
+        run_per_process(weights, args.config, files[:1], str(cache))  # fills it
+        per_process["cache_warm"] = run_per_process(weights, args.config, files, str(cache))
+        for name, run in per_process.items():
+            run["folder_ratio"] = round(folder_rate / run["videos_per_min"], 2)
+            print(
+                f"one process per file ({name}): {run['videos_per_min']:.1f} videos/min; predict_folder "
+                f"x{run['folder_ratio']:.1f}",
+                flush=True,
+            )
     d = statistics.median(r["loop"]["decode_s_per_video"] for r in rounds)
     m = statistics.median(r["loop"]["model_s_per_video"] for r in rounds)
     return {
@@ -352,6 +396,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "loop_videos_per_min": loop_rate,
         "folder_videos_per_min": folder_rate,
         "ratio": round(folder_rate / loop_rate, 3),
+        "per_process": per_process,
         "ceiling_ratio": round((d + m) / max(d, m), 3),
         "goal_ratio": GOAL_RATIO,
         "meets_goal": folder_rate / loop_rate >= GOAL_RATIO,
@@ -457,6 +502,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores - 1)")
     p.add_argument("--prefetch", type=int, default=2)
     p.add_argument("--rounds", type=int, default=1, help="loop then folder, this many times (medians)")
+    p.add_argument(
+        "--per-process",
+        type=int,
+        default=5,
+        help="files predicted by one coreecho predict process each (0: none)",
+    )
     p.add_argument("--memory-files", type=int, nargs="*", default=[100, 1000], help="none: no memory runs")
     p.add_argument("--memory-config", default="demo:quick")
     p.add_argument("--memory-frames", type=int, nargs=2, default=[48, 64], metavar=("MIN", "MAX"))
