@@ -81,13 +81,17 @@ class _Filter(logging.Filter):
                 return False
         if record.levelno == logging.WARNING:
             key = (record.levelno, record.getMessage())
+            if getattr(record, "coreecho_first", False):  # the first one, at the root's next handler
+                return True
             if key in self.seen:
                 return False
             self.seen.add(key)
+            record.coreecho_first = True
         return True
 
 
 _FILTER = _Filter()
+_saved: dict[str, Any] = {}  # the levels and warning filters before configure(), for reset()
 
 
 def configure(verbosity: int = QUIET) -> None:
@@ -98,6 +102,12 @@ def configure(verbosity: int = QUIET) -> None:
     from absl import logging as absl_logging
 
     global _verbosity
+    if _verbosity is None:  # what reset() returns to
+        _saved.update(
+            root_level=logging.getLogger().level,
+            absl_level=absl_logging.get_verbosity(),
+            warnings=list(warnings.filters),
+        )
     _verbosity = max(QUIET, int(verbosity))
     quiet = _verbosity == QUIET
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if quiet else "0")  # TensorFlow not imported yet
@@ -111,11 +121,30 @@ def configure(verbosity: int = QUIET) -> None:
     absl_logging.set_verbosity(absl_level)  # the "absl" logger: absl.logging calls (ours, Orbax, TFDS)
     root.setLevel(level)  # Python loggers (JAX, ours in coreecho_jax.data)
     _FILTER.quiet = quiet
+    _FILTER.seen.clear()  # "once" counts within one command
     for handler in root.handlers:
         if _FILTER not in handler.filters:
             handler.addFilter(_FILTER)
     for category in (UserWarning, RuntimeWarning):
         warnings.filterwarnings("once", category=category)
+
+
+def reset() -> None:
+    """Undoes :func:`configure` for a host that runs several commands in one process (a notebook,
+    a test session): the quiet filter leaves every handler, the seen warnings are forgotten, the root
+    and absl levels and Python's warning filters return to what they were before."""
+    global _verbosity
+    if _verbosity is None:
+        return
+    from absl import logging as absl_logging
+
+    for handler in logging.getLogger().handlers:
+        handler.removeFilter(_FILTER)
+    _FILTER.seen.clear()
+    logging.getLogger().setLevel(_saved["root_level"])
+    absl_logging.set_verbosity(_saved["absl_level"])
+    warnings.filters[:] = _saved["warnings"]
+    _verbosity = None
 
 
 @contextlib.contextmanager

@@ -63,3 +63,14 @@ def run_python(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=timeout
     )
+
+
+@pytest.fixture(autouse=True)
+def _logs_reset():
+    """A command run in-process (``cli.main``) configures the log for the whole interpreter; each test
+    starts from the libraries' defaults again, so one test's "each warning once" never hides the next
+    test's warning from ``caplog``."""
+    yield
+    from coreecho_jax import logs
+
+    logs.reset()

@@ -228,6 +228,22 @@ def test_the_quiet_filter_hides_the_known_chatter_and_repeated_warnings_only():
     ]
 
 
+def test_reset_undoes_configure_so_a_second_command_in_the_process_warns_again(caplog):
+    from absl import logging as absl_logging
+
+    before = (logging.getLogger().level, absl_logging.get_verbosity())
+    logs.configure(logs.QUIET)
+    logger = logging.getLogger("coreecho_jax.data")
+    logger.warning("a warning of command %d", 1)
+    logger.warning("a warning of command %d", 1)
+    assert caplog.text.count("a warning of command 1") == 1
+    logs.reset()
+    assert (logging.getLogger().level, absl_logging.get_verbosity()) == before
+    assert not any(logs._FILTER in handler.filters for handler in logging.getLogger().handlers)
+    logger.warning("a warning of command %d", 1)
+    assert caplog.text.count("a warning of command 1") == 2
+
+
 def test_tensorflow_s_import_lines_are_hidden_only_when_quiet():
     code = textwrap.dedent(
         """

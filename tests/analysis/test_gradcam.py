@@ -399,7 +399,7 @@ def test_grad_cam_of_a_transfer_fold_checkpoint_is_the_model_the_fold_tested(tra
         workdir = transfer_runs[task]
         trained = runs.load_run(None, workdir / "folds" / "fold0" / "checkpoints")
         assert (trained.task, trained.fold, trained.workdir) == (task, 0, workdir)
-        assert type(trained.model.head) is head and "latest (epoch 0, probe)" in trained.origin
+        assert type(trained.model.head) is head and "latest (epoch 1, probe)" in trained.origin
         names, x = lv_focus.transfer_clips(trained)
         result = json.loads((workdir / "folds" / "fold0" / "result.json").read_text())
         tested = {p["name"]: p["output"] for p in result["predictions"]}
@@ -445,7 +445,7 @@ def test_a_fold_that_did_not_finish_or_tested_another_epoch_is_refused(transfer_
     result = workdir / "folds" / "fold0" / "result.json"
     text = result.read_text()
     result.write_text(json.dumps({**json.loads(text), "tested_epoch": 7}))
-    with pytest.raises(CheckpointError, match="holds epoch 0, but .* tested epoch 7"):
+    with pytest.raises(CheckpointError, match="holds epoch 1, but .* tested epoch 7"):
         runs.load_run(None, workdir / "folds" / "fold0")
     result.unlink()
     with pytest.raises(CheckpointError, match="has not finished"):
