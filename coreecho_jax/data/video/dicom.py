@@ -22,9 +22,20 @@ frame never holds the full-resolution video. Pixel data that is not 8-bit is sca
 -2**(BitsStored-1) .. 2**(BitsStored-1) - 1, the same for every frame). MONOCHROME1 is inverted;
 PALETTE COLOR goes through its LUT.
 
-Frame rate, in order: FrameTime (ms/frame, fps = 1000/FrameTime), CineRate,
-RecommendedDisplayFrameRate, mean of FrameTimeVector (ms, first entry skipped
-because it is the 0 offset of frame 0). If none is present, fps is ``None``.
+Frame rate, in order (:data:`FPS_TAGS`, the first usable one wins): FrameTime (ms/frame, fps =
+1000/FrameTime: the acquisition timing of the frames stored), CineRate (the rate the modality meant the
+loop to be replayed at, usually the acquisition rate), RecommendedDisplayFrameRate (a display hint), mean
+of FrameTimeVector (ms, first entry skipped because it is the 0 offset of frame 0). If none is present,
+fps is ``None``. Tags that disagree by more than 5% are named by :func:`fps_disagreement` (a note, the
+winner is kept). The rate is never re-timed here.
+
+Which files a corpus takes (:func:`cine_refusal`): an ultrasound (Modality US, or none given) object with
+PixelData and more than one frame; a structured report, a single frame or another modality is refused
+with its reason. :func:`decoder_refusal` says, before any pixel is read, whether this install decodes a
+file's transfer syntax (pydicom's plugin table: native and RLE by numpy/pydicom, JPEG Baseline/Extended
+and JPEG 2000 by Pillow, JPEG Lossless / JPEG-LS / HTJ2K only with pylibjpeg-*, pyjpegls or gdcm
+installed, MPEG-2/H.264/HEVC by OpenCV's FFmpeg) and names the packages to install when it does not.
+:func:`dicom_uids` gives the study, series and SOP instance UIDs a prepared record keeps for joins.
 
 Layouts: ``[T, H, W]`` uint8 grayscale, ``[T, H, W, 3]`` uint8 RGB.
 No TensorFlow here.
@@ -47,6 +58,11 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
 #: RegionSpatialFormat (0018,6012) value of a 2-D tissue/flow image region.
 REGION_FORMAT_2D = 1
+
+#: Timing tags in the order :func:`dicom_fps` trusts them (the first usable one wins).
+FPS_TAGS = ("FrameTime", "CineRate", "RecommendedDisplayFrameRate", "FrameTimeVector")
+#: Timing tags whose rates differ by more than this factor get a note (:func:`fps_disagreement`).
+FPS_DISAGREE_RATIO = 1.05
 
 
 class UltrasoundRegion(NamedTuple):
@@ -76,14 +92,16 @@ def is_dicom_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in DICOM_SUFFIXES or is_dicom_file(path)
 
 
-def _read_dataset(path: Path, *, stop_before_pixels: bool = False):
+def _read_dataset(path: Path, *, stop_before_pixels: bool = False, defer_size: int | None = None):
     import pydicom  # local import: pydicom is only needed for DICOM input
     from pydicom.errors import InvalidDicomError
 
     if not path.exists():
         raise VideoNotFoundError(f"{path}: file not found (expected a DICOM file)")
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=not is_dicom_file(path))
+        return pydicom.dcmread(
+            path, stop_before_pixels=stop_before_pixels, defer_size=defer_size, force=not is_dicom_file(path)
+        )
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as e:
         raise VideoReadError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from e
 
@@ -93,36 +111,122 @@ def _transfer_syntax(ds: Any) -> Any:
     return None if meta is None else meta.get("TransferSyntaxUID", None)
 
 
-def dicom_fps(ds: Any) -> tuple[float | None, str]:
-    """Frames per second from a DICOM dataset and the tag it came from.
+def _positive(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) and v > 0 else None
 
-    Returns:
-        ``(fps, source)``; ``(None, reason)`` when no timing tag is usable.
-    """
 
-    def positive(value: Any) -> float | None:
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            return None
-        return v if np.isfinite(v) and v > 0 else None
-
-    frame_time = positive(ds.get("FrameTime"))
+def dicom_fps_candidates(ds: Any) -> dict[str, float]:
+    """The fps every usable timing tag gives, in :data:`FPS_TAGS` order (``{}`` when none is usable)."""
+    out = {}
+    frame_time = _positive(ds.get("FrameTime"))
     if frame_time is not None:
-        return 1000.0 / frame_time, "FrameTime"
+        out["FrameTime"] = 1000.0 / frame_time
     for keyword in ("CineRate", "RecommendedDisplayFrameRate"):
-        rate = positive(ds.get(keyword))
+        rate = _positive(ds.get(keyword))
         if rate is not None:
-            return rate, keyword
+            out[keyword] = rate
     vector = ds.get("FrameTimeVector")
     if vector is not None:
-        values = np.atleast_1d(np.asarray(vector, dtype=np.float64))
+        try:
+            values = np.atleast_1d(np.asarray(vector, dtype=np.float64))
+        except (TypeError, ValueError):
+            values = np.zeros(0)
         # Entry 0 is the time offset of frame 0 (normally 0 ms); the rest are increments.
         increments = values[1:] if values.size > 1 else values
         increments = increments[np.isfinite(increments) & (increments > 0)]
         if increments.size:
-            return 1000.0 / float(increments.mean()), "FrameTimeVector"
+            out["FrameTimeVector"] = 1000.0 / float(increments.mean())
+    return out
+
+
+def dicom_fps(ds: Any) -> tuple[float | None, str]:
+    """Frames per second from a DICOM dataset and the tag it came from (the first of :data:`FPS_TAGS`).
+
+    Returns:
+        ``(fps, source)``; ``(None, reason)`` when no timing tag is usable.
+    """
+    candidates = dicom_fps_candidates(ds)
+    if candidates:
+        keyword = next(iter(candidates))
+        return candidates[keyword], keyword
     return None, ("no FrameTime, CineRate, RecommendedDisplayFrameRate or FrameTimeVector: fps unknown")
+
+
+def fps_disagreement(ds: Any) -> str | None:
+    """A note when the timing tags give rates more than :data:`FPS_DISAGREE_RATIO` apart, else None."""
+    candidates = dicom_fps_candidates(ds)
+    if len(candidates) < 2 or max(candidates.values()) <= FPS_DISAGREE_RATIO * min(candidates.values()):
+        return None
+    (winner, fps), *_ = candidates.items()
+    given = ", ".join(f"{k} {v:.2f} fps" for k, v in candidates.items())
+    return f"the timing tags disagree ({given}); {winner} wins: {fps:.2f} fps"
+
+
+def read_header(path: str | os.PathLike) -> Any:
+    """The pydicom dataset of a file with its large values (pixel data) left unread.
+
+    Values over 4 KiB are read only when accessed, so ``"PixelData" in ds`` answers without reading
+    the pixels.
+
+    Raises:
+        VideoNotFoundError / VideoReadError: missing, or not a readable DICOM file.
+    """
+    return _read_dataset(Path(path), defer_size=4096)
+
+
+def dicom_uids(ds: Any) -> dict[str, str]:
+    """Study, series and SOP instance UIDs and the SOP class name of a dataset (``''`` when absent)."""
+    sop_class = ds.get("SOPClassUID")
+    return {
+        "study_uid": str(ds.get("StudyInstanceUID", "") or ""),
+        "series_uid": str(ds.get("SeriesInstanceUID", "") or ""),
+        "sop_uid": str(ds.get("SOPInstanceUID", "") or ""),
+        "sop_class": "" if sop_class is None else str(getattr(sop_class, "name", sop_class)),
+    }
+
+
+def cine_refusal(ds: Any) -> str | None:
+    """Why a DICOM object is not an ultrasound cine (one line), or None when it is one.
+
+    ``ds`` may be a :func:`read_header` dataset (pixel data not read).
+    """
+    what = dicom_uids(ds)["sop_class"] or "unknown SOP class"
+    modality = str(ds.get("Modality", "") or "")
+    if modality and modality != "US":
+        return f"not an ultrasound object (Modality {modality}, {what})"
+    if "PixelData" not in ds:
+        return f"not an image: {what} has no PixelData (e.g. a structured report)"
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames < 2:
+        return f"a single frame ({what}, NumberOfFrames {frames}), not a cine loop"
+    return None
+
+
+def decoder_refusal(tsyntax: Any) -> str | None:
+    """None when this install decodes pixel data in transfer syntax ``tsyntax``, else why not (one line).
+
+    MPEG-2 / H.264 / HEVC go to OpenCV's FFmpeg (None here); the others need a pydicom decoder plugin
+    (:mod:`pydicom.pixels`), and the line names the packages that would provide one.
+    """
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID, MPEGTransferSyntaxes
+
+    uid = UID(str(tsyntax))
+    if uid in MPEGTransferSyntaxes:
+        return None
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        return f"transfer syntax {uid.name} ({uid}): pydicom has no decoder for it"
+    if decoder.is_available:
+        return None
+    return f"transfer syntax {uid.name} ({uid}): no decoder installed; install one of: " + "; ".join(
+        decoder.missing_dependencies
+    )
 
 
 def dicom_regions(ds: Any) -> list[UltrasoundRegion]:
