@@ -285,7 +285,11 @@ def test_a_recording_far_from_the_training_rate_is_flagged(tmp_path):
     path = tmp_path / "p10" / "slow.dcm"
     synth.write_cine(cfg, 0, "p10/p10000000/s50000000/slow.dcm", path)
     facts, _ = reading.read_corpus_file(str(path), 112, "auto", 1)
-    assert facts["fps"] == pytest.approx(30.0, abs=1e-6) and facts["fps_far"] and facts["shape"][1:] == [112, 112]
+    assert (
+        facts["fps"] == pytest.approx(30.0, abs=1e-6)
+        and facts["fps_far"]
+        and facts["shape"][1:] == [112, 112]
+    )
     assert any("30.0 fps is far from the training data's ~50 fps" in n for n in facts["notes"])
 
 

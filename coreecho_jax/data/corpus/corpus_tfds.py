@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -53,7 +54,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from coreecho_jax.data.corpus import guard, reading, sources
+from coreecho_jax.data.corpus import guard, reading, runners, sources
 from coreecho_jax.data.corpus.guard import GuardedWorker, TaskFailed
 from coreecho_jax.data.echonet import echonet_tfds, tf_runtime
 from coreecho_jax.data.echonet_layout import FRAME_SIZE
@@ -365,8 +366,6 @@ class EchoCorpus(tfds.core.GeneratorBasedBuilder):
         entries = [dataclasses.asdict(e) for e in config.source.entries if e.split == split]
         options = dataclasses.asdict(config.options)
         if self._beam:
-            from coreecho_jax.data.corpus import runners
-
             work = os.fspath(self.data_path / BEAM_WORK_DIR)
             runners.write_lines(f"{work}/{split}.items.jsonl", entries)
             self._beam_splits.append(split)
@@ -389,8 +388,6 @@ class EchoCorpus(tfds.core.GeneratorBasedBuilder):
 
     def _process_pipeline_result(self, pipeline_result: Any) -> None:
         """After a Beam preparation: the rows of every split (pipeline data) -> the metadata."""
-        from coreecho_jax.data.corpus import runners
-
         del pipeline_result
         work = os.fspath(self.data_path / BEAM_WORK_DIR)
         for split in self._beam_splits:
@@ -539,11 +536,7 @@ def prepare_corpus(
     tf_runtime.hide_gpus_from_tensorflow()
     config = corpus_config(source, options, **fields)
     workers = workers or os.cpu_count() or 1
-    beam_options = None
-    if beam is not None:
-        from coreecho_jax.data.corpus import runners
-
-        beam_options = runners.pipeline_options(beam, workers=workers)
+    beam_options = None if beam is None else runners.pipeline_options(beam, workers=workers)
     path = _dataset_dir(data_dir, config)
     if (path / "dataset_info.json").is_file() and (path / REPORT_NAME).is_file():
         return _open(data_dir, config)
@@ -553,14 +546,18 @@ def prepare_corpus(
             builder = EchoCorpus(
                 config=config, data_dir=os.fspath(data_dir), workers=workers, beam=beam is not None
             )
-            builder.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(
-                    try_download_gcs=False,
-                    max_shard_size=max_shard_size,
-                    min_shard_size=min(max_shard_size, 16 << 20),
-                    beam_options=beam_options,
+            failures = contextlib.nullcontext()
+            if beam is not None:
+                failures = runners.one_line_failures(str(config.source.location), CorpusPreparationError)
+            with failures:
+                builder.download_and_prepare(
+                    download_config=tfds.download.DownloadConfig(
+                        try_download_gcs=False,
+                        max_shard_size=max_shard_size,
+                        min_shard_size=min(max_shard_size, 16 << 20),
+                        beam_options=beam_options,
+                    )
                 )
-            )
         builder = _open(data_dir, config)
         write_report(builder)
     return builder

@@ -26,10 +26,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from coreecho_jax.errors import ConfigError
+from coreecho_jax.errors import ConfigError, CoreEchoError
 
 
 class BeamOptionsError(ConfigError):
@@ -153,3 +154,36 @@ def split_transform(
         return out.examples
 
     return beam.ptransform_fn(expand)()
+
+
+_ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit)): .+$")
+
+
+def failure_line(err: BaseException) -> str:
+    """The last ``SomeError: message`` line of a failed pipeline's error (Beam wraps the workers'
+    tracebacks into one RuntimeError), else the error's first line."""
+    text = str(err)
+    lines = [line.strip() for line in text.splitlines() if _ERROR_LINE.match(line)]
+    return lines[-1] if lines else f"{type(err).__name__}: {(text.splitlines() or [''])[0]}"
+
+
+@contextlib.contextmanager
+def one_line_failures(where: str, error: type[CoreEchoError]) -> Iterator[None]:
+    """Re-raises a failed Beam preparation as ``error``: one line naming ``where`` and the root error.
+
+    The library's own errors pass unchanged. TFDS removes its temporary folder on the way out, so
+    nothing of the failed run is left for a later run to trust.
+    """
+    try:
+        yield
+    except CoreEchoError:
+        raise
+    except Exception as err:
+        line = failure_line(err)
+        hint = ""
+        if "generated examples is 0" in line:
+            hint = (
+                " (no file of that split could be prepared; prepare without Beam, or a few of its files, "
+                "to list each file's reason)"
+            )
+        raise error(f"{where}: the Beam preparation failed and nothing was kept: {line}{hint}") from err

@@ -74,6 +74,7 @@ import tensorflow_datasets as tfds
 from tqdm import tqdm
 
 from coreecho_jax.data import echonet_layout as layout
+from coreecho_jax.data.corpus import runners
 from coreecho_jax.data.echonet import reader, tf_runtime
 from coreecho_jax.data.video.video_io import VideoReadError, probe_video, read_video, rgb_to_gray
 from coreecho_jax.errors import DataError
@@ -471,8 +472,6 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
         """The examples of a split: decoded here by threads, or (``beam=True``) a Beam PTransform."""
         items = [_item(i, r) for i, r in enumerate(records)]
         if self._beam:
-            from coreecho_jax.data.corpus import runners
-
             work = os.fspath(self.data_path / BEAM_WORK_DIR)
             runners.write_lines(f"{work}/{split}.items.jsonl", items)
             self._beam_splits[split] = len(items)
@@ -499,8 +498,6 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
 
     def _process_pipeline_result(self, pipeline_result: Any) -> None:
         """After a Beam preparation: the rows of every split (pipeline data) -> the metadata."""
-        from coreecho_jax.data.corpus import runners
-
         del pipeline_result
         work = os.fspath(self.data_path / BEAM_WORK_DIR)
         for split in self._beam_splits:
@@ -742,8 +739,6 @@ def prepare_echonet(
     reader.read_echonet(config.source_root, drop_untraced=config.options.drop_untraced)  # fail fast
     beam_options = None
     if beam is not None:
-        from coreecho_jax.data.corpus import runners
-
         beam_options = runners.pipeline_options(beam, workers=workers or os.cpu_count() or 1)
     path = _dataset_dir(data_dir, config)
     if (path / "dataset_info.json").is_file() and (path / REPORT_NAME).is_file():
@@ -763,15 +758,19 @@ def prepare_echonet(
             builder = EchonetDynamic(
                 config=config, data_dir=os.fspath(data_dir), workers=workers, beam=beam is not None
             )
-            builder.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(
-                    manual_dir=config.source_root,
-                    try_download_gcs=False,
-                    max_shard_size=max_shard_size,
-                    min_shard_size=min(max_shard_size, 16 << 20),
-                    beam_options=beam_options,
+            failures = contextlib.nullcontext()
+            if beam is not None:
+                failures = runners.one_line_failures(config.source_root, EchoNetPreparationError)
+            with failures:
+                builder.download_and_prepare(
+                    download_config=tfds.download.DownloadConfig(
+                        manual_dir=config.source_root,
+                        try_download_gcs=False,
+                        max_shard_size=max_shard_size,
+                        min_shard_size=min(max_shard_size, 16 << 20),
+                        beam_options=beam_options,
+                    )
                 )
-            )
         builder = _open(data_dir, config)  # re-read the written metadata
         write_report(builder)
     return builder
