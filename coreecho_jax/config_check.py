@@ -106,7 +106,7 @@ def _fraction() -> tuple[Callable[[Any], bool], str]:
 # The rules of a transfer config (configs/camus.py, configs/hmcqu.py), which has no stage1/stage2/loss.
 TRANSFER_RULES: tuple[_Rule, ...] = (
     ("seed", *_int(0)),
-    ("task", *_one_of(("camus", "hmcqu"))),
+    ("task", *_one_of(("camus", "hmcqu", "custom_regression", "custom_classification"))),
     ("data.on_error", *_one_of(("skip", "raise"))),
     ("data.n_folds", *_int(2)),
     ("data.frames", *_even(2)),  # the UniFormer stem halves time
@@ -134,8 +134,33 @@ TRANSFER_RULES: tuple[_Rule, ...] = (
     ("eval.threshold_inclusive", *_one_of((True, False))),
     ("run.max_steps_per_epoch", *_int(0)),
 )
-#: The rules of the fields only one transfer dataset has (configs/camus.py, configs/hmcqu.py).
-TASK_RULES: dict[str, tuple[_Rule, ...]] = {"hmcqu": (("data.fold_seed", *_int(0)),)}
+#: ``load_echo_video``'s crop modes (``data.video.video_io.CROP_MODES``, tested equal): a manifest
+#: cohort's ``data.crop``.
+CROP_MODES = ("auto", "region", "sector", "none")
+#: The rules of a manifest cohort (configs/custom.py), of either kind.
+_CUSTOM_RULES: tuple[_Rule, ...] = (
+    ("data.fold_seed", *_int(0)),
+    ("data.manifest", lambda v: isinstance(v, str), "must be a path (the manifest CSV, or its folder)"),
+    ("data.crop", *_one_of(CROP_MODES)),
+    (
+        "eval.interval_level",
+        lambda v: _is_number(v) and 0 < v < 1,
+        "must be in (0, 1), e.g. 0.9: 90 % intervals",
+    ),
+)
+#: The rules of the fields only one transfer dataset has (configs/camus.py, configs/hmcqu.py, configs/custom.py).
+TASK_RULES: dict[str, tuple[_Rule, ...]] = {
+    "hmcqu": (("data.fold_seed", *_int(0)),),
+    "custom_regression": _CUSTOM_RULES,
+    "custom_classification": _CUSTOM_RULES,
+}
+#: The fold schemes of each transfer dataset (``data.folds``).
+FOLD_SCHEMES = {
+    "camus": ("official", "split_files"),
+    "hmcqu": ("shipped", "stratified"),
+    "custom_regression": ("auto", "stratified"),
+    "custom_classification": ("auto", "stratified"),
+}
 
 
 #: Transfer clip-preparation switches a config may carry (HMC-QU's [21] protocol; CAMUS uses the
@@ -157,7 +182,14 @@ def is_transfer(config: ml_collections.ConfigDict) -> bool:
 def _transfer_problems(config: ml_collections.ConfigDict) -> list[str]:
     problems = _rule_problems(config, TRANSFER_RULES, "configs/camus.py")
     task = get_field(config, "task", None)
-    problems += _rule_problems(config, TASK_RULES.get(task, ()), f"configs/{task}.py")
+    example = (
+        "configs/custom.py"
+        if task in ("custom_regression", "custom_classification")
+        else f"configs/{task}.py"
+    )
+    problems += _rule_problems(config, TASK_RULES.get(task, ()), example)
+    if task in ("custom_regression", "custom_classification"):
+        problems += _manifest_problems(config)
     for name, choices in TRANSFER_OPTIONAL_CHOICES.items():
         value = get_field(config, name, None)
         if value is not None and value not in choices:
@@ -180,12 +212,26 @@ def _transfer_problems(config: ml_collections.ConfigDict) -> list[str]:
         problems.append(f"data.affine_scale = {scale!r}: must be two numbers > 0 (low, high)")
     elif scale[0] > scale[1]:
         problems.append(f"data.affine_scale = {tuple(scale)!r}: low must be <= high")
-    folds = {"camus": ("official", "split_files"), "hmcqu": ("shipped", "stratified")}.get(
-        get_field(config, "task", None), ()
-    )
+    folds = FOLD_SCHEMES.get(task, ())
     if folds and get_field(config, "data.folds", None) not in folds:
         problems.append(f"data.folds = {get_field(config, 'data.folds', None)!r}: must be one of {folds}")
     return problems + _model_problems(config)
+
+
+def _manifest_problems(config: ml_collections.ConfigDict) -> list[str]:
+    """A manifest cohort reads ``data.manifest``, unless the synthetic demo writes its own."""
+    manifest = get_field(config, "data.manifest", "")
+    synthetic = get_field(config, "data.synthetic.enabled", False)
+    if not isinstance(manifest, str):
+        return []
+    if not manifest and not synthetic:
+        return ["data.manifest is empty: pass --config.data.manifest=<your manifest CSV> (path, label, ...)"]
+    if manifest and synthetic:
+        return [
+            f"data.manifest = {manifest!r} with data.synthetic.enabled = True: the synthetic demo writes and "
+            "reads its own manifest; drop one of them"
+        ]
+    return []
 
 
 def _rule_problems(config: ml_collections.ConfigDict, rules: Sequence[_Rule], example: str) -> list[str]:

@@ -1,8 +1,9 @@
 """The errors this library raises on purpose, under one base class.
 
-``main.py`` prints a :class:`CoreEchoError` as one line naming the file or field and what was expected,
-and exits non-zero; anything else is a bug and keeps its traceback. Each subpackage's own errors
-subclass one of these (and the built-in error a caller would catch before, e.g. ``ValueError``).
+The ``coreecho`` command (:mod:`coreecho_jax.cli`) prints a :class:`CoreEchoError` as one line naming the
+file or field and what was expected, and exits non-zero; anything else is a bug and keeps its traceback.
+Each subpackage's own errors subclass one of these (and the built-in error a caller would catch before,
+e.g. ``ValueError``).
 """
 
 from __future__ import annotations

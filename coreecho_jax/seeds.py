@@ -24,6 +24,7 @@ Where each stream is used (words in order; ``seed`` is ``config.seed`` unless na
 ``(seed, SYNTHETIC_ECHONET_SPLITS)``      the synthetic EchoNet split (``data.synthetic.echonet``)
 ``(seed, SYNTHETIC_CAMUS)``               the synthetic CAMUS qualities and order (``data.synthetic.camus``)
 ``(seed, SYNTHETIC_HMCQU)``               the synthetic HMC-QU masks, MI and segments (``data.synthetic.hmcqu``)
+``(seed, SYNTHETIC_MANIFEST)``            the synthetic cohort's labels, cycles and folds (``data.synthetic.manifest``)
 ``(seed mod 2**32, crc32(name))``         a video's clip starts (``data.echonet.start_indexes``; no salt)
 ========================================  ===========================================================
 
@@ -57,6 +58,8 @@ SYNTHETIC_ECHONET_SPLITS = 0x5B11
 SYNTHETIC_CAMUS = 0xCA305
 #: The synthetic HMC-QU masks, MI labels and segments.
 SYNTHETIC_HMCQU = 0x4DC0
+#: The synthetic cohort's classes, rows with a cycle and infarct territories (a manifest of your own).
+SYNTHETIC_MANIFEST = 0x3A41F
 #: The tf.data pipeline's base salt ("core"); the file order adds 1, the shuffle window 2.
 PIPELINE = 0x636F7265
 

@@ -5,12 +5,10 @@ import re
 
 import ml_collections
 import pytest
-from absl import flags
 from flax import nnx
-from ml_collections import config_flags
 
-from configs import camus, demo, echonet
-from coreecho_jax import config_check
+from coreecho_jax import cli, config_check, configs
+from coreecho_jax.configs import camus, demo, echonet
 from coreecho_jax.data.transfer.camus import CAMUS_MEAN, CAMUS_STD
 from coreecho_jax.errors import ConfigError
 from coreecho_jax.models import build_model, rngs, uniformer
@@ -67,12 +65,8 @@ def test_the_config_records_every_model_switch_at_the_models_defaults():
 
 
 def _parse_config_flag(value: str, *overrides: str) -> ml_collections.ConfigDict:
-    """``--config=<value> [--config.<name>=<value> ...]`` parsed as main.py's flag parses it."""
-    argv = ["main.py", f"--config={value}", *overrides]
-    flag_values = flags.FlagValues()
-    holder = config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)
-    flag_values(argv)
-    return holder.value
+    """``--config=<value> [--config.<name>=<value> ...]`` parsed as the commands parse it."""
+    return cli.parse(["data", f"--config={value}", "--workdir=w", *overrides]).config
 
 
 def test_quick_variant_through_the_flag_syntax_is_small():
@@ -135,7 +129,7 @@ def test_a_run_saved_with_list_normalisation_matches_the_tuple_config():
 
 
 def test_an_unknown_variant_names_the_known_ones():
-    with pytest.raises(ConfigError, match="configs/demo.py:quick"):
+    with pytest.raises(ConfigError, match="known: demo:quick"):
         demo.get_config("quik")
     with pytest.raises(ConfigError, match="unknown variant"):
         echonet.get_config("quick")
@@ -228,7 +222,7 @@ def test_a_config_that_is_not_a_configdict_is_one_line():
 def test_transfer_preparation_switches_are_checked_before_any_data_work():
     """A bad ``data.spatial`` / ``time_sampling`` / ``cycle_frames`` is one line at the config check (it
     used to surface only when the clips were prepared), and the choices are the data code's own."""
-    from configs import hmcqu
+    from coreecho_jax.configs import hmcqu
     from coreecho_jax.data.transfer import cycles
     from coreecho_jax.data.transfer import hmcqu as hmcqu_data
 
@@ -260,7 +254,7 @@ HMCQU_ONLY = {
 
 @pytest.mark.parametrize("demo_too", [False, True])
 def test_each_transfer_config_holds_only_its_own_fields(demo_too):
-    from configs import camus_demo, hmcqu, hmcqu_demo
+    from coreecho_jax.configs import camus_demo, hmcqu, hmcqu_demo
 
     for variant in ("", "quick") if demo_too else ("",):
         camus_config = camus_demo.get_config(variant) if demo_too else camus.get_config()
@@ -275,7 +269,7 @@ def test_each_transfer_config_holds_only_its_own_fields(demo_too):
 def test_the_fields_both_transfer_configs_have_come_from_the_base():
     """configs/transfer.py holds each shared field once: the fields both configs have are its fields, at
     its values, except the values each dataset gives it (which differ between the two)."""
-    from configs import hmcqu, transfer
+    from coreecho_jax.configs import hmcqu, transfer
 
     camus_config, hmcqu_config = camus.get_config(), hmcqu.get_config()
     shared = set(_leaves(camus_config)) & set(_leaves(hmcqu_config))
@@ -291,3 +285,92 @@ def test_the_fields_both_transfer_configs_have_come_from_the_base():
         assert camus_config[name] == hmcqu_config[name] == base[name], name
     for name in sorted(given):
         assert camus_config[name] != hmcqu_config[name], name
+
+
+# ------------------------------------------------------------------------------------------- the loader
+def test_the_built_in_names_are_the_config_files():
+    assert configs.names() == [
+        "camus",
+        "camus_demo",
+        "custom",
+        "custom_demo",
+        "demo",
+        "echonet",
+        "hmcqu",
+        "hmcqu_demo",
+    ]
+    assert (REPO / "configs").resolve() == configs.FOLDER  # the checkout's configs/ is the package's
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["demo:quick", "configs/demo.py:quick", str(REPO / "coreecho_jax" / "configs" / "demo.py") + ":quick"],
+)
+def test_a_name_and_a_path_give_the_same_config(spec, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert configs.load(spec).to_dict() == demo.get_config("quick").to_dict()
+
+
+def test_names_load_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert configs.load("camus").to_dict() == camus.get_config().to_dict()
+    assert configs.load("echonet:").to_dict() == echonet.get_config().to_dict()  # an empty variant: none
+
+
+def test_a_file_of_ones_own_with_a_variant(tmp_path):
+    own = tmp_path / "own.py"
+    own.write_text(
+        "from coreecho_jax.configs import demo\n\n\n"
+        "def get_config(arg=None):\n"
+        "    c = demo.get_config('quick')\n"
+        "    c.seed = 7 if arg == 'seven' else 1\n"
+        "    return c\n"
+    )
+    assert configs.load(str(own)).seed == 1
+    assert configs.load(f"{own}:seven").seed == 7
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("demi", "--config=demi: no built-in config 'demi' (built-in: camus, camus_demo, custom, custom_demo, "
+         "demo, echonet, hmcqu, hmcqu_demo; or give a path to a .py file); did you mean demo?"),
+        ("demo:slow", "--config=demo:slow: unknown variant 'slow'; known: demo:quick"),
+        ("echonet:quick", "--config=echonet:quick: unknown variant 'quick'; known: none"),
+        ("missing.py", "--config=missing.py: no such file (expected a Python file such as configs/demo.py, or a "
+         "built-in name: camus, camus_demo, custom, custom_demo, demo, echonet, hmcqu, hmcqu_demo)"),
+    ],
+)  # fmt: skip
+def test_loader_errors_are_one_line(spec, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        configs.load(spec)
+    assert str(info.value) == message
+
+
+def test_a_file_that_is_no_config_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("not python")
+    with pytest.raises(ConfigError, match="not a Python file"):
+        configs.load(str(tmp_path / "notes.txt"))
+    (tmp_path / "none.py").write_text("X = 1\n")
+    with pytest.raises(ConfigError, match=r"none.py has no get_config\(\)"):
+        configs.load(str(tmp_path / "none.py"))
+    (tmp_path / "dict.py").write_text("def get_config():\n    return {'seed': 0}\n")
+    with pytest.raises(ConfigError, match=r"get_config\(\) returned dict, not a ConfigDict"):
+        configs.load(str(tmp_path / "dict.py"))
+
+
+def test_a_variant_follows_the_last_colon_after_the_file_name():
+    assert configs.split_spec("demo:quick") == ("demo", "quick")
+    assert configs.split_spec("configs/demo.py") == ("configs/demo.py", None)
+    assert configs.split_spec("C:\\configs\\own.py") == ("C:\\configs\\own.py", None)
+    assert configs.split_spec("C:\\configs\\own.py:quick") == ("C:\\configs\\own.py", "quick")
+
+
+def test_field_comments_come_from_the_last_file_that_comments_the_field():
+    comments = configs.field_comments("hmcqu_demo:quick")
+    assert comments["data.frames"] == "frames of the clip the cycle is resampled to"  # transfer.py's
+    assert (
+        comments["model.preset"] == "as configs/demo.py: depth [1,1,1,1], dims [16,32,64,128]"
+    )  # camus_demo
+    assert comments["stage1.lr"] == "AdamW learning rate (official --learning_rate 1e-4)"  # echonet.py's

@@ -1,4 +1,5 @@
-"""Package borders: TensorFlow only in ``data/echonet/`` and the corpus builder, no import circles, no package importing one above it."""
+"""Package borders: TensorFlow only in ``data/echonet/`` and the corpus builder, no import circles, no package
+importing one above it."""
 
 import ast
 import json
@@ -13,6 +14,7 @@ PACKAGE = REPO / "coreecho_jax"
 # train steps -> loop -> evaluation; the loop (train) is the one place that joins them all.
 ALLOWED = {
     "errors": set(),
+    "logs": set(),  # the log and progress setup: standard library only, below everything that reports
     "safe_pickle": {"errors"},
     "locks": set(),  # the one file lock: a workdir's run, a data folder's preparation
     "seeds": set(),  # the seed table: numpy only, below everything that draws
@@ -51,9 +53,15 @@ ALLOWED = {
         *("errors", "models", "losses", "data", "evaluation", "checkpoints", "train", "config_check"),
         "cli",
     },
+    # Weights for people (export, from_pretrained): above predict, on the inference path; the export
+    # command checks its command line with cli's check (cli imports no training module at its top).
+    "weights": {"errors", "models", "data", "evaluation", "checkpoints", "inference", "predict", "cli"},
 }
 #: The entry of predicting one video, and the package it is built from.
 INFERENCE_ENTRY = "coreecho_jax.predict"
+#: The Python API and the weights folder's export, on the same path (the export command's ``main`` also
+#: reaches cli, whose modes import training inside functions: checked by running it, below).
+WEIGHTS_API = ("coreecho_jax.weights.api", "coreecho_jax.weights.hub", "coreecho_jax.weights.card")
 #: What the inference path must never load: training, transfer, the analyses (``--mode=embed`` joins a
 #: Trainer), and TensorFlow (the modules of data/ that import it, :func:`tensorflow_modules`).
 NOT_ON_THE_INFERENCE_PATH = ("coreecho_jax.train", "coreecho_jax.transfer", "coreecho_jax.analysis")
@@ -199,7 +207,7 @@ def test_no_package_imports_one_above_it():
         if area not in ALLOWED:
             continue  # the top: cli, predict and the package docstring may import anything
         for target in sorted(targets):
-            if _area(target) != area and _area(target) not in ALLOWED[area]:
+            if _area(target) not in (area, "logs") and _area(target) not in ALLOWED[area]:
                 violations.append(f"{module} imports {target}")
     assert not violations, "\n".join(violations)
 
@@ -256,7 +264,7 @@ def test_tensorflow_lives_in_the_echonet_data_wing_only():
 
 def test_the_inference_path_reaches_no_training_transfer_analysis_or_tensorflow_module():
     graph = import_graph()
-    starts = [INFERENCE_ENTRY, *(m for m in graph if m.startswith("coreecho_jax.inference"))]
+    starts = [INFERENCE_ENTRY, *WEIGHTS_API, *(m for m in graph if m.startswith("coreecho_jax.inference"))]
     tensorflow = tensorflow_modules()
     bad = {
         f"{start} -> {m}"
@@ -278,6 +286,56 @@ def test_the_inference_path_checks_see_what_they_guard():
     assert {"coreecho_jax.inference.runs", "coreecho_jax.checkpoints.loading"} <= reachable(
         graph, INFERENCE_ENTRY
     )
+    assert {INFERENCE_ENTRY, "coreecho_jax.inference.weights_folder"} <= reachable(graph, WEIGHTS_API[0])
+
+
+def test_importing_the_package_loads_no_jax_and_gives_the_api_on_first_use():
+    code = """
+import json, sys
+import coreecho_jax
+before = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "flax", "numpy"))
+api = coreecho_jax.from_pretrained.__module__, coreecho_jax.export_weights.__module__
+print(json.dumps({"before": before, "api": api, "jax_after": "jax" in sys.modules}))
+"""
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {
+        "before": [],
+        "api": ["coreecho_jax.weights.api", "coreecho_jax.weights.export"],
+        "jax_after": True,
+    }
+
+
+def test_exporting_and_loading_weights_load_no_training_transfer_analysis_or_tensorflow(tmp_path):
+    """Export (the library call and the command), from_pretrained and a prediction (up to the refusal of
+    a still image) in a fresh process: none of them loads a training, transfer, analysis or TF module."""
+    pth = REPO / "tests/fixtures/checkpoints/tiny_coreecho_best.pth"
+    code = f"""
+import json, sys
+import cv2, numpy as np
+import coreecho_jax
+from configs import demo
+from coreecho_jax.data.video.video_types import NotAnEchoVideoError
+from coreecho_jax import cli
+config = demo.get_config("quick")
+folder = coreecho_jax.export_weights({str(pth)!r}, {str(tmp_path / "a")!r}, config=config)
+status = cli.main(["export-weights", "--source={pth}", "--out={tmp_path / "b"}",
+                   "--config={REPO / "configs/demo.py"}:quick"])
+m = coreecho_jax.from_pretrained(folder)
+cv2.imwrite({str(tmp_path / "still.png")!r}, np.full((40, 40), 128, np.uint8))
+try:
+    m.predict({str(tmp_path / "still.png")!r})
+except NotAnEchoVideoError:
+    pass
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensorflow_datasets")
+    or m.startswith({NOT_ON_THE_INFERENCE_PATH!r}))
+print(json.dumps({{"loaded": loaded[:10], "status": status, "api": "coreecho_jax.weights.api" in sys.modules}}))
+"""
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"loaded": [], "status": 0, "api": True}
 
 
 def _names_used(paths: list[Path]) -> set[str]:

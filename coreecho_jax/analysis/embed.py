@@ -1,6 +1,6 @@
-"""``--mode=embed``: encoder embeddings of a split's videos, K clips each, and what they say.
+"""``coreecho embed``: encoder embeddings of a split's videos, K clips each, and what they say.
 
-    python main.py --config=configs/demo.py --workdir=RUN --mode=embed [--splits=train,test] [--checkpoint=...]
+    coreecho embed --config=demo --workdir=RUN [--splits=train,test] [--checkpoint=...]
 
 For each split in ``--splits`` (default ``test``) every video is embedded at K = ``eval.n_clips`` clip
 starts: the test split at the test protocol's starts (``test_start_indexes.json`` or
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -32,8 +31,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
-from tqdm import tqdm
 
+from coreecho_jax import logs
 from coreecho_jax.analysis import continuity
 from coreecho_jax.data.echonet import start_indexes
 from coreecho_jax.errors import ConfigError, DataError
@@ -138,7 +137,7 @@ def embed_fn(trainer: Trainer, transform: Callable[[np.ndarray], np.ndarray] | N
         )
         return np.asarray(out[0]), np.asarray(out[1])
 
-    return fn
+    return logs.first_call_compiles("embedding step", fn)
 
 
 def split_starts(trainer: Trainer, split: str) -> dict:
@@ -169,14 +168,8 @@ def embed_split(
     if split not in SPLITS:
         raise ConfigError(f"--splits: unknown split {split!r}; expected some of {', '.join(SPLITS)}")
     starts = split_starts(trainer, split)
-    batches = tqdm(
-        trainer.data.eval_batches(split, starts),
-        desc=desc or f"embed {split}",
-        total=math.ceil(len(starts) / int(trainer.config.eval.batch_size)),
-        leave=False,
-        disable=jax.process_index() != 0,
-    )
-    return collect(embed_fn(trainer, transform), batches, split)
+    with trainer.eval_batches(split, starts, desc or f"embed {split}") as batches:
+        return collect(embed_fn(trainer, transform), batches, split)
 
 
 # ------------------------------------------------------------------------------------------ outputs
@@ -217,10 +210,18 @@ def run_embed(
     *,
     k: int = continuity.DEFAULT_K,
 ) -> dict:
-    """``--mode=embed`` (see the module docstring); returns ``analysis.json``'s content (or ``{}``)."""
+    """``--mode=embed`` (see the module docstring); returns ``analysis.json``'s content (or ``{}``).
+    Ends with the ``wrote: ...`` line (:func:`logs.closing`)."""
     names = parse_splits(splits)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    with logs.closing(workdir):
+        return _embed(config, workdir, checkpoint, names, k)
+
+
+def _embed(
+    config: ml_collections.ConfigDict, workdir: Path, checkpoint: str | None, names: list[str], k: int
+) -> dict:
     source = Path(checkpoint or workdir).resolve()  # an absolute origin: predict finds the same
     trained = load_run(config, source)
     origin = trained.origin

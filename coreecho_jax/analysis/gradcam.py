@@ -40,7 +40,7 @@ differentiated. The split forward gives the same prediction as ``model(x)`` (tes
 This module computes the maps of a batch of clips (:func:`grad_cam`, :func:`grad_cam_batched`). The
 LV-focus experiment, with the clips of a synthetic set and of a transfer fold, is :mod:`.lv_focus`
 (its measure :mod:`.cam_lv`); the pictures are :mod:`.figures`; the command, with the clips of a
-user's video, is :mod:`.gradcam_cli`, which ``python -m coreecho_jax.analysis.gradcam`` runs.
+user's video, is :mod:`.gradcam_cli`, which ``coreecho gradcam`` runs.
 """
 
 from __future__ import annotations
@@ -261,9 +261,3 @@ def cam_counts(fallback: np.ndarray, blank: np.ndarray) -> dict:
         "blank_clips": int(np.sum(blank)),
         "blank_share": float(np.mean(blank)) if n else float("nan"),
     }
-
-
-if __name__ == "__main__":  # the command line: its code is gradcam_cli (pictures, LV focus, flags)
-    import runpy
-
-    runpy.run_module("coreecho_jax.analysis.gradcam_cli", run_name="__main__", alter_sys=True)

@@ -1,11 +1,11 @@
 """The Grad-CAM command: maps, pictures and LV-focus numbers of one or several trained models.
 
-Command line::
+Command line (its flags: :mod:`coreecho_jax.commands.analysis`)::
 
-    python -m coreecho_jax.analysis.gradcam --checkpoint=RUN_OR_PTH --video=FILE --out=DIR [--stage=2,4]
-    python -m coreecho_jax.analysis.gradcam --checkpoint=RUN --lv_focus=DATASET_ROOT --out=DIR
-    python -m coreecho_jax.analysis.gradcam --checkpoint=TRANSFER_WORKDIR/folds/fold0 --out=DIR
-    python -m coreecho_jax.analysis.gradcam --checkpoint=RUN --lv_focus=ROOT \
+    coreecho gradcam --checkpoint=RUN_OR_PTH --video=FILE --out=DIR [--stage=2,4]
+    coreecho gradcam --checkpoint=RUN --lv_focus=DATASET_ROOT --out=DIR
+    coreecho gradcam --checkpoint=TRANSFER_WORKDIR/folds/fold0 --out=DIR
+    coreecho gradcam --checkpoint=RUN --lv_focus=ROOT \
         --checkpoint=CAMUS_WORKDIR/folds/fold0 --checkpoint=HMCQU_WORKDIR/folds/fold0 --stage=2,3,4 --out=DIR
 
 writes ``gradcam_<video>_stage<s>.png`` (a strip of evenly spaced frames with the map overlaid) and
@@ -19,19 +19,14 @@ model and stage: its example clip's frames with the map.
 An EchoNet model (a CoReEcho run, ``.pth`` or imported folder) explains the clips of a video file
 (``--video``, cut as ``predict`` cuts them: :func:`video_clips`) and/or of a synthetic EchoNet set
 (``--lv_focus``); a transfer fold the prepared clips of a part of its fold (``--split``). The maps are
-:mod:`.gradcam`'s, the pictures :mod:`.figures`', the LV numbers :mod:`.lv_focus`'. The command line
-is ``python -m coreecho_jax.analysis.gradcam`` (which runs this module) or
-``python -m coreecho_jax.analysis.gradcam_cli``.
+:mod:`.gradcam`'s, the pictures :mod:`.figures`', the LV numbers :mod:`.lv_focus`'.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import importlib.util
 import json
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,23 +35,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from coreecho_jax import logs
 from coreecho_jax.analysis import figures, gradcam, lv_focus, runs
-from coreecho_jax.errors import ConfigError, CoreEchoError
 from coreecho_jax.inference import video_clips
-
-#: The command line (``analysis/gradcam.py`` runs this module as ``__main__``).
-PROG = "python -m coreecho_jax.analysis.gradcam"
-
-
-def load_config(spec: str) -> ml_collections.ConfigDict:
-    """The config of a ``configs/*.py[:variant]`` file (``--config``)."""
-    file, _, variant = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("_gradcam_config", file)
-    if module_spec is None or not Path(file).is_file():
-        raise ConfigError(f"--config={spec}: {file} is not a config file (configs/*.py)")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(variant or None) if variant else module.get_config()
 
 
 def same_encoder(a: nnx.Module, b: nnx.Module) -> bool:
@@ -74,15 +55,36 @@ def same_encoder(a: nnx.Module, b: nnx.Module) -> bool:
 # ------------------------------------------------------------------------------------------- the command
 
 
-def _count(text: str) -> int:
-    """An argparse type: an integer >= 1 (argparse names the flag in its error line)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
+@dataclasses.dataclass(frozen=True)
+class GradCamOptions:
+    """What ``coreecho gradcam`` was asked (the flags of :mod:`coreecho_jax.commands.analysis`).
+
+    Attributes:
+        checkpoint: run workdirs, imported folders, CoReEcho ``.pth`` files or transfer folds
+            (``WORKDIR/folds/fold<k>``): one figure row per model.
+        out: the output folder.
+        video: EchoNet models: the AVI/MP4/DICOM file to explain.
+        stage: encoder stage(s), comma-separated (``"2,3,4"``).
+        clips: evenly spaced clips of the video (pictures of each), >= 1.
+        movie: ``"gif"`` or ``"mp4"``.
+        sign: 1, or -1 for the evidence for a lower output.
+        lv_focus: EchoNet models: a synthetic dataset root with ``masks/`` (CAM mass in the LV).
+        split: the split of ``lv_focus``; for a transfer fold its part (train, val, test).
+        dilation: LV dilation radius in px of the 112 px frame, >= 0.
+        max_videos: the first N videos of the split only (None: all).
+    """
+
+    checkpoint: tuple[str, ...]
+    out: str
+    video: str | None = None
+    stage: str = str(gradcam.DEFAULT_STAGE)
+    clips: int = 1
+    movie: str = "gif"
+    sign: float = 1.0
+    lv_focus: str | None = None
+    split: str = "test"
+    dilation: int = 5
+    max_videos: int | None = None
 
 
 #: Row labels of the figure, per task (the paper's Fig. 3 names the datasets).
@@ -95,7 +97,7 @@ def _model_label(trained: runs.TrainedModel) -> str:
 
 
 def _explain_echonet(
-    a: argparse.Namespace, trained: runs.TrainedModel, out: Path, stage: int
+    a: GradCamOptions, trained: runs.TrainedModel, out: Path, stage: int
 ) -> tuple[dict, figures.FigureRow]:
     """One EchoNet model at one stage: pictures of ``--video``'s clips and/or ``--lv_focus``; the figure row."""
     config = trained.config
@@ -144,7 +146,7 @@ def _explain_echonet(
 
 
 def _explain_transfer(
-    a: argparse.Namespace, trained: runs.TrainedModel, out: Path, stage: int, data: tuple
+    a: GradCamOptions, trained: runs.TrainedModel, out: Path, stage: int, data: tuple
 ) -> tuple[dict, figures.FigureRow]:
     """One transfer fold at one stage: every video of ``--split``, pictures of the first; the figure row."""
     names, x, lv = data
@@ -161,50 +163,17 @@ def _explain_transfer(
     return entry, figures.FigureRow(f"{_model_label(trained)}\n{names[0]}", frames, cam.maps[0])
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-    p.add_argument(
-        "--checkpoint",
-        required=True,
-        action="append",
-        help="run workdir, imported folder, CoReEcho .pth or transfer fold (WORKDIR/folds/fold<k>); "
-        "repeat it for one figure row per model (Fig. 3: the EchoNet run, a CAMUS and an HMC-QU fold)",
-    )
-    p.add_argument("--config", default=None, help="configs/FILE.py[:variant]; default: the run's config.json")
-    p.add_argument("--video", default=None, help="EchoNet models: AVI/MP4/DICOM file to explain")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument(
-        "--stage",
-        default=str(gradcam.DEFAULT_STAGE),
-        help="encoder stage(s), comma-separated, e.g. 2,3,4 (module doc)",
-    )
-    p.add_argument(
-        "--clips", type=_count, default=1, help="evenly spaced clips of the video (pictures of each)"
-    )
-    p.add_argument("--movie", choices=("gif", "mp4"), default="gif")
-    p.add_argument(
-        "--sign", type=float, choices=(1.0, -1.0), default=1.0, help="-1: evidence for a lower output"
-    )
-    p.add_argument(
-        "--lv_focus",
-        default=None,
-        help="EchoNet models: synthetic dataset root with masks/: CAM mass in the LV",
-    )
-    p.add_argument(
-        "--split", default="test", help="split of --lv_focus; for a transfer fold its part (train, val, test)"
-    )
-    p.add_argument("--dilation", type=int, default=5, help="LV dilation radius in px of the 112 px frame")
-    p.add_argument("--max_videos", type=_count, default=None, help="first N videos of the split only")
-    return p
-
-
-def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[int]]:
-    """The command's arguments and its stages, checked before anything is loaded (argparse exits with
-    status 2 on a bad flag; an unknown stage is a :class:`GradCamError`)."""
-    p = _parser()
-    a = p.parse_args(argv)
+def check_options(a: GradCamOptions) -> list[int]:
+    """The stages ``a`` asks for, after checking ``a`` before anything is loaded: a GradCamError for an
+    unknown stage, a bad count, radius, sign or movie, or an EchoNet model with nothing to explain."""
+    counts = {"clips": a.clips, "max_videos": a.max_videos}
+    problems = [f"--{k}={v}: expected an integer >= 1" for k, v in counts.items() if v is not None and v < 1]
     if a.dilation < 0:
-        p.error(f"argument --dilation: expected a radius >= 0 px, got {a.dilation}")
+        problems.append(f"--dilation={a.dilation}: expected a radius >= 0 px")
+    if a.sign not in (1.0, -1.0):
+        problems.append(f"--sign={a.sign:g}: expected 1 or -1")
+    if problems:
+        raise gradcam.GradCamError("\n".join(problems))
     try:
         stages = [int(s) for s in a.stage.split(",")]
     except ValueError:
@@ -214,12 +183,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     for stage in stages:
         gradcam.check_stage(stage, 10**6, 10**6)  # an unknown stage, before loading anything
     if a.video is None and a.lv_focus is None and any(runs.find_fold(c) is None for c in a.checkpoint):
-        p.error("an EchoNet model needs --video=FILE and/or --lv_focus=DATASET_ROOT")
-    return a, stages
+        raise gradcam.GradCamError("an EchoNet model needs --video=FILE and/or --lv_focus=DATASET_ROOT")
+    return stages
 
 
 def _explain_model(
-    a: argparse.Namespace,
+    a: GradCamOptions,
     trained: runs.TrainedModel,
     first: runs.TrainedModel | None,
     out: Path,
@@ -243,6 +212,7 @@ def _explain_model(
         entry["same_encoder_as_first"] = same_encoder(trained.model, first.model)
     rows = {}
     for stage in stages:
+        logs.say(f"Grad-CAM of {trained.origin}, stage {stage}")
         if trained.fold is None:
             result, row = _explain_echonet(a, trained, out, stage)
         else:
@@ -252,10 +222,11 @@ def _explain_model(
     return entry, rows
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    """``python -m coreecho_jax.analysis.gradcam --checkpoint=... [--checkpoint=...] --out=DIR`` (module doc)."""
-    a, stages = parse_args(argv)
-    given = load_config(a.config) if a.config else None
+def run(a: GradCamOptions, given: ml_collections.ConfigDict | None = None) -> dict:
+    """``coreecho gradcam --checkpoint=... [--checkpoint=...] --out=DIR`` (module doc): writes the pictures,
+    ``gradcam.json`` and, for several models, ``fig3.png``; prints and returns the report. ``given``: the
+    ``--config`` (default: each run's own config.json)."""
+    stages = check_options(a)
     models = [runs.load_run(given, c) for c in a.checkpoint]
     for trained in models:  # before computing anything
         size = int(trained.config.data.image_size)
@@ -279,11 +250,3 @@ def main(argv: Sequence[str] | None = None) -> dict:
     (out / "gradcam.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return report
-
-
-if __name__ == "__main__":
-    try:
-        main()
-    except CoreEchoError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)

@@ -98,7 +98,7 @@ def _fold_model(config: ml_collections.ConfigDict, fold_dir: Path) -> tuple[CoRe
             f"{fold_dir}: the fold has not finished (no result.json); finish its training first (the same "
             f"command resumes it), so that its checkpoint is the model it tested"
         )
-    tested = json.loads(result_path.read_text()).get("tested_epoch")
+    tested = transfer_loop.numbered_from_one(json.loads(result_path.read_text())).get("tested_epoch")
     mode = str(config.transfer.mode)
     model = build_model(transfer_loop.model_config(config), seed=int(config.seed))
     transfer_steps.fresh_head(  # the head's structure; its values are restored below

@@ -1,9 +1,9 @@
 """How well the shift score (:mod:`coreecho_jax.inference.shift`) flags synthetic shifts the model never saw.
 
-    python -m coreecho_jax.analysis.shift_eval --config=configs/demo.py --workdir=RUN [--checkpoint=...]
+    coreecho shift --config=demo --workdir=RUN [--checkpoint=...]
 
 Embeds the training split (or reuses ``embeddings_train.npz`` of the same checkpoint in the workdir,
-as ``--mode=embed --splits=train`` leaves it), the test split as it is and the test split under each
+as ``coreecho embed --splits=train`` leaves it), the test split as it is and the test split under each
 shift of :data:`shift.SHIFTS`, at the test protocol's clip starts. Per shift, in ``shift_eval.json``:
 
 * ``auroc``: AUROC (:func:`metrics.auroc`) of the shift distance separating the shifted test videos
@@ -17,7 +17,6 @@ A heuristic: synthetic shifts are stand-ins for real ones (another scanner, view
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from coreecho_jax.analysis import embed as embed_lib
 from coreecho_jax.analysis import shift
 from coreecho_jax.errors import ConfigError
 from coreecho_jax.evaluation import metrics
-from coreecho_jax.evaluation.results import json_ready, write_json
+from coreecho_jax.evaluation.results import write_json
 from coreecho_jax.inference.embeddings import Embeddings, cached_train
 from coreecho_jax.inference.runs import load_run
 from coreecho_jax.inference.shift import DEFAULT_K, ShiftIndex
@@ -117,32 +116,3 @@ def run_shift_eval(
     if first:
         write_json(result, workdir / "shift_eval.json")
     return result
-
-
-def main(argv: Sequence[str]) -> None:
-    from absl import flags
-
-    from coreecho_jax.errors import CoreEchoError
-
-    f = flags.FLAGS
-    try:
-        result = run_shift_eval(
-            f.config, f.workdir, f.checkpoint, shifts=[s for s in f.shifts.split(",") if s], k=f.k
-        )
-    except CoreEchoError as e:
-        raise SystemExit(f"error: {e}") from None
-    if jax.process_index() == 0:
-        print(json.dumps(json_ready(result), indent=2))
-
-
-if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file("config", None, "The run's config (configs/*.py[:variant]).")
-    flags.DEFINE_string("workdir", None, "Where shift_eval.json goes (and the run, unless --checkpoint).")
-    flags.DEFINE_string("checkpoint", None, "A run workdir, an imported Orbax dir or a .pth.")
-    flags.DEFINE_string("shifts", "", f"Comma list of {', '.join(shift.SHIFTS)} (default: all).")
-    flags.DEFINE_integer("k", DEFAULT_K, "Nearest training embeddings of the score.")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)

@@ -1,8 +1,8 @@
 """UMAP of embeddings coloured by EF as the official code draws it: the paper's Fig. 1, test and train.
 
-    python -m coreecho_jax.analysis.umap_figure --runs=RUN_A,RUN_B --labels=CoReEcho,L1 --out=umap_pair.png
+    coreecho umap --runs=RUN_A,RUN_B --labels=CoReEcho,L1 --out=umap_pair.png
 
-reads ``embeddings_<split>.npz`` of each run workdir (written by ``--mode=embed --splits=train,test``)
+reads ``embeddings_<split>.npz`` of each run workdir (written by ``coreecho embed --splits=train,test``)
 and draws one row per split of ``--splits`` (default ``test,train``: the paper's figure, test on top)
 and one column per run, with one EF colour bar per row. Each panel is its own UMAP fit, as the
 official ``train_first_stage.py`` fits one per split.
@@ -34,6 +34,7 @@ Matplotlib draws on its own Agg canvas (no pyplot, no display; :mod:`.figures`).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -42,6 +43,7 @@ import numpy as np
 from absl import logging
 from matplotlib.figure import Figure
 
+from coreecho_jax import logs
 from coreecho_jax.analysis import figures
 from coreecho_jax.errors import ConfigError, DataError
 from coreecho_jax.evaluation import metrics
@@ -176,31 +178,46 @@ def umap_figure(
 ) -> Figure:
     """A grid of UMAP panels, ``rows[r][c]`` = ``(embeddings [N, D], EF [N] %, title)``, one EF colour
     bar per row (its range: the row's EF), ``row_labels[r]`` left of each row. ``umap_kwargs`` go to
-    :func:`umap_2d`."""
+    :func:`umap_2d`. A progress bar counts the fitted panels."""
     if not rows or not all(rows):
         raise DataError("no embeddings to draw")
     colours = colormap(cmap)
     n_cols = max(len(row) for row in rows)
     fig = figures.agg_figure(4.2 * n_cols + 1.2, 3.8 * len(rows), dpi=120, layout="constrained")
     axes = fig.subplots(len(rows), n_cols, squeeze=False)
-    for r, row in enumerate(rows):
-        efs = np.concatenate([np.asarray(ef, np.float64) for _, ef, _ in row])
-        points = None
-        for c, (embeddings, ef, title) in enumerate(row):
-            xy = umap_2d(embeddings, **umap_kwargs)
-            ax = axes[r, c]
-            points = ax.scatter(
-                xy[:, 0], xy[:, 1], c=ef, s=POINT_SIZE, cmap=colours, vmin=efs.min(), vmax=efs.max()
-            )
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(title)
-        for ax in axes[r, len(row) :]:
-            ax.set_axis_off()
-        if r < len(row_labels):
-            axes[r, 0].set_ylabel(row_labels[r].capitalize(), fontsize="large")
-        fig.colorbar(points, ax=list(axes[r]), label=COLORBAR_LABEL)
+    if "umap" not in sys.modules:
+        logs.say("UMAP: the first fit in a process compiles umap-learn's code (numba): a minute or more")
+    with logs.progress(desc="UMAP", total=sum(len(row) for row in rows), unit="panel") as bar:
+        fitted = [[(_fitted(x, bar, umap_kwargs), ef, title) for x, ef, title in row] for row in rows]
+    for r, row in enumerate(fitted):
+        _draw_row(fig, axes[r], row, row_labels[r] if r < len(row_labels) else None, colours)
     return fig
+
+
+def _fitted(embeddings: np.ndarray, bar, umap_kwargs: dict) -> np.ndarray:
+    """:func:`umap_2d` of one panel, counted on the progress ``bar``."""
+    xy = umap_2d(embeddings, **umap_kwargs)
+    bar.update(1)
+    return xy
+
+
+def _draw_row(fig: Figure, axes: np.ndarray, row: Sequence[Panel], label: str | None, colours) -> None:
+    """One row of :func:`umap_figure` into ``axes`` (the row's): its panels ``(xy [N, 2], EF [N], title)``,
+    the row label and the row's colour bar (over the row's EF)."""
+    efs = np.concatenate([np.asarray(ef, np.float64) for _, ef, _ in row])
+    points = None
+    for ax, (xy, ef, title) in zip(axes, row):
+        points = ax.scatter(
+            xy[:, 0], xy[:, 1], c=ef, s=POINT_SIZE, cmap=colours, vmin=efs.min(), vmax=efs.max()
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title)
+    for ax in axes[len(row) :]:
+        ax.set_axis_off()
+    if label is not None:
+        axes[0].set_ylabel(label.capitalize(), fontsize="large")
+    fig.colorbar(points, ax=list(axes), label=COLORBAR_LABEL)
 
 
 def plot_umaps(rows: Sequence[Sequence[Panel]], out: str | Path, **kwargs) -> Path:
@@ -209,7 +226,7 @@ def plot_umaps(rows: Sequence[Sequence[Panel]], out: str | Path, **kwargs) -> Pa
 
 
 def plot_embeddings(e: Embeddings, out: str | Path, *, title: str = "", embedding: str = "best_pass") -> Path:
-    """One split's UMAP (``--mode=embed``'s ``umap_<split>.png``) with the defaults above."""
+    """One split's UMAP (``coreecho embed``'s ``umap_<split>.png``) with the defaults above."""
     x, _ = video_embeddings(e, embedding)
     return plot_umaps([[(x, e.videos.labels, title)]], out, row_labels=[e.split])
 
@@ -221,7 +238,7 @@ def plot_runs(
     labels: Sequence[str] | None = None,
     splits: Sequence[str] = SPLITS,
     embedding: str = "best_pass",
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] = logs.say,
     **kwargs,
 ) -> Path:
     """One row per split, one column per run, from the runs' ``embeddings_<split>.npz``.
@@ -244,7 +261,7 @@ def plot_runs(
             path = Path(run) / f"embeddings_{split}.npz"
             if not path.exists():
                 raise DataError(
-                    f"{path}: missing; run --mode=embed --workdir={run} --splits={split} first "
+                    f"{path}: missing; run coreecho embed --workdir={run} --splits={split} first "
                     f"(or leave {split} out of --splits)"
                 )
             e = Embeddings.load(path)
@@ -253,49 +270,3 @@ def plot_runs(
             row.append((x, e.videos.labels, label if r == 0 else ""))
         rows.append(row)
     return plot_umaps(rows, out, row_labels=list(splits), **kwargs)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    import argparse
-
-    from coreecho_jax.errors import CoreEchoError
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--runs", required=True, help="comma list of run workdirs with embeddings_<split>.npz"
-    )
-    parser.add_argument("--labels", default="", help="comma list of panel titles (default: folder names)")
-    parser.add_argument("--out", required=True, help="the PNG to write")
-    parser.add_argument("--splits", default=",".join(SPLITS), help="rows, top first (default: test,train)")
-    parser.add_argument(
-        "--embedding",
-        choices=EMBEDDINGS,
-        default="best_pass",
-        help="best_pass: one clip per video, the official pass choice; mean: mean of the K clips",
-    )
-    parser.add_argument("--n_neighbors", type=int, default=N_NEIGHBORS)
-    parser.add_argument("--min_dist", type=float, default=MIN_DIST)
-    parser.add_argument("--init", choices=INITS, default=INIT)
-    parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--cmap", default=OFFICIAL_CMAP, help=f"{OFFICIAL_CMAP} or a matplotlib colour map")
-    args = parser.parse_args(argv)
-    try:
-        out = plot_runs(
-            args.runs.split(","),
-            args.out,
-            labels=[x for x in args.labels.split(",") if x] or None,
-            splits=[s.strip() for s in args.splits.split(",") if s.strip()],
-            embedding=args.embedding,
-            cmap=args.cmap,
-            seed=args.seed,
-            n_neighbors=args.n_neighbors,
-            min_dist=args.min_dist,
-            init=args.init,
-        )
-    except CoreEchoError as e:
-        raise SystemExit(f"error: {e}") from None
-    print(out)
-
-
-if __name__ == "__main__":
-    main()

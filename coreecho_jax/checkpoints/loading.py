@@ -2,7 +2,7 @@
 
 * ``initialize_from(model, path)``: weights into an existing model from a PyTorch ``.pth`` (Kinetics-400
   UniFormer or CoReEcho ``best.pth``, through the safe reader and the exhaustive key map), a folder
-  written by ``python -m coreecho_jax.checkpoints.torch_import``, or a run workdir (its best epoch).
+  written by ``coreecho import-weights``, or a run workdir (its best epoch).
   A checkpoint of another UniFormer architecture than ``model`` is an
   :class:`~coreecho_jax.checkpoints.architecture.ArchitectureMismatchError` naming both and the
   ``model.preset`` that selects the checkpoint's; a damaged one is skipped or named (see ``manager``).

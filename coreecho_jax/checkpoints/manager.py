@@ -9,7 +9,10 @@ A training stage keeps two managers under ``<directory>``:
   unspecified).
 
 Each checkpoint holds an array tree (``state``) and a JSON dict (``meta``). Saving is asynchronous;
-``wait()`` blocks until the files are on disk. Step numbers are completed epochs (epoch index + 1).
+``wait()`` blocks until the files are on disk. Step numbers are completed epochs: the epoch's number,
+counted from 1, which a training's meta (:mod:`coreecho_jax.train.epochs`) also holds as ``"epoch"``.
+Metas written before epochs were numbered from 1 (``"epoch"`` one less than the step, in a meta with
+a ``"history"``) are read as the new numbering (:func:`numbered_from_one`), so old runs resume.
 Dropout randomness is not saved: the loop reseeds it from (seed, stage, epoch), so a resumed epoch
 draws the same masks as an uninterrupted one.
 
@@ -39,6 +42,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 
+from coreecho_jax import logs
 from coreecho_jax.checkpoints.saved_config import RUN_CONFIG_FILE
 from coreecho_jax.errors import CheckpointError
 
@@ -97,17 +101,18 @@ def _manager(directory: Path, *, async_save: bool, read_only: bool) -> ocp.Check
     processes = ocp.options.MultiprocessingOptions(
         barrier_sync_key_prefix=f"{directory.parent.name}_{directory.name}"
     )
-    if read_only:
+    if read_only:  # save_interval_steps=0: what Orbax sets (with a warning) for a read-only manager
         options = ocp.CheckpointManagerOptions(
-            read_only=True, create=False, multiprocessing_options=processes
+            read_only=True, create=False, save_interval_steps=0, multiprocessing_options=processes
         )
-    else:
-        options = ocp.CheckpointManagerOptions(
-            preservation_policy=ocp.checkpoint_managers.LatestN(1),
-            enable_async_checkpointing=async_save,
-            create=True,
-            multiprocessing_options=processes,
-        )
+        with logs.hidden("Given directory is read only"):  # Orbax's warning on the option we chose
+            return ocp.CheckpointManager(directory.absolute(), options=options, item_names=("state", "meta"))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.LatestN(1),
+        enable_async_checkpointing=async_save,
+        create=True,
+        multiprocessing_options=processes,
+    )
     return ocp.CheckpointManager(directory.absolute(), options=options, item_names=("state", "meta"))
 
 
@@ -233,6 +238,18 @@ def _mismatch_error(directory: Any, step: int, expected: dict, stored: dict, mis
     )
 
 
+def numbered_from_one(meta: dict, step: int) -> dict:
+    """``meta`` of step ``step`` in today's numbering: a training's meta written before epochs were
+    numbered from 1 (a ``"history"``, ``"epoch"`` = ``step - 1``) gets ``"epoch"`` = ``step`` and each
+    history record's ``"epoch"`` one more; any other meta comes back as it is."""
+    if "history" not in meta or meta.get("epoch") != step - 1:
+        return meta
+    history = [
+        {**r, "epoch": r["epoch"] + 1} if isinstance(r.get("epoch"), int) else r for r in meta["history"]
+    ]
+    return {**meta, "epoch": step, "history": history}
+
+
 def _restore(manager: ocp.CheckpointManager, template: dict) -> tuple[dict, dict] | None:
     """(state, meta) of the newest readable step, shaped like ``template``; None when there is no step.
 
@@ -257,6 +274,7 @@ def _restore(manager: ocp.CheckpointManager, template: dict) -> tuple[dict, dict
                 state, meta = _restore_keys(template, restored["state"]), restored["meta"]
                 if not isinstance(meta, dict):
                     raise TypeError(f"meta is a {type(meta).__name__}, expected a JSON object")
+                meta = numbered_from_one(meta, step)
         except Exception as e:  # damage_reason decides; anything else is re-raised
             reason = damage_reason(e, Path(manager.directory) / str(step))
             if reason is None:

@@ -9,10 +9,9 @@ through the exhaustive key map (:mod:`.key_map`):
 * any other UniFormer state_dict (e.g. HF ``Sense-X/uniformer_video`` ``uniformer_small_k400_16x8.pth``)
   -> :class:`UniFormer` without classifier (``head.*`` ignored), or with it when ``with_classifier=True``.
 
-Command line (absl flags, as ``main.py``)::
+Command line (:mod:`coreecho_jax.commands.tools`)::
 
-    python -m coreecho_jax.checkpoints.torch_import --pth=FILE --out=DIR [--head_dim=64]
-        [--with_classifier] [--allow_namespace] [--force]
+    coreecho import-weights --pth=FILE --out=DIR [--head_dim=64] [--with_classifier] [--allow_namespace] [--force]
 
 writes ``DIR/model`` (Orbax ``StandardCheckpointer``: the model's parameters and BatchNorm statistics as
 ``nnx.to_pure_dict``; dropout RNG state is not saved, it is not part of a torch file) and
@@ -25,15 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
-from absl import flags
 from flax import nnx
 
 from coreecho_jax.checkpoints.key_map import (
@@ -51,15 +47,14 @@ from coreecho_jax.checkpoints.manager import (
 from coreecho_jax.checkpoints.torch_pth import (
     CheckpointFormatError,
     CheckpointNotFoundError,
-    UnsafeCheckpointError,
     read_state_dicts,
 )
-from coreecho_jax.errors import CheckpointError, CoreEchoError
+from coreecho_jax.errors import CheckpointError
 from coreecho_jax.models.coreecho import CoReEcho
 from coreecho_jax.models.rngs import make_rngs
 from coreecho_jax.models.uniformer import UniFormer, UniFormerConfig, count_params
 
-__all__ = ["ImportInfo", "import_pth", "main", "restore_imported", "save_imported"]
+__all__ = ["ImportInfo", "import_pth", "restore_imported", "save_imported"]
 
 CONFIG_FILE = "model_config.json"
 STATE_DIR = "model"
@@ -249,7 +244,8 @@ def restore_imported(directory: str | Path) -> nnx.Module:
     return _finish_model(model)
 
 
-def _summary(info: ImportInfo, out: Path) -> str:
+def summary(info: ImportInfo, out: Path) -> str:
+    """What an import read and wrote, one line per fact (``coreecho import-weights`` prints it)."""
     cfg = info.config
     meta = info.meta
     lines = [
@@ -268,61 +264,3 @@ def _summary(info: ImportInfo, out: Path) -> str:
     if meta.get("other_keys"):
         lines.insert(1, f"not read:    top-level entries {meta['other_keys']}")
     return "\n".join(lines)
-
-
-def _flags() -> flags.FlagValues:
-    """The command line's flags, in their own ``FlagValues``: absl as in ``main.py``, while importing this
-    module (``loading`` does) defines no global flag."""
-    fv = flags.FlagValues()
-    flags.DEFINE_string("pth", None, "Input .pth file.", flag_values=fv)
-    flags.DEFINE_string("out", None, "Output directory (gets model/ and model_config.json).", flag_values=fv)
-    flags.DEFINE_integer("head_dim", 64, "Attention head width (64 for UniFormer-S/B).", flag_values=fv)
-    flags.DEFINE_boolean("with_classifier", False, "Keep the Kinetics classifier head.", flag_values=fv)
-    flags.DEFINE_boolean(
-        "allow_namespace",
-        False,
-        "Read a pickled argparse.Namespace (CoReEcho's last.pth 'opt') as a dict.",
-        flag_values=fv,
-    )
-    flags.DEFINE_boolean("force", False, "Overwrite an existing OUT/model.", flag_values=fv)
-    flags.mark_flags_as_required(["pth", "out"], flag_values=fv)
-    return fv
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 2 bad flags or a refused/unreadable/unfitting
-    checkpoint, each reported in one line on stderr)."""
-    fv = _flags()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    prog = "python -m coreecho_jax.checkpoints.torch_import"
-    if {"-h", "--help", "--helpshort"} & set(argv):
-        print(f"{prog}: convert a PyTorch UniFormer/CoReEcho .pth (read without torch) to Orbax.\n")
-        print(fv.get_help())
-        return 0
-    try:
-        extra = fv([prog, *argv])[1:]
-        if extra:
-            raise flags.Error(f"unexpected arguments {extra}")
-    except flags.Error as e:
-        print(f"error: {e} (see --help)", file=sys.stderr)
-        return 2
-    try:
-        model, info = import_pth(
-            fv.pth,
-            head_dim=fv.head_dim,
-            with_classifier=fv.with_classifier,
-            allow_namespace=fv.allow_namespace,
-        )
-        out = save_imported(model, info, fv.out, force=fv.force)
-    except UnsafeCheckpointError as e:
-        print(f"error: refused an unsafe checkpoint: {e}", file=sys.stderr)
-        return 2
-    except (CoreEchoError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(_summary(info, out))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,7 +18,7 @@ Choices, and why:
 
 * **Bins by predicted EF.** The true EF is unknown when the interval is needed, and the guarantee holds
   conditionally on what the bins are keyed on. Coverage per *true* category is not guaranteed: a truly
-  reduced heart predicted at 45 gets the mildly-reduced bin's width (``--mode=evaluate`` reports the
+  reduced heart predicted at 45 gets the mildly-reduced bin's width (``coreecho evaluate`` reports the
   coverage per predicted bin, the one the method promises).
 * **sigma = s + beta, beta = :data:`SPREAD_FLOOR` = 1 EF point, fixed.** The K-clip spread is 0 with
   K = 1 or when the clips agree; ``max(s, eps)`` would make those scores huge (one such calibration
@@ -40,9 +40,9 @@ Choices, and why:
   distributed slightly differently from the calibration's.
 
 **A calibration set of your own** (labelled videos of your population, as the test split of a data
-root): ``--mode=evaluate`` of the trained model on them writes ``test_predictions_evaluate.csv`` and
-``results_evaluate.json``; ``python -m coreecho_jax.evaluation.conformal EVAL_WORKDIR --out
-RUN/calibration.json [--level 0.9]`` fits on those predictions (:func:`fit_from_evaluation`; the CSV
+root): ``coreecho evaluate`` of the trained model on them writes ``test_predictions_evaluate.csv`` and
+``results_evaluate.json``; ``coreecho calibrate --workdir=EVAL_WORKDIR
+--out=RUN/calibration.json [--level=0.9]`` fits on those predictions (:func:`fit_from_evaluation`; the CSV
 holds them to 4 decimals, 0.0001 EF points).
 
 **Why not crepes** (``crepes.ConformalRegressor`` does normalised Mondrian split conformal): ``import
@@ -58,13 +58,11 @@ finite one). The rule here is :func:`conformal_quantile`, tested against its gua
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import hashlib
 import json
 import math
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -72,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from coreecho_jax.errors import CheckpointError, CoreEchoError, DataError
+from coreecho_jax.errors import CheckpointError, DataError
 from coreecho_jax.evaluation import categories
 
 CALIBRATION_FILE = "calibration.json"
@@ -445,7 +443,7 @@ RESULTS_JSON = "results_evaluate.json"
 
 
 def fit_from_evaluation(workdir: str | Path, level: float = DEFAULT_LEVEL) -> Calibration:
-    """A calibration fitted on the videos a ``--mode=evaluate`` run predicted: ``<workdir>/``
+    """A calibration fitted on the videos a ``coreecho evaluate`` run predicted: ``<workdir>/``
     :data:`PREDICTIONS_CSV` (``EF``, ``EF_pred``, ``EF_pred_std``, ``EF_pred_clip_<k>``) and, for the
     weights and K it belongs to, ``<workdir>/`` :data:`RESULTS_JSON` (``weights_sha256``, ``checkpoint``).
 
@@ -485,31 +483,3 @@ def fit_from_evaluation(workdir: str | Path, level: float = DEFAULT_LEVEL) -> Ca
         checkpoint=str(results.get("checkpoint", "")),
         weights_sha256=str(results["weights_sha256"]),
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m coreecho_jax.evaluation.conformal EVAL_WORKDIR --out PATH [--level 0.9]``; returns the
-    exit status (0 written, 2 a refused input, reported in one line on stderr)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m coreecho_jax.evaluation.conformal",
-        description="Fit EF intervals on the predictions of a --mode=evaluate run (your calibration videos).",
-    )
-    parser.add_argument("workdir", help=f"the --mode=evaluate workdir ({PREDICTIONS_CSV}, {RESULTS_JSON})")
-    parser.add_argument("--out", required=True, help="where to write calibration.json (beside the weights)")
-    parser.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="coverage level, e.g. 0.9")
-    args = parser.parse_args(argv)
-    try:
-        calibration = fit_from_evaluation(args.workdir, args.level)
-        out = calibration.save(args.out)
-    except (CoreEchoError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for b, name in enumerate(calibration.names):
-        q = calibration.quantiles[b]
-        print(f"{name}: {calibration.n[b]} videos, quantile " + (f"{q:.3f}" if math.isfinite(q) else "none"))
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

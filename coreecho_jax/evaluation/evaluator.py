@@ -1,6 +1,6 @@
 """The multi-clip evaluator, in the big_vision manner: ``Evaluator(predict_fn, config.eval).run(batches)``.
 
-One object serves validation, the test protocol, ``--mode=evaluate`` and ``predict``: it runs
+One object serves validation, the test protocol, ``coreecho evaluate`` and ``predict``: it runs
 ``predict_fn`` over this process's eval batches (K clips per video, padded rows dropped), gathers the
 videos of every process, and summarises them (MAE, RMSE, R2, Pearson, bootstrap CIs).
 

@@ -174,7 +174,7 @@ def _check_history(history: Iterable[Mapping[str, Any]]) -> list[Mapping[str, An
 
 def training_curves_figure(history: Iterable[Mapping[str, Any]], *, units: str = "EF (%)") -> Figure:
     """Two panels, mean train loss and validation MAE per epoch (1-based, within each stage), one
-    colour per stage. ``history``: per-epoch records with ``stage``, ``epoch`` (0-based), ``loss``,
+    colour per stage. ``history``: per-epoch records with ``stage``, ``epoch`` (from 1), ``loss``,
     ``val_mae`` (``None`` or NaN leaves a gap), as ``Trainer.run_stage`` returns them."""
     records = _check_history(history)
     fig = _new_figure(10.0, 4.0)
@@ -182,7 +182,7 @@ def training_curves_figure(history: Iterable[Mapping[str, Any]], *, units: str =
     stages = sorted({int(r["stage"]) for r in records})
     for i, stage in enumerate(stages):
         rows = sorted((r for r in records if int(r["stage"]) == stage), key=lambda r: int(r["epoch"]))
-        epochs = [int(r["epoch"]) + 1 for r in rows]
+        epochs = [int(r["epoch"]) for r in rows]
         for ax, key in ((ax_loss, "loss"), (ax_mae, "val_mae")):
             values = [_number(r[key]) for r in rows]
             ax.plot(epochs, values, marker="o", markersize=4, color=f"C{i}", label=f"stage {stage}")

@@ -1,6 +1,6 @@
 """Inference steps, compiled once with ``nnx.jit``: EF predictions and encoder embeddings of clips.
 
-Used by validation, the test protocol, ``--mode=evaluate`` and ``predict`` alike. Call them with the
+Used by validation, the test protocol, ``coreecho evaluate`` and ``predict`` alike. Call them with the
 model in eval mode (``model.eval()``): modes are Python attributes, fixed at trace time.
 Layout: ``video`` is ``[B, K, T, H, W, C]`` (K clips per video), normalised as the clip sampler makes it.
 """

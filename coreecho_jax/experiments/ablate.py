@@ -33,16 +33,13 @@ tables are written to ``<workdir>/table<k>.md`` and ``.json``: MAE and RMSE (EF 
 R2 x 100 on the test split as mean +- sample standard deviation (ddof 1; none for one seed) over the
 seeds, beside the paper's R2.
 
-The command (errors raised on purpose print ``error: <line>`` lines and exit with status 1, as
-``main.py`` does; ``--config.<name>=<value>`` overrides go to every row, except the fields the rows set)::
+The command (:mod:`coreecho_jax.commands.experiments`; ``--config.<name>=<value>`` overrides go to every
+row, except the fields the rows set)::
 
-    python -m coreecho_jax.experiments.ablate --config=configs/demo.py --workdir=runs/ablate --table=2 --seeds=3
-    python -m coreecho_jax.experiments.ablate --config=configs/echonet.py --workdir=runs/ablate --table=2 \
+    coreecho ablate --config=demo --workdir=runs/ablate --table=2 --seeds=3
+    coreecho ablate --config=echonet --workdir=runs/ablate --table=2 \
         --config.data.root=/data/EchoNet-Dynamic --init_from=/weights/uniformer_small_k400_16x8.pth
-    python -m coreecho_jax.experiments.ablate --config=configs/demo.py:quick --workdir=/tmp/ablate --table=3 --seeds=1
-
-Its flags live on their own ``absl.flags.FlagValues`` (:func:`define_flags`), defined when the command
-runs, so the module imports next to ``main.py``'s flags; :func:`main` takes the command line as a list.
+    coreecho ablate --config=demo:quick --workdir=/tmp/ablate --table=3 --seeds=1
 """
 
 from __future__ import annotations
@@ -50,8 +47,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -59,11 +54,9 @@ from typing import Any
 
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
 
-from coreecho_jax import cli, config_check
-from coreecho_jax.errors import ConfigError, CoreEchoError
+from coreecho_jax import config_check, logs
+from coreecho_jax.errors import ConfigError
 from coreecho_jax.evaluation.results import write_json
 from coreecho_jax.train import workdir as workdir_lib
 
@@ -201,7 +194,7 @@ def check_ablation_config(config: ml_collections.ConfigDict) -> None:
         task = config_check.get_field(config, "task", "?")
         raise ConfigError(
             f"task = {task!r}: the ablations take an EchoNet config (configs/echonet.py or "
-            "configs/demo.py), not a transfer config; run transfer configs with main.py --mode=train"
+            "configs/demo.py), not a transfer config; run transfer configs with coreecho train"
         )
 
 
@@ -221,7 +214,7 @@ def check_saved_config(run: Path, config: ml_collections.ConfigDict) -> None:
         workdir_lib.check_config_against_saved(run, config, write=False)
     except workdir_lib.ConfigMismatchError as e:
         lines = str(e).splitlines()
-        if lines[-1].startswith("use another --workdir"):  # main.py's advice: its flags are not ablate's
+        if lines[-1].startswith("use another --workdir"):  # train's advice: its flags are not ablate's
             lines = lines[:-1]
         advice = MISMATCH_ADVICE.format(run=run)
         raise workdir_lib.ConfigMismatchError("\n".join([*lines, advice])) from None
@@ -274,9 +267,10 @@ def run_table(
     seeds: int = 3,
     init_from: str = "",
     train_fn: TrainFn | None = None,
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] = logs.say,
 ) -> dict[str, Any]:
-    """Runs (or reads back) every row and seed of a table; writes ``table<k>.md`` and ``.json``.
+    """Runs (or reads back) every row and seed of a table; writes ``table<k>.md`` and ``.json``; ends
+    with the ``wrote: ...`` line (:func:`logs.closing`) and prints the table on stdout.
 
     Args:
         config: the user's config (with its overrides); seeds are ``config.seed + 0 .. seeds - 1``.
@@ -285,7 +279,7 @@ def run_table(
         seeds: runs per row (the paper: 3).
         init_from: Kinetics-400 UniFormer weights for Table 2's K400 rows ("" skips them).
         train_fn: ``(config, workdir) -> results`` (default: the training loop; for tests).
-        say: where the one line per run goes.
+        say: where the one line per run goes (default: the log, :func:`logs.say`).
 
     Returns:
         The table as written to ``table<k>.json``.
@@ -302,53 +296,82 @@ def run_table(
     first_seed = int(config.seed)
     rows = []
     t_all = time.perf_counter()
-    for row in table.rows:
-        entry: dict[str, Any] = {"row": row.slug, "marks": dict(zip(table.columns, row.marks)), "runs": []}
-        for seed in range(first_seed, first_seed + seeds):
-            overrides, why = row_overrides(table, row, seed=seed, workdir=workdir, init_from=init_from)
-            if overrides is None:
-                entry["skipped"] = why
-                say(f"table {table.number} {row.slug}: skipped ({why})")
-                break
-            target = run_dir(workdir, table.number, row.slug, seed)
-            run_config = row_config(config, overrides)
-            own, t0 = target, time.perf_counter()
-            if not (target / workdir_lib.RESULTS_FILE).exists():
-                target = _finished_twin(target, run_config) or target
-            check_saved_config(target, run_config)  # finished or not: before reading or resuming it
-            if (target / workdir_lib.RESULTS_FILE).exists():
-                results = _read_results(target / workdir_lib.RESULTS_FILE)
-                how = "finished earlier" if target == own else f"read from {target.relative_to(workdir)}"
-            else:
-                say(f"table {table.number} {row.slug} seed {seed}: training in {target}")
-                results, how = train_fn(run_config, target), f"{time.perf_counter() - t0:.0f} s"
-            run = {"seed": seed, "workdir": str(target), **{k: results.get(k) for k, _ in METRICS}}
-            run["overrides"] = {k: v for k, v in overrides.items() if k != "seed"}
-            entry["runs"].append(run)
-            say(
-                f"table {table.number} {row.slug} seed {seed}: "
-                + "  ".join(f"{name} {_number(run[k])}" for k, name in METRICS)
-                + f"  ({how})"
-            )
-        for key, _ in METRICS:
-            entry[key] = _stats([r[key] for r in entry["runs"]]) if entry["runs"] else None
-        entry["paper_r2_x100"] = {"mean": row.paper_r2[0], "std": row.paper_r2[1], "n": 3}
-        rows.append(entry)
-    out = {
-        "table": table.number,
-        "caption": table.caption,
-        "columns": [*table.columns, *(name for _, name in METRICS), "R2 (paper)"],
-        "seeds": list(range(first_seed, first_seed + seeds)),
-        "rows": rows,
-        "note": table.note,
-    }
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_json(out, workdir / f"table{table.number}.json")
-    markdown = format_table(out)
-    (workdir / f"table{table.number}.md").write_text(markdown)
-    say(f"table {table.number}: {time.perf_counter() - t_all:.0f} s; {workdir / f'table{table.number}.md'}")
-    say(markdown)
+    with (
+        logs.closing(workdir),
+        logs.progress(desc=f"table {table.number}", total=len(table.rows) * seeds, unit="run") as bar,
+    ):
+        for row in table.rows:
+            entry: dict[str, Any] = {
+                "row": row.slug,
+                "marks": dict(zip(table.columns, row.marks)),
+                "runs": [],
+            }
+            for seed in range(first_seed, first_seed + seeds):
+                overrides, why = row_overrides(table, row, seed=seed, workdir=workdir, init_from=init_from)
+                if overrides is None:
+                    entry["skipped"] = why
+                    say(f"table {table.number} {row.slug}: skipped ({why})")
+                    bar.update(first_seed + seeds - seed)
+                    break
+                run_config = row_config(config, overrides)
+                entry["runs"].append(
+                    _table_run(table, row, seed, workdir, run_config, overrides, train_fn, say)
+                )
+                bar.update(1)
+            for key, _ in METRICS:
+                entry[key] = _stats([r[key] for r in entry["runs"]]) if entry["runs"] else None
+            entry["paper_r2_x100"] = {"mean": row.paper_r2[0], "std": row.paper_r2[1], "n": 3}
+            rows.append(entry)
+        out = {
+            "table": table.number,
+            "caption": table.caption,
+            "columns": [*table.columns, *(name for _, name in METRICS), "R2 (paper)"],
+            "seeds": list(range(first_seed, first_seed + seeds)),
+            "rows": rows,
+            "note": table.note,
+        }
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_json(out, workdir / f"table{table.number}.json")
+        markdown = format_table(out)
+        (workdir / f"table{table.number}.md").write_text(markdown)
+        say(
+            f"table {table.number}: {time.perf_counter() - t_all:.0f} s; {workdir / f'table{table.number}.md'}"
+        )
+        print(markdown, flush=True)
     return out
+
+
+def _table_run(
+    table: Table,
+    row: Row,
+    seed: int,
+    workdir: Path,
+    run_config: ml_collections.ConfigDict,
+    overrides: Mapping[str, Any],
+    train_fn: TrainFn,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """One (row, seed) of :func:`run_table`: trained, resumed or read back (its own folder's or a
+    finished twin's results); its entry in the table's ``runs``."""
+    target = run_dir(workdir, table.number, row.slug, seed)
+    own, t0 = target, time.perf_counter()
+    if not (target / workdir_lib.RESULTS_FILE).exists():
+        target = _finished_twin(target, run_config) or target
+    check_saved_config(target, run_config)  # finished or not: before reading or resuming it
+    if (target / workdir_lib.RESULTS_FILE).exists():
+        results = _read_results(target / workdir_lib.RESULTS_FILE)
+        how = "finished earlier" if target == own else f"read from {target.relative_to(workdir)}"
+    else:
+        say(f"table {table.number} {row.slug} seed {seed}: training in {target}")
+        results, how = train_fn(run_config, target), f"{time.perf_counter() - t0:.0f} s"
+    run = {"seed": seed, "workdir": str(target), **{k: results.get(k) for k, _ in METRICS}}
+    run["overrides"] = {k: v for k, v in overrides.items() if k != "seed"}
+    say(
+        f"table {table.number} {row.slug} seed {seed}: "
+        + "  ".join(f"{name} {_number(run[k])}" for k, name in METRICS)
+        + f"  ({how})"
+    )
+    return run
 
 
 def _number(value: float | None, digits: int = 2) -> str:
@@ -391,113 +414,3 @@ def format_table(table: Mapping[str, Any]) -> str:
     notes += [f"Skipped {row['row']}: {row['skipped']}." for row in table["rows"] if "skipped" in row]
     notes += [table["note"]] if table.get("note") else []
     return "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes)
-
-
-# ------------------------------------------------------------------------------------------- the command
-PROG = "python -m coreecho_jax.experiments.ablate"
-HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull", "-?")
-
-
-def define_flags(argv: Sequence[str]) -> flags.FlagValues:
-    """The command's flags on a new ``FlagValues`` (absl's global ``FLAGS`` stays untouched).
-
-    ``argv`` is the command line the ``--config`` flag reads its ``--config.<name>`` overrides from.
-    """
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_file(
-        "config",
-        None,
-        "Experiment config: a configs/*.py file, optionally file.py:variant.",
-        flag_values=fv,
-        lock_config=True,
-        sys_argv=list(argv),
-    )
-    flags.DEFINE_string(
-        "workdir", None, "Ablation folder: runs go to <workdir>/table<k>/<row>/seed<s>.", flag_values=fv
-    )
-    flags.DEFINE_enum(
-        "table",
-        None,
-        ["2", "3"],
-        "The paper's table: 2 (components) or 3 (augmentation, clips).",
-        flag_values=fv,
-    )
-    flags.DEFINE_integer(
-        "seeds", 3, "Runs per row, seeds config.seed .. config.seed + seeds - 1 (paper: 3).", flag_values=fv
-    )
-    flags.DEFINE_string(
-        "init_from",
-        "",
-        "Table 2: Kinetics-400 UniFormer weights (.pth); without, K400 rows are skipped.",
-        flag_values=fv,
-    )
-    flags.mark_flags_as_required(["config", "workdir", "table"], flag_values=fv)
-    return fv
-
-
-def parse_flags(argv: Sequence[str]) -> tuple[flags.FlagValues, list[str]]:
-    """The command's flags read from ``argv`` (``argv[0]``: the program) and the rest of ``argv`` (the
-    program, absl's own flags such as ``-v``, positional arguments).
-
-    Raises:
-        ConfigError: a ``--config`` file that does not exist or an override that names no field
-            (:func:`coreecho_jax.cli.check_command_line`).
-        absl.flags.Error: a missing or bad flag.
-    """
-    argv = list(argv)
-    cli.check_command_line(argv)
-    fv = define_flags(argv)
-    return fv, fv(argv, known_only=True)
-
-
-def _usage_error(error: flags.Error) -> None:
-    """Exits as absl's own flag parsing does on a bad flag: the error, a pointer to ``--help``, status 1."""
-    sys.stderr.write(f"FATAL Flags parsing error: {error}\n")
-    sys.stderr.write("Pass --help to see help on flags.\n")
-    sys.exit(1)
-
-
-def run_command(fv: flags.FlagValues, argv: Sequence[str]) -> dict[str, Any]:
-    """Runs the table the parsed flags ``fv`` ask for; ``argv`` names the user's overrides."""
-    config = fv.config
-    check_ablation_config(config)
-    table = get_table(fv.table)
-    _, names = cli.config_overrides(argv)
-    check_user_overrides(table, names, fv.init_from)
-    return run_table(config, fv.workdir, table.number, seeds=fv.seeds, init_from=fv.init_from)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """The command (module doc) on ``argv`` (default ``sys.argv``): absl's start-up and logging as in
-    ``main.py`` (library INFO logs only with ``-v``); an error raised on purpose ends it through
-    :func:`coreecho_jax.cli.fail`; ``--help`` prints the flags."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before the data code imports TensorFlow
-    argv = list(sys.argv if argv is None else argv)
-    if set(HELP_FLAGS) & set(argv[1:]):
-        print(f"{PROG}: the paper's ablation tables (Tables 2 and 3) as runs of the training loop.\n")
-        print(define_flags(argv).get_help())
-        return
-    parsed: dict[str, flags.FlagValues] = {}
-
-    def flags_parser(args: list[str]) -> list[str]:
-        try:
-            parsed["flags"], rest = parse_flags(args)
-        except CoreEchoError as e:
-            cli.fail(e)
-        except flags.Error as e:
-            _usage_error(e)
-        return app.parse_flags_with_usage(rest)  # absl's own flags (-v, --verbosity, ...)
-
-    def run(_: list[str]) -> None:
-        if not flags.FLAGS["verbosity"].present:
-            logging.set_verbosity(logging.WARNING)
-        try:
-            run_command(parsed["flags"], argv)
-        except CoreEchoError as e:
-            cli.fail(e)
-
-    app.run(run, argv=argv, flags_parser=flags_parser)
-
-
-if __name__ == "__main__":
-    main()

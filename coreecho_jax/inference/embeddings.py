@@ -1,6 +1,6 @@
 """One split's embeddings and predictions, and their file ``embeddings_<split>.npz`` (:data:`NPZ_KEYS`).
 
-``--mode=embed`` (:mod:`coreecho_jax.analysis.embed`) writes these files into a run workdir;
+``coreecho embed`` (:mod:`coreecho_jax.analysis.embed`) writes these files into a run workdir;
 :func:`cached_train` reads the training split's back for the shift score of ``predict`` and the analyses.
 """
 
@@ -78,7 +78,7 @@ class Embeddings:
 
 def cached_train(workdir: str | Path, origin: str) -> Embeddings | None:
     """``embeddings_train.npz`` of ``workdir`` when it holds the embeddings of checkpoint ``origin``
-    (the origin ``--mode=embed`` recorded); None when there is no such file, or a warning and None when
+    (the origin ``coreecho embed`` recorded); None when there is no such file, or a warning and None when
     it holds another checkpoint's."""
     path = Path(workdir) / "embeddings_train.npz"
     if not path.exists():

@@ -9,6 +9,9 @@
   every other field, e.g. ``eval.*``, are kept);
 * a CoReEcho ``.pth`` or a folder written by ``checkpoints.torch_import``: their own architecture, the
   clip settings of the given ``config`` (they record none, so it is required);
+* a weights folder (:mod:`.weights_folder`: ``model.safetensors``, ``config.json``, ``manifest.json``):
+  every file checked against the manifest, then the model and clip settings of its ``config.json``,
+  as for a run workdir (:func:`load_weights_folder`);
 * whatever a registered loader (:func:`register_loader`) recognises first: the transfer folds of
   :mod:`coreecho_jax.analysis.runs` (CAMUS, HMC-QU), whose model needs the transfer package. This module
   imports no training, transfer or TensorFlow code (``tests/test_imports.py``), so that predicting a
@@ -25,6 +28,7 @@ import ml_collections
 
 from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.errors import CheckpointError, ConfigError
+from coreecho_jax.inference import weights_folder
 from coreecho_jax.models.coreecho import CoReEcho
 
 
@@ -35,11 +39,13 @@ class TrainedModel:
     Attributes:
         model: the CoReEcho encoder with its head (EchoNet/CAMUS: EF in %; HMC-QU: the MI logit).
         config: the config that trained it (a copy; runtime model fields may be the given config's).
-        origin: what was loaded, in a line (for logs and reports; ``--mode=embed`` records it).
+        origin: what was loaded, in a line (for logs and reports; ``coreecho embed`` records it).
         source: the path that was loaded (run workdir, ``.pth``, imported folder, transfer fold folder).
         task: ``"echonet"``, ``"camus"`` or ``"hmcqu"``.
         workdir: the run workdir (EchoNet run) or the transfer workdir; None for ``.pth`` / imported.
         fold: the transfer fold (0-based), else None.
+        has_head: whether the head was trained (False: an encoder-only weights folder, whose head is
+            zeros and must not predict).
     """
 
     model: CoReEcho
@@ -49,6 +55,7 @@ class TrainedModel:
     task: str = "echonet"
     workdir: Path | None = None
     fold: int | None = None
+    has_head: bool = True
 
     @property
     def output(self) -> str:
@@ -84,6 +91,8 @@ def load_run(config: ml_collections.ConfigDict | None, source: str | Path) -> Tr
             damaged checkpoint, an encoder without a regression head.
     """
     path = Path(source)
+    if weights_folder.is_weights_folder(path):  # first: its files are checked before anything reads them
+        return load_weights_folder(config, path)
     for loader in _LOADERS:
         trained = loader(config, path)
         if trained is not None:
@@ -93,7 +102,7 @@ def load_run(config: ml_collections.ConfigDict | None, source: str | Path) -> Tr
     if task not in (None, "echonet"):
         raise CheckpointError(
             f"{path}: a {task} transfer workdir, not a CoReEcho run; its folds are read by Grad-CAM "
-            f"(python -m coreecho_jax.analysis.gradcam --checkpoint={path}/folds/fold<k>)"
+            f"(coreecho gradcam --checkpoint={path}/folds/fold<k>)"
         )
     if config is None:
         if saved is None:
@@ -106,3 +115,34 @@ def load_run(config: ml_collections.ConfigDict | None, source: str | Path) -> Tr
     model, origin = loading.load_for_inference(config, path)
     model.eval()
     return TrainedModel(model, config, origin, path, "echonet", path if saved is not None else None)
+
+
+#: Why an encoder-only weights folder (e.g. the Kinetics-400 UniFormer's) cannot predict.
+NO_HEAD = (
+    "holds an encoder without a trained EF regression head (e.g. the Kinetics-400 UniFormer): it cannot "
+    "predict EF; use it for embeddings (EchoModel.embed) or as a starting point for training"
+)
+
+
+def load_weights_folder(
+    config: ml_collections.ConfigDict | None, source: str | Path, *, require_head: bool = True
+) -> TrainedModel:
+    """The model of a weights folder (files checked against its manifest first), with its config:
+    ``config`` (optional) with the folder's clip settings and model
+    (:func:`~coreecho_jax.checkpoints.saved_config.inference_config`), else the folder's own.
+
+    Raises:
+        WeightsError: a missing, changed or foreign file (:func:`weights_folder.read_folder`), or, with
+            ``require_head``, an encoder-only folder (:data:`NO_HEAD`).
+        ConfigError: the given config's clip settings disagree with the folder's.
+    """
+    path = Path(source)
+    folder = weights_folder.read_folder(path)
+    if require_head and not folder.has_head:
+        raise weights_folder.WeightsError(f"{path}: {NO_HEAD}")
+    config = saved_config.inference_config(
+        ml_collections.ConfigDict(folder.config) if config is None else config, path
+    )
+    model = weights_folder.load_model(folder, config.model)
+    origin = f"{path} (weights {folder.weights_sha256[:12]})"
+    return TrainedModel(model, config, origin, path, "echonet", has_head=folder.has_head)

@@ -8,7 +8,7 @@ most that. A test video like the training data lands near the training videos' o
 about a shift the encoder maps onto familiar embeddings (then the prediction can be wrong with a low
 score), and a rare but valid video scores high too.
 
-The training embeddings are a run workdir's ``embeddings_train.npz`` (``--mode=embed --splits=train``,
+The training embeddings are a run workdir's ``embeddings_train.npz`` (``coreecho embed --splits=train``,
 :func:`train_index`). Synthetic shifts to test the score are :mod:`coreecho_jax.analysis.shift`'s.
 """
 

@@ -3,17 +3,24 @@ and a transfer fold (:class:`coreecho_jax.transfer.loop.FoldRun`). Both read it 
 
     epochs = ResumableEpochs(folder, "stage 1", best_key="best_val_mae", meta={"stage": 1})
     state = epochs.restore_latest(template)    # the latest epoch's state, or None: start at epoch 0
-    for epoch in epochs.remaining(total):
+    for epoch in epochs.remaining(total):      # 0, 1, ...: the index the seeds and the data take
         ...                                    # train one epoch, validate it
-        improved = epochs.save(epoch, record, state, score)
-    state, epoch = epochs.finish(template)     # the best epoch's model; the checkpoints closed
+        improved = epochs.save(epoch, record, state, score)   # record["epoch"] = epoch + 1
+    state, number = epochs.finish(template)    # the best epoch's model and number; checkpoints closed
 
-Checkpoints (:class:`~coreecho_jax.checkpoints.manager.RunCheckpoints`) are saved at step
-``epoch + 1``: ``latest/`` (the whole state, e.g. model and optimizer) after every epoch, ``best/``
-(the model alone) when the epoch's score is <= the best so far (lower is better; a tie goes to the
-later epoch, as in the official code). An epoch without a score (a transfer fold without validation
-set) is never the best. Each checkpoint's meta holds the extra ``meta``, ``epoch``, the best score
-(under ``best_key``) and the ``history`` of epoch records, from which a resumed run goes on.
+Epoch numbers: the loops count epochs from 0 (the index that seeds dropout and the input pipeline);
+everything a person reads numbers them from 1, the same everywhere: epoch ``n`` is the ``n``-th, its
+log line says ``epoch n/total``, its records (``history``, ``metrics.jsonl``) say ``"epoch": n``, its
+checkpoints are step ``n`` with ``"epoch": n`` in their meta, and ``results.json`` names the best or
+tested epoch by ``n``. (Checkpoints written before this numbering hold ``"epoch": n - 1`` at step ``n``;
+:mod:`~coreecho_jax.checkpoints.manager` reads them as ``n``, so their runs resume where they stopped.)
+
+Checkpoints (:class:`~coreecho_jax.checkpoints.manager.RunCheckpoints`): ``latest/`` (the whole state,
+e.g. model and optimizer) after every epoch, ``best/`` (the model alone) when the epoch's score is <=
+the best so far (lower is better; a tie goes to the later epoch, as in the official code). An epoch
+without a score (a transfer fold without validation set) is never the best. Each checkpoint's meta
+holds the extra ``meta``, ``epoch``, the best score (under ``best_key``) and the ``history`` of epoch
+records, from which a resumed run goes on.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ class ResumableEpochs:
         meta: extra fields of every checkpoint's meta (e.g. ``{"stage": 1}``).
 
     Attributes:
-        start: the first epoch still to run (0, or the one after the restored epoch).
+        start: the index of the first epoch still to run = the number of epochs done (0, or the
+            restored epoch's number).
         best: the best score so far (``inf`` before any).
         history: the epoch records so far (strict JSON: NaN -> null).
     """
@@ -65,22 +73,22 @@ class ResumableEpochs:
         if restored is None:
             return None
         state, meta = restored
-        self.start, self.best, self.history = meta["epoch"] + 1, meta[self.best_key], meta["history"]
+        self.start, self.best, self.history = meta["epoch"], meta[self.best_key], meta["history"]
         return state
 
     def remaining(self, epochs: int) -> range:
-        """The epochs still to run of ``epochs``."""
+        """The indexes (from 0) of the epochs still to run of ``epochs``."""
         return range(self.start, epochs)
 
     def save(self, epoch: int, record: Mapping[str, Any], state: dict, score: float | None = None) -> bool:
-        """Ends ``epoch``: appends ``record`` to the history, saves ``state`` (``{"model": ..., ...}``) as
-        the latest and, when ``score`` is <= the best so far, its model as the best. Returns whether it
-        was the best."""
+        """Ends the epoch of index ``epoch`` (number ``epoch + 1``): appends ``record`` to the history,
+        saves ``state`` (``{"model": ..., ...}``) as the latest and, when ``score`` is <= the best so
+        far, its model as the best, both at step ``epoch + 1``. Returns whether it was the best."""
         self.history.append(json_ready(record))
         improved = score is not None and score <= self.best
         if improved:
             self.best = score
-        meta = {**self.meta, "epoch": epoch, self.best_key: self.best, "history": self.history}
+        meta = {**self.meta, "epoch": epoch + 1, self.best_key: self.best, "history": self.history}
         if improved:
             self.checkpoints.save_best(epoch + 1, {"model": state["model"]}, meta)
         self.checkpoints.save_latest(epoch + 1, state, meta)
@@ -88,7 +96,7 @@ class ResumableEpochs:
 
     def finish(self, template: dict | None) -> tuple[dict, int] | None:
         """Waits for the saves, then (with a ``template`` of ``{"model": ...}``) restores the best epoch:
-        ``(its state, its epoch)``; None without a template. Closes the checkpoints.
+        ``(its state, its number)``; None without a template. Closes the checkpoints.
 
         Raises:
             CheckpointError: a template was given but no epoch was the best.

@@ -1,6 +1,6 @@
 """The training loop: stage 1 (RnC + L1), stage 2 (MLP probing), test evaluation; resumable.
 
-``train_and_evaluate(config, workdir)`` is what ``main.py`` calls. Data flows:
+``train_and_evaluate(config, workdir)`` is what ``coreecho train`` calls. Data flows:
 
   prepared TFDS split -> tf.data batches (host numpy) -> global arrays on the ``data`` mesh
   -> jitted step (``train.steps``) -> metrics.jsonl / TensorBoard -> Orbax checkpoints (latest, best)
@@ -27,9 +27,8 @@ from absl import logging
 from flax import nnx
 from flax.nnx import filterlib
 from jax.experimental import multihost_utils
-from tqdm import tqdm
 
-from coreecho_jax import config_check, seeds
+from coreecho_jax import config_check, logs, seeds
 from coreecho_jax.checkpoints import loading
 from coreecho_jax.checkpoints import manager as ckpt_lib
 from coreecho_jax.data.echonet import start_indexes
@@ -97,7 +96,7 @@ def loss_spec(config: ml_collections.ConfigDict) -> steps.LossSpec:
 
 def _host_metrics(pending: list[tuple[int, dict]], stage: int, epoch: int, checkpoints: Path) -> list[dict]:
     """Host floats of the pending ``(step, device metrics)`` (one transfer); FloatingPointError at
-    the first step with a non-finite value."""
+    the first step with a non-finite value. ``epoch``: the 1-based epoch number."""
     window = [{k: float(v) for k, v in m.items()} for m in jax.device_get([m for _, m in pending])]
     for (step, _), metrics in zip(pending, window):
         if not all(math.isfinite(v) for v in metrics.values()):
@@ -106,12 +105,6 @@ def _host_metrics(pending: list[tuple[int, dict]], stage: int, epoch: int, check
                 f"checkpoint is kept in {checkpoints}"
             )
     return window
-
-
-def _say(line: str) -> None:
-    """A line for people (once, from process 0), printed above the progress bar."""
-    if jax.process_index() == 0:
-        tqdm.write(line)
 
 
 class Trainer:
@@ -134,7 +127,7 @@ class Trainer:
         self.config = config
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        distributed.start(config)  # a no-op after main.py's start
+        distributed.start(config)  # a no-op after the command's start
         self.mesh = mesh_lib.make_mesh()
         from coreecho_jax.data.echonet import inputs  # TensorFlow loads here, after the workdir guard
 
@@ -185,7 +178,12 @@ class Trainer:
         """
         self.model.eval()
         host_fn = mesh_lib.host_local_fn(steps.bind(eval_steps.predict_step, self.model), self.mesh)
-        return lambda batch: host_fn(batch["video"])
+        return logs.first_call_compiles("evaluation step", lambda batch: host_fn(batch["video"]))
+
+    def eval_batches(self, split: str, starts: dict, desc: str) -> Iterator[dict]:
+        """:meth:`DataBundle.eval_batches` of ``split`` at ``starts`` behind a progress bar ``desc``."""
+        total = math.ceil(len(starts) / int(self.config.eval.batch_size))
+        return logs.progress(self.data.eval_batches(split, starts), desc=desc, total=total, unit="batch")
 
     def predict_batches(self, batches) -> multiclip.VideoPredictions:
         """Multi-clip predictions of every process's videos over eval batches, in file-name order."""
@@ -210,12 +208,13 @@ class Trainer:
         restored = epochs.restore_latest(self._state(optimizer))
         if restored is not None:
             self._load_state(restored, optimizer)
-            _say(f"stage {stage}: resuming after epoch {epochs.start} (best val MAE {epochs.best:.3f})")
+            logs.say(f"stage {stage}: resuming after epoch {epochs.start} (best val MAE {epochs.best:.3f})")
         else:
             nnx.update(optimizer, mesh_lib.replicate(nnx.state(optimizer), self.mesh))
 
         # The step sets its own train/eval modes (steps.in_modes), so the modes the model object was
-        # left in (eval, after a validation) cannot leak into training.
+        # left in (eval, after a validation) cannot leak into training. ``epoch`` counts from 0 (the
+        # seeds and the input pipeline take it); logs, JSON and checkpoints number it from 1.
         run_step = steps.bind(settings.step, self.model, optimizer)
         for epoch in epochs.remaining(settings.epochs):
             rng_lib.reseed(self.model, seeds.derive(int(self.config.seed), stage, epoch))
@@ -223,7 +222,7 @@ class Trainer:
             val = self.validate(epoch)
             record = {
                 "stage": stage,
-                "epoch": epoch,
+                "epoch": epoch + 1,
                 **train_metrics,
                 "val_mae": val["mae"],
                 "val_rmse": val["rmse"],
@@ -238,9 +237,9 @@ class Trainer:
                     "epoch/best_val_mae": epochs.best,
                 },
                 stage=stage,
-                epoch=epoch,
+                epoch=epoch + 1,
             )
-            _say(
+            logs.say(
                 f"stage {stage} epoch {epoch + 1}/{settings.epochs}: loss {train_metrics['loss']:.4f}"
                 f"  val MAE {val['mae']:.3f}  RMSE {val['rmse']:.3f}  R2 {val['r2']:.3f}"
                 f"  ({train_metrics['clips_per_s']:.1f} clips/s){'  *best*' if improved else ''}"
@@ -265,8 +264,8 @@ class Trainer:
         local_batch: int,
         steps_per_epoch: int,
     ) -> dict:
-        """One epoch of ``run_step(batch, *settings.step_args)``; returns the mean of each metric and
-        ``steps``, ``seconds``, ``clips_per_s``.
+        """One epoch (``epoch`` from 0) of ``run_step(batch, *settings.step_args)``; returns the mean
+        of each metric and ``steps``, ``seconds``, ``clips_per_s``.
 
         The host reads the step metrics (device scalars) every ``run.log_every`` steps and at the end of
         the epoch, not after each step, so it never waits for the device in between; at each read it
@@ -280,37 +279,35 @@ class Trainer:
         pending: list[tuple[int, dict]] = []  # (global step, device metrics) not read yet
         count = 0
         t0 = time.perf_counter()
-        bar = tqdm(
-            total=steps_per_epoch,
-            desc=f"stage {stage} epoch {epoch + 1}/{settings.epochs}",
-            leave=False,
-            disable=jax.process_index() != 0,
-        )
+        bar = logs.progress(desc=f"stage {stage} epoch {epoch + 1}/{settings.epochs}", total=steps_per_epoch)
+        run = logs.first_call_compiles(f"stage {stage} training step", run_step)
 
         def read() -> None:
-            window = _host_metrics(pending, stage, epoch, self.workdir / "checkpoints" / f"stage{stage}")
+            window = _host_metrics(pending, stage, epoch + 1, self.workdir / "checkpoints" / f"stage{stage}")
             mean = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
             for m in window:
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + v
             clips_s = count * settings.batch_size * settings.views / (time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{mean['loss']:.4f}", clips_s=f"{clips_s:.1f}")
-            self._log(pending[-1][0], {f"train/{k}": v for k, v in mean.items()}, stage=stage, epoch=epoch)
+            bar.set_postfix(loss=f"{mean['loss']:.4f}", clips_s=f"{clips_s:.1f}", refresh=False)
+            self._log(
+                pending[-1][0], {f"train/{k}": v for k, v in mean.items()}, stage=stage, epoch=epoch + 1
+            )
             pending.clear()
 
-        for i, batch in enumerate(ds):
-            if i >= steps_per_epoch:
-                break
-            sharded = mesh_lib.shard_batch({"video": batch["video"], "ef": batch["ef"]}, self.mesh)
-            step = epoch * steps_per_epoch + i + 1
-            pending.append((step, run_step(sharded, *settings.step_args)))
-            count += 1
-            bar.update(1)
-            if step % log_every == 0:
+        with bar:
+            for i, batch in enumerate(ds):
+                if i >= steps_per_epoch:
+                    break
+                sharded = mesh_lib.shard_batch({"video": batch["video"], "ef": batch["ef"]}, self.mesh)
+                step = epoch * steps_per_epoch + i + 1
+                pending.append((step, run(sharded, *settings.step_args)))
+                count += 1
+                bar.update(1)
+                if step % log_every == 0:
+                    read()
+            if pending:
                 read()
-        if pending:
-            read()
-        bar.close()
         if count == 0:
             raise ConfigError(
                 f"stage{stage}.batch_size={settings.batch_size}: the training split produced no batch"
@@ -324,8 +321,10 @@ class Trainer:
 
     def validate(self, epoch: int) -> dict:
         """Val MAE on predictions averaged over ``eval.n_clips`` clips drawn afresh from (seed, epoch)."""
-        batches = self.data.eval_batches("val", self.data.val_starts(epoch))
-        _, summary = Evaluator(self.predict_fn(), self.config.eval, bootstrap=0).run(batches)
+        with self.eval_batches(
+            "val", self.data.val_starts(epoch), f"validation, epoch {epoch + 1}"
+        ) as batches:
+            _, summary = Evaluator(self.predict_fn(), self.config.eval, bootstrap=0).run(batches)
         return summary
 
     def calibration_starts(self) -> dict:
@@ -340,7 +339,8 @@ class Trainer:
     def calibrate(self, checkpoint: str) -> conformal.Calibration:
         """Conformal EF intervals of the current model fitted on the validation split at
         ``eval.interval_level`` (:mod:`coreecho_jax.evaluation.conformal`); ``checkpoint`` names the model."""
-        result = self.predict_batches(self.data.eval_batches("val", self.calibration_starts()))
+        with self.eval_batches("val", self.calibration_starts(), "EF intervals, validation") as batches:
+            result = self.predict_batches(batches)
         k = result.clip_predictions.shape[1]
         return conformal.fit(
             result.labels,
@@ -357,7 +357,7 @@ class Trainer:
         """Process 0 writes ``<workdir>/calibration.json``."""
         if jax.process_index() == 0:
             path = calibration.save(self.workdir / conformal.CALIBRATION_FILE)
-            _say(f"EF intervals calibrated on the {calibration.source} ({path})")
+            logs.say(f"EF intervals calibrated on the {calibration.source} ({path})")
 
     def test(self, tag: str, calibration: conformal.Calibration | None = None) -> dict:
         """The test protocol: fixed starts, K clips per video, CIs; process 0 writes the per-video CSV
@@ -377,7 +377,8 @@ class Trainer:
             seed=int(self.config.seed),
             train_mean=self.data.train_mean_ef(),
         )
-        result, summary = evaluator.run(self.data.eval_batches("test", starts))
+        with self.eval_batches("test", starts, "test") as batches:
+            result, summary = evaluator.run(batches)
         summary["weights_sha256"] = model_fingerprint(self.model)  # the weights a calibration belongs to
         summary.update(
             multiclip.clinical_summary(
@@ -401,8 +402,11 @@ def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str | Path, *, allow_config_change: bool = False
 ) -> dict:
     """Runs the configured stages (resuming where a previous run stopped) and the test evaluation,
-    in the workdir :func:`claimed_workdir` holds."""
-    with claimed_workdir(config, workdir, allow_config_change=allow_config_change) as held:
+    in the workdir :func:`claimed_workdir` holds; ends with the ``wrote: ...`` line (:func:`logs.closing`)."""
+    with (
+        logs.closing(workdir),
+        claimed_workdir(config, workdir, allow_config_change=allow_config_change) as held,
+    ):
         trainer = Trainer(config, held)
         report = {
             f"stage{stage}": trainer.run_stage(stage_settings(config, stage)) for stage in _stages(config)
@@ -441,7 +445,7 @@ def run_in_workdir(
 
 def _finish(trainer: Trainer, report: dict[str, dict]) -> dict:
     """After the stages (``report``: each one's :meth:`Trainer.run_stage` result): the calibration and
-    the test of the loaded model, the last stage's best epoch (the one --mode=evaluate/predict load
+    the test of the loaded model, the last stage's best epoch (the one coreecho evaluate/predict load
     from the workdir); process 0 writes results.json and the training curves."""
     workdir = trainer.workdir
     last = list(report)[-1]
@@ -451,11 +455,12 @@ def _finish(trainer: Trainer, report: dict[str, dict]) -> dict:
     results = trainer.test(tag="final", calibration=calibration)
     results.update({f"{k}_best_val_mae": v["best_val_mae"] for k, v in report.items()})
     results.update({f"{k}_best_epoch": v["best_epoch"] for k, v in report.items()})
+    _note_small_run(results)
     if jax.process_index() == 0:
         write_json(results, workdir / "results.json")
         history = [record for stage in report.values() for record in stage["history"]]
         plots.write_training_curves(history, workdir / "training_curves.png")
-        print(f"\nTest results ({workdir / 'results.json'})\n" + format_results(results), flush=True)
+        _print_results(f"Test results ({workdir / 'results.json'})", results)
     if trainer.writer is not None:
         trainer.writer.close()
     return results
@@ -464,10 +469,16 @@ def _finish(trainer: Trainer, report: dict[str, dict]) -> dict:
 def evaluate_checkpoint(
     config: ml_collections.ConfigDict, workdir: str | Path, checkpoint: str | None
 ) -> dict:
-    """The test protocol on any checkpoint: a run workdir, an imported folder or a CoReEcho ``.pth``."""
+    """The test protocol on any checkpoint: a run workdir, an imported folder or a CoReEcho ``.pth``;
+    ends with the ``wrote: ...`` line (:func:`logs.closing`)."""
     distributed.start(config)  # before loading the model touches JAX
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    with logs.closing(workdir):
+        return _evaluate(config, workdir, checkpoint)
+
+
+def _evaluate(config: ml_collections.ConfigDict, workdir: Path, checkpoint: str | None) -> dict:
     source = checkpoint or workdir
     trained = load_run(config, source)  # the run's clip settings and model
     config, model, origin = trained.config, trained.model, trained.origin
@@ -475,10 +486,23 @@ def evaluate_checkpoint(
     calibration = _calibration_for(trainer, Path(source), workdir, origin)
     results = trainer.test(tag="evaluate", calibration=calibration)
     results["checkpoint"] = origin
+    _note_small_run(results)
     if jax.process_index() == 0:
         write_json(results, workdir / "results_evaluate.json")
-        print(f"\nTest results of {origin}\n" + format_results(results), flush=True)
+        _print_results(f"Test results of {origin}", results)
     return results
+
+
+def _note_small_run(results: dict) -> None:
+    """``results["small_run_note"]`` when the test set is too small to mean anything (:func:`logs.small_run_note`)."""
+    if note := logs.small_run_note(int(results["n"])):
+        results["small_run_note"] = note
+
+
+def _print_results(title: str, results: dict) -> None:
+    """The result table on stdout, under ``title`` and the small-run note when there is one."""
+    note = results.get("small_run_note")
+    print(f"\n{title}\n" + (f"{note}\n" if note else "") + format_results(results), flush=True)
 
 
 def _calibration_for(trainer: Trainer, source: Path, workdir: Path, origin: str) -> conformal.Calibration:
@@ -493,7 +517,7 @@ def _calibration_for(trainer: Trainer, source: Path, workdir: Path, origin: str)
             path, fingerprint, int(config.eval.n_clips), float(config.eval.interval_level)
         )
         if calibration is not None:
-            _say(f"EF intervals from {path}")
+            logs.say(f"EF intervals from {path}")
             return calibration
         reasons.append(reason)
     logging.info("fitting EF intervals on the validation split: %s", "; ".join(reasons))

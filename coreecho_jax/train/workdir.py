@@ -1,6 +1,6 @@
 """One run per workdir, resumed only under the config it started with.
 
-``claim(workdir, config)`` is the guard ``--mode=train`` runs inside:
+``claim(workdir, config)`` is the guard ``coreecho train`` runs inside:
 
 * it holds an exclusive lock on ``<workdir>/.lock`` (:class:`coreecho_jax.locks.HolderLock`, an
   ``fcntl.flock``; the file names the holder's pid, host and start time). A second run into the same

@@ -7,7 +7,7 @@ package's public functions.
 * :mod:`.data`: the data step: a task's download read, folded and prepared once as clips (cached).
 * :mod:`.steps`: the fresh head and the training step; the tables of modes (probe / finetune) and kinds
   (regression / classification).
-* :mod:`.loop`: ``--mode=train`` for a transfer config: each fold trained (resumable) and tested,
+* :mod:`.loop`: ``coreecho train`` for a transfer config: each fold trained (resumable) and tested,
   ``results.json``, ``table.md``, ``predictions.csv``.
 * :mod:`.provenance`: what a fold was computed from, so a rerun never reads back a fold of other data.
 * :mod:`.report`: mean +- std over folds, pooled values, baselines and the paper's rows as a table.

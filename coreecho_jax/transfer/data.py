@@ -92,16 +92,22 @@ def synthetic_root(data_config: Any, workdir: Path) -> Path:
 
 
 def download_root(task: str, data_config: Any, workdir: str | Path) -> Path:
-    """The download :func:`prepare` reads: ``data.root``, or the synthetic one it writes (:func:`synthetic_root`).
+    """The download :func:`prepare` reads: ``data.root`` (the field the task's record names in
+    ``source_field``: a manifest task's ``data.manifest``), or the synthetic one it writes
+    (:func:`synthetic_root`).
 
     Raises:
-        ConfigError: ``data.root`` is empty and the data is not synthetic.
+        ConfigError: that field is empty and the data is not synthetic.
     """
     if data_config.synthetic.enabled:
         return synthetic_root(data_config, Path(workdir))
-    if not data_config.root:
-        raise ConfigError(f"data.root is empty: pass --config.data.root=<the {task} download>")
-    return Path(data_config.root)
+    record = tasks.get(task)
+    field = record.source_field
+    if not data_config[field]:
+        raise ConfigError(
+            f"data.{field} is empty: pass --config.data.{field}=<the {record.name} {record.source_noun}>"
+        )
+    return Path(data_config[field])
 
 
 def write_synthetic(task: str | tasks.Task, data_config: Any, workdir: Path) -> Path:

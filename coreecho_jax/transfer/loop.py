@@ -1,7 +1,7 @@
 """Transfer learning as the paper's Tables 4 and 5: cross-validated MLP probing or fine-tuning.
 
-``run_transfer(config, workdir)`` is what ``main.py`` calls for ``configs/camus.py`` and
-``configs/hmcqu.py``. Data flows:
+``run_transfer(config, workdir)`` is what ``coreecho train`` (and ``coreecho transfer``) calls for
+``--config=camus`` and ``--config=hmcqu``. Data flows:
 
   ``config.task`` -> its record (``transfer.tasks``: reader, kind, metrics, table, paper rows)
   download -> ``transfer.data.prepare`` (one clip per video, cached) -> folds
@@ -11,7 +11,8 @@
   -> the fold's held-out patients through the task's evaluator (``evaluation.transfer``)
      -> ``folds/fold<k>/result.json`` + predictions
   -> ``transfer.report``: mean +- std over folds, baselines, the paper's rows -> ``results.json``,
-     ``table.md``, ``predictions.csv``.
+     ``table.md``, ``predictions.csv``; a regression's calibrated EF intervals (``transfer.intervals``:
+     fitted on each fold's validation videos, else cross-fitted on the other folds' tested videos).
 
 Nothing here branches on a dataset: what differs between CAMUS, HMC-QU and any other task is in its
 record, what differs between probing and fine-tuning in ``transfer.steps.MODES``.
@@ -51,15 +52,14 @@ import numpy as np
 from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
-from tqdm import tqdm
 
-from coreecho_jax import config_check, seeds
+from coreecho_jax import config_check, logs, seeds
 from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.checkpoints import manager as ckpt_lib
 from coreecho_jax.data.transfer import cycles
 from coreecho_jax.data.transfer.folds import Fold
 from coreecho_jax.errors import ConfigError, DataError
-from coreecho_jax.evaluation import plots
+from coreecho_jax.evaluation import conformal, plots
 from coreecho_jax.evaluation import steps as eval_steps
 from coreecho_jax.evaluation import transfer as transfer_eval
 from coreecho_jax.evaluation.results import json_ready, write_json
@@ -71,6 +71,7 @@ from coreecho_jax.train import loop as train_loop
 from coreecho_jax.train import mesh as mesh_lib
 from coreecho_jax.train import steps as train_steps
 from coreecho_jax.train.writer import MetricWriter
+from coreecho_jax.transfer import intervals as transfer_intervals
 from coreecho_jax.transfer import provenance, report, tasks
 from coreecho_jax.transfer import steps as transfer_steps
 from coreecho_jax.transfer.data import PreparedSet, prepare
@@ -79,9 +80,15 @@ from coreecho_jax.transfer.data import PreparedSet, prepare
 ARCHITECTURE_FIELDS = ("preset", "dims", "depth", "head_dim", "mlp_ratio")
 
 
-def _say(line: str) -> None:
-    if jax.process_index() == 0:
-        tqdm.write(line)
+def numbered_from_one(result: dict) -> dict:
+    """A fold's ``result.json`` in today's numbering (epochs from 1, :mod:`coreecho_jax.train.epochs`):
+    one written before (its history starts at epoch 0) gets ``tested_epoch`` and each history
+    record's ``epoch`` one more; any other comes back as it is."""
+    history = result.get("history") or []
+    if not history or history[0].get("epoch") != 0:
+        return result
+    renumbered = [{**r, "epoch": r["epoch"] + 1} for r in history]
+    return {**result, "tested_epoch": int(result["tested_epoch"]) + 1, "history": renumbered}
 
 
 def parse_folds(value: Any, n_folds: int) -> list[int]:
@@ -123,7 +130,7 @@ def resolve_model(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     ]
     if not changed:
         return config
-    _say(f"the architecture of transfer.init's run is trained ({'; '.join(changed)})")
+    logs.say(f"the architecture of transfer.init's run is trained ({'; '.join(changed)})")
     resolved = copy.deepcopy(config)
     resolved.model = model
     return resolved
@@ -284,7 +291,10 @@ class FoldRun:
             process_index=jax.process_index(),
             process_count=jax.process_count(),
         )
-        return self.evaluator.predict(lambda b: host_fn(b["video"]), batches)
+        predict = logs.first_call_compiles(
+            f"fold {self.fold.index} evaluation step", lambda b: host_fn(b["video"])
+        )
+        return self.evaluator.predict(predict, batches)
 
     # ---------------------------------------------------------------------------------- provenance
     def stale_reason(self) -> str | None:
@@ -309,7 +319,7 @@ class FoldRun:
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"coreecho_jax stale fold {self.fold.index}")
         logging.warning("fold %d: %s; computed again (the old folder is %s)", self.fold.index, reason, target)
-        _say(f"fold {self.fold.index}: computed from other data ({reason}); computing it again")
+        logs.say(f"fold {self.fold.index}: computed from other data ({reason}); computing it again")
         return {"because": reason, "old_folder": str(target)}
 
     def with_metrics(self, result: dict) -> dict:
@@ -333,8 +343,8 @@ class FoldRun:
         reason = self.stale_reason()
         recomputed = self.set_aside(reason, recompute_stale) if reason else None
         if recomputed is None and done.is_file():
-            _say(f"fold {self.fold.index}: finished earlier ({done})")
-            return self.with_metrics(json.loads(done.read_text()))
+            logs.say(f"fold {self.fold.index}: finished earlier ({done})")
+            return self.with_metrics(numbered_from_one(json.loads(done.read_text())))
         if jax.process_index() == 0:
             self.dir.mkdir(parents=True, exist_ok=True)
             write_json(self.inputs, self.dir / provenance.INPUTS_FILE)
@@ -362,18 +372,25 @@ class FoldRun:
         if restored is not None:
             ckpt_lib.load_model_state_dict(model, restored["model"])
             ckpt_lib.load_optimizer_state_dict(optimizer, restored["opt"])
-            _say(f"fold {self.fold.index}: resuming after epoch {epochs.start}")
+            logs.say(f"fold {self.fold.index}: resuming after epoch {epochs.start}")
         self._replicate(model, optimizer)
         self.train(model, optimizer, epochs)
         has_val = len(self.val_rows) > 0
         best = epochs.finish({"model": ckpt_lib.model_state_dict(model)} if has_val else None)
-        tested_epoch = int(self.hp.epochs) - 1
+        tested_epoch = int(self.hp.epochs)  # the last epoch's number (from 1)
         if best is not None:
             ckpt_lib.load_model_state_dict(model, best[0]["model"])
             self._replicate(model)
             tested_epoch = best[1]
         names, labels, outputs = self.predict(model, self.test_rows)
         groups = [self.data.groups[i] for i in self.data.rows(tuple(names))]
+        val_predictions = []
+        if has_val:  # the tested model's outputs on the validation set: what its intervals are fitted on
+            val_names, val_labels, val_outputs = self.predict(model, self.val_rows)
+            val_predictions = [
+                {"name": n, "label": float(y), "output": float(o)}
+                for n, y, o in zip(val_names, val_labels, val_outputs)
+            ]
         return {
             "fold": self.fold.index,
             "sizes": {"train": len(self.fold.train), "val": len(self.fold.val), "test": len(self.fold.test)},
@@ -386,6 +403,7 @@ class FoldRun:
                 {"name": n, "label": float(y), "output": float(o), "group": g}
                 for n, y, o, g in zip(names, labels, outputs, groups)
             ],
+            "val_predictions": val_predictions,
             "inputs": self.inputs,
         }
 
@@ -396,38 +414,39 @@ class FoldRun:
         )
         total = int(self.hp.epochs)
         writer = MetricWriter(self.dir) if jax.process_index() == 0 else None
-        bar = tqdm(
+        bar = logs.progress(
+            desc=f"fold {self.fold.index} ({self.mode.name})",
             total=total * steps_per_epoch,
             initial=epochs.start * steps_per_epoch,
-            desc=f"fold {self.fold.index} ({self.mode.name})",
-            leave=False,
-            disable=jax.process_index() != 0,
         )
-        run_step = train_steps.bind(transfer_steps.transfer_step, model, optimizer)
-        for epoch in epochs.remaining(total):
-            rng_lib.reseed(
-                model, seeds.derive(int(self.config.seed), self.fold.index, epoch, seeds.TRANSFER_DROPOUT)
-            )
-            record: dict[str, Any] = {
-                "epoch": epoch,
-                "loss": self.train_epoch(run_step, epoch, steps_per_epoch, bar),
-            }
-            score = None
-            if len(self.val_rows):
-                _, labels, outputs = self.predict(model, self.val_rows)
-                score = record["val_score"] = self.evaluator.selection_score(labels, outputs)
-            epochs.save(epoch, record, self._state(model, optimizer), score)
-            if writer is not None:
-                writer.write(
-                    (epoch + 1) * steps_per_epoch, {f"epoch/{k}": v for k, v in record.items()}, epoch=epoch
+        step = train_steps.bind(transfer_steps.transfer_step, model, optimizer)
+        run_step = logs.first_call_compiles(f"fold {self.fold.index} training step", step)
+        with bar:
+            for epoch in epochs.remaining(total):  # from 0; records, JSON and checkpoints number from 1
+                rng_lib.reseed(
+                    model, seeds.derive(int(self.config.seed), self.fold.index, epoch, seeds.TRANSFER_DROPOUT)
                 )
-        bar.close()
+                record: dict[str, Any] = {
+                    "epoch": epoch + 1,
+                    "loss": self.train_epoch(run_step, epoch, steps_per_epoch, bar),
+                }
+                score = None
+                if len(self.val_rows):
+                    _, labels, outputs = self.predict(model, self.val_rows)
+                    score = record["val_score"] = self.evaluator.selection_score(labels, outputs)
+                epochs.save(epoch, record, self._state(model, optimizer), score)
+                if writer is not None:
+                    writer.write(
+                        (epoch + 1) * steps_per_epoch,
+                        {f"epoch/{k}": v for k, v in record.items()},
+                        epoch=epoch + 1,
+                    )
         if writer is not None:
             writer.close()
 
-    def train_epoch(self, run_step, epoch: int, steps_per_epoch: int, bar: tqdm) -> float:
-        """One epoch of at most ``steps_per_epoch`` steps; its mean loss. FloatingPointError when it is not
-        finite (the last good checkpoint is kept)."""
+    def train_epoch(self, run_step, epoch: int, steps_per_epoch: int, bar: Any) -> float:
+        """One epoch (index ``epoch``, from 0) of at most ``steps_per_epoch`` steps; its mean loss.
+        FloatingPointError when it is not finite (the last good checkpoint is kept)."""
         augment = (
             cycles.AffineSpec(
                 float(self.config.data.affine_degrees),
@@ -461,7 +480,7 @@ class FoldRun:
         loss = float(np.mean(jax.device_get(losses)))
         if not np.isfinite(loss):
             raise FloatingPointError(
-                f"non-finite loss in fold {self.fold.index}, epoch {epoch}; the last good checkpoint is "
+                f"non-finite loss in fold {self.fold.index}, epoch {epoch + 1}; the last good checkpoint is "
                 f"kept in {self.dir / 'checkpoints'}"
             )
         return loss
@@ -488,18 +507,33 @@ def _check_batches(config: ml_collections.ConfigDict, mesh) -> None:
         raise ConfigError("\n".join(problems))
 
 
-def write_predictions_csv(results: Sequence[dict], path: Path) -> None:
-    """Every tested video of every fold: fold, name, group, label, output (EF % or MI probability)."""
+def write_predictions_csv(
+    results: Sequence[dict], path: Path, bounds: dict[str, tuple[float, float]] | None = None
+) -> None:
+    """Every tested video of every fold: fold, name, group, label, output (EF % or MI probability) and,
+    with ``bounds`` (a regression's calibrated intervals, :mod:`coreecho_jax.transfer.intervals`),
+    lower and upper (EF %; empty for a video without an interval)."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["fold", "name", "group", "label", "output"])
+        w.writerow(
+            ["fold", "name", "group", "label", "output", *(["lower", "upper"] if bounds is not None else [])]
+        )
         for r in results:
             for p in r["predictions"]:
-                w.writerow([r["fold"], p["name"], p["group"], p["label"], f"{p['output']:.6f}"])
+                row = [r["fold"], p["name"], p["group"], p["label"], f"{p['output']:.6f}"]
+                if bounds is not None:
+                    row += [f"{x:.4f}" for x in bounds[p["name"]]] if p["name"] in bounds else ["", ""]
+                w.writerow(row)
 
 
-def summarize(config: ml_collections.ConfigDict, data: PreparedSet, results: Sequence[dict]) -> dict:
-    """results.json's content: per-fold metrics, their mean +- std, the baseline, pooled metrics, table."""
+def summarize(
+    config: ml_collections.ConfigDict,
+    data: PreparedSet,
+    results: Sequence[dict],
+    intervals: transfer_intervals.Intervals | None = None,
+) -> dict:
+    """results.json's content: per-fold metrics, their mean +- std, the baseline, pooled metrics, table
+    and, with ``intervals``, their summary (coverage, width, what each fold's were fitted on)."""
     task = tasks.get(data.task)
     n = len(results)
     model = report.summarize_folds([r["model"] for r in results])
@@ -522,10 +556,19 @@ def summarize(config: ml_collections.ConfigDict, data: PreparedSet, results: Seq
         "pooled_baseline": pooled_baseline,
         "paper_comparison": task.comparison,
         "per_fold": [
-            {k: v for k, v in r.items() if k not in ("predictions", "history", "inputs")} for r in results
+            {k: v for k, v in r.items() if k not in ("predictions", "val_predictions", "history", "inputs")}
+            for r in results
         ],
         "table": report.format_table(task, rows, n),
+        **({"intervals": intervals.summary} if intervals is not None else {}),
+        **_small_run(results),
     }
+
+
+def _small_run(results: Sequence[dict]) -> dict:
+    """``{"small_run_note": ...}`` when the folds tested too few videos to mean anything, else ``{}``."""
+    note = logs.small_run_note(sum(len(r["predictions"]) for r in results))
+    return {"small_run_note": note} if note else {}
 
 
 def run_transfer(
@@ -534,11 +577,15 @@ def run_transfer(
     """Runs every chosen fold (module doc) with the config checked and the workdir held, as CoReEcho
     training does (:func:`coreecho_jax.train.loop.claimed_workdir`). ``config.json`` records the
     architecture that is trained (:func:`resolve_model`). ``allow_config_change`` also recomputes fold
-    folders computed from other data (:meth:`FoldRun.set_aside`)."""
+    folders computed from other data (:meth:`FoldRun.set_aside`). Ends with the ``wrote: ...`` line
+    (:func:`logs.closing`)."""
     config_check.check_config(config)
     check_setting(config)
     config = resolve_model(config)
-    with train_loop.claimed_workdir(config, workdir, allow_config_change=allow_config_change) as held:
+    with (
+        logs.closing(workdir),
+        train_loop.claimed_workdir(config, workdir, allow_config_change=allow_config_change) as held,
+    ):
         return cross_validate(config, held, recompute_stale=allow_config_change)
 
 
@@ -551,13 +598,13 @@ def cross_validate(
     _check_batches(config, mesh)
     data = _prepare(config, workdir)
     task = tasks.get(data.task)
-    _say(
+    logs.say(
         data.source
         + (f"; {len(data.skipped)} videos left out (see preparation_report.json)" if data.skipped else "")
     )
     chosen = parse_folds(config.transfer.folds, len(data.folds))
     check_folds(config, data, chosen)
-    _say(protocol_line(config, data, chosen))
+    logs.say(protocol_line(config, data, chosen))
     digests = provenance.video_digests(data)
     results = []
     for k in chosen:
@@ -566,22 +613,48 @@ def cross_validate(
         )
         results.append(result)
         key = task.headline
-        _say(f"fold {k}: {key} {result['model'][key]:.3f} (baseline {result['baseline'][key]:.3f})")
+        logs.say(f"fold {k}: {key} {result['model'][key]:.3f} (baseline {result['baseline'][key]:.3f})")
     provenance.check_tested_once(results, data.names)
-    summary = summarize(config, data, results)
+    intervals = interval_estimates(config, task, results)
+    summary = summarize(config, data, results, intervals)
     if jax.process_index() == 0:
-        _write_summary(task, summary, results, workdir)
+        _write_summary(task, summary, results, workdir, intervals)
     logging.info("transfer finished: %s", workdir)
     return summary
 
 
-def _write_summary(task: tasks.Task, summary: dict, results: Sequence[dict], workdir: Path) -> None:
-    """results.json, table.md, predictions.csv and (a regression) the pooled agreement plots; printed."""
+def interval_estimates(
+    config: ml_collections.ConfigDict, task: tasks.Task, results: Sequence[dict]
+) -> transfer_intervals.Intervals | None:
+    """The calibrated intervals of the tested videos when the task's kind has them (a regression), at
+    ``eval.interval_level`` (0.9 when the config has no such field)."""
+    if task.kind.intervals is None:
+        return None
+    level = float(config.eval.get("interval_level", conformal.DEFAULT_LEVEL))
+    return task.kind.intervals(results, level)
+
+
+def _write_summary(
+    task: tasks.Task,
+    summary: dict,
+    results: Sequence[dict],
+    workdir: Path,
+    intervals: transfer_intervals.Intervals | None = None,
+) -> None:
+    """results.json, table.md, predictions.csv and (a regression) the pooled agreement plots and the
+    intervals' line; printed."""
     write_json(summary, workdir / "results.json")
-    (workdir / "table.md").write_text(
-        f"{summary['table']}\n\n{summary['protocol']}. {summary['paper_comparison']}\n"
+    lines = [summary["table"], ""]
+    if intervals is not None:
+        lines += [intervals.line(), ""]
+    note = summary.get("small_run_note")
+    if note:
+        lines += [note, ""]
+    lines.append(f"{summary['protocol']}. {summary['paper_comparison']}")
+    (workdir / "table.md").write_text("\n".join(lines) + "\n")
+    write_predictions_csv(
+        results, workdir / "predictions.csv", intervals.bounds if intervals is not None else None
     )
-    write_predictions_csv(results, workdir / "predictions.csv")
     if task.kind.agreement_plots:  # predicted vs true and Bland-Altman of every tested video
         labels = [p["label"] for r in results for p in r["predictions"]]
         outputs = [p["output"] for r in results for p in r["predictions"]]
@@ -589,5 +662,9 @@ def _write_summary(task: tasks.Task, summary: dict, results: Sequence[dict], wor
             labels, outputs, workdir, task.name, title=f"{task.title} {summary['mode']}, folds pooled"
         )
     print(f"\n{task.name} {summary['mode']} over folds {summary['folds']} ({workdir / 'results.json'})")
+    if note:
+        print(note)
     print(summary["table"])
+    if intervals is not None:
+        print(intervals.line())
     print(summary["protocol"], flush=True)

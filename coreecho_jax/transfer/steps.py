@@ -10,7 +10,8 @@ Two tables hold everything that differs between settings, so the step has no per
   starts at the fold's mean training EF (as CoReEcho starts its EchoNet head at 55.6 %, about that
   set's mean). ``classification`` (HMC-QU MI): binary cross-entropy on one logit whose bias starts at
   0. The paper's losses. Each kind names its evaluator
-  (:mod:`coreecho_jax.evaluation.transfer`: output link, selection score, baseline, metrics).
+  (:mod:`coreecho_jax.evaluation.transfer`: output link, selection score, baseline, metrics) and, a
+  regression, its calibrated EF intervals (:mod:`coreecho_jax.transfer.intervals`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from coreecho_jax.models.coreecho import CoReEcho
 from coreecho_jax.models.head import ClassificationHead, RegressionHead
 from coreecho_jax.models.rngs import make_rngs
 from coreecho_jax.train import steps as train_steps
+from coreecho_jax.transfer import intervals as transfer_intervals
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +58,8 @@ class Kind:
     evaluator: Callable[[Any, float, bool], transfer_eval.TransferEvaluator]  # (task, threshold, inclusive)
     binary: bool  # labels are 1 / 0: the set and each training fold need both classes
     agreement_plots: bool  # predicted vs true and Bland-Altman plots of the pooled outputs
+    # (fold results, level) -> calibrated intervals of the tested videos (transfer.intervals); None: none
+    intervals: Callable[[Any, float], transfer_intervals.Intervals] | None = None
 
 
 def _regression_head(dim: int, *, bias_init: float | None, **kwargs) -> RegressionHead:
@@ -91,6 +95,7 @@ KINDS = {
         _regression_evaluator,
         binary=False,
         agreement_plots=True,
+        intervals=transfer_intervals.cross_validated,
     ),
     "classification": Kind(
         "classification",

@@ -10,7 +10,9 @@ elsewhere: the loop (:mod:`coreecho_jax.transfer.loop`), the data step
 records.
 
 The two of the paper: :data:`CAMUS` (Table 4: EF regression per image quality) and :data:`HMCQU`
-(Table 5: myocardial infarction, MI = 1).
+(Table 5: myocardial infarction, MI = 1). Your own cohort, a manifest CSV
+(:mod:`coreecho_jax.data.transfer.manifest`): :data:`CUSTOM_REGRESSION` (EF %) and
+:data:`CUSTOM_CLASSIFICATION` (1 / 0), one record per kind (``config.task`` chooses it).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from coreecho_jax.data.transfer import camus, hmcqu
+from coreecho_jax.data.transfer import camus, hmcqu, manifest
 from coreecho_jax.data.transfer.folds import Fold
 from coreecho_jax.errors import ConfigError
+from coreecho_jax.evaluation import categories
 from coreecho_jax.evaluation import transfer as transfer_eval
 from coreecho_jax.transfer.steps import KINDS, Kind
 
@@ -66,7 +69,8 @@ class Task:
         label: ``record -> (label, group)``: the label (EF %, or 1 / 0) and the record's group (a
             metric group, e.g. CAMUS image quality, or its class).
         frame_selection: ``config.data -> str``, how the frames of a cycle are chosen ("" when there is
-            one way); part of the prepared clips' cache key.
+            one way; HMC-QU: ``data.cycle_frames``; a manifest: ``data.crop``, how a video is cropped to
+            its image), passed to ``frames``; part of the prepared clips' cache key.
         write_synthetic: ``(root, config.data.synthetic) -> root``: writes a synthetic download.
         describe_data: ``config.data -> str``: the fields that chose the videos (for messages).
         headline: the metric printed per fold (a key of the kind's metrics).
@@ -80,6 +84,9 @@ class Task:
         fold_fields: the config fields that define the folds (for messages).
         protocol_note: ``(data.folds, number of folds) -> str | None``: the protocol line when the
             scheme needs more words than "<n>-fold cross-validation".
+        source_field: the ``config.data`` field that names the download (``root``: a folder; a
+            manifest task's ``manifest``: its CSV).
+        source_noun: what that field names, in the message when it is empty.
     """
 
     name: str
@@ -101,6 +108,8 @@ class Task:
     classes: tuple[str, str] = ("positive", "negative")
     fold_fields: str = "data.folds"
     protocol_note: Callable[[str, int], str | None] = _no_note
+    source_field: str = "root"
+    source_noun: str = "download"
 
     def evaluator(
         self, *, threshold: float = 0.5, inclusive: bool = False
@@ -307,3 +316,121 @@ HMCQU = register(
         fold_fields="data.fold_file or data.folds",
     )
 )
+
+
+# ------------------------------------------------------------------------------ your own cohort
+
+
+def crop_mode(data_config: Any) -> str:
+    """A manifest task's frame selection: ``data.crop``, how a video is cropped to its image
+    (:func:`~coreecho_jax.data.video.video_io.load_echo_video`), so that it keys the prepared clips."""
+    from coreecho_jax.data.video.video_io import CROP_MODES
+
+    value = str(data_config.get("crop", "auto"))
+    if value not in CROP_MODES:
+        raise ConfigError(f"data.crop must be one of {CROP_MODES}, got {value!r}")
+    return value
+
+
+def ef_category(ef: float) -> str:
+    """The guideline category of an EF (%): ``reduced`` (< 40), ``mildly_reduced``, ``normal`` (>= 50)."""
+    return categories.NAMES[int(categories.bin_index([ef])[0])]
+
+
+#: A regression cohort's strata: its folds balance the EF categories, its report counts them.
+EF_STRATA = manifest.Strata("EF category (< 40, 40-49, >= 50)", ef_category, categories.NAMES)
+
+
+def _strata(kind: str) -> manifest.Strata:
+    return EF_STRATA if kind == "regression" else manifest.BY_CLASS
+
+
+def _manifest_reader(kind: str) -> Callable[[Any, Path], Source]:
+    def read(data_config: Any, root: Path) -> Source:
+        ds = manifest.read_manifest(root, kind, strata=_strata(kind))
+        folds, how = ds.folds(
+            str(data_config.folds), n_folds=int(data_config.n_folds), seed=int(data_config.fold_seed)
+        )
+        files = [ds.manifest, *(r.path for r in ds.records)]
+        return Source(ds, folds, files, {**ds.columns, "folds": how})
+
+    return read
+
+
+def _manifest_writer(kind: str) -> Callable[[Path, Any], Path]:
+    def write(root: Path, s: Any) -> Path:
+        from coreecho_jax.data.synthetic.manifest import write_manifest_dataset
+
+        return write_manifest_dataset(
+            root, kind=kind, n_videos=int(s.n_videos), seed=int(s.seed), size=int(s.size)
+        )
+
+    return write
+
+
+def _cohort_protocol(scheme: str, n_folds: int) -> str | None:
+    if n_folds == 1:
+        return "1 fold: the manifest's split column (train / val / test), whose test rows are reported"
+    return (
+        f"{n_folds}-fold cross-validation (data.folds = {scheme!r}: "
+        + (
+            "the manifest's fold column when it has one, else seeded stratified folds"
+            if scheme == "auto"
+            else "seeded stratified folds"
+        )
+        + "; preparation_report.json says which)"
+    )
+
+
+#: The table's note for a cohort of your own (no paper to compare with).
+CUSTOM_COMPARISON = (
+    "Your own cohort: no published rows to set these against; the baseline row is the trivial predictor "
+    "of each fold's training videos (their mean EF, or their majority class)."
+)
+_EF_GROUPS = {name: (name,) for name in categories.NAMES}
+
+
+def custom_task(kind: str) -> Task:
+    """The record of a manifest cohort of ``kind`` ("regression": EF %, or "classification": 1 / 0)."""
+    regression = kind == "regression"
+    return Task(
+        name=f"custom_{kind}",
+        title="Cohort",
+        kind=KINDS[kind],
+        read=_manifest_reader(kind),
+        frames=lambda record, selection: record.frames(selection),  # RGB [F, H, W, 3], cropped
+        label=lambda record: (
+            float(record.label),
+            _strata(kind).of(record.label),
+        ),  # group: class / EF category
+        frame_selection=crop_mode,
+        write_synthetic=_manifest_writer(kind),
+        describe_data=lambda d: f"data.manifest = {str(d.manifest)!r}",
+        headline="all/mae" if regression else "auroc",
+        baseline_label="train-mean EF baseline" if regression else "majority-class baseline",
+        columns=(
+            {
+                "all/corr": "r",
+                "all/mae": "MAE",
+                "all/rmse": "RMSE",
+                "reduced/mae": "MAE EF < 40",
+                "mildly_reduced/mae": "MAE EF 40-49",
+                "normal/mae": "MAE EF >= 50",
+            }
+            if regression
+            else dict(HMCQU.columns)
+        ),
+        paper_rows={},
+        comparison=CUSTOM_COMPARISON,
+        pooled_rows=regression,
+        groups={**_EF_GROUPS, "all": tuple(categories.NAMES)} if regression else {},
+        classes=manifest.CLASSES,
+        fold_fields="the manifest's fold / split column, or data.n_folds and data.fold_seed",
+        protocol_note=_cohort_protocol,
+        source_field="manifest",
+        source_noun="manifest CSV",
+    )
+
+
+CUSTOM_REGRESSION = register(custom_task("regression"))
+CUSTOM_CLASSIFICATION = register(custom_task("classification"))

@@ -5,6 +5,7 @@ The fast tests replace umap-learn by a recorder (the first two embedding dimensi
 they check what is passed and drawn without numba; one slow test runs the real UMAP.
 """
 
+import re
 import sys
 import types
 
@@ -12,6 +13,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from coreecho_jax import cli
 from coreecho_jax.analysis import umap_figure
 from coreecho_jax.errors import ConfigError, DataError
 from coreecho_jax.evaluation.multiclip import VideoPredictions
@@ -181,20 +183,26 @@ def test_test_and_train_rows_of_two_runs_as_the_paper_draws_them(tmp_path, recor
 
 def test_the_command_defaults_and_options(tmp_path, recorded, capsys):
     runs = _save_runs(tmp_path)
-    umap_figure.main([f"--runs={runs[0]}", f"--out={tmp_path / 'one.png'}"])
+    cli.main(["umap", f"--runs={runs[0]}", f"--out={tmp_path / 'one.png'}"])
     assert capsys.readouterr().out.splitlines()[-1] == str(tmp_path / "one.png")
     assert [c["init"] for c in recorded] == ["random", "random"]  # test, then train
     recorded.clear()
     argv = [f"--runs={runs[0]}", f"--out={tmp_path / 'old.png'}", "--splits=test", "--embedding=mean"]
-    umap_figure.main([*argv, "--n_neighbors=15", "--init=spectral", "--cmap=viridis"])
+    cli.main(["umap", *argv, "--n_neighbors=15", "--init=spectral", "--cmap=viridis"])
     assert [(c["n_neighbors"], c["init"]) for c in recorded] == [(11, "spectral")]  # 12 videos: clamped
-    assert "mean of 3 clip embeddings per video" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match=r"--splits=test,tset: expected a comma list of train, val, test"):
-        umap_figure.main([f"--runs={runs[0]}", f"--out={tmp_path / 'x.png'}", "--splits=test,tset"])
-    with pytest.raises(
-        SystemExit, match=r"embeddings_val.npz: missing; run --mode=embed .* --splits=val first"
+    assert "mean of 3 clip embeddings per video" in capsys.readouterr().err  # the log
+    capsys.readouterr()
+    for splits, line in (
+        ("test,tset", "error: --splits=test,tset: expected a comma list of train, val, test"),
+        (
+            "val",
+            r"error: .*embeddings_val.npz: missing; run coreecho embed --workdir=.* --splits=val first .*",
+        ),
     ):
-        umap_figure.main([f"--runs={runs[0]}", f"--out={tmp_path / 'x.png'}", "--splits=val"])
+        with pytest.raises(SystemExit) as info:
+            cli.main(["umap", f"--runs={runs[0]}", f"--out={tmp_path / 'x.png'}", f"--splits={splits}"])
+        assert info.value.code == 1
+        assert re.fullmatch(line, capsys.readouterr().err.strip())
 
 
 @pytest.mark.slow  # umap-learn compiles with numba on first use: ~60 s on a busy machine
@@ -212,7 +220,7 @@ def test_the_real_umap_is_seeded_and_draws_a_picture(tmp_path):
 
 
 def test_missing_embeddings_and_too_few_points_are_clear_errors(tmp_path):
-    with pytest.raises(DataError, match="embeddings_test.npz: missing; run --mode=embed"):
+    with pytest.raises(DataError, match="embeddings_test.npz: missing; run coreecho embed"):
         umap_figure.plot_runs([tmp_path], tmp_path / "x.png")
     with pytest.raises(DataError, match="UMAP needs >= 3 embeddings"):
         umap_figure.umap_2d(np.zeros((2, 4)))

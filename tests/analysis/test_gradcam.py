@@ -27,7 +27,8 @@ from flax import nnx
 from PIL import Image
 
 from configs import camus_demo, demo, hmcqu_demo
-from coreecho_jax.analysis import cam_lv, figures, gradcam, gradcam_cli, lv_focus, runs
+from coreecho_jax import cli
+from coreecho_jax.analysis import cam_lv, figures, gradcam, lv_focus, runs
 from coreecho_jax.checkpoints.manager import RunCheckpoints, model_state_dict
 from coreecho_jax.data import clips
 from coreecho_jax.data.synthetic.echonet import read_mask, write_echonet_dataset
@@ -345,8 +346,9 @@ def test_command_on_a_run_and_a_video(tmp_path, echonet_run, dataset):
     name = lv_focus.split_file_names(dataset, "train")[0]
     video = dataset / "Videos" / f"{name}.avi"
     out = tmp_path / "out"
-    report = gradcam_cli.main(
+    report = cli.parse(
         [
+            "gradcam",
             "--checkpoint",
             str(run),
             "--video",
@@ -358,7 +360,7 @@ def test_command_on_a_run_and_a_video(tmp_path, echonet_run, dataset):
             "--clips",
             "2",
         ]
-    )
+    ).run()
     stage = report["models"][0]["stages"]["2"]
     assert {p.name for p in out.iterdir()} == {
         "gradcam.json",
@@ -373,20 +375,19 @@ def test_command_on_a_run_and_a_video(tmp_path, echonet_run, dataset):
     expected = cv2.imread(str(out / f"gradcam_{name}_stage2.png"))
     assert expected is not None and expected.std() > 10
     with pytest.raises(gradcam.GradCamError, match="1x1"):
-        gradcam_cli.main(["--checkpoint", str(run), "--video", str(video), "--out", str(out), "--stage", "4"])
+        cli.parse(["gradcam", f"--checkpoint={run}", f"--video={video}", f"--out={out}", "--stage=4"]).run()
 
 
 @pytest.mark.parametrize("flag", ["--clips", "--max_videos"])
 @pytest.mark.parametrize("value", ["0", "-2", "two"])
 def test_counts_below_one_are_refused_naming_the_flag(flag, value, tmp_path, capsys):
-    with pytest.raises(SystemExit) as info:  # at parsing: nothing loaded
-        gradcam_cli.main(
-            ["--checkpoint", str(tmp_path), "--video=v.avi", "--out", str(tmp_path), f"{flag}={value}"]
+    with pytest.raises(SystemExit) as info:  # before anything is loaded
+        cli.main(
+            ["gradcam", f"--checkpoint={tmp_path}", "--video=v.avi", f"--out={tmp_path}", f"{flag}={value}"]
         )
-    assert info.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == (
-        f"python -m coreecho_jax.analysis.gradcam: error: argument {flag}: expected an integer >= 1, got {value!r}"
-    )
+    assert info.value.code == 1
+    expected = "expected an integer" if value == "two" else "expected an integer >= 1"
+    assert capsys.readouterr().err == f"error: {flag}={value}: {expected}\n"
 
 
 # ----------------------------------------------------------------------------- transfer folds and Fig. 3
@@ -479,8 +480,9 @@ def test_fig3_command_draws_the_echonet_camus_and_hmcqu_rows_of_one_encoder(
     transfer_runs, echonet_run, dataset, tmp_path
 ):
     out = tmp_path / "fig3"
-    report = gradcam_cli.main(
+    report = cli.parse(
         [
+            "gradcam",
             f"--checkpoint={echonet_run}",
             f"--lv_focus={dataset}",
             f"--checkpoint={transfer_runs['camus']}/folds/fold0/checkpoints",
@@ -488,7 +490,7 @@ def test_fig3_command_draws_the_echonet_camus_and_hmcqu_rows_of_one_encoder(
             "--stage=2,3",
             f"--out={out}",
         ]
-    )
+    ).run()
     assert [m["task"] for m in report["models"]] == ["echonet", "camus", "hmcqu"]
     assert [m.get("same_encoder_as_first") for m in report["models"]] == [None, True, True]  # probes
     assert report["models"][1]["encoder_from"] == str(echonet_run)
@@ -518,25 +520,21 @@ def test_fig3_command_draws_the_echonet_camus_and_hmcqu_rows_of_one_encoder(
 
 def test_a_negative_lv_dilation_is_refused_before_anything_is_loaded(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        gradcam_cli.main(
-            ["--checkpoint", str(tmp_path), "--lv_focus=x", "--out", str(tmp_path), "--dilation=-1"]
+        cli.main(
+            ["gradcam", f"--checkpoint={tmp_path}", "--lv_focus=x", f"--out={tmp_path}", "--dilation=-1"]
         )
-    assert info.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == (
-        "python -m coreecho_jax.analysis.gradcam: error: argument --dilation: expected a radius >= 0 px, got -1"
-    )
+    assert info.value.code == 1
+    assert capsys.readouterr().err == "error: --dilation=-1: expected a radius >= 0 px\n"
 
 
-def test_the_command_line_runs_the_command_module_and_the_figures_load_no_jax(tmp_path):
-    """``python -m coreecho_jax.analysis.gradcam`` runs :mod:`gradcam_cli`; the pictures module (shared
-    with the UMAP figure) loads no JAX."""
-    command = [sys.executable, "-m", "coreecho_jax.analysis.gradcam", "--checkpoint", str(tmp_path)]
-    command += ["--lv_focus=x", "--out", str(tmp_path), "--dilation=-1"]
+def test_the_command_runs_the_command_module_and_the_figures_load_no_jax(tmp_path):
+    """``python -m coreecho_jax gradcam`` runs :mod:`gradcam_cli`; the pictures module (shared with the UMAP
+    figure) loads no JAX."""
+    command = [sys.executable, "-m", "coreecho_jax", "gradcam", f"--checkpoint={tmp_path}"]
+    command += ["--lv_focus=x", f"--out={tmp_path}", "--dilation=-1"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ)
-    assert done.returncode == 2
-    assert done.stderr.splitlines()[-1] == (
-        "python -m coreecho_jax.analysis.gradcam: error: argument --dilation: expected a radius >= 0 px, got -1"
-    )
+    assert done.returncode == 1
+    assert done.stderr == "error: --dilation=-1: expected a radius >= 0 px\n"
     code = "import sys, coreecho_jax.analysis.umap_figure, coreecho_jax.analysis.figures; print('jax' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.stdout.split() == ["False"], done.stderr

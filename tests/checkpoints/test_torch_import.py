@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from coreecho_jax import cli
 from coreecho_jax.checkpoints.key_map import KeyMapError
-from coreecho_jax.checkpoints.torch_import import import_pth, main, restore_imported, save_imported
+from coreecho_jax.checkpoints.torch_import import import_pth, restore_imported, save_imported
 from coreecho_jax.checkpoints.torch_pth import read_state_dicts
 from coreecho_jax.errors import CheckpointError
 from coreecho_jax.models.coreecho import CoReEcho
@@ -100,7 +101,8 @@ def test_coreecho_file_reproduces_reference_outputs(ref):
 
 def test_cli_round_trip(ref, tmp_path, capsys):
     out = tmp_path / "imported"
-    assert main(["--pth", str(CKPT / "tiny_coreecho_best.pth"), "--out", str(out), "--head_dim=16"]) == 0
+    argv = ["import-weights", f"--pth={CKPT / 'tiny_coreecho_best.pth'}", f"--out={out}", "--head_dim=16"]
+    assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "keys mapped: 100" in printed and "parameters:" in printed
     assert "regressor.3.num_batches_tracked" in printed
@@ -121,15 +123,18 @@ def test_cli_round_trip(ref, tmp_path, capsys):
     _assert_coreecho_matches(restored, ref)
 
     # a second conversion into the same directory needs --force
-    assert main(["--pth", str(CKPT / "tiny_coreecho_best.pth"), "--out", str(out), "--head_dim=16"]) == 2
-    assert "--force" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--force" in err
 
 
 def test_cli_k400_round_trip_keeps_classifier(tmp_path, capsys):
     out = tmp_path / "k400"
-    argv = ["--pth", str(CKPT / "tiny_k400_legacy.pth"), "--out", str(out), "--head_dim=16"]
+    argv = ["import-weights", f"--pth={CKPT / 'tiny_k400_legacy.pth'}", f"--out={out}", "--head_dim=16"]
     argv.append("--with_classifier")
-    assert main(argv) == 0
+    assert cli.main(argv) == 0
     assert "keys mapped: 90" in capsys.readouterr().out
     restored = restore_imported(out)
     direct, _ = import_pth(CKPT / "tiny_k400_flat.pth", head_dim=TINY_HEAD_DIM, with_classifier=True)
@@ -141,9 +146,16 @@ def test_cli_k400_round_trip_keeps_classifier(tmp_path, capsys):
     )
 
 
+def _fails(argv: list[str]) -> None:
+    """``coreecho <argv>`` ends with status 1 (an error line on stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 1
+
+
 def test_cli_refuses_unsafe_checkpoint(tmp_path, capfd):
     out = tmp_path / "never"
-    assert main(["--pth", str(CKPT / "unsafe_pickle.pth"), "--out", str(out)]) != 0
+    _fails(["import-weights", f"--pth={CKPT / 'unsafe_pickle.pth'}", f"--out={out}"])
     captured = capfd.readouterr()
     assert "refused" in captured.err and "print" in captured.err and "unsafe_pickle.pth" in captured.err
     assert "UNSAFE-PICKLE-EXECUTED" not in captured.out + captured.err
@@ -151,8 +163,9 @@ def test_cli_refuses_unsafe_checkpoint(tmp_path, capfd):
 
 
 def test_cli_missing_file_and_restore_errors(tmp_path, capsys):
-    assert main(["--pth", str(tmp_path / "absent.pth"), "--out", str(tmp_path / "o")]) == 2
-    assert "absent.pth" in capsys.readouterr().err
+    _fails(["import-weights", f"--pth={tmp_path / 'absent.pth'}", f"--out={tmp_path / 'o'}"])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and "absent.pth" in line
     with pytest.raises(FileNotFoundError, match="model_config.json"):
         restore_imported(tmp_path)
 
@@ -172,13 +185,15 @@ def test_imported_model_is_concrete_with_dropout_streams():
 
 
 def test_cli_flags_are_absl_flags_like_main(tmp_path, capsys):
-    assert main(["--help"]) == 0
+    assert cli.main(["import-weights", "--help"]) == 0
     assert "--head_dim" in capsys.readouterr().out
-    argv = ["--pth", str(CKPT / "tiny_coreecho_best.pth"), "--out", str(tmp_path / "o")]
-    assert main([*argv, "--head-dim", "16"]) == 2
-    assert "Did you mean: head_dim" in capsys.readouterr().err
-    assert main(argv[:2]) == 2
-    assert "--out" in capsys.readouterr().err
+    argv = ["import-weights", "--pth", str(CKPT / "tiny_coreecho_best.pth"), "--out", str(tmp_path / "o")]
+    _fails([*argv, "--head-dim", "16"])
+    assert capsys.readouterr().err == (
+        "error: --head-dim: unknown flag; did you mean --head_dim? (the command's --help lists its flags)\n"
+    )
+    _fails(argv[:3])
+    assert capsys.readouterr().err.startswith("error: --out is required")
     assert not (tmp_path / "o").exists()
 
 

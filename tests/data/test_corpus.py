@@ -7,6 +7,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,16 +18,19 @@ import pydicom
 import pytest
 import tensorflow_datasets as tfds
 from pydicom.dataset import Dataset
+from pydicom.pixels import get_decoder
 from pydicom.uid import (
     MPEG2MPML,
     ComprehensiveSRStorage,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
     JPEGLSLossless,
-    UltrasoundMultiFrameImageStorage,
+    RLELossless,
+    XRayAngiographicImageStorage,
 )
 
 from configs import demo
+from coreecho_jax import cli
 from coreecho_jax.data import clips
 from coreecho_jax.data.corpus import corpus_tfds as ct
 from coreecho_jax.data.corpus import reading, sources
@@ -33,8 +39,10 @@ from coreecho_jax.data.echonet import echonet_tfds as et
 from coreecho_jax.data.echonet import pipeline
 from coreecho_jax.data.synthetic import dicom_corpus as synth
 from coreecho_jax.data.video import dicom
+from coreecho_jax.data.video.video_types import NotAnEchoVideoError, VideoReadError
 from coreecho_jax.inference.video_clips import clips_for_video
 from tests.data.test_video_io import make_dicom
+from tests.paths import REPO
 
 TASKS = "tests.data.guard_tasks"
 #: A small corpus: 8 cines (one at 30 fps; JPEG, RGB and grey; every timing variant) and the 5 bad files.
@@ -88,45 +96,82 @@ def test_timing_tags_in_order_and_their_disagreement_noted():
     assert dicom.fps_disagreement(ds) is None  # 50 vs 51: within 5%
 
 
-def test_what_is_not_an_ultrasound_cine_is_named():
-    ds = Dataset()
-    ds.SOPClassUID = ComprehensiveSRStorage
-    ds.Modality = "SR"
-    assert dicom.cine_refusal(ds) == "not an ultrasound object (Modality SR, Comprehensive SR Storage)"
-    ds.Modality = "US"
-    assert (
-        dicom.cine_refusal(ds)
-        == "not an image: Comprehensive SR Storage has no PixelData (e.g. a structured report)"
+def test_what_is_not_an_ultrasound_cine_is_named_from_the_header(tmp_path):
+    """One header check for prediction and preparation (dicom.cine_facts); the UIDs kept for joins."""
+    frames = np.zeros((4, 8, 8), np.uint8)
+    uids = dict(StudyInstanceUID="1.2", SeriesInstanceUID="1.2.3")
+    cine = make_dicom(tmp_path / "cine.dcm", frames, photometric="MONOCHROME2", FrameTime=20.0, **uids)
+    facts = dicom.cine_facts(cine)
+    assert dicom.cine_refusal(facts) is None
+    assert (facts.study_uid, facts.series_uid, facts.sop_uid) == (
+        "1.2",
+        "1.2.3",
+        pydicom.dcmread(cine).SOPInstanceUID,
     )
-    ds.SOPClassUID = UltrasoundMultiFrameImageStorage
-    ds.PixelData = b"\0" * 16
-    ds.NumberOfFrames = 1
-    assert dicom.cine_refusal(ds) == (
-        "a single frame (Ultrasound Multi-frame Image Storage, NumberOfFrames 1), not a cine loop"
+    assert (facts.sop_class, facts.modality, facts.num_frames) == (
+        "Ultrasound Multi-frame Image Storage",
+        "US",
+        4,
     )
-    ds.NumberOfFrames = 2
-    assert dicom.cine_refusal(ds) is None
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = "1.2", "1.2.3", "1.2.3.4"
-    assert dicom.dicom_uids(ds) == {
-        "study_uid": "1.2",
-        "series_uid": "1.2.3",
-        "sop_uid": "1.2.3.4",
-        "sop_class": "Ultrasound Multi-frame Image Storage",
-    }
+    assert (facts.transfer_syntax, facts.photometric_interpretation, facts.fps_note) == (
+        ExplicitVRLittleEndian,
+        "MONOCHROME2",
+        None,
+    )
+    report = make_dicom(
+        tmp_path / "sr.dcm",
+        frames,
+        photometric="MONOCHROME2",
+        pixel_data=False,
+        SOPClassUID=ComprehensiveSRStorage,
+        Modality="SR",
+    )
+    with pytest.raises(
+        NotAnEchoVideoError,
+        match=r"sr.dcm: a DICOM Comprehensive SR Storage object without pixel data, not an echo cine$",
+    ):
+        dicom.cine_facts(report)
+    angio = make_dicom(
+        tmp_path / "xa.dcm",
+        frames,
+        photometric="MONOCHROME2",
+        SOPClassUID=XRayAngiographicImageStorage,
+        Modality="XA",
+    )
+    with pytest.raises(
+        NotAnEchoVideoError,
+        match=r"xa.dcm: a DICOM X-Ray Angiographic Image Storage object of Modality XA, not an ultrasound cine$",
+    ):
+        dicom.cine_facts(angio)
+    cut = make_dicom(tmp_path / "cut.dcm", frames, photometric="MONOCHROME2", pixel_data=False)
+    with pytest.raises(
+        VideoReadError,
+        match=r"cut.dcm: a DICOM Ultrasound Multi-frame Image Storage object without its pixel data: truncated",
+    ):
+        dicom.cine_facts(cut)
+    (tmp_path / "junk.dcm").write_bytes(b"not a DICOM file at all" * 20)
+    with pytest.raises(VideoReadError, match=r"junk.dcm: not a"):
+        dicom.cine_facts(tmp_path / "junk.dcm")
+    single = make_dicom(tmp_path / "one.dcm", frames[:1], photometric="MONOCHROME2")
+    assert dicom.cine_facts(single).num_frames == 1  # a single frame is refused once decoded (a still image)
 
 
 def test_decoders_of_this_install():
-    """requirements.txt installs Pillow but none of pylibjpeg / pyjpegls / gdcm: JPEG Baseline decodes,
-    JPEG-LS is refused with the packages that would decode it; MPEG-2 goes to OpenCV's FFmpeg."""
-    assert dicom.decoder_refusal(ExplicitVRLittleEndian) is None
-    assert dicom.decoder_refusal(JPEGBaseline8Bit) is None
-    assert dicom.decoder_refusal(MPEG2MPML) is None
-    line = dicom.decoder_refusal(JPEGLSLossless)
-    assert line.startswith("transfer syntax JPEG-LS Lossless Image Compression (1.2.840.10008.1.2.4.80): ")
-    assert "no decoder installed; install one of: " in line and "pylibjpeg" in line
-    assert (
-        dicom.decoder_refusal("1.2.3.4.5")
-        == "transfer syntax 1.2.3.4.5 (1.2.3.4.5): pydicom has no decoder for it"
+    """requirements.txt installs Pillow but none of pylibjpeg / pyjpegls / gdcm: JPEG Baseline decodes
+    with Pillow, JPEG-LS is refused with the packages that would decode it; MPEG-2 goes to OpenCV's FFmpeg."""
+    assert dicom.decoder_of(ExplicitVRLittleEndian) == ("pydicom", None)
+    assert dicom.decoder_of(RLELossless)[1] is None
+    assert dicom.decoder_of(JPEGBaseline8Bit) == ("pillow", None)
+    assert dicom.decoder_of(MPEG2MPML) == (dicom.VIDEO_STREAM_DECODER, None)
+    decoder, line = dicom.decoder_of(JPEGLSLossless)
+    assert decoder is None
+    assert line == (
+        "transfer syntax JPEG-LS Lossless Image Compression (1.2.840.10008.1.2.4.80): no decoder installed; "
+        "install " + "; ".join(get_decoder(JPEGLSLossless).missing_dependencies)
+    )
+    assert dicom.decoder_of("1.2.3.4.5") == (
+        None,
+        "transfer syntax 1.2.3.4.5 (1.2.3.4.5): pydicom has no decoder for it",
     )
 
 
@@ -326,21 +371,49 @@ def test_the_synthetic_corpus_is_in_the_mimic_layout_and_written_once(corpus):
     assert {p: p.stat().st_mtime_ns for p in corpus.rglob("*.dcm")} == stamp
 
 
+def test_the_synthetic_command_writes_a_dicom_corpus(tmp_path):
+    argv = ["synthetic", "--dataset=dicom", f"--root={tmp_path / 'd'}", "--n=2", "--seed=4", "--size=32"]
+    root = cli.parse([*argv, "--nobad_files"]).run()
+    keys = synth.layout(2, 4)
+    assert sorted(p.relative_to(root / synth.FILES_DIR).as_posix() for p in root.rglob("*.dcm")) == sorted(
+        keys
+    )
+    assert pydicom.dcmread(root / synth.FILES_DIR / keys[0]).Rows == 32 + synth.BAR_ROWS
+    with pytest.raises(
+        cli.UsageError, match="--bad_files: a flag of --dataset=dicom, not of --dataset=hmcqu"
+    ):
+        cli.parse(["synthetic", "--dataset=hmcqu", f"--root={tmp_path / 'h'}", "--bad_files"]).run()
+
+
 # ----------------------------------------------------------------------------- preparation
 
 
 def test_a_corpus_prepares_with_its_report_and_uids(prepared, corpus):
     report = json.loads((Path(prepared.data_dir) / ct.REPORT_NAME).read_text())
     split = report["splits"]["corpus"]
-    assert (report["num_files"], report["num_prepared"], report["num_refused"]) == (13, 8, 5)
+    assert (report["num_files"], report["num_prepared"], report["num_refused"]) == (14, 8, 6)
     refused = {Path(r["key"]).name: r["kind"] for r in split["refused"]}
     assert refused == {
         "59999999_9001.dcm": "not_cine",
-        "59999999_9002.dcm": "not_cine",
+        "59999999_9002.dcm": "not_echo_loop",  # a single frame: a still image, as prediction says
         "59999999_9003.dcm": "unreadable",
         "59999999_9004.dcm": "unreadable",
         "59999999_9005.dcm": "not_echo_loop",
+        "59999999_9006.dcm": "not_cine",  # another modality
     }
+    reasons = {Path(r["key"]).name: r["reason"].split(".dcm: ", 1)[1] for r in split["refused"]}
+    assert reasons["59999999_9001.dcm"] == (
+        "a DICOM Comprehensive SR Storage object without pixel data, not an echo cine"
+    )
+    assert reasons["59999999_9002.dcm"].startswith("a still image (1 frame), not an echo loop")
+    assert (
+        reasons["59999999_9003.dcm"]
+        == "a DICOM file with neither a SOP class nor pixel data: truncated or damaged"
+    )
+    assert reasons["59999999_9004.dcm"] == "not a DICOM file (no 'DICM' magic at byte 128, no SOP class)"
+    assert reasons["59999999_9006.dcm"] == (
+        "a DICOM X-Ray Angiographic Image Storage object of Modality XA, not an ultrasound cine"
+    )
     assert set(report["refused_kinds"]) >= {"not_cine", "unreadable", "timeout", "memory", "worker_died"}
     records = read_all(prepared)
     keys = [r["filename"].decode() for r in records]
@@ -380,6 +453,45 @@ def test_the_output_does_not_depend_on_the_worker_count_and_is_reused(prepared, 
     again = ct.prepare_corpus(corpus / synth.FILES_DIR, tmp_path, workers=1)  # prepared: only opened
     assert again.data_dir == one.data_dir and time.monotonic() - start < 10
     assert ct.load_corpus(tmp_path, corpus / synth.FILES_DIR).data_dir == one.data_dir
+
+
+def test_a_preparation_killed_half_way_is_redone_without_duplicates(prepared, corpus, tmp_path, caplog):
+    """Killed after some files were written: nothing is trusted, the rerun holds each file once."""
+    data_dir = tmp_path / "tfds"
+    code = f"""
+import time
+from coreecho_jax.data.corpus import corpus_tfds as ct
+prepare = ct.prepare_file
+done = []
+def stuck(entry, options):
+    out = prepare(entry, options)
+    done.append(entry["key"])
+    if len(done) == 3:
+        print("three files", flush=True)
+        time.sleep(600)
+    return out
+ct.prepare_file = stuck
+ct.prepare_corpus({str(corpus / synth.FILES_DIR)!r}, {str(data_dir)!r}, workers=1)
+"""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert any(line.strip() == b"three files" for line in iter(proc.stdout.readline, b""))
+    finally:
+        proc.kill()
+        proc.wait()
+    leftovers = list(data_dir.rglob("incomplete.*"))
+    assert len(leftovers) == 1 and not list(data_dir.rglob("dataset_info.json"))
+    with pytest.raises(ct.CorpusNotPreparedError, match="no prepared corpus for"):
+        ct.load_corpus(data_dir, corpus / synth.FILES_DIR)
+    with caplog.at_level("WARNING"):
+        again = ct.prepare_corpus(corpus / synth.FILES_DIR, data_dir, workers=1)
+    assert "deleted 1 unfinished preparation folder" in caplog.text and not leftovers[0].exists()
+    records = read_all(again)
+    assert len({r["filename"] for r in records}) == len(records) == SMALL["n_files"]
+    assert same_records(records, read_all(prepared))
 
 
 def test_a_manifest_corpus_keeps_labels_and_reports_a_missing_file(corpus, tmp_path):

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
+from coreecho_jax import cli
 from coreecho_jax.data import echonet_layout as layout
 from coreecho_jax.data import synthetic as syn
 from coreecho_jax.data.echonet.reader import read_echonet
@@ -430,21 +431,15 @@ def test_interrupted_write_is_redone(tmp_path):
 
 
 def test_cli(tmp_path):
-    root = syn.main(
-        [
-            "--root",
-            str(tmp_path / "cli"),
-            "--n",
-            "3",
-            "--seed",
-            "4",
-            "--min-frames",
-            "20",
-            "--max-frames",
-            "22",
-            "--quiet",
-        ]
-    )
+    argv = [
+        "synthetic",
+        f"--root={tmp_path / 'cli'}",
+        "--n=3",
+        "--seed=4",
+        "--min_frames=20",
+        "--max_frames=22",
+    ]
+    root = cli.parse([*argv, "--noprogress"]).run()
     rows = _rows(root / "FileList.csv")
     assert [r["FileName"] for r in rows] == [syn.video_file_name(4, i) for i in range(3)]
     assert all(20 <= int(r["NumberOfFrames"]) <= 22 for r in rows)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coreecho_jax.data.synthetic import camus as camus_writer
+from coreecho_jax import cli
 from coreecho_jax.data.synthetic import hmcqu as hmcqu_writer
 from coreecho_jax.data.synthetic.camus import CamusSyntheticConfig, quota_labels, write_camus_dataset
 from coreecho_jax.data.synthetic.echonet import DatasetExistsError
@@ -108,11 +108,21 @@ def test_writers_take_a_dict_or_overrides_and_refuse_another_config(tmp_path):
 
 
 def test_command_lines(tmp_path):
-    root = camus_writer.main(["--root", str(tmp_path / "c"), "--release", "2019", "--n", "3", "--size", "32"])
+    argv = [
+        "synthetic",
+        "--dataset=camus",
+        f"--root={tmp_path / 'c'}",
+        "--release=2019",
+        "--n=3",
+        "--size=32",
+    ]
+    root = cli.parse(argv).run()
     assert [r.patient for r in read_camus(root)] == ["patient0001", "patient0002", "patient0003"]
-    argv = ["--root", str(tmp_path / "h"), "--n", "10", "--seed", "3", "--size", "32", "--height", "40"]
-    root = hmcqu_writer.main([*argv, "--width", "48", "--header", "two_rows"])
+    argv = ["synthetic", "--dataset=hmcqu", f"--root={tmp_path / 'h'}", "--n=10", "--seed=3", "--size=32"]
+    root = cli.parse([*argv, "--height=40", "--width=48", "--header=two_rows"]).run()
     assert len(read_hmcqu(root, subset="all")) == 10
+    with pytest.raises(cli.UsageError, match="--release: a flag of --dataset=camus, not of --dataset=hmcqu"):
+        cli.parse([*argv, "--release=2019"]).run()
 
 
 def test_hmcqu_writer_is_deterministic(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import demo
-from coreecho_jax import config_check
+from coreecho_jax import cli, config_check
 from coreecho_jax.errors import CheckpointError, ConfigError, DataError
 from coreecho_jax.evaluation import categories, conformal, multiclip
 from coreecho_jax.evaluation.conformal import Calibration, CalibrationFileError
@@ -339,13 +339,15 @@ def test_calibration_from_an_evaluate_workdir(tmp_path, capsys):
     multiclip.write_csv(result, tmp_path / conformal.PREDICTIONS_CSV)
     out = tmp_path / "weights" / "calibration.json"
     out.parent.mkdir()
-    assert conformal.main([str(tmp_path), "--out", str(out)]) == 2  # no results_evaluate.json yet
+    with pytest.raises(SystemExit) as exit_info:  # no results_evaluate.json yet
+        cli.main(["calibrate", f"--workdir={tmp_path}", f"--out={out}"])
+    assert exit_info.value.code == 1
     assert capsys.readouterr().err == (
         f"error: {tmp_path / conformal.RESULTS_JSON}: not found; run --mode=evaluate with --workdir={tmp_path} first\n"
     )
     results = {"weights_sha256": "cd34", "checkpoint": "runs/x/checkpoints/stage2/best (epoch 4)"}
     (tmp_path / conformal.RESULTS_JSON).write_text(json.dumps(results))
-    assert conformal.main([str(tmp_path), "--out", str(out), "--level", "0.8"]) == 0
+    assert cli.main(["calibrate", f"--workdir={tmp_path}", f"--out={out}", "--level=0.8"]) == 0
     saved = Calibration.load(out)
     # the CSV's 4 decimals, read back
     p, s = np.round(result.prediction, 4), np.round(result.spread, 4)

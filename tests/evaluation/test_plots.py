@@ -158,11 +158,11 @@ def test_non_finite_pairs_are_left_out_and_counted():
         plots.scatter_figure([1.0, 2.0, 3.0], [1.0, 2.0])
 
 
-HISTORY = [
-    {"stage": 1, "epoch": 0, "loss": 3.0, "val_mae": 10.0, "steps": 4},
-    {"stage": 1, "epoch": 1, "loss": 2.5, "val_mae": 9.0, "steps": 4},
-    {"stage": 1, "epoch": 2, "loss": 2.0, "val_mae": None, "steps": 4},  # NaN saved as JSON null
-    {"stage": 2, "epoch": 0, "loss": 1.0, "val_mae": 8.0, "steps": 4},
+HISTORY = [  # epochs numbered from 1, as Trainer.run_stage's records
+    {"stage": 1, "epoch": 1, "loss": 3.0, "val_mae": 10.0, "steps": 4},
+    {"stage": 1, "epoch": 2, "loss": 2.5, "val_mae": 9.0, "steps": 4},
+    {"stage": 1, "epoch": 3, "loss": 2.0, "val_mae": None, "steps": 4},  # NaN saved as JSON null
+    {"stage": 2, "epoch": 1, "loss": 1.0, "val_mae": 8.0, "steps": 4},
 ]
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 from absl import flags
 
-from coreecho_jax import config_check
+from coreecho_jax import cli, config_check
 from coreecho_jax.errors import ConfigError
 from coreecho_jax.experiments import ablate
 from coreecho_jax.train import workdir as workdir_lib
@@ -137,7 +137,7 @@ def test_table_of_seeds_and_a_rerun_that_trains_nothing(quick_config, tmp_path):
     quick_config.stage1.lr = 0.5
     with pytest.raises(workdir_lib.ConfigMismatchError, match="stage1.lr") as info:
         ablate.run_table(quick_config, tmp_path, 2, seeds=2, train_fn=_fake_train(calls), say=lines.append)
-    assert "allow_config_change" not in str(info.value)  # a flag of main.py, not of ablate
+    assert "allow_config_change" not in str(info.value)  # a flag of train, not of ablate
     assert str(info.value).splitlines()[-1] == (
         f"ablate runs each row under the config it started with: move {tmp_path / 'table2' / 'l1' / 'seed0'} "
         "away (or use another --workdir) to run the row again under the new config"
@@ -178,10 +178,10 @@ def test_a_transfer_config_is_refused_in_one_line(tmp_path):
         ablate.run_table(camus.get_config(), tmp_path, 2, train_fn=_fake_train([]))
     assert str(info.value) == (
         "task = 'camus': the ablations take an EchoNet config (configs/echonet.py or configs/demo.py), "
-        "not a transfer config; run transfer configs with main.py --mode=train"
+        "not a transfer config; run transfer configs with coreecho train"
     )
-    # the old command line runs the same command
-    command = [sys.executable, "-m", "coreecho_jax.ablate", "--config=configs/hmcqu.py", "--table=3"]
+    # the command says the same in one line
+    command = [sys.executable, "-m", "coreecho_jax", "ablate", "--config=configs/hmcqu.py", "--table=3"]
     done = subprocess.run(
         [*command, f"--workdir={tmp_path}"],
         cwd=REPO,
@@ -196,30 +196,29 @@ def test_a_transfer_config_is_refused_in_one_line(tmp_path):
 
 
 def test_the_command_reads_its_flags_without_touching_absl_s_global_flags(tmp_path, capsys):
-    """A library module: its flags are defined when the command runs, on their own FlagValues, so it
-    imports next to main.py's (global) flags and parses as often as it is called."""
+    """Its flags are defined when the command runs, on their own FlagValues, so the command parses as
+    often as it is called and leaves absl's global flags as they were."""
     global_flags = set(flags.FLAGS)
     demo = str(REPO / "configs" / "demo.py")
     argv = ["ablate", f"--config={demo}:quick", f"--workdir={tmp_path}", "--table=3", "--config.seed=4"]
-    fv, rest = ablate.parse_flags([*argv, "-v", "1", "--seeds=2"])
+    fv = cli.parse([*argv, "--seeds=2"]).flags
     assert (fv.config.seed, fv.workdir, fv.table, fv.seeds, fv.init_from) == (4, str(tmp_path), "3", 2, "")
     assert fv.config.data.frames == 8  # the :quick variant
-    assert rest == ["ablate", "-v", "1"]  # absl's own flags are left to absl
-    again, _ = ablate.parse_flags(argv)
+    again = cli.parse(argv).flags
     assert again.seeds == 3 and again.config.seed == 4
     assert set(flags.FLAGS) == global_flags
-    with pytest.raises(flags.Error, match="--table"):
-        ablate.parse_flags(argv[:3])
+    with pytest.raises(cli.UsageError, match="--table is required"):
+        cli.parse(argv[:3])
     with pytest.raises(ConfigError, match="--config.sede: no such config field"):
-        ablate.parse_flags([*argv, "--config.sede=1"])
-    ablate.main(["ablate", "--help"])  # prints the command's flags, runs nothing
-    assert "--table: <2|3>: The paper's table" in capsys.readouterr().out
+        cli.parse([*argv, "--config.sede=1"])
+    assert cli.main(["ablate", "--help"]) == 0  # prints the command's flags, runs nothing
+    assert "--table=VALUE: <2|3>: The paper's table" in capsys.readouterr().out
 
 
 @pytest.mark.slow
 def test_the_command_trains_two_rows_writes_the_table_and_resumes(tmp_path):
     tiny = ["--config.stage1.epochs=1", "--config.run.max_steps_per_epoch=1", "--config.eval.bootstrap=0"]
-    command = [sys.executable, "-m", "coreecho_jax.experiments.ablate", "--config=configs/demo.py:quick"]
+    command = [sys.executable, "-m", "coreecho_jax", "ablate", "--config=demo:quick"]
     command += [f"--workdir={tmp_path}", "--table=2", "--seeds=1", *tiny]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=os.environ)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -236,4 +235,5 @@ def test_the_command_trains_two_rows_writes_the_table_and_resumes(tmp_path):
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ)
     assert again.returncode == 0, again.stderr[-3000:]
     assert [p.stat().st_mtime_ns for p in results] == mtimes
-    assert again.stdout.count("finished earlier") == 2 and "training in" not in again.stdout
+    assert again.stderr.count("finished earlier") == 2 and "training in" not in again.stderr  # the log
+    assert "| ✓ |  |  |  | " in again.stdout  # the table: the command's answer

@@ -8,8 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from coreecho_jax import predict
-from coreecho_jax.analysis import gradcam_cli
+from coreecho_jax import cli, predict
 from coreecho_jax.data import clips
 from coreecho_jax.data.video.video_io import load_echo_video, write_video
 from coreecho_jax.errors import CheckpointError, ConfigError
@@ -74,7 +73,7 @@ def test_a_transfer_workdir_without_its_loader_is_named(tmp_path, monkeypatch):
         runs.load_run(None, tmp_path)
     assert str(info.value) == (
         f"{tmp_path}: a camus transfer workdir, not a CoReEcho run; its folds are read by Grad-CAM "
-        f"(python -m coreecho_jax.analysis.gradcam --checkpoint={tmp_path}/folds/fold<k>)"
+        f"(coreecho gradcam --checkpoint={tmp_path}/folds/fold<k>)"
     )
 
 
@@ -128,10 +127,10 @@ def test_predict_and_grad_cam_prepare_the_same_clips_through_clips_for_video(
 
     monkeypatch.setattr(video_clips, "clips_for_video", spy)
     out = predict.predict_file(tiny_config(), video, run_with_weights)
-    report = gradcam_cli.main(
-        ["--checkpoint", str(run_with_weights), "--video", str(video), "--out", str(tmp_path / "cam")]
-        + ["--clips", "3", "--stage", "2"]
-    )
+    report = cli.parse(
+        ["gradcam", f"--checkpoint={run_with_weights}", f"--video={video}", f"--out={tmp_path / 'cam'}"]
+        + ["--clips=3", "--stage=2"]
+    ).run()
     assert len(made) == 2
     by_predict, by_gradcam = made
     np.testing.assert_array_equal(by_predict.clips, by_gradcam.clips)

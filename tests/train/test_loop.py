@@ -60,7 +60,8 @@ def _lazy_step(losses):
 def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path):
     stub, logged = _stub(tmp_path, [_batch()] * 3)
     run_step, _ = _lazy_step(iter([1.0, float("nan"), 1.0]))
-    with pytest.raises(FloatingPointError, match=r"stage 1, epoch 1, step 5.*checkpoint"):
+    # the second epoch (index 1; epochs are counted from 1 wherever a person reads them)
+    with pytest.raises(FloatingPointError, match=r"stage 1, epoch 2, step 5.*checkpoint"):
         loop.Trainer.train_epoch(stub, run_step, SETTINGS, 1, 2, 3)
     assert [s for s, _ in logged] == [4]  # the good step was logged, the bad one stopped the run
 
@@ -77,7 +78,7 @@ def test_host_reads_metrics_every_log_every_steps_and_at_the_epoch_end(tmp_path)
 def test_non_finite_loss_inside_a_window_names_its_step(tmp_path):
     stub, logged = _stub(tmp_path, [_batch()] * 4, log_every=4)
     run_step, _ = _lazy_step(iter([1.0, 1.0, float("inf"), 1.0]))
-    with pytest.raises(FloatingPointError, match=r"stage 1, epoch 0, step 3\b"):
+    with pytest.raises(FloatingPointError, match=r"stage 1, epoch 1, step 3\b"):
         loop.Trainer.train_epoch(stub, run_step, SETTINGS, 0, 2, 4)
     assert logged == []
 

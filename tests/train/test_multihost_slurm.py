@@ -10,6 +10,8 @@ import json
 
 import pytest
 
+from coreecho_jax.configs import demo
+from coreecho_jax.data.echonet import inputs
 from tests.multihost_procs import (
     Process,
     assert_all_succeeded,
@@ -35,10 +37,11 @@ def test_main_py_under_srun_trains_the_quick_demo_into_one_workdir(tmp_path):
     procs = [Process(f"p{i}", args, clean_env(**slurm_env(i, 2, port)), tmp_path) for i in range(2)]
     assert_all_succeeded(procs, timeout=900)
 
-    # Process 0 alone speaks and writes: the epoch lines and the table once, each metrics row once.
+    # Process 0 alone speaks and writes: the epoch lines (the log, stderr) and the table (stdout) once,
+    # each metrics row once.
     out0, out1 = procs[0].stdout, procs[1].stdout
-    assert "Test results (" in out0 and "stage 2 epoch 1/1" in out0
-    assert "Test results (" not in out1 and "epoch" not in out1
+    assert "Test results (" in out0 and "stage 2 epoch 1/1: loss" in procs[0].stderr
+    assert "Test results (" not in out1 and "epoch" not in out1 and "epoch" not in procs[1].stderr
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     keys = [(r["stage"], r["step"], any(k.startswith("epoch/") for k in r)) for r in records]
     assert sorted(keys) == [
@@ -46,7 +49,8 @@ def test_main_py_under_srun_trains_the_quick_demo_into_one_workdir(tmp_path):
     ]
 
     # Every test video of the synthetic set exactly once, in file-name order, in the CSV and the count.
-    filelist = read_csv(workdir / "synthetic" / "FileList.csv")
+    # (the synthetic set lives in the session's shared data home, COREECHO_DATA_DIR, as for any run)
+    filelist = read_csv(inputs.synthetic_root(demo.get_config("quick")) / "FileList.csv")
     test_names = sorted(r["FileName"] for r in filelist if r["Split"] == "TEST")
     rows = read_csv(workdir / "test_predictions_final.csv")
     assert [r["FileName"] for r in rows] == test_names and len(test_names) == 5

@@ -101,7 +101,7 @@ def test_run_writes_everything_a_user_needs(finished_run):
     assert "auroc_ef_below_40" in saved and "auroc_ef_below_50" in saved
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     epochs = [(r["stage"], r["epoch"]) for r in records if "epoch/val_mae" in r]
-    assert epochs == [(1, 0), (1, 1), (1, 2), (2, 0)]
+    assert epochs == [(1, 1), (1, 2), (1, 3), (2, 1)]  # numbered from 1, as the log lines and checkpoints
     # Learning, at the scale CI affords (RnC needs ~15 demo epochs before val MAE moves; the demo in the
     # README shows that): the RnC loss falls from the first to the last stage-1 epoch on the training set.
     rnc = [r["epoch/train_rnc"] for r in records if r.get("stage") == 1 and "epoch/train_rnc" in r]
@@ -109,7 +109,8 @@ def test_run_writes_everything_a_user_needs(finished_run):
 
 
 def _kill_during(root: Path, workdir: Path, stage: int, epoch: int) -> None:
-    """Runs main.py in a subprocess and SIGKILLs it once it logged a training step of (stage, epoch)."""
+    """Runs main.py in a subprocess and SIGKILLs it once it logged a training step of (stage, epoch),
+    ``epoch`` numbered from 1 as metrics.jsonl numbers it."""
     cmd = [sys.executable, str(REPO / "main.py")] + _flags(root, workdir)
     # The same numerics as this process (tests/conftest.py): devices and matmul precision.
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DEFAULT_MATMUL_PRECISION="highest")
@@ -149,8 +150,8 @@ def test_resume_after_kills_in_both_stages_ends_like_an_uninterrupted_run(root, 
     """
     _, reference = finished_run
     workdir = tmp_path / "killed"
-    _kill_during(root, workdir, stage=1, epoch=1)
-    _kill_during(root, workdir, stage=2, epoch=0)
+    _kill_during(root, workdir, stage=1, epoch=2)
+    _kill_during(root, workdir, stage=2, epoch=1)
     config = _config(root)
     _assert_resumed_like(reference, loop.train_and_evaluate(config, workdir))
     template = {"model": model_state_dict(build_model(config.model, seed=int(config.seed)))}

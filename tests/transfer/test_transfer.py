@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import camus, camus_demo, hmcqu, hmcqu_demo
-from coreecho_jax import cli, config_check
+from coreecho_jax import cli, config_check, logs
 from coreecho_jax.checkpoints import manager as ckpt_lib
 from coreecho_jax.data.records import NamedRecords
 from coreecho_jax.data.synthetic.camus import write_camus_dataset
@@ -64,7 +64,7 @@ def test_fold_subsets_are_parsed_and_checked():
 
 
 def test_other_modes_are_refused_for_transfer_configs(tmp_path):
-    with pytest.raises(ConfigError, match="--mode=evaluate is not available for a transfer config"):
+    with pytest.raises(ConfigError, match="evaluate is not available for a transfer config"):
         cli.run("evaluate", camus_demo.get_config("quick"), str(tmp_path))
 
 
@@ -256,7 +256,7 @@ def test_camus_probing_freezes_the_encoder_and_trains_a_fresh_head(tmp_path):
     ):
         assert (tmp_path / name).is_file(), name
     fold = json.loads((tmp_path / "folds" / "fold0" / "result.json").read_text())
-    assert fold["epoch_chosen_on"].startswith("fixed epoch count") and fold["tested_epoch"] == 1
+    assert fold["epoch_chosen_on"].startswith("fixed epoch count") and fold["tested_epoch"] == 2  # of 2
     assert len(fold["predictions"]) == fold["sizes"]["test"] == 2
     # the result records what it was computed from; the fold's start wrote the same record first
     assert fold["inputs"]["test"] == [p["name"] for p in fold["predictions"]]
@@ -742,6 +742,10 @@ def test_a_new_dataset_is_one_record_the_loop_and_tables_only_read(toy, tmp_path
     assert f"| ours: fine-tuning, scratch, pooled | {r:.3f} | 2.00 |" in table
     assert "| train-mean baseline | - |" in table and "paper:" not in table
     assert table.endswith("No paper rows: a toy set.\n")
+    assert (
+        f"\n\n{logs.small_run_note(12)}\n\n2-fold cross-validation" in table
+    )  # 12 tested videos: a smoke run
+    assert summary["small_run_note"] == logs.small_run_note(12)
     assert (work / "toy_regression_scatter.png").is_file()
     assert [r["name"] for r in csv.DictReader((work / "predictions.csv").open())][:2] == ["t00", "t01"]
     prepared = json.loads((work / transfer_sets.REPORT_FILE).read_text())
@@ -766,11 +770,11 @@ def test_a_new_classification_record_trains_and_chooses_its_epoch_on_validation(
     c.transfer.folds = "1"
     summary = loop.cross_validate(c, work)
     fold = json.loads((work / "folds" / "fold1" / "result.json").read_text())
-    assert fold["epoch_chosen_on"] == "validation set" and fold["tested_epoch"] in (0, 1)
+    assert fold["epoch_chosen_on"] == "validation set" and fold["tested_epoch"] in (1, 2)
     history = fold["history"]
-    assert [h["epoch"] for h in history] == [0, 1] and all(h["val_score"] > 0 for h in history)
+    assert [h["epoch"] for h in history] == [1, 2] and all(h["val_score"] > 0 for h in history)
     best = min(range(2), key=lambda e: (history[e]["val_score"], -e))  # ties go to the later epoch
-    assert fold["tested_epoch"] == best
+    assert fold["tested_epoch"] == best + 1  # epochs numbered from 1
     outputs = np.array([p["output"] for p in fold["predictions"]])
     assert np.all((outputs > 0) & (outputs < 1))  # the sigmoid link: probabilities of "sick"
     assert fold["majority_class"] in (0, 1) and "accuracy" in summary["summary"]

@@ -52,7 +52,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tensorflow_datasets as tfds
+
+from coreecho_jax import logs
+
+with logs.native_chatter_hidden():  # TensorFlow's import lines (oneDNN, CPU features), at verbosity 0
+    import tensorflow_datasets as tfds
 
 from coreecho_jax.data.corpus import guard, reading, runners, sources
 from coreecho_jax.data.corpus.guard import GuardedWorker, TaskFailed
@@ -283,6 +287,14 @@ class EchoCorpus(tfds.core.GeneratorBasedBuilder):
         self._beam = beam
         self._beam_splits: list[str] = []
 
+    def _log_download_bytes(self) -> None:
+        """Replaces TFDS's "Downloading and preparing dataset ..." (nothing is downloaded here)."""
+        logs.say(f"preparing the echo corpus {self._config.source.location} into {self.data_dir}")
+
+    def _log_download_done(self) -> None:
+        """Replaces TFDS's "Dataset ... downloaded and prepared to ..."."""
+        logs.say(f"prepared {self.data_dir} (once: later runs reuse it)")
+
     def _info(self) -> tfds.core.DatasetInfo:
         text = tfds.features.Text
         return self.dataset_info_from_configs(
@@ -376,13 +388,16 @@ class EchoCorpus(tfds.core.GeneratorBasedBuilder):
 
     def _generate_in_process(self, entries: list[dict[str, Any]], split: str, options: dict[str, Any]):
         rows = []
+        bar = logs.progress(desc=f"preparing the echo corpus, {split}", total=len(entries), unit="file")
         try:
             done = echonet_tfds.in_order(lambda e: prepare_file(e, options), entries, self._workers)
             for row, example in (result for result, _ in done):
+                bar.update(1)
                 rows.append(row)
                 if example is not None:
                     yield row["key"], example
         finally:
+            bar.close()
             close_guards()
         finish_split(self.info.metadata, split, rows)
 
@@ -549,15 +564,19 @@ def prepare_corpus(
             failures = contextlib.nullcontext()
             if beam is not None:
                 failures = runners.one_line_failures(str(config.source.location), CorpusPreparationError)
-            with failures:
-                builder.download_and_prepare(
-                    download_config=tfds.download.DownloadConfig(
-                        try_download_gcs=False,
-                        max_shard_size=max_shard_size,
-                        min_shard_size=min(max_shard_size, 16 << 20),
-                        beam_options=beam_options,
+            tfds.display_progress_bar(False)  # one bar (ours, over the files), none nested from TFDS
+            try:
+                with failures:
+                    builder.download_and_prepare(
+                        download_config=tfds.download.DownloadConfig(
+                            try_download_gcs=False,
+                            max_shard_size=max_shard_size,
+                            min_shard_size=min(max_shard_size, 16 << 20),
+                            beam_options=beam_options,
+                        )
                     )
-                )
+            finally:
+                tfds.display_progress_bar(True)  # TFDS's default, for other builders
         builder = _open(data_dir, config)
         write_report(builder)
     return builder

@@ -6,9 +6,9 @@ video as single-file prediction does (:func:`~coreecho_jax.inference.video_clips
 square, resize to ``size``; the frame rate kept as the file says, never resampled), then
 :func:`~coreecho_jax.data.video.echo_loop.check_echo_loop` (a still image or a loop too short for a
 cardiac cycle is refused; a frame rate far from the training data's is flagged). For a DICOM file it
-first refuses what is not an ultrasound cine (:func:`~coreecho_jax.data.video.dicom.cine_refusal`)
-and a transfer syntax this install cannot decode (:func:`~coreecho_jax.data.video.dicom.decoder_refusal`),
-before any pixel is decoded.
+first makes prediction's header check (:func:`~coreecho_jax.data.video.dicom.cine_facts`: what is not
+DICOM or is damaged, what is no ultrasound cine, a transfer syntax this install cannot decode), before any
+pixel is decoded.
 
 Every refusal raises a :class:`CorpusFileError` whose ``kind`` classes it in the report
 (:data:`KINDS`).
@@ -33,10 +33,11 @@ from coreecho_jax.errors import DataError
 #: ``worker_died`` and ``memory``.
 KINDS = {
     "not_found": "the file listed does not exist",
-    "not_cine": "a DICOM object that is not an ultrasound cine (a report, a single frame, another modality)",
+    "not_cine": "a DICOM object that is no ultrasound cine (a report, another modality)",
     "no_decoder": "a transfer syntax this install cannot decode",
     "unreadable": "not a readable DICOM or video file, or its pixel data does not decode (damaged)",
-    "not_echo_loop": "a still image or a loop too short to hold a cardiac cycle",
+    "not_echo_loop": "a still image (a single frame, or frames all the same) or a loop too short for a "
+    "cardiac cycle",
 }
 
 
@@ -60,46 +61,29 @@ def _region_rows(regions: list[dicom.UltrasoundRegion]) -> list[list[int]]:
     ]
 
 
-def dicom_facts(path: Path) -> dict[str, Any]:
-    """The header facts a record keeps of a DICOM file; refuses a non-cine or undecodable one.
+def dicom_record_facts(path: Path) -> dict[str, Any]:
+    """The header facts a record keeps of a DICOM file (:func:`~coreecho_jax.data.video.dicom.cine_facts`).
 
     Raises:
         CorpusFileError: ``not_found``, ``unreadable``, ``not_cine`` or ``no_decoder``.
     """
     try:
-        ds = dicom.read_header(path)
+        facts = dicom.cine_facts(path)
     except VideoNotFoundError as err:
         raise CorpusFileError(str(err), "not_found") from None
+    except NotAnEchoVideoError as err:
+        raise CorpusFileError(str(err), "not_cine") from None
+    except dicom.NoDecoderError as err:
+        raise CorpusFileError(str(err), "no_decoder") from None
     except VideoReadError as err:
         raise CorpusFileError(str(err), "unreadable") from None
-    if not dicom.is_dicom_file(path) and "SOPClassUID" not in ds:
-        raise CorpusFileError(
-            f"{path}: not a DICOM file (no 'DICM' magic at byte 128, no SOP class)", "unreadable"
-        )
-    uids = dicom.dicom_uids(ds)
-    sop_class = uids["sop_class"]
-    if "PixelData" not in ds and (not sop_class or sop_class.endswith("Image Storage")):
-        what = f"an {sop_class} object" if sop_class else "no SOP class and"
-        raise CorpusFileError(
-            f"{path}: {what} without PixelData: the file is truncated or damaged", "unreadable"
-        )
-    refusal = dicom.cine_refusal(ds)
-    if refusal:
-        raise CorpusFileError(refusal, "not_cine")
-    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if tsyntax is None:
-        raise CorpusFileError(f"{path}: DICOM file has no TransferSyntaxUID (0002,0010)", "unreadable")
-    refusal = dicom.decoder_refusal(tsyntax)
-    if refusal:
-        raise CorpusFileError(refusal, "no_decoder")
-    note = dicom.fps_disagreement(ds)
     return {
-        "study_uid": uids["study_uid"],
-        "series_uid": uids["series_uid"],
-        "sop_uid": uids["sop_uid"],
-        "transfer_syntax": str(tsyntax),
-        "photometric_interpretation": str(ds.get("PhotometricInterpretation", "")),
-        "notes": [note] if note else [],
+        "study_uid": facts.study_uid or "",
+        "series_uid": facts.series_uid or "",
+        "sop_uid": facts.sop_uid or "",
+        "transfer_syntax": facts.transfer_syntax or "",
+        "photometric_interpretation": facts.photometric_interpretation or "",
+        "notes": [facts.fps_note] if facts.fps_note else [],
     }
 
 
@@ -135,7 +119,7 @@ def read_corpus_file(path: str, size: int, crop: str, channels: int) -> tuple[di
     """
     file = Path(path)
     is_dicom = dicom.is_dicom_path(file)
-    facts = dicom_facts(file) if is_dicom else _no_dicom_facts()
+    facts = dicom_record_facts(file) if is_dicom else _no_dicom_facts()
     if not is_dicom and not file.exists():
         raise CorpusFileError(f"{file}: file not found", "not_found")
     try:

@@ -69,9 +69,12 @@ from typing import Any
 
 import cv2
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
-from tqdm import tqdm
+
+from coreecho_jax import logs
+
+with logs.native_chatter_hidden():  # TensorFlow's import lines (oneDNN, CPU features), at verbosity 0
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
 
 from coreecho_jax.data import echonet_layout as layout
 from coreecho_jax.data.corpus import runners
@@ -403,6 +406,15 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
         self._workers = workers if workers is not None else (os.cpu_count() or 1)
         self._beam = beam
         self._beam_splits: dict[str, int] = {}  # split -> work items, of a Beam preparation
+        self._bar = None  # the preparation's one progress bar, over the videos of every split
+
+    def _log_download_bytes(self) -> None:
+        """Replaces TFDS's "Downloading and preparing dataset ..." (nothing is downloaded here)."""
+        logs.say(f"preparing EchoNet-Dynamic from {self.builder_config.source_root} into {self.data_dir}")
+
+    def _log_download_done(self) -> None:
+        """Replaces TFDS's "Dataset ... downloaded and prepared to ..."."""
+        logs.say(f"prepared {self.data_dir} (once: later runs reuse it)")
 
     def _info(self) -> tfds.core.DatasetInfo:
         options = getattr(self.builder_config, "options", PrepareOptions())
@@ -466,7 +478,25 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
                 "videos": {},
             }
         )
+        self.close_bar()
+        if not self._beam:  # Beam workers decode elsewhere: the runner logs their progress
+            total = sum(len(index.split(split)) for split in layout.SPLITS)
+            self._bar = logs.progress(desc="preparing EchoNet-Dynamic", total=total, unit="video")
         return {split: self._generate_examples(index.split(split), split) for split in layout.SPLITS}
+
+    def _advance(self, split: str) -> None:
+        """One more video of ``split`` read, on the preparation's bar (when one is open)."""
+        if self._bar is not None:
+            self._bar.set_description(f"preparing EchoNet-Dynamic {split}", refresh=False)
+            self._bar.update(1)
+            if self._bar.n >= self._bar.total:  # the last video of the last split
+                self.close_bar()
+
+    def close_bar(self) -> None:
+        """Closes the preparation's progress bar (:func:`prepare_echonet` calls it at the end)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def _generate_examples(self, records: Sequence[reader.EchoNetRecord], split: str):
         """The examples of a split: decoded here by threads, or (``beam=True``) a Beam PTransform."""
@@ -486,9 +516,8 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
         meta = self.info.metadata
         rows = []
         loaded = in_order(lambda item: _load(Path(item["path"]), options), items, self._workers)
-        for item, (video, err) in tqdm(
-            zip(items, loaded), total=len(items), desc=f"EchoNet {split} videos", unit="video"
-        ):
+        for item, (video, err) in zip(items, loaded):
+            self._advance(split)
             row, example = _row_of(item, video, err, options)
             _check_frame_size(meta, row)  # fail early, before decoding the rest
             rows.append(row)
@@ -761,16 +790,21 @@ def prepare_echonet(
             failures = contextlib.nullcontext()
             if beam is not None:
                 failures = runners.one_line_failures(config.source_root, EchoNetPreparationError)
-            with failures:
-                builder.download_and_prepare(
-                    download_config=tfds.download.DownloadConfig(
-                        manual_dir=config.source_root,
-                        try_download_gcs=False,
-                        max_shard_size=max_shard_size,
-                        min_shard_size=min(max_shard_size, 16 << 20),
-                        beam_options=beam_options,
+            tfds.display_progress_bar(False)  # one bar (ours, over the videos), none nested from TFDS
+            try:
+                with failures:
+                    builder.download_and_prepare(
+                        download_config=tfds.download.DownloadConfig(
+                            manual_dir=config.source_root,
+                            try_download_gcs=False,
+                            max_shard_size=max_shard_size,
+                            min_shard_size=min(max_shard_size, 16 << 20),
+                            beam_options=beam_options,
+                        )
                     )
-                )
+            finally:
+                builder.close_bar()
+                tfds.display_progress_bar(True)  # TFDS's default, for other builders
         builder = _open(data_dir, config)  # re-read the written metadata
         write_report(builder)
     return builder

@@ -36,24 +36,13 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from coreecho_jax import seeds
+from coreecho_jax import logs, seeds
 from coreecho_jax.data import echonet_layout as layout
 from coreecho_jax.data import synthetic
 from coreecho_jax.data.clips import ClipSpec
 from coreecho_jax.data.echonet import echonet_tfds, pipeline, reader, start_indexes, tf_runtime
+from coreecho_jax.data.home import data_home
 from coreecho_jax.errors import ConfigError
-
-#: Environment variable naming the machine's shared data folder (see :func:`data_home`).
-DATA_HOME_ENV = "COREECHO_DATA_DIR"
-
-
-def data_home() -> Path:
-    """The folder prepared data is shared in: ``$COREECHO_DATA_DIR``, else ``$XDG_CACHE_HOME/coreecho_jax``,
-    else ``~/.cache/coreecho_jax`` (absolute; not created here)."""
-    if os.environ.get(DATA_HOME_ENV):
-        return Path(os.environ[DATA_HOME_ENV]).expanduser().absolute()
-    cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    return Path(cache).expanduser().absolute() / "coreecho_jax"
 
 
 def default_data_dir() -> Path:
@@ -229,6 +218,9 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | Path) -> DataBundl
     workdir = Path(workdir)
     data_dir = data_dir_of(config)
     options = echonet_tfds.PrepareOptions.from_config(config.data)
+    logs.watch(data_dir / echonet_tfds.DATASET_NAME, summary=True)  # a preparation is "wrote: ..." too
+    if config.data.synthetic.enabled:
+        logs.watch(synthetic_root(config), summary=True)
 
     def build() -> tuple[Path, Any]:
         root = _source_root(config)

@@ -3,10 +3,11 @@
 - ``heart``: the drawing (``sample_heart_params`` -> ``HeartParams`` -> ``draw_video`` ->
   ``DrawnVideo``: frames, per-frame LV masks, volumes, ED/ES, EF), shared by every dataset writer.
 - ``quality``: image-quality degradation (``degrade``).
-- ``echonet``: the EchoNet-Dynamic layout writer (``write_echonet_dataset``, the command line).
+- ``echonet``: the EchoNet-Dynamic layout writer (``write_echonet_dataset``).
 - ``camus``, ``hmcqu``: the CAMUS (2019 mhd and 2023 NIfTI releases) and HMC-QU (Kaggle) layout writers.
+- ``manifest``: a cohort of your own (videos and ``manifest.csv``) for ``configs/custom_demo.py``.
 
-``python -m coreecho_jax.data.synthetic --root DIR --n 512 --seed 0`` writes an EchoNet-Dynamic set.
+``coreecho synthetic --dataset=echonet --root=DIR --n=512 --seed=0`` writes an EchoNet-Dynamic set.
 """
 
 from coreecho_jax.data.synthetic.camus import CamusSyntheticConfig, write_camus_dataset
@@ -17,7 +18,6 @@ from coreecho_jax.data.synthetic.echonet import (
     DatasetExistsError,
     SyntheticConfig,
     draw_echonet_video,
-    main,
     read_mask,
     sample_num_frames,
     split_assignment,
@@ -39,14 +39,17 @@ from coreecho_jax.data.synthetic.heart import (
     video_rng,
 )
 from coreecho_jax.data.synthetic.hmcqu import HmcQuSyntheticConfig, write_hmcqu_dataset
+from coreecho_jax.data.synthetic.manifest import ManifestSyntheticConfig, write_manifest_dataset
 from coreecho_jax.data.synthetic.quality import degrade
 
 __all__ = [
     "A4C_SEGMENTS",
     "CamusSyntheticConfig",
     "HmcQuSyntheticConfig",
+    "ManifestSyntheticConfig",
     "write_camus_dataset",
     "write_hmcqu_dataset",
+    "write_manifest_dataset",
     "CONTRACTION_LEVELS",
     "FORMAT_VERSION",
     "MASK_DIR",
@@ -61,7 +64,6 @@ __all__ = [
     "disc_volumes",
     "draw_echonet_video",
     "draw_video",
-    "main",
     "read_mask",
     "sample_ef",
     "sample_heart_params",

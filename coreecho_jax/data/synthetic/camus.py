@@ -28,17 +28,16 @@ pixel is LV, in the stored frame order).
 A dataset written before the segmentation was added has none (the format version is unchanged, so
 such a dataset is still read as complete): write it again to measure the Grad-CAM in the LV.
 
-``python -m coreecho_jax.data.synthetic.camus --root DIR [--release 2019] [--n 20] [--seed 0]``.
+``coreecho synthetic --dataset=camus --root=DIR [--release=2019] [--n=20] [--seed=0]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -267,34 +266,3 @@ def write_camus_dataset(
     :func:`write_once`; returns ``root``."""
     cfg = CamusSyntheticConfig.resolve(config, overrides)
     return write_once(root, "camus", FORMAT_VERSION, cfg, functools.partial(_write_files, cfg))
-
-
-def writer_parser(
-    module: str, doc: str, n_default: int, n_help: str, seed: int, size: int
-) -> argparse.ArgumentParser:
-    """The command line the download writers share: ``--root``, ``--n``, ``--seed``, ``--size``."""
-    p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
-    p.add_argument("--root", required=True, help="output folder")
-    p.add_argument("--n", type=int, default=n_default, help=n_help)
-    p.add_argument("--seed", type=int, default=seed)
-    p.add_argument("--size", type=int, default=size, help="side of the drawn square (pixels)")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> Path:
-    """``python -m coreecho_jax.data.synthetic.camus --root DIR [--release 2019] [--n 20] [--seed 0]``."""
-    d = CamusSyntheticConfig()
-    p = writer_parser("coreecho_jax.data.synthetic.camus", __doc__, d.n_patients, "patients", d.seed, d.size)
-    p.add_argument("--release", choices=RELEASES, default=d.release)
-    p.add_argument("--with-2ch", action="store_true", help="also write the two-chamber view")
-    a = p.parse_args(argv)
-    cfg = CamusSyntheticConfig(
-        n_patients=a.n, seed=a.seed, release=a.release, size=a.size, with_2ch=a.with_2ch
-    )
-    root = write_camus_dataset(a.root, cfg)
-    print(f"synthetic CAMUS {cfg.release} download ({cfg.n_patients} patients, seed {cfg.seed}) at {root}")
-    return root
-
-
-if __name__ == "__main__":
-    main()

@@ -19,9 +19,10 @@ UIDs are derived from the seed, so the files are the same at every write.
 
 With ``bad_files`` the tree also holds, under subject ``p19/p19999999``, one file of each kind a corpus
 preparation must refuse: a structured report (no pixel data), a single frame, a truncated cine, a file
-that is not DICOM and a cine whose frames are all the same picture. They are listed in labels.csv too.
+that is not DICOM, a cine whose frames are all the same picture and a multi-frame object of another
+modality (an X-ray angiography run). They are listed in labels.csv too.
 
-``python -m coreecho_jax.data.synthetic.dicom_corpus --root DIR [--n 1000] [--seed 0]``.
+``coreecho synthetic --dataset=dicom --root=DIR [--n=1000] [--seed=0] [--nobad_files]``.
 """
 
 from __future__ import annotations
@@ -31,18 +32,17 @@ import functools
 import hashlib
 import io
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from coreecho_jax.data.synthetic import heart
-from coreecho_jax.data.synthetic.camus import write_once, writer_parser
+from coreecho_jax.data.synthetic.camus import write_once
 from coreecho_jax.errors import ConfigError
 
 #: Bump when the written files change.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KIND = "dicom_corpus"
 FILES_DIR = "files"
 LABELS = "labels.csv"
@@ -58,6 +58,7 @@ BAD_FILES = {
     "59999999_9003.dcm": "truncated cine",
     "59999999_9004.dcm": "not a DICOM file",
     "59999999_9005.dcm": "still cine (every frame the same picture)",
+    "59999999_9006.dcm": "another modality (an X-ray angiography multi-frame)",
 }
 BAD_FOLDER = "p19/p19999999/s59999999"
 
@@ -251,7 +252,12 @@ def write_cine(config: DicomCorpusConfig, index: int, key: str, path: Path) -> h
 
 
 def _write_bad_files(config: DicomCorpusConfig, files: Path) -> None:
-    from pydicom.uid import ComprehensiveSRStorage, UltrasoundImageStorage, UltrasoundMultiFrameImageStorage
+    from pydicom.uid import (
+        ComprehensiveSRStorage,
+        UltrasoundImageStorage,
+        UltrasoundMultiFrameImageStorage,
+        XRayAngiographicImageStorage,
+    )
 
     folder = files / BAD_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
@@ -275,6 +281,10 @@ def _write_bad_files(config: DicomCorpusConfig, files: Path) -> None:
     still.FrameTime = f"{1000.0 / fps:.10g}"
     _set_pixels(still, _frame_image(np.repeat(video.frames[:1], 30, axis=0), 5), "grey")
     still.save_as(folder / names[4], enforce_file_format=True)
+    angio = _dataset(config, f"{BAD_FOLDER}/{names[5]}", XRayAngiographicImageStorage)
+    angio.Modality, angio.FrameTime = "XA", f"{1000.0 / fps:.10g}"
+    _set_pixels(angio, _frame_image(video.frames, 6), "grey")
+    angio.save_as(folder / names[5], enforce_file_format=True)
 
 
 def _label(x: float) -> str:
@@ -303,19 +313,3 @@ def write_dicom_corpus(
     refuses a folder holding anything else (``DatasetExistsError``). Returns ``root``."""
     cfg = DicomCorpusConfig.resolve(config, overrides)
     return write_once(root, KIND, FORMAT_VERSION, cfg, functools.partial(_write_files, cfg))
-
-
-def main(argv: Sequence[str] | None = None) -> Path:
-    """``python -m coreecho_jax.data.synthetic.dicom_corpus --root DIR [--n 1000] [--seed 0] [--size 48]``."""
-    d = DicomCorpusConfig()
-    p = writer_parser("coreecho_jax.data.synthetic.dicom_corpus", __doc__, d.n_files, "cines", d.seed, d.size)
-    p.add_argument("--no-bad-files", action="store_true", help="write only the good cines")
-    a = p.parse_args(argv)
-    cfg = DicomCorpusConfig(n_files=a.n, seed=a.seed, size=a.size, bad_files=not a.no_bad_files)
-    root = write_dicom_corpus(a.root, cfg)
-    print(f"synthetic DICOM corpus ({cfg.n_files} cines, seed {cfg.seed}) at {root}")
-    return root
-
-
-if __name__ == "__main__":
-    main()

@@ -17,7 +17,6 @@ reproduced and videos can be drawn in parallel.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -379,41 +378,3 @@ def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]])
         for row in rows:
             f.write(",".join(row) + "\n")
     os.replace(tmp, path)
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> Path:
-    """``python -m coreecho_jax.data.synthetic --root DIR --n 512 --seed 0 [--workers 2] [--masks]``."""
-    d = SyntheticConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m coreecho_jax.data.synthetic",
-        description="Write a synthetic dataset in the EchoNet-Dynamic layout.",
-    )
-    p.add_argument("--root", required=True, help="output folder")
-    p.add_argument("--n", type=int, default=d.n_videos, help="number of videos")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--workers", type=int, default=1, help="drawing processes")
-    p.add_argument("--size", type=int, default=d.size, help="frame height = width (pixels)")
-    p.add_argument("--fps", type=float, default=d.fps)
-    p.add_argument("--min-frames", type=int, default=d.min_frames)
-    p.add_argument("--max-frames", type=int, default=d.max_frames)
-    p.add_argument("--no-tracings", action="store_true", help="skip VolumeTracings.csv")
-    p.add_argument("--masks", action="store_true", help=f"also write {MASK_DIR}/<FileName>.npz (LV masks)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    a = p.parse_args(argv)
-    cfg = SyntheticConfig(
-        n_videos=a.n,
-        seed=a.seed,
-        size=a.size,
-        fps=a.fps,
-        min_frames=a.min_frames,
-        max_frames=a.max_frames,
-        with_tracings=not a.no_tracings,
-    )
-    root = write_echonet_dataset(a.root, cfg, workers=a.workers, progress=not a.quiet, write_masks=a.masks)
-    print(f"synthetic EchoNet-Dynamic dataset ({cfg.n_videos} videos, seed {cfg.seed}) at {root}")
-    return root

@@ -20,7 +20,7 @@ global EF drops a little with the segment, as in real infarcts). The annotated c
 first ED to the next ED. The square drawing (``size``) is resized to ``height`` and padded with black
 columns to ``width`` (real videos are 422 x 636 to 768 x 1024). Video ``i`` uses ``video_rng(seed, i)``.
 
-``python -m coreecho_jax.data.synthetic.hmcqu --root DIR [--n 24] [--seed 0] [--height 422 --width 636]``.
+``coreecho synthetic --dataset=hmcqu --root=DIR [--n=24] [--seed=0] [--height=422 --width=636]``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import dataclasses
 import functools
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ import numpy as np
 
 from coreecho_jax import seeds
 from coreecho_jax.data.synthetic import heart
-from coreecho_jax.data.synthetic.camus import quota_labels, write_once, writer_parser
+from coreecho_jax.data.synthetic.camus import quota_labels, write_once
 from coreecho_jax.data.transfer.folds import stratified_folds
 from coreecho_jax.data.transfer.hmcqu import A4C_SEGMENT_COLUMNS
 from coreecho_jax.data.video.video_io import write_video
@@ -240,23 +240,3 @@ def write_hmcqu_dataset(
     :func:`coreecho_jax.data.synthetic.camus.write_once`; returns ``root``."""
     cfg = HmcQuSyntheticConfig.resolve(config, overrides)
     return write_once(root, "hmcqu", FORMAT_VERSION, cfg, functools.partial(_write_files, cfg))
-
-
-def main(argv: Sequence[str] | None = None) -> Path:
-    """``python -m coreecho_jax.data.synthetic.hmcqu --root DIR [--n 24] [--seed 0] [--height H --width W]``."""
-    d = HmcQuSyntheticConfig()
-    p = writer_parser("coreecho_jax.data.synthetic.hmcqu", __doc__, d.n_videos, "recordings", d.seed, d.size)
-    p.add_argument("--height", type=int, default=d.height, help="AVI frame height")
-    p.add_argument("--width", type=int, default=d.width, help="AVI frame width")
-    p.add_argument("--header", choices=HEADER_STYLES, default=d.header)
-    a = p.parse_args(argv)
-    cfg = HmcQuSyntheticConfig(
-        n_videos=a.n, seed=a.seed, size=a.size, height=a.height, width=a.width, header=a.header
-    )
-    root = write_hmcqu_dataset(a.root, cfg)
-    print(f"synthetic HMC-QU download ({cfg.n_videos} videos, seed {cfg.seed}) at {root}")
-    return root
-
-
-if __name__ == "__main__":
-    main()

@@ -29,13 +29,16 @@ of FrameTimeVector (ms, first entry skipped because it is the 0 offset of frame 
 fps is ``None``. Tags that disagree by more than 5% are named by :func:`fps_disagreement` (a note, the
 winner is kept). The rate is never re-timed here.
 
-Which files a corpus takes (:func:`cine_refusal`): an ultrasound (Modality US, or none given) object with
-PixelData and more than one frame; a structured report, a single frame or another modality is refused
-with its reason. :func:`decoder_refusal` says, before any pixel is read, whether this install decodes a
-file's transfer syntax (pydicom's plugin table: native and RLE by numpy/pydicom, JPEG Baseline/Extended
-and JPEG 2000 by Pillow, JPEG Lossless / JPEG-LS / HTJ2K only with pylibjpeg-*, pyjpegls or gdcm
-installed, MPEG-2/H.264/HEVC by OpenCV's FFmpeg) and names the packages to install when it does not.
-:func:`dicom_uids` gives the study, series and SOP instance UIDs a prepared record keeps for joins.
+What a DICOM object is, from its header alone (no pixel decoded): :func:`dicom_facts` (SOP class,
+modality, study/series/SOP instance UIDs for joins, frames, transfer syntax, photometric interpretation,
+regions, a timing-tag disagreement). :func:`cine_facts` is the one check that prediction
+(:mod:`coreecho_jax.inference.quality`) and corpus preparation (:mod:`coreecho_jax.data.corpus.reading`)
+share: a file that is not DICOM or whose image object lost its pixel data (damaged) is unreadable; an
+object without pixel data (a structured report, a key object, a DICOMDIR) or of another modality than
+ultrasound is no echo cine (:func:`cine_refusal`); a transfer syntax no installed plugin decodes is refused
+naming what to install (:func:`decoder_of`, the one decoder table; :func:`transfer_syntax_support` lists
+it for every syntax pydicom knows). A single frame is refused once decoded, as any still image
+(:func:`~coreecho_jax.data.video.echo_loop.check_echo_loop`).
 
 Layouts: ``[T, H, W]`` uint8 grayscale, ``[T, H, W, 3]`` uint8 RGB.
 No TensorFlow here.
@@ -50,7 +53,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from coreecho_jax.data.video.video_types import CropBox, VideoNotFoundError, VideoReadError, to_channels
+from coreecho_jax.data.video.video_types import (
+    CropBox,
+    NotAnEchoVideoError,
+    VideoNotFoundError,
+    VideoReadError,
+    to_channels,
+)
 
 #: File name suffixes taken as DICOM without looking inside (files without one are recognised by
 #: the 'DICM' magic).
@@ -176,57 +185,6 @@ def read_header(path: str | os.PathLike) -> Any:
         VideoNotFoundError / VideoReadError: missing, or not a readable DICOM file.
     """
     return _read_dataset(Path(path), defer_size=4096)
-
-
-def dicom_uids(ds: Any) -> dict[str, str]:
-    """Study, series and SOP instance UIDs and the SOP class name of a dataset (``''`` when absent)."""
-    sop_class = ds.get("SOPClassUID")
-    return {
-        "study_uid": str(ds.get("StudyInstanceUID", "") or ""),
-        "series_uid": str(ds.get("SeriesInstanceUID", "") or ""),
-        "sop_uid": str(ds.get("SOPInstanceUID", "") or ""),
-        "sop_class": "" if sop_class is None else str(getattr(sop_class, "name", sop_class)),
-    }
-
-
-def cine_refusal(ds: Any) -> str | None:
-    """Why a DICOM object is not an ultrasound cine (one line), or None when it is one.
-
-    ``ds`` may be a :func:`read_header` dataset (pixel data not read).
-    """
-    what = dicom_uids(ds)["sop_class"] or "unknown SOP class"
-    modality = str(ds.get("Modality", "") or "")
-    if modality and modality != "US":
-        return f"not an ultrasound object (Modality {modality}, {what})"
-    if "PixelData" not in ds:
-        return f"not an image: {what} has no PixelData (e.g. a structured report)"
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames < 2:
-        return f"a single frame ({what}, NumberOfFrames {frames}), not a cine loop"
-    return None
-
-
-def decoder_refusal(tsyntax: Any) -> str | None:
-    """None when this install decodes pixel data in transfer syntax ``tsyntax``, else why not (one line).
-
-    MPEG-2 / H.264 / HEVC go to OpenCV's FFmpeg (None here); the others need a pydicom decoder plugin
-    (:mod:`pydicom.pixels`), and the line names the packages that would provide one.
-    """
-    from pydicom.pixels import get_decoder
-    from pydicom.uid import UID, MPEGTransferSyntaxes
-
-    uid = UID(str(tsyntax))
-    if uid in MPEGTransferSyntaxes:
-        return None
-    try:
-        decoder = get_decoder(uid)
-    except NotImplementedError:
-        return f"transfer syntax {uid.name} ({uid}): pydicom has no decoder for it"
-    if decoder.is_available:
-        return None
-    return f"transfer syntax {uid.name} ({uid}): no decoder installed; install one of: " + "; ".join(
-        decoder.missing_dependencies
-    )
 
 
 def dicom_regions(ds: Any) -> list[UltrasoundRegion]:
@@ -436,3 +394,149 @@ def probe_dicom(path: str | os.PathLike) -> dict[str, Any]:
         "width": int(ds.get("Columns", 0) or 0),
         "fps_source": fps_source,
     }
+
+
+# ----------------------------------------------------------------------------- what a DICOM object is
+
+
+class DicomFacts(NamedTuple):
+    """What the header of a DICOM file says about its object (no pixel data decoded).
+
+    ``sop_class`` is the SOP class's name (or its UID when pydicom does not know it); the UIDs,
+    ``modality``, ``transfer_syntax`` (the UID of the pixel data's encoding) and
+    ``photometric_interpretation`` are None when absent; ``num_frames`` is NumberOfFrames (1 when absent);
+    ``regions`` the number of items of SequenceOfUltrasoundRegions; ``fps_note`` what
+    :func:`fps_disagreement` says (None when the timing tags agree).
+    """
+
+    sop_class: str
+    modality: str | None
+    study_uid: str | None
+    series_uid: str | None
+    sop_uid: str | None
+    num_frames: int
+    has_pixels: bool
+    transfer_syntax: str | None
+    regions: int
+    photometric_interpretation: str | None
+    fps_note: str | None
+
+
+#: :attr:`DicomFacts.sop_class` of a file without SOPClassUID.
+UNKNOWN_SOP_CLASS = "unknown SOP class"
+
+
+class NoDecoderError(VideoReadError):
+    """A DICOM whose transfer syntax no installed plugin decodes (the message names what to install)."""
+
+
+def dicom_facts(path: str | os.PathLike) -> DicomFacts:
+    """The :class:`DicomFacts` of a DICOM file, read from its header (the pixel data is not loaded).
+
+    Raises:
+        VideoNotFoundError / VideoReadError: a missing or unreadable file.
+    """
+    ds = read_header(path)
+
+    def text(keyword: str) -> str | None:
+        value = ds.get(keyword)
+        return None if value in (None, "") else str(value)
+
+    sop_class = ds.get("SOPClassUID")
+    syntax = _transfer_syntax(ds)
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        frames = 1
+    return DicomFacts(
+        sop_class=UNKNOWN_SOP_CLASS if sop_class is None else str(getattr(sop_class, "name", sop_class)),
+        modality=text("Modality"),
+        study_uid=text("StudyInstanceUID"),
+        series_uid=text("SeriesInstanceUID"),
+        sop_uid=text("SOPInstanceUID"),
+        num_frames=frames,
+        has_pixels="PixelData" in ds,
+        transfer_syntax=None if syntax is None else str(syntax),
+        regions=len(ds.get("SequenceOfUltrasoundRegions", None) or []),
+        photometric_interpretation=text("PhotometricInterpretation"),
+        fps_note=fps_disagreement(ds),
+    )
+
+
+def cine_refusal(facts: DicomFacts) -> str | None:
+    """Why a DICOM object cannot be an echo cine from its header alone (one line), or None.
+
+    Refused: no pixel data (a structured report, a key object, a presentation state, a DICOMDIR, ...) and
+    another modality than ultrasound (Modality given and not ``US``). (A single frame is refused once
+    decoded, as any still image: :func:`~coreecho_jax.data.video.echo_loop.check_echo_loop`.)
+    """
+    if not facts.has_pixels:
+        return f"a DICOM {facts.sop_class} object without pixel data, not an echo cine"
+    if facts.modality not in (None, "US"):
+        return f"a DICOM {facts.sop_class} object of Modality {facts.modality}, not an ultrasound cine"
+    return None
+
+
+def cine_facts(path: str | os.PathLike) -> DicomFacts:
+    """The :class:`DicomFacts` of a DICOM file that can be an echo cine (module doc), before any pixel is
+    decoded.
+
+    Raises:
+        VideoNotFoundError: no such file.
+        VideoReadError: not a DICOM file, or an image object without its pixel data (damaged), or no
+            TransferSyntaxUID.
+        NotAnEchoVideoError: no echo cine (:func:`cine_refusal`).
+        NoDecoderError: a transfer syntax no installed plugin decodes (:func:`decoder_of`).
+    """
+    facts = dicom_facts(path)
+    if facts.sop_class == UNKNOWN_SOP_CLASS and not is_dicom_file(path):
+        raise VideoReadError(f"{path}: not a DICOM file (no 'DICM' magic at byte 128, no SOP class)")
+    if not facts.has_pixels and facts.sop_class == UNKNOWN_SOP_CLASS:
+        raise VideoReadError(
+            f"{path}: a DICOM file with neither a SOP class nor pixel data: truncated or damaged"
+        )
+    if not facts.has_pixels and facts.sop_class.endswith("Image Storage"):
+        raise VideoReadError(
+            f"{path}: a DICOM {facts.sop_class} object without its pixel data: truncated or damaged"
+        )
+    refusal = cine_refusal(facts)
+    if refusal:
+        raise NotAnEchoVideoError(f"{path}: {refusal}")
+    if facts.transfer_syntax is None:
+        raise VideoReadError(f"{path}: DICOM file has no TransferSyntaxUID (0002,0010)")
+    decoder, why = decoder_of(facts.transfer_syntax)
+    if decoder is None:
+        raise NoDecoderError(f"{path}: {why}")
+    return facts
+
+
+#: How a transfer syntax without a pydicom decoder is read: the encapsulated video streams go to FFmpeg.
+VIDEO_STREAM_DECODER = "FFmpeg (OpenCV)"
+
+
+def decoder_of(transfer_syntax: str) -> tuple[str | None, str | None]:
+    """``(decoder, None)``: what decodes pixel data of this transfer syntax here (``pydicom`` for native
+    data, the installed pydicom plugins, e.g. ``pillow``, or :data:`VIDEO_STREAM_DECODER`); else
+    ``(None, reason)``: no decoder is installed, and the reason names what to install."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID, MPEGTransferSyntaxes
+
+    uid = UID(transfer_syntax)
+    if uid in MPEGTransferSyntaxes:
+        return VIDEO_STREAM_DECODER, None
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        return None, f"transfer syntax {uid.name} ({uid}): pydicom has no decoder for it"
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies) or "a pydicom pixel data plugin"
+        return None, f"transfer syntax {uid.name} ({uid}): no decoder installed; install {missing}"
+    return ", ".join(decoder.available_plugins) or "pydicom", None
+
+
+def transfer_syntax_support() -> list[tuple[str, str, str | None, str | None]]:
+    """``(uid, name, decoder, reason)`` for every transfer syntax pydicom knows (:func:`decoder_of`): the
+    table of which compressed DICOM this installation reads, and with what."""
+    from pydicom.uid import UID, AllTransferSyntaxes
+
+    return [(str(uid), UID(uid).name, *decoder_of(uid)) for uid in sorted(AllTransferSyntaxes)]

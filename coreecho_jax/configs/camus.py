@@ -1,9 +1,9 @@
 """CoReEcho transfer to CAMUS (Table 4): EF regression from the A4C half cycle, 10-fold cross-validation.
 
-    python main.py --config=configs/camus.py --workdir=runs/camus_probe \
+    coreecho train --config=camus --workdir=runs/camus_probe \
         --config.data.root=/data/CAMUS_public --config.transfer.mode=probe \
         --config.transfer.init=runs/echonet          # a coreecho-jax run, or best.pth, or K400 .pth
-    python main.py --config=configs/camus.py --workdir=runs/camus_ft --config.transfer.mode=finetune ...
+    coreecho train --config=camus --workdir=runs/camus_ft --config.transfer.mode=finetune ...
     ... --config.transfer.mode=finetune --config.transfer.init=""   # the paper's Scratch row
     ... --config.transfer.folds=0,3                  # a subset of the folds
 
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import check_variant, transfer
+from coreecho_jax.configs import check_variant, transfer
 from coreecho_jax.data.transfer.camus import CAMUS_MEAN, CAMUS_STD
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The CAMUS transfer configuration (no variants; see configs/camus_demo.py)."""
-    check_variant(arg, (), "configs/camus.py")
+    check_variant(arg, (), "camus")
     c = transfer.transfer_config(
         "camus",
         view="4CH",  # 4CH (the paper's) or 2CH

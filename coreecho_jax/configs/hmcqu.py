@@ -1,6 +1,6 @@
 """CoReEcho transfer to HMC-QU (Table 5): myocardial-infarction classification, A4C, stratified 5-fold CV.
 
-    python main.py --config=configs/hmcqu.py --workdir=runs/hmcqu_ft \
+    coreecho train --config=hmcqu --workdir=runs/hmcqu_ft \
         --config.data.root=/data/HMC-QU --config.transfer.mode=finetune \
         --config.transfer.init=runs/echonet
 
@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import check_variant, transfer
+from coreecho_jax.configs import check_variant, transfer
 from coreecho_jax.data import clips
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The HMC-QU transfer configuration (no variants; see configs/hmcqu_demo.py)."""
-    check_variant(arg, (), "configs/hmcqu.py")
+    check_variant(arg, (), "hmcqu")
     # [21]'s preprocessing (module doc); the old protocol's values in brackets
     c = transfer.transfer_config(
         "hmcqu",

@@ -1,6 +1,6 @@
 """CoReEcho on EchoNet-Dynamic, as the official code runs it.
 
-    python main.py --config=configs/echonet.py --workdir=runs/echonet \
+    coreecho train --config=echonet --workdir=runs/echonet \
         --config.data.root=/data/EchoNet-Dynamic \
         --config.model.init_from=/weights/uniformer_small_k400_16x8.pth \
         --config.data.test_start_indexes=/data/test_start_indexes.pkl
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import check_variant
+from coreecho_jax.configs import check_variant
 from coreecho_jax.data import echonet_layout as layout
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The paper configuration; ``arg`` names a variant (this file has none)."""
-    check_variant(arg, (), "configs/echonet.py")
+    check_variant(arg, (), "echonet")
     c = ml_collections.ConfigDict()
     c.seed = 0  # run seed: init, dropout, train order, val clip starts, bootstrap (official --trial 0)
 
@@ -92,7 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.run = ml_collections.ConfigDict()
     c.run.stages = "1,2"  # which stages to run; a later run may add stage 2 into the same workdir
     c.run.log_every = 10  # steps between train scalars in metrics.jsonl and TensorBoard
-    c.run.distributed = False  # several hosts (README: Several hosts): start jax.distributed first
+    c.run.distributed = False  # several hosts (docs/training.md, Several hosts): start jax.distributed first
     c.run.coordinator = ""  # "host:port" of process 0; "": from JAX_COORDINATOR_ADDRESS or SLURM / MPI
     c.run.num_processes = -1  # processes in the run; -1: from JAX_NUM_PROCESSES or SLURM / MPI
     c.run.process_id = -1  # this process, 0..num_processes-1; -1: from JAX_PROCESS_ID or SLURM / MPI

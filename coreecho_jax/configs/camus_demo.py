@@ -1,8 +1,8 @@
 """The CAMUS transfer demo: synthetic CAMUS (2023 layout), a tiny UniFormer, 10 folds, on a laptop CPU.
 
-    python main.py --config=configs/camus_demo.py --workdir=/tmp/camus_probe \
+    coreecho train --config=camus_demo --workdir=/tmp/camus_probe \
         --config.transfer.init=/tmp/coreecho_demo                  # the EchoNet demo's run
-    python main.py --config=configs/camus_demo.py --workdir=/tmp/camus_ft --config.transfer.mode=finetune \
+    coreecho train --config=camus_demo --workdir=/tmp/camus_ft --config.transfer.mode=finetune \
         --config.transfer.init=/tmp/coreecho_demo
 
 Without ``transfer.init`` the encoder starts at random: fine-tuned (``--config.transfer.mode=finetune``)
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import camus, check_variant
+from coreecho_jax.configs import camus, check_variant
 
 VARIANTS = ("quick",)
 
@@ -44,7 +44,7 @@ def shrink(c: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigD
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant = check_variant(arg, VARIANTS, "configs/camus_demo.py")
+    variant = check_variant(arg, VARIANTS, "camus_demo")
     c = shrink(camus.get_config(), variant)
     c.data.synthetic.n_videos = 20 if variant == "quick" else 100  # 90 train / 10 test patients per fold
     return c

@@ -1,7 +1,7 @@
 """The demo: CoReEcho on synthetic echocardiograms, both stages and the test evaluation on a laptop CPU.
 
-    python main.py --config=configs/demo.py --workdir=/tmp/coreecho_demo
-    python main.py --config=configs/demo.py:quick --workdir=/tmp/coreecho_quick   # a smoke run
+    coreecho train --config=demo --workdir=/tmp/coreecho_demo
+    coreecho train --config=demo:quick --workdir=/tmp/coreecho_quick   # a smoke run
 
 The synthetic set is written in the EchoNet-Dynamic layout once per machine, into
 <data home>/synthetic/echonet_n512_seed0_<hash> (or data.root; see configs/echonet.py), and goes through
@@ -9,7 +9,7 @@ the same reader, TFDS builder and pipeline as real data; a second run into anoth
 and its preparation. The model is a small UniFormer
 (same code, smaller widths and depth) on 16-frame 64x64 clips so that a run fits in minutes on 2 cores.
 
-Variants (``--config=configs/demo.py:<variant>``):
+Variants (``--config=demo:<variant>``):
   quick: 40 videos, 8-frame 32x32 clips, 3 + 1 epochs of 7 steps of batch 4, 20 bootstrap resamples:
     the whole path (data, both stages, test) in about two minutes of CPU time, mostly compilation; for
     end-to-end tests and benchmarks.
@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import check_variant, echonet
+from coreecho_jax.configs import check_variant, echonet
 
 VARIANTS = ("quick",)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The demo configuration, or its ``quick`` variant (``arg="quick"``)."""
-    variant = check_variant(arg, VARIANTS, "configs/demo.py")
+    variant = check_variant(arg, VARIANTS, "demo")
     c = echonet.get_config()
     c.data.synthetic.enabled = True
     c.data.synthetic.n_videos = 512  # 384 train, 64 val, 64 test videos

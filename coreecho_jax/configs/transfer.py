@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import echonet
+from coreecho_jax.configs import echonet
 
 
 def transfer_config(
@@ -78,7 +78,7 @@ def transfer_config(
     c.eval.threshold_inclusive = False  # True: MI when the probability >= threshold
     c.run = ml_collections.ConfigDict()
     c.run.log_every = 10  # unused by the transfer loop's per-epoch log; kept for the shared CLI
-    c.run.distributed = False  # several hosts (README: Several hosts): start jax.distributed first
+    c.run.distributed = False  # several hosts (docs/training.md, Several hosts): start jax.distributed first
     c.run.coordinator = ""  # "host:port" of process 0; "": from JAX_COORDINATOR_ADDRESS or SLURM / MPI
     c.run.num_processes = -1  # processes in the run; -1: from JAX_NUM_PROCESSES or SLURM / MPI
     c.run.process_id = -1  # this process, 0..num_processes-1; -1: from JAX_PROCESS_ID or SLURM / MPI
