@@ -93,6 +93,9 @@ def test_the_default_runner_and_the_options_of_other_runners():
         "multi_processing",
         3,
     )
+    assert options["default_sdk_harness_log_level"] == "WARNING"  # the workers' INFO bookkeeping hidden
+    given = runners.pipeline_options(["--default_sdk_harness_log_level=INFO"]).get_all_options()
+    assert given["default_sdk_harness_log_level"] == "INFO"  # the caller's flags win
     dataflow = runners.pipeline_options(
         ["--runner=DataflowRunner", "--project=p", "--region=europe-west4", "--temp_location=gs://b/tmp"]
     ).get_all_options()

@@ -4,6 +4,7 @@ Default (no ``--runner`` given): the DirectRunner in multi-processing mode with 
 processes, on this machine, offline::
 
     --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=<workers>
+    --default_sdk_harness_log_level=WARNING
 
 Other runners are the same pipeline with other flags (the docs page lists them for Dataflow, Flink and
 Spark); flags given by the caller override the defaults. An option Beam does not know, a bad value or
@@ -32,6 +33,10 @@ from typing import Any
 
 from coreecho_jax.errors import ConfigError, CoreEchoError
 
+#: The log level of the Beam workers (their INFO lines, several per worker and bundle, are Beam's
+#: bookkeeping; a file's refusal is a report row, not a worker log line).
+WORKER_LOG_LEVEL = "WARNING"
+
 
 class BeamOptionsError(ConfigError):
     """A Beam pipeline option is unknown, malformed or names an unknown runner."""
@@ -45,6 +50,7 @@ def default_flags(workers: int) -> list[str]:
         "--runner=DirectRunner",
         "--direct_running_mode=multi_processing",
         f"--direct_num_workers={workers}",
+        f"--default_sdk_harness_log_level={WORKER_LOG_LEVEL}",
     ]
 
 
