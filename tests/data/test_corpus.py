@@ -175,6 +175,25 @@ def test_decoders_of_this_install():
     )
 
 
+def transfer_syntax_table() -> str:
+    """The table docs/beam.md shows: every transfer syntax pydicom knows, and what decodes it here."""
+    rows = ["| transfer syntax | UID | decoded by (requirements.txt's install) |", "| --- | --- | --- |"]
+    for uid, name, decoder, reason in dicom.transfer_syntax_support():
+        how = decoder or "not decoded: " + reason.split("): ", 1)[1]
+        rows.append(f"| {name} | `{uid}` | {how} |")
+    return "\n".join(rows)
+
+
+def test_the_docs_table_of_transfer_syntaxes_is_what_this_install_decodes():
+    page = (REPO / "docs" / "beam.md").read_text()
+    shown = page.split("<!-- transfer-syntaxes:start -->\n", 1)[1].split("\n<!-- transfer-syntaxes:end -->")[
+        0
+    ]
+    expected = transfer_syntax_table()
+    assert shown == expected, "docs/beam.md's table should read:\n" + expected
+    assert "| JPEG Baseline (Process 1) | `1.2.840.10008.1.2.4.50` | pillow |" in shown
+
+
 # ----------------------------------------------------------------------------- sources
 
 
@@ -401,6 +420,7 @@ def test_a_corpus_prepares_with_its_report_and_uids(prepared, corpus):
         "59999999_9005.dcm": "not_echo_loop",
         "59999999_9006.dcm": "not_cine",  # another modality
     }
+    assert all(r["reason"].startswith(r["path"] + ": ") for r in split["refused"])  # each names its file
     reasons = {Path(r["key"]).name: r["reason"].split(".dcm: ", 1)[1] for r in split["refused"]}
     assert reasons["59999999_9001.dcm"] == (
         "a DICOM Comprehensive SR Storage object without pixel data, not an echo cine"
@@ -538,6 +558,7 @@ def test_limits_per_file_become_report_rows(tmp_path):
     report = json.loads((Path(builder.data_dir) / ct.REPORT_NAME).read_text())
     (row,) = report["splits"]["corpus"]["refused"]
     assert row["key"] == "big.dcm" and row["kind"] in ("memory", "worker_died")
+    assert row["reason"].startswith(f"{tmp_path / 'src' / 'big.dcm'}: ")  # the guard's line names the file
     assert report["num_prepared"] == 2 and report["options"]["memory_mb"] == 32
 
 

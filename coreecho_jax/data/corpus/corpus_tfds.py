@@ -253,8 +253,9 @@ def prepare_file(
         facts, payload = _guard(opts).run(
             path=entry["path"], size=opts.size, crop=opts.crop, channels=opts.channels
         )
-    except TaskFailed as err:
-        return {**row, "kind": err.kind, "reason": str(err)}, None
+    except TaskFailed as err:  # the reader's refusals name the file; the guard's limits do not
+        reason = str(err) if str(err).startswith(entry["path"]) else f"{entry['path']}: {err}"
+        return {**row, "kind": err.kind, "reason": reason}, None
     frames = _stored(facts, payload, opts)
     row.update(
         num_frames=int(frames.shape[0]),
@@ -452,19 +453,17 @@ def finish_split(meta: dict[str, Any], split: str, rows: list[dict[str, Any]]) -
     }
     if refused:
         log.warning(
-            "corpus %s: refused %d of %d files (%s; listed in %s), e.g. %s: %s",
+            "corpus %s: refused %d of %d files (%s; listed in %s), e.g. %s",
             split,
             len(refused),
             len(rows),
             ", ".join(f"{k} {n}" for k, n in meta["report"][split]["refused_by_kind"].items()),
             REPORT_NAME,
-            refused[0]["path"],
             refused[0]["reason"],
         )
     if not kept:
         raise CorpusPreparationError(
-            f"every file of split {split!r} ({len(rows)}) was refused, e.g. {refused[0]['path']}: "
-            f"{refused[0]['reason']}"
+            f"every file of split {split!r} ({len(rows)}) was refused, e.g. {refused[0]['reason']}"
         )
 
 
