@@ -92,7 +92,7 @@ TASK_LABELS = {"echonet": "EchoNet-Dynamic", "camus": "CAMUS", "hmcqu": "HMC-QU"
 
 
 def _model_label(trained: runs.TrainedModel) -> str:
-    label = TASK_LABELS[trained.task]
+    label = TASK_LABELS.get(trained.task, trained.task)  # a cohort's task by its name
     return label if trained.fold is None else f"{label} fold {trained.fold}"
 
 

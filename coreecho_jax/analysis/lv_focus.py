@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from coreecho_jax import logs
 from coreecho_jax.analysis import cam_lv, gradcam, runs
 from coreecho_jax.errors import DataError
 
@@ -89,8 +90,6 @@ def lv_focus(
     Raises:
         DataError: a video without its mask file (``masks/<name>.npz``), or masks of another frame count.
     """
-    from tqdm import tqdm
-
     from coreecho_jax.data.synthetic.echonet import MASK_DIR, read_mask
 
     d = config.data
@@ -98,7 +97,8 @@ def lv_focus(
     k = int(config.eval.n_clips)
     root = Path(dataset_root)
     rows = []
-    for name in tqdm(list(file_names), desc=f"LV focus, stage {stage}", disable=not progress):
+    names = list(file_names)
+    for name in logs.progress(names, desc=f"LV focus, stage {stage}", unit="video") if progress else names:
         masks = read_mask(root, name)
         video, starts, x = eval_clips(config, root, name, k)
         if len(masks) != len(video):
@@ -172,6 +172,9 @@ def _summarise(rows: list[dict], **fields) -> dict:
 LV_UNDEFINED = {
     "hmcqu": "not defined: HMC-QU's masks outline the LV wall (myocardium), not the cavity, and have no "
     "reader here (the synthetic HMC-QU writes none)",
+    **dict.fromkeys(
+        ("custom_regression", "custom_classification"), "not defined: a manifest cohort has no LV masks"
+    ),
 }
 #: The parts of a transfer fold whose videos Grad-CAM can explain.
 FOLD_PARTS = ("train", "val", "test")

@@ -34,11 +34,17 @@ from coreecho_jax.errors import CheckpointError, ConfigError
 from coreecho_jax.inference.runs import TrainedModel, load_run, register_loader
 from coreecho_jax.models.coreecho import CoReEcho
 
-__all__ = ["TASKS", "TRANSFER_TASKS", "TrainedModel", "find_fold", "load_run", "load_transfer_fold"]
+__all__ = ["TrainedModel", "find_fold", "load_run", "load_transfer_fold", "transfer_task_names"]
 
-#: Tasks a trained model can have: the EchoNet EF model and the two transfer tasks.
-TASKS = ("echonet", "camus", "hmcqu")
-TRANSFER_TASKS = ("camus", "hmcqu")
+
+def transfer_task_names() -> tuple[str, ...]:
+    """Every transfer task a fold can have (CAMUS, HMC-QU, a manifest cohort's ``custom_regression`` /
+    ``custom_classification``): :mod:`coreecho_jax.transfer.tasks`' records, imported on first use."""
+    from coreecho_jax.transfer import tasks as transfer_tasks
+
+    return transfer_tasks.names()
+
+
 _FOLD_DIR = re.compile(r"fold(\d+)")
 
 
@@ -53,10 +59,10 @@ def find_fold(source: str | Path) -> tuple[Path, int] | None:
         path = path.parent
     if _FOLD_DIR.fullmatch(path.name) and path.parent.name == "folds":
         workdir = path.parent.parent
-        if _task(workdir) in TRANSFER_TASKS:
+        if _task(workdir) in transfer_task_names():
             return workdir, int(_FOLD_DIR.fullmatch(path.name).group(1))
         return None
-    if path.is_dir() and _task(path) in TRANSFER_TASKS:
+    if path.is_dir() and _task(path) in transfer_task_names():
         folds = sorted(
             int(m.group(1)) for p in (path / "folds").glob("fold*") if (m := _FOLD_DIR.fullmatch(p.name))
         )
@@ -144,8 +150,10 @@ def load_transfer_fold(
     """Fold ``fold`` of the transfer workdir ``workdir`` (module doc)."""
     workdir = Path(workdir)
     saved = saved_config.read_run_config(workdir)
-    if saved is None or str(saved.get("task")) not in TRANSFER_TASKS:
-        raise ConfigError(f"{workdir}: not a transfer workdir (no config.json with task camus or hmcqu)")
+    if saved is None or str(saved.get("task")) not in transfer_task_names():
+        raise ConfigError(
+            f"{workdir}: not a transfer workdir (no config.json with a task of {', '.join(transfer_task_names())})"
+        )
     fold_dir = workdir / "folds" / f"fold{fold}"
     if not fold_dir.is_dir():
         raise CheckpointError(f"{fold_dir}: no such fold in the transfer workdir")

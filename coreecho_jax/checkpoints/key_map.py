@@ -34,7 +34,7 @@ from coreecho_jax.errors import CheckpointError
 from coreecho_jax.models.coreecho import CoReEcho
 from coreecho_jax.models.head import RegressionHead
 from coreecho_jax.models.layers import BatchNorm
-from coreecho_jax.models.uniformer import UniFormer, UniFormerConfig
+from coreecho_jax.models.uniformer import PRESETS, UniFormer, UniFormerConfig
 
 # Torch keys that a UniFormer load may leave unused: BatchNorm step counters (no NNX counterpart) and
 # the Kinetics-400 classifier / CoReEcho's dead Linear(512, 1) head when the model has no classifier.
@@ -257,14 +257,25 @@ def _require(state: Mapping[str, np.ndarray], key: str, ndim: int) -> np.ndarray
     return a
 
 
+def preset_head_dim(depth: tuple[int, ...], dims: tuple[int, ...], mlp_ratio: float) -> int:
+    """The head_dim of the preset with this depth, dims and mlp_ratio; 64 (UniFormer-S/B) when none has."""
+    for preset in PRESETS.values():
+        cfg = UniFormerConfig(**preset)
+        if (tuple(cfg.depth), tuple(cfg.dims), cfg.mlp_ratio) == (depth, dims, mlp_ratio):
+            return int(cfg.head_dim)
+    return int(UniFormerConfig.head_dim)
+
+
 def infer_uniformer_config(
-    state: Mapping[str, np.ndarray], *, head_dim: int = 64, **overrides: Any
+    state: Mapping[str, np.ndarray], *, head_dim: int | None = None, **overrides: Any
 ) -> UniFormerConfig:
     """Derive a :class:`UniFormerConfig` from a torch UniFormer state dict's keys and shapes.
 
     depth counts ``blocks{i}.{j}`` indices, dims and in_chans come from ``patch_embed{i}.proj.weight``,
     mlp_ratio from ``blocks1.0.mlp.fc1.weight``, num_classes from ``head.weight`` (None without a head).
-    ``head_dim`` cannot be seen in the weights (64 for UniFormer-S/B; the tiny fixtures use 16).
+    ``head_dim`` cannot be seen in the weights: None takes the head_dim of the preset whose depth, dims
+    and mlp_ratio the weights have (:func:`preset_head_dim`: 64 for UniFormer-S/B, 16 for ``tiny``), else
+    64. A wrong head_dim that divides the widths still loads, and silently computes other numbers.
     ``overrides`` set the non-architectural fields (dropout, dtype, depthwise, ...)."""
     dims = []
     for i in range(1, 5):
@@ -300,7 +311,7 @@ def infer_uniformer_config(
     fields: dict[str, Any] = dict(
         depth=tuple(depth),
         dims=tuple(dims),
-        head_dim=head_dim,
+        head_dim=preset_head_dim(tuple(depth), tuple(dims), mlp_ratio) if head_dim is None else head_dim,
         mlp_ratio=mlp_ratio,
         in_chans=in_chans,
         num_classes=num_classes,

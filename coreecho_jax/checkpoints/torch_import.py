@@ -11,7 +11,7 @@ through the exhaustive key map (:mod:`.key_map`):
 
 Command line (:mod:`coreecho_jax.commands.tools`)::
 
-    coreecho import-weights --pth=FILE --out=DIR [--head_dim=64] [--with_classifier] [--allow_namespace] [--force]
+    coreecho import-weights --pth=FILE --out=DIR [--head_dim=N] [--with_classifier] [--allow_namespace] [--force]
 
 writes ``DIR/model`` (Orbax ``StandardCheckpointer``: the model's parameters and BatchNorm statistics as
 ``nnx.to_pure_dict``; dropout RNG state is not saved, it is not part of a torch file) and
@@ -125,7 +125,7 @@ def _finish_model(model: nnx.Module, *, seed: int = 0) -> nnx.Module:
 def import_pth(
     path: str | Path,
     *,
-    head_dim: int = 64,
+    head_dim: int | None = None,
     with_classifier: bool = False,
     allow_namespace: bool = False,
     **config_overrides: Any,
@@ -134,7 +134,8 @@ def import_pth(
 
     Args:
       path: a ``.pth`` file (zip or legacy; flat, ``model``/``model_state``-nested or CoReEcho layout).
-      head_dim: channels per attention head; not visible in the weights (64 for UniFormer-S/B).
+      head_dim: channels per attention head; not visible in the weights. None: the head_dim of the
+        preset the weights' shapes match (64 for UniFormer-S/B, 16 for ``tiny``), else 64.
       with_classifier: for files without a regressor, also build and load the Kinetics classifier
         (``head.*``, 400 classes for K400); by default it is ignored.
       allow_namespace: read a pickled ``argparse.Namespace`` (CoReEcho ``last.pth`` ``opt``) as a dict.

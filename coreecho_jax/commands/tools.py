@@ -45,7 +45,12 @@ def _define_import_weights(fv: flags.FlagValues) -> None:
         "pth", None, "The .pth file (read without torch and without running its code).", flag_values=fv
     )
     flags.DEFINE_string("out", None, "Output folder (gets model/ and model_config.json).", flag_values=fv)
-    flags.DEFINE_integer("head_dim", 64, "Attention head width (64 for UniFormer-S/B).", flag_values=fv)
+    flags.DEFINE_integer(
+        "head_dim",
+        None,
+        "Attention head width; default: the preset's the weights match (64 for UniFormer-S/B).",
+        flag_values=fv,
+    )
     flags.DEFINE_bool("with_classifier", False, "Keep the Kinetics classifier head.", flag_values=fv)
     flags.DEFINE_bool(
         "allow_namespace",

@@ -92,7 +92,8 @@ COLUMNS = (
 #: ``cardiobench=True`` appends these: the file name without its video or DICOM suffix (as
 #: EchoNet-Dynamic's FileList.csv names a video) and the EF (%), empty for a file that failed.
 CARDIOBENCH_COLUMNS = ("FileName", "EF_pred")
-#: Flags of a row that ended in an error, besides its ``error`` text.
+#: Flags of a row that ended in an error, besides its ``error`` text: every code a failed row can carry
+#: (:class:`Decoded` refuses any other).
 ERROR_FLAGS = {
     "not_echo_cine": "no echo loop: a DICOM object without pixel data or of another modality, a still image, "
     "a loop too short",
@@ -223,6 +224,12 @@ class Decoded:
     error: str | None = None
     flag: str | None = None
     dicom: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.flag is not None and self.flag not in ERROR_FLAGS:  # the docs' table lists every code
+            raise ValueError(
+                f"Decoded: flag {self.flag!r} is not one of ERROR_FLAGS ({', '.join(ERROR_FLAGS)})"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,7 +41,8 @@ class TrainedModel:
         config: the config that trained it (a copy; runtime model fields may be the given config's).
         origin: what was loaded, in a line (for logs and reports; ``coreecho embed`` records it).
         source: the path that was loaded (run workdir, ``.pth``, imported folder, transfer fold folder).
-        task: ``"echonet"``, ``"camus"`` or ``"hmcqu"``.
+        task: ``"echonet"``, ``"camus"``, ``"hmcqu"``, or a manifest cohort's ``"custom_regression"`` /
+            ``"custom_classification"``.
         workdir: the run workdir (EchoNet run) or the transfer workdir; None for ``.pth`` / imported.
         fold: the transfer fold (0-based), else None.
         has_head: whether the head was trained (False: an encoder-only weights folder, whose head is
@@ -60,7 +61,9 @@ class TrainedModel:
     @property
     def output(self) -> str:
         """What the head outputs: ``"EF"`` (in %) or ``"MI logit"``."""
-        return "MI logit" if self.task == "hmcqu" else "EF"
+        if self.task == "hmcqu":
+            return "MI logit"
+        return "logit" if self.task.endswith("classification") else "EF"  # a cohort's: custom_<kind>
 
 
 RunLoader = Callable[[ml_collections.ConfigDict | None, Path], "TrainedModel | None"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -145,6 +146,13 @@ def _write_json(path: Path, tree: Any) -> None:
     path.write_text(json.dumps(tree, indent=2, allow_nan=False) + "\n")
 
 
+def _readable_as_umask_allows(path: Path) -> None:
+    """Gives ``path`` the mode a file created by ``open()`` would have (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
+
+
 def write_folder(
     folder: str | Path,
     model: nnx.Module,
@@ -174,6 +182,7 @@ def write_folder(
         (folder / name).unlink(missing_ok=True)
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
     save_file(flat_state(model), str(folder / WEIGHTS_FILE), metadata=metadata)
+    _readable_as_umask_allows(folder / WEIGHTS_FILE)  # safetensors writes 0600: a shared folder needs more
     _write_json(folder / CONFIG_FILE, config)
     if calibration is not None:
         shutil.copyfile(calibration, folder / CALIBRATION_FILE)

@@ -29,7 +29,6 @@ from flax.nnx import filterlib
 from jax.experimental import multihost_utils
 
 from coreecho_jax import config_check, logs, seeds
-from coreecho_jax.checkpoints import loading
 from coreecho_jax.checkpoints import manager as ckpt_lib
 from coreecho_jax.data.echonet import start_indexes
 from coreecho_jax.errors import ConfigError
@@ -40,7 +39,7 @@ from coreecho_jax.evaluation.results import format_results, write_json
 from coreecho_jax.inference.runs import load_run
 from coreecho_jax.models import build_model
 from coreecho_jax.models import rngs as rng_lib
-from coreecho_jax.train import distributed, preflight, steps
+from coreecho_jax.train import distributed, init_weights, preflight, steps
 from coreecho_jax.train import epochs as epochs_lib
 from coreecho_jax.train import mesh as mesh_lib
 from coreecho_jax.train import workdir as workdir_lib
@@ -142,7 +141,9 @@ class Trainer:
         )
         if model is None:
             model = build_model(config.model, seed=int(config.seed))
-            logging.info("model initialised from %s", loading.initialize_from(model, config.model.init_from))
+            logging.info(
+                "model initialised from %s", init_weights.initialize_from(model, config.model.init_from)
+            )
         self.model = model
         self._replicate_model()
         self.writer = MetricWriter(self.workdir) if write_metrics and jax.process_index() == 0 else None

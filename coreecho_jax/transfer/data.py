@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from coreecho_jax import logs
 from coreecho_jax.data.records import Skipped
 from coreecho_jax.data.transfer import cycles
 from coreecho_jax.data.transfer.folds import Fold
@@ -204,7 +204,8 @@ def _make_clips(
     """The clip of every record of ``ds`` whose pixels can be read (in name order); the others listed."""
     names, clip_list, label_list, group_list, counts, unreadable = [], [], [], [], [], []
     records = sorted(ds.records, key=lambda r: getattr(r, ds.NAME_FIELD))
-    for r in tqdm(records, desc=f"preparing {task.name} clips", disable=not progress, leave=False):
+    shown = logs.progress(records, desc=f"preparing {task.name} clips", unit="video") if progress else records
+    for r in shown:
         name = getattr(r, ds.NAME_FIELD)
         try:
             frames = task.frames(r, selection)

@@ -54,8 +54,8 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from coreecho_jax import config_check, logs, seeds
-from coreecho_jax.checkpoints import loading, saved_config
 from coreecho_jax.checkpoints import manager as ckpt_lib
+from coreecho_jax.checkpoints import saved_config
 from coreecho_jax.data.transfer import cycles
 from coreecho_jax.data.transfer.folds import Fold
 from coreecho_jax.errors import ConfigError, DataError
@@ -67,6 +67,7 @@ from coreecho_jax.models import build_model
 from coreecho_jax.models import rngs as rng_lib
 from coreecho_jax.models.coreecho import CoReEcho
 from coreecho_jax.train import epochs as epochs_lib
+from coreecho_jax.train import init_weights
 from coreecho_jax.train import loop as train_loop
 from coreecho_jax.train import mesh as mesh_lib
 from coreecho_jax.train import steps as train_steps
@@ -143,8 +144,8 @@ def check_setting(config: ml_collections.ConfigDict) -> None:
     init = str(config.transfer.init)
     if init and not Path(init).exists():
         problems.append(
-            f"transfer.init = {init!r}: no such file or folder (expected a coreecho-jax run workdir, best.pth, "
-            "a Kinetics-400 .pth or an imported folder; '' for a random encoder)"
+            f"transfer.init = {init!r}: no such file or folder (expected a coreecho-jax run workdir, a weights folder, "
+            "best.pth, a Kinetics-400 .pth or an imported folder; '' for a random encoder)"
         )
     frozen = transfer_steps.MODES[str(config.transfer.mode)].frozen_encoder
     if not init and frozen and not config.transfer.probe_random_encoder:
@@ -254,7 +255,7 @@ class FoldRun:
         """The encoder ``transfer.init`` names (or a random one) with a fresh head for this fold."""
         seed = int(self.config.seed)
         model = build_model(model_config(self.config), seed=seed)
-        origin = loading.initialize_from(model, str(self.config.transfer.init))
+        origin = init_weights.initialize_from(model, str(self.config.transfer.init))
         transfer_steps.fresh_head(
             model,
             self.task.kind,

@@ -37,7 +37,6 @@ from coreecho_jax.evaluation import conformal, results
 from coreecho_jax.evaluation.evaluator import model_fingerprint
 from coreecho_jax.inference import runs, weights_folder
 from coreecho_jax.models.coreecho import CoReEcho
-from coreecho_jax.models.uniformer import uniformer_config
 from coreecho_jax.weights import card
 
 RESULTS_FILE = "results.json"  # what a finished run writes (coreecho_jax.train.loop)
@@ -147,9 +146,12 @@ def _run_metrics(source: Path, k: int) -> str:
     )
 
 
-def _head_dim(config: ml_collections.ConfigDict) -> int:
-    """The attention head width of the config's model (not visible in a ``.pth``'s weights)."""
-    return int(config.model.get("head_dim") or uniformer_config(config.model.preset).head_dim)
+def _head_dim(config: ml_collections.ConfigDict) -> int | None:
+    """The attention head width the config sets explicitly (not visible in a ``.pth``'s weights); None:
+    the head_dim of the preset the weights' shapes match (:func:`torch_import.import_pth`), which is
+    right even when the config's preset is another architecture."""
+    value = config.model.get("head_dim")
+    return int(value) if value else None
 
 
 def _from_torch(source: Path, config: ml_collections.ConfigDict | None) -> tuple[nnx.Module, dict, dict]:

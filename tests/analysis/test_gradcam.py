@@ -538,3 +538,18 @@ def test_the_command_runs_the_command_module_and_the_figures_load_no_jax(tmp_pat
     code = "import sys, coreecho_jax.analysis.umap_figure, coreecho_jax.analysis.figures; print('jax' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.stdout.split() == ["False"], done.stderr
+
+
+@pytest.mark.parametrize(
+    ("task", "output"),
+    [("custom_regression", "EF"), ("custom_classification", "logit"), ("hmcqu", "MI logit"), ("camus", "EF")],
+)
+def test_a_cohort_fold_is_a_transfer_fold_with_its_output_named(tmp_path, task, output):
+    """Grad-CAM reads a manifest cohort's folds as CAMUS's and HMC-QU's (its task names its head's output)."""
+    (tmp_path / "folds" / "fold3").mkdir(parents=True)
+    (tmp_path / "config.json").write_text(json.dumps({"task": task}))
+    assert runs.find_fold(tmp_path / "folds" / "fold3") == (tmp_path, 3)
+    assert runs.find_fold(tmp_path) == (tmp_path, 3)
+    assert runs.TrainedModel(None, None, "", tmp_path, task).output == output
+    if task.startswith("custom"):
+        assert lv_focus.LV_UNDEFINED[task] == "not defined: a manifest cohort has no LV masks"

@@ -171,8 +171,8 @@ def test_infer_config_errors(fixture_state):
 
 def test_tiny_checkpoint_key_lists(tiny_keys):
     k400 = {k: tuple(s) for k, s, _ in tiny_keys["tiny_k400_flat.pth"]}
-    cfg = infer_uniformer_config({k: np.broadcast_to(np.float32(0), s) for k, s in k400.items()}, head_dim=16)
-    assert cfg == uniformer_config("tiny", num_classes=400)
+    cfg = infer_uniformer_config({k: np.broadcast_to(np.float32(0), s) for k, s in k400.items()})
+    assert cfg == uniformer_config("tiny", num_classes=400)  # head_dim 16: the tiny preset's
     assert torch_state_shapes(_abstract(cfg)) == k400
     model_keys = {k: tuple(s) for k, s, _ in tiny_keys["tiny_coreecho_best.pth:model"]}
     reg_keys = {k: tuple(s) for k, s, _ in tiny_keys["tiny_coreecho_best.pth:regressor"]}

@@ -77,6 +77,16 @@ def test_k400_files_reproduce_reference_outputs(ref, name):
     _assert_rel_close(logits, ref["k400_logits"], "k400_logits")
 
 
+def test_without_head_dim_the_tiny_file_gets_its_preset_s_and_reproduces_the_reference(ref):
+    """head_dim is not in the weights; 64 (UniFormer-S's) also divides the tiny model's attention widths,
+    so a fixed default loaded the file and silently computed other numbers."""
+    model, info = import_pth(CKPT / "tiny_coreecho_best.pth")
+    assert info.config.head_dim == TINY_HEAD_DIM
+    _assert_coreecho_matches(model, ref)
+    model, _ = import_pth(CKPT / "tiny_coreecho_best.pth", head_dim=64)  # an explicit value is kept
+    assert model.encoder.config.head_dim == 64
+
+
 def test_k400_classifier_is_ignored_by_default():
     model, info = import_pth(CKPT / "tiny_k400_flat.pth", head_dim=TINY_HEAD_DIM)
     assert model.head is None and info.config.num_classes is None

@@ -28,7 +28,7 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import ComprehensiveSRStorage, JPEGLSLossless, RLELossless, generate_uid
 
 import coreecho_jax
-from coreecho_jax import cli
+from coreecho_jax import cli, predict
 from coreecho_jax.data.video.video_io import write_video
 from coreecho_jax.errors import ConfigError, DataError
 from coreecho_jax.inference import batch, compile_cache
@@ -400,6 +400,56 @@ def test_the_model_is_compiled_once_for_a_whole_folder(model, tmp_path, monkeypa
     )
     summary = batch.predict_folder(model, tmp_path, tmp_path / "out.csv", workers=0, progress=False)
     assert summary.predicted == 3 and len(traces) == 1
+
+
+# ---------------------------------------------------------------------------------------- error flags
+
+
+class RefusingModel:
+    """A model whose prediction raises an error on purpose (the model's side of a failed row)."""
+
+    has_head = True
+
+    def predict_prepared(self, prepared):
+        raise DataError("the model refused these clips")
+
+
+def test_every_flag_a_failed_row_can_carry_is_in_the_table_of_error_flags(model, tmp_path, monkeypatch):
+    batch.init_worker(batch.DecodeSettings(model.config, 3))  # as a worker (or workers=0) starts
+    cv2.imwrite(str(tmp_path / "still.png"), np.full((40, 40), 128, np.uint8))
+    make_dicom(
+        tmp_path / "jpeg_ls.dcm",
+        echo_like(t=40)[0],
+        photometric="MONOCHROME2",
+        transfer_syntax=JPEGLSLossless,
+        encoded_frames=[b"\xff\xd8\xff\xf7 not decoded"] * 40,
+    )
+    write_echo(tmp_path / "good.avi")
+    names = ("still.png", "jpeg_ls.dcm", "missing.avi", "good.avi")
+    decoded = {name: batch.decode_file(tmp_path / name) for name in names}
+    good = batch.InputFile.of("good.avi", tmp_path / "good.avi")
+    refused = batch._row(RefusingModel(), good, decoded["good.avi"], "w", False)
+    monkeypatch.setattr(batch.quality, "prepare", lambda *a, **k: {}["a bug"])
+    flags = {name: d.flag for name, d in decoded.items()} | {
+        "refused by the model": refused["flags"],
+        "its worker died": batch._died(good).flag,
+        "a bug": batch.decode_file(tmp_path / "good.avi").flag,
+    }
+    assert flags == {
+        "still.png": "not_echo_cine",
+        "jpeg_ls.dcm": "no_decoder",
+        "missing.avi": "unreadable",
+        "good.avi": None,
+        "refused by the model": "unreadable",
+        "its worker died": "worker_died",
+        "a bug": "internal_error",
+    }
+    assert set(flags.values()) - {None} == set(batch.ERROR_FLAGS)  # each in the table, none unused
+    assert not set(batch.ERROR_FLAGS) & set(predict.FLAGS)  # a code in the flags column means one thing
+    with pytest.raises(
+        ValueError, match=r"^Decoded: flag 'crashed' is not one of ERROR_FLAGS \(not_echo_cine, "
+    ):
+        batch.Decoded(error="x", flag="crashed")
 
 
 # ------------------------------------------------------------------------------------- DICOM variety

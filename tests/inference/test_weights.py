@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import shutil
+import stat
 import struct
 
 import numpy as np
@@ -112,6 +113,13 @@ def test_a_run_exports_the_five_files_with_their_sha256_in_the_manifest(run, fol
         assert entry["sha256"] == weights_folder.file_sha256(folder / name), name
         assert entry["bytes"] == (folder / name).stat().st_size
     assert (folder / "calibration.json").read_bytes() == (run / "calibration.json").read_bytes()
+
+
+def test_every_file_of_the_folder_is_as_readable_as_the_umask_allows(folder):
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in sorted(folder.iterdir()):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
 
 
 def test_the_safetensors_file_holds_the_run_s_state_under_flat_names(run, folder):

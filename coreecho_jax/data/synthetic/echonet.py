@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from coreecho_jax import seeds
+from coreecho_jax import logs, seeds
 from coreecho_jax.data import echonet_layout as layout
 from coreecho_jax.data.synthetic.heart import (
     DrawingConfig,
@@ -345,11 +345,7 @@ def write_echonet_dataset(
 
 
 def _run_jobs(jobs: list, workers: int, progress: bool) -> list:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm is in requirements; stay usable without it
-        tqdm = None
-    bar = tqdm(total=len(jobs), desc="synthetic videos", unit="video", disable=not progress) if tqdm else None
+    bar = logs.progress(total=len(jobs), desc="synthetic videos", unit="video") if progress else None
 
     def tick(items: Iterable) -> Iterator:
         for item in items:
