@@ -166,8 +166,6 @@ def test_a_mixed_folder_gives_a_row_per_file_errors_named_and_good_rows_equal_pr
         "scans/single.dcm": ("not_echo_cine", rows["scans/single.dcm"]["error"]),
         "scans/truncated.dcm": ("unreadable", rows["scans/truncated.dcm"]["error"]),
     }
-    errors = {r["flags"] for r in rows.values() if r["status"] == "error"}
-    assert errors <= set(batch.ERROR_FLAGS)  # every error flag is a documented one
     assert rows["scans/single.dcm"]["error"].startswith(
         f"{scans / 'single.dcm'}: a still image (1 frame), not an echo loop; EF needs at least"
     )
