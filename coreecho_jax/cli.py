@@ -182,7 +182,7 @@ COMMANDS: dict[str, Command] = {
         Command(
             "synthetic",
             "tools",
-            "write a synthetic dataset (EchoNet-Dynamic layout, or a CAMUS / HMC-QU download)",
+            "write a synthetic dataset (EchoNet-Dynamic layout, a CAMUS / HMC-QU download, a DICOM corpus)",
             "coreecho synthetic --dataset=echonet --root=/tmp/synthetic --n=64",
         ),
     )

@@ -1,4 +1,5 @@
-"""Package borders: TensorFlow only in ``data/echonet/``, no import circles, no package importing one above it."""
+"""Package borders: TensorFlow only in ``data/echonet/`` and the corpus builder, no import circles, no package
+importing one above it."""
 
 import ast
 import json
@@ -242,13 +243,23 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
+#: Where TensorFlow may be imported: the EchoNet wing and the corpus wing's TFDS builder.
+TENSORFLOW_HOMES = ("coreecho_jax.data.echonet.", "coreecho_jax.data.corpus.corpus_tfds")
+#: The corpus wing's per-file work (run in the guarded child of every worker) and its Beam options.
+CORPUS_WITHOUT_TENSORFLOW = ("sources", "reading", "guard", "runners")
+
+
 def test_tensorflow_lives_in_the_echonet_data_wing_only():
     """TensorFlow (and TFDS) is imported by ``data/echonet/`` (the TFDS builder and the tf.data pipeline)
-    and nowhere else: the video readers, the transfer readers, models, training and inference stay
-    free of it (the GPU machine and a slim install have no TensorFlow)."""
-    outside = sorted(m for m in tensorflow_modules() if not m.startswith("coreecho_jax.data.echonet."))
+    and the corpus builder (``data/corpus/corpus_tfds.py``), nowhere else: the video readers, the corpus
+    file reader and its guarded child, the transfer readers, models, training and inference stay free of
+    it (the GPU machine and a slim install have no TensorFlow)."""
+    outside = sorted(m for m in tensorflow_modules() if not m.startswith(TENSORFLOW_HOMES))
     assert not outside, outside
     assert tensorflow_modules()  # the check sees the modules that do import it
+    graph, tensorflow = import_graph(), tensorflow_modules()
+    corpus = [f"coreecho_jax.data.corpus.{m}" for m in CORPUS_WITHOUT_TENSORFLOW]
+    assert {m: sorted(reachable(graph, m) & tensorflow) for m in corpus} == {m: [] for m in corpus}
 
 
 def test_the_inference_path_reaches_no_training_transfer_analysis_or_tensorflow_module():

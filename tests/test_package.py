@@ -34,15 +34,15 @@ EXTRAS = (
     "analysis",
     "hub",
     "dev",
-)  # cuda12 is jax with other wheels; all is the others but dev
+)  # cuda12 is jax with other wheels; all is the others but dev; beam is pinned in requirements-beam.txt
 
 
 def _requirements(lines: list[str]) -> list[Requirement]:
     return [Requirement(line) for line in lines]
 
 
-def _requirements_txt() -> list[Requirement]:
-    lines = [line.split(" #")[0].strip() for line in (REPO / "requirements.txt").read_text().splitlines()]
+def _requirements_txt(name: str = "requirements.txt") -> list[Requirement]:
+    lines = [line.split(" #")[0].strip() for line in (REPO / name).read_text().splitlines()]
     return _requirements([line for line in lines if line and not line.startswith(("#", "-"))])
 
 
@@ -98,6 +98,15 @@ def test_requirements_txt_pins_every_dependency_of_the_package_and_nothing_else(
     assert "-e ." in (REPO / "requirements.txt").read_text().splitlines()  # and the package itself
 
 
+def test_requirements_beam_txt_pins_the_beam_extra_on_top_of_requirements_txt():
+    pinned = {_key(r): r for r in _requirements_txt("requirements-beam.txt")}
+    beam = {_key(r): r for r in _requirements(PROJECT["optional-dependencies"]["beam"])}
+    assert sorted(pinned) == sorted(beam)
+    for key, r in beam.items():
+        assert _allows_within(pinned[key], r), f"requirements-beam.txt {pinned[key]} vs pyproject.toml {r}"
+    assert "-r requirements.txt" in (REPO / "requirements-beam.txt").read_text().splitlines()
+
+
 def test_tensorflow_has_a_wheel_name_on_every_platform():
     """tensorflow-cpu has no macOS and no ARM Linux wheels: those platforms take tensorflow."""
     tf = {canonicalize_name(r.name): r.marker for r in _declared("train") if r.name.startswith("tensorflow")}
@@ -132,7 +141,7 @@ def _modules_of(requirements: list[Requirement]) -> set[str]:
 def test_every_third_party_import_of_the_library_is_a_declared_dependency():
     imported = _third_party_imports()
     assert {"jax", "flax", "tensorflow", "cv2", "SimpleITK", "umap"} <= imported
-    assert not imported - _modules_of(_declared("train", "transfer", "analysis", "hub"))
+    assert not imported - _modules_of(_declared("train", "transfer", "analysis", "hub", "beam"))
 
 
 #: Runs ``coreecho`` once per argument (fields split by \x1f) and checks that no extra's module was imported.

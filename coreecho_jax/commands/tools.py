@@ -108,29 +108,34 @@ ONLY = {
                 "tracings": "with_tracings", "masks": None, "progress": None},
     "camus": {"release": "release", "with_2ch": "with_2ch"},
     "hmcqu": {"height": "height", "width": "width", "header": "header"},
+    "dicom": {"bad_files": "bad_files"},
 }  # fmt: skip
 
 
 def _define_synthetic(fv: flags.FlagValues) -> None:
-    from coreecho_jax.data.synthetic import camus, hmcqu
+    from coreecho_jax.data.synthetic import camus, dicom_corpus, hmcqu
     from coreecho_jax.data.synthetic.echonet import MASK_DIR, SyntheticConfig
 
     e, c, h = SyntheticConfig(), camus.CamusSyntheticConfig(), hmcqu.HmcQuSyntheticConfig()
+    d = dicom_corpus.DicomCorpusConfig()
     flags.DEFINE_enum(
         "dataset",
         "echonet",
-        ["echonet", "camus", "hmcqu"],
-        "echonet: the EchoNet-Dynamic layout; camus, hmcqu: a download of those datasets.",
+        ["echonet", "camus", "hmcqu", "dicom"],
+        "echonet: the EchoNet-Dynamic layout; camus, hmcqu: a download of those datasets; dicom: a DICOM "
+        "corpus in MIMIC-IV-ECHO's folder tree (coreecho_jax.data.corpus).",
         flag_values=fv,
     )
     flags.DEFINE_string("root", None, "Output folder.", flag_values=fv)
     flags.DEFINE_integer(
-        "n", None, f"Videos (echonet {e.n_videos}, hmcqu {h.n_videos}) or patients (camus {c.n_patients}).",
+        "n", None, f"Videos (echonet {e.n_videos}, hmcqu {h.n_videos}, dicom {d.n_files}) or patients "
+        f"(camus {c.n_patients}).",
         lower_bound=1, flag_values=fv,
     )  # fmt: skip
     flags.DEFINE_integer("seed", 0, "Seed of the videos and labels.", lower_bound=0, flag_values=fv)
     flags.DEFINE_integer(
-        "size", None, f"Side of the drawn square, px (echonet {e.size}, camus {c.size}, hmcqu {h.size}).",
+        "size", None,
+        f"Side of the drawn square, px (echonet {e.size}, camus {c.size}, hmcqu {h.size}, dicom {d.size}).",
         lower_bound=1, flag_values=fv,
     )  # fmt: skip
     flags.DEFINE_integer("workers", 1, "echonet: drawing processes.", lower_bound=1, flag_values=fv)
@@ -151,6 +156,12 @@ def _define_synthetic(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum(
         "header", h.header, list(hmcqu.HEADER_STYLES), "hmcqu: the label sheet's header.", flag_values=fv
     )
+    flags.DEFINE_bool(
+        "bad_files",
+        d.bad_files,
+        "dicom: also write one file of each kind preparation refuses.",
+        flag_values=fv,
+    )
 
 
 def _synthetic(fv: flags.FlagValues, config: None) -> Path:
@@ -163,7 +174,7 @@ def _synthetic(fv: flags.FlagValues, config: None) -> Path:
             "\n".join(f"--{n}: a flag of --dataset={d}, not of --dataset={dataset}" for n, d in foreign)
         )
     fields = {field: fv[name].value for name, field in ONLY[dataset].items() if field}
-    fields["n_patients" if dataset == "camus" else "n_videos"] = fv.n
+    fields[{"camus": "n_patients", "dicom": "n_files"}.get(dataset, "n_videos")] = fv.n
     fields.update(seed=fv.seed, size=fv.size)
     fields = {k: v for k, v in fields.items() if v is not None}  # None: the writer's default
     if dataset == "echonet":
@@ -178,6 +189,12 @@ def _synthetic(fv: flags.FlagValues, config: None) -> Path:
         print(
             f"synthetic CAMUS {cfg.release} download ({cfg.n_patients} patients, seed {cfg.seed}) at {root}"
         )
+    elif dataset == "dicom":
+        from coreecho_jax.data.synthetic import dicom_corpus
+
+        cfg = dicom_corpus.DicomCorpusConfig(**fields)
+        root = dicom_corpus.write_dicom_corpus(fv.root, cfg)
+        print(f"synthetic DICOM corpus ({cfg.n_files} cines, seed {cfg.seed}) at {root}")
     else:
         cfg = synthetic.HmcQuSyntheticConfig(**fields)
         root = synthetic.write_hmcqu_dataset(fv.root, cfg)

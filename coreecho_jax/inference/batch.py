@@ -95,7 +95,8 @@ CARDIOBENCH_COLUMNS = ("FileName", "EF_pred")
 #: Flags of a row that ended in an error, besides its ``error`` text: every code a failed row can carry
 #: (:class:`Decoded` refuses any other).
 ERROR_FLAGS = {
-    "not_echo_cine": "no echo loop: a DICOM object without pixel data, a still image, a loop too short",
+    "not_echo_cine": "no echo loop: a DICOM object without pixel data or of another modality, a still image, "
+    "a loop too short",
     "no_decoder": "a DICOM transfer syntax no installed plugin decodes (the error names what to install)",
     "unreadable": "a missing, unreadable or undecodable file (not a video, truncated, damaged)",
     "worker_died": "the decoding process died on this file (a crashing decoder, or killed for memory)",
@@ -264,7 +265,7 @@ def decode_file(path: Path) -> Decoded:
             return Decoded(quality.prepare(s.config, path, s.k, crop=s.crop, target_fps=s.target_fps))
     except NotAnEchoVideoError as e:
         return Decoded(error=str(e), flag="not_echo_cine", dicom=_dicom_of(path))
-    except quality.NoDecoderError as e:
+    except dicom.NoDecoderError as e:
         return Decoded(error=str(e), flag="no_decoder", dicom=_dicom_of(path))
     except (CoreEchoError, OSError) as e:
         return Decoded(error=str(e), flag="unreadable", dicom=_dicom_of(path))

@@ -3,11 +3,12 @@
 
 :func:`prepare` is :func:`~coreecho_jax.inference.video_clips.clips_for_video` with two checks around it:
 
-* a DICOM file's header first (:func:`~coreecho_jax.data.video.dicom.dicom_facts`): an object without
-  pixel data (a structured report, a key object, a DICOMDIR) is refused as no echo cine, and a transfer
-  syntax no installed plugin decodes is refused naming what to install, before any pixel is read (a
-  single frame is refused once read, as any still image); its study, series and SOP instance UIDs go
-  into the video's ``metadata["dicom"]``;
+* a DICOM file's header first (:func:`~coreecho_jax.data.video.dicom.cine_facts`, the check corpus
+  preparation makes too): what is not DICOM or lost its pixel data is unreadable, an object without pixel
+  data (a structured report, a key object, a DICOMDIR) or of another modality is refused as no echo cine,
+  and a transfer syntax no installed plugin decodes is refused naming what to install, before any pixel is
+  read (a single frame is refused once read, as any still image); its study, series and SOP instance UIDs
+  go into the video's ``metadata["dicom"]``;
 * colour Doppler after: the share of the sector's pixels that show a saturated colour
   (:func:`colour_fraction`) goes into ``metadata["colour_fraction"]``; ``predict`` flags
   ``colour_doppler`` at :data:`COLOUR_DOPPLER_FRACTION` or more (the model was trained on B-mode).
@@ -24,7 +25,7 @@ import numpy as np
 
 from coreecho_jax.data.video import dicom, video_io
 from coreecho_jax.data.video.sector import foreground_mask
-from coreecho_jax.data.video.video_types import NotAnEchoVideoError, Video, VideoReadError
+from coreecho_jax.data.video.video_types import Video, VideoReadError
 from coreecho_jax.inference import video_clips
 from coreecho_jax.inference.video_clips import VideoClips
 
@@ -42,10 +43,6 @@ COLOUR_FRAMES = 32
 DICOM_FIELDS = ("sop_class", "modality", "study_uid", "series_uid", "sop_uid", "transfer_syntax", "regions")
 
 
-class NoDecoderError(VideoReadError):
-    """A DICOM whose transfer syntax no installed plugin decodes (the message names what to install)."""
-
-
 def prepare(
     config: ml_collections.ConfigDict,
     path: str | Path,
@@ -60,34 +57,17 @@ def prepare(
 
     Raises:
         NotAnEchoVideoError: a DICOM object that is no cine, a still image, a loop too short.
-        NoDecoderError: a DICOM transfer syntax no installed plugin decodes.
-        VideoReadError: a missing or unreadable file.
+        NoDecoderError (:mod:`~coreecho_jax.data.video.dicom`): a DICOM transfer syntax no installed plugin
+            decodes.
+        VideoReadError: a missing, unreadable or damaged file.
     """
-    facts = dicom_header(path) if Path(path).is_file() and video_io.is_dicom_path(path) else None
+    facts = dicom.cine_facts(path) if Path(path).is_file() and video_io.is_dicom_path(path) else None
     prepared = video_clips.clips_for_video(config, path, k, crop=crop, target_fps=target_fps)
     metadata = prepared.video.metadata
     if facts is not None:
         metadata["dicom"] = {field: getattr(facts, field) for field in DICOM_FIELDS}
     metadata["colour_fraction"] = colour_of(prepared.video, path)
     return prepared
-
-
-def dicom_header(path: str | Path) -> dicom.DicomFacts:
-    """The header facts of a DICOM file, after refusing what cannot give EF (:func:`prepare`).
-
-    Raises:
-        NotAnEchoVideoError, NoDecoderError, VideoReadError: see :func:`prepare`.
-    """
-    facts = dicom.dicom_facts(path)
-    refusal = dicom.cine_refusal(facts)
-    if refusal:
-        raise NotAnEchoVideoError(f"{path}: {refusal}")
-    if facts.transfer_syntax is None:
-        raise VideoReadError(f"{path}: DICOM file has no TransferSyntaxUID (0002,0010)")
-    decoder, why = dicom.decoder_of(facts.transfer_syntax)
-    if decoder is None:
-        raise NoDecoderError(f"{path}: {why}")
-    return facts
 
 
 def colour_fraction(frames: np.ndarray) -> float:

@@ -77,6 +77,7 @@ with logs.native_chatter_hidden():  # TensorFlow's import lines (oneDNN, CPU fea
     import tensorflow_datasets as tfds
 
 from coreecho_jax.data import echonet_layout as layout
+from coreecho_jax.data.corpus import runners
 from coreecho_jax.data.echonet import reader, tf_runtime
 from coreecho_jax.data.video.video_io import VideoReadError, probe_video, read_video, rgb_to_gray
 from coreecho_jax.errors import DataError
@@ -326,7 +327,7 @@ def _load(path: Path, options: PrepareOptions) -> _Decoded:
     return _Decoded(encoded, tuple(int(d) for d in frames.shape), video.fps, colour, header)
 
 
-def _in_order(fn, items: Sequence[Any], workers: int) -> Iterator[tuple[Any, Exception | None]]:
+def in_order(fn, items: Sequence[Any], workers: int) -> Iterator[tuple[Any, Exception | None]]:
     """Yields ``(fn(item), None)`` or ``(None, VideoReadError)`` per item, in order.
 
     OpenCV decoding and PNG encoding release the GIL, so a thread pool of ``workers`` runs ``fn``
@@ -363,7 +364,7 @@ def majority_frame_size(records: Sequence[reader.EchoNetRecord], workers: int = 
     """
     sizes = [
         None if info is None else (info.height, info.width)
-        for info, _ in _in_order(lambda r: probe_video(r.path), records, workers)
+        for info, _ in in_order(lambda r: probe_video(r.path), records, workers)
     ]
     counts = collections.Counter(s for s in sizes if s is not None)
     if not counts:
@@ -397,10 +398,14 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
     )
     BUILDER_CONFIGS: list[EchonetDynamicConfig] = []
 
-    def __init__(self, *, workers: int | None = None, **kwargs: Any):
-        """``workers``: threads decoding videos during preparation (default: CPU count); ``kwargs`` as TFDS."""
+    def __init__(self, *, workers: int | None = None, beam: bool = False, **kwargs: Any):
+        """``workers``: threads decoding videos in-process (default: CPU count); ``beam``: generate the
+        splits as Beam PTransforms instead (the runner comes with ``DownloadConfig(beam_options=...)``);
+        ``kwargs`` as TFDS."""
         super().__init__(**kwargs)
         self._workers = workers if workers is not None else (os.cpu_count() or 1)
+        self._beam = beam
+        self._beam_splits: dict[str, int] = {}  # split -> work items, of a Beam preparation
         self._bar = None  # the preparation's one progress bar, over the videos of every split
 
     def _log_download_bytes(self) -> None:
@@ -474,8 +479,9 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
             }
         )
         self.close_bar()
-        total = sum(len(index.split(split)) for split in layout.SPLITS)
-        self._bar = logs.progress(desc="preparing EchoNet-Dynamic", total=total, unit="video")
+        if not self._beam:  # Beam workers decode elsewhere: the runner logs their progress
+            total = sum(len(index.split(split)) for split in layout.SPLITS)
+            self._bar = logs.progress(desc="preparing EchoNet-Dynamic", total=total, unit="video")
         return {split: self._generate_examples(index.split(split), split) for split in layout.SPLITS}
 
     def _advance(self, split: str) -> None:
@@ -493,92 +499,184 @@ class EchonetDynamic(tfds.core.GeneratorBasedBuilder):
             self._bar = None
 
     def _generate_examples(self, records: Sequence[reader.EchoNetRecord], split: str):
+        """The examples of a split: decoded here by threads, or (``beam=True``) a Beam PTransform."""
+        items = [_item(i, r) for i, r in enumerate(records)]
+        if self._beam:
+            work = os.fspath(self.data_path / BEAM_WORK_DIR)
+            runners.write_lines(f"{work}/{split}.items.jsonl", items)
+            self._beam_splits[split] = len(items)
+            options = dataclasses.asdict(self.builder_config.options)
+            return runners.split_transform(
+                f"{work}/{split}.items.jsonl", f"{work}/{split}.rows", video_row, options=options
+            )
+        return self._generate_in_process(items, split)
+
+    def _generate_in_process(self, items: list[dict[str, Any]], split: str):
         options: PrepareOptions = self.builder_config.options
         meta = self.info.metadata
-        skipped: list[dict[str, str]] = []
-        truncated: list[dict[str, Any]] = []
-        names: list[str] = []
-        counts: list[int] = []
-        stored: list[int] = []
-        loaded = _in_order(lambda r: _load(r.path, options), records, self._workers)
-        for record, (video, err) in zip(records, loaded):
+        rows = []
+        loaded = in_order(lambda item: _load(Path(item["path"]), options), items, self._workers)
+        for item, (video, err) in zip(items, loaded):
             self._advance(split)
-            if err is not None:
-                log.warning("EchoNet: skipping unreadable video %s (%s)", record.path, err)
-                skipped.append({"filename": record.filename, "path": str(record.path), "reason": str(err)})
-                continue
-            num_frames, height, width, num_channels = video.shape
-            if meta["frame_size"] is None:
-                meta["frame_size"] = [height, width]
-            if meta["frame_size"] != [height, width]:
-                raise EchoNetPreparationError(
-                    f"{record.path}: decoded frame size {height}x{width} differs from the other videos "
-                    f"({meta['frame_size'][0]}x{meta['frame_size'][1]})"
-                )
-            if video.header_frames > num_frames:
-                truncated.append(
-                    {
-                        "filename": record.filename,
-                        "path": str(record.path),
-                        "header_frames": video.header_frames,
-                        "decoded_frames": num_frames,
-                    }
-                )
-                if options.drop_truncated:
-                    continue
-            if video.colour and options.channels == 1:
-                meta["colour_videos"].append(record.filename)
-            fps = record.fps if video.fps is None else video.fps
-            names.append(record.filename)
-            counts.append(num_frames)
-            stored.append(num_channels)
-            yield (
-                record.filename,
+            row, example = _row_of(item, video, err, options)
+            _check_frame_size(meta, row)  # fail early, before decoding the rest
+            rows.append(row)
+            if example is not None:
+                yield row["key"], example
+        _finish_split(meta, split, rows, options)
+
+    def _process_pipeline_result(self, pipeline_result: Any) -> None:
+        """After a Beam preparation: the rows of every split (pipeline data) -> the metadata."""
+        del pipeline_result
+        work = os.fspath(self.data_path / BEAM_WORK_DIR)
+        for split in self._beam_splits:
+            rows = runners.read_lines(f"{work}/{split}.rows*")
+            _finish_split(self.info.metadata, split, rows, self.builder_config.options)
+        runners.delete([work])
+
+
+#: Folder (inside the dataset's temporary folder) of a Beam preparation's work items and report rows.
+BEAM_WORK_DIR = "beam_work"
+
+
+def _item(index: int, record: reader.EchoNetRecord) -> dict[str, Any]:
+    """One video as a work item (JSON-able): its index in the split, names, path and labels."""
+    return {
+        "index": index,
+        "filename": record.filename,
+        "path": str(record.path),
+        "ef": float(record.ef),
+        "edv": float(record.edv),
+        "esv": float(record.esv),
+        "fps": float(record.fps),
+    }
+
+
+def _row_of(
+    item: dict[str, Any], video: _Decoded | None, err: Exception | None, options: PrepareOptions
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A decoded (or unreadable) video -> its report row and its example (None: skipped or dropped)."""
+    row = {k: item[k] for k in ("index", "filename", "path")}
+    row["key"] = item["filename"]
+    if err is not None:
+        return {**row, "reason": str(err)}, None
+    num_frames, height, width, num_channels = video.shape
+    row.update(
+        num_frames=num_frames,
+        size=[height, width],
+        channels=num_channels,
+        header_frames=video.header_frames,
+        colour=video.colour,
+    )
+    if options.drop_truncated and video.header_frames > num_frames:
+        return row, None
+    fps = item["fps"] if video.fps is None else video.fps
+    return row, {
+        "frames": video.encoded,
+        "filename": item["filename"],
+        "ef": np.float32(item["ef"]),
+        "edv": np.float32(item["edv"]),
+        "esv": np.float32(item["esv"]),
+        "num_frames": np.int32(num_frames),
+        "fps": np.float32(math.nan if fps is None else fps),
+        "channels": np.int32(num_channels),
+    }
+
+
+def video_row(item: dict[str, Any], options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """One work item decoded in a Beam worker: :func:`_row_of` of its video."""
+    opts = PrepareOptions(**options)
+    try:
+        video, err = _load(Path(item["path"]), opts), None
+    except VideoReadError as error:
+        video, err = None, error
+    return _row_of(item, video, err, opts)
+
+
+def _check_frame_size(meta: dict[str, Any], row: dict[str, Any]) -> None:
+    """The first decoded video sets the frame size (when the headers did not); another size stops."""
+    if "size" not in row:
+        return
+    if meta["frame_size"] is None:
+        meta["frame_size"] = list(row["size"])
+    if meta["frame_size"] != row["size"]:
+        height, width = row["size"]
+        raise EchoNetPreparationError(
+            f"{row['path']}: decoded frame size {height}x{width} differs from the other videos "
+            f"({meta['frame_size'][0]}x{meta['frame_size'][1]})"
+        )
+
+
+def _finish_split(
+    meta: dict[str, Any], split: str, rows: list[dict[str, Any]], options: PrepareOptions
+) -> None:
+    """The rows of a split (any order) -> its metadata (skipped, truncated, stored videos), logged.
+
+    Raises:
+        EchoNetPreparationError: decoded frame sizes differ, or no video of the split is stored.
+    """
+    rows = sorted(rows, key=lambda r: r["index"])
+    skipped: list[dict[str, str]] = []
+    truncated: list[dict[str, Any]] = []
+    names: list[str] = []
+    counts: list[int] = []
+    stored: list[int] = []
+    for row in rows:
+        if "reason" in row:
+            log.warning("EchoNet: skipping unreadable video %s (%s)", row["path"], row["reason"])
+            skipped.append({"filename": row["filename"], "path": row["path"], "reason": row["reason"]})
+            continue
+        _check_frame_size(meta, row)
+        if row["header_frames"] > row["num_frames"]:
+            truncated.append(
                 {
-                    "frames": video.encoded,
-                    "filename": record.filename,
-                    "ef": np.float32(record.ef),
-                    "edv": np.float32(record.edv),
-                    "esv": np.float32(record.esv),
-                    "num_frames": np.int32(num_frames),
-                    "fps": np.float32(math.nan if fps is None else fps),
-                    "channels": np.int32(num_channels),
-                },
+                    "filename": row["filename"],
+                    "path": row["path"],
+                    "header_frames": row["header_frames"],
+                    "decoded_frames": row["num_frames"],
+                }
             )
-        meta["skipped"][split] = skipped
-        meta["truncated"][split] = truncated
-        meta["videos"][split] = {"filename": names, "num_frames": counts, "channels": stored}
-        if options.channels == 3 and options.collapse_grey and names:
-            log.info(
-                "EchoNet %s: %d of %d videos are grey (three equal channels) and stored once",
-                split,
-                stored.count(1),
-                len(names),
-            )
-        if skipped:
-            log.warning(
-                "EchoNet %s: skipped %d of %d videos as unreadable (listed in %s)",
-                split,
-                len(skipped),
-                len(records),
-                REPORT_NAME,
-            )
-        if truncated:
-            log.warning(
-                "EchoNet %s: %d video(s) decode fewer frames than their header announces (%s; listed in %s): %s",
-                split,
-                len(truncated),
-                "dropped" if options.drop_truncated else "kept with the frames that decode",
-                REPORT_NAME,
-                _shown([t["filename"] for t in truncated]),
-            )
-        if not names:
-            problems = skipped + truncated
-            raise EchoNetPreparationError(
-                f"every video of split {split!r} ({len(records)}) is unreadable, has zero frames"
-                f"{' or is truncated (drop_truncated=True)' if options.drop_truncated else ''}, e.g. "
-                f"{problems[0]['path']}: {problems[0].get('reason', 'truncated')}"
-            )
+            if options.drop_truncated:
+                continue
+        if row["colour"] and options.channels == 1:
+            meta["colour_videos"].append(row["filename"])
+        names.append(row["filename"])
+        counts.append(row["num_frames"])
+        stored.append(row["channels"])
+    meta["skipped"][split] = skipped
+    meta["truncated"][split] = truncated
+    meta["videos"][split] = {"filename": names, "num_frames": counts, "channels": stored}
+    if options.channels == 3 and options.collapse_grey and names:
+        log.info(
+            "EchoNet %s: %d of %d videos are grey (three equal channels) and stored once",
+            split,
+            stored.count(1),
+            len(names),
+        )
+    if skipped:
+        log.warning(
+            "EchoNet %s: skipped %d of %d videos as unreadable (listed in %s)",
+            split,
+            len(skipped),
+            len(rows),
+            REPORT_NAME,
+        )
+    if truncated:
+        log.warning(
+            "EchoNet %s: %d video(s) decode fewer frames than their header announces (%s; listed in %s): %s",
+            split,
+            len(truncated),
+            "dropped" if options.drop_truncated else "kept with the frames that decode",
+            REPORT_NAME,
+            _shown([t["filename"] for t in truncated]),
+        )
+    if not names:
+        problems = skipped + truncated
+        raise EchoNetPreparationError(
+            f"every video of split {split!r} ({len(rows)}) is unreadable, has zero frames"
+            f"{' or is truncated (drop_truncated=True)' if options.drop_truncated else ''}, e.g. "
+            f"{problems[0]['path']}: {problems[0].get('reason', 'truncated')}"
+        )
 
 
 # ------------------------------------------------------------------------------- prepare / load
@@ -632,6 +730,7 @@ def prepare_echonet(
     options: PrepareOptions | None = None,
     *,
     workers: int | None = None,
+    beam: Sequence[str] | None = None,
     max_shard_size: int = 128 << 20,
     **fields: Any,
 ) -> tfds.core.DatasetBuilder:
@@ -647,7 +746,12 @@ def prepare_echonet(
         data_dir: TFDS data directory; the dataset lands in
             ``<data_dir>/echonet_dynamic/src_<hash>/<version>``.
         options: :class:`PrepareOptions`, or give its fields (``channels=1``, ``frame_format='png'``, ...).
-        workers: threads decoding videos (default: CPU count); the output does not depend on it.
+        workers: threads decoding videos (default: CPU count), or the worker processes of the default
+            Beam runner; the output does not depend on it.
+        beam: None (default): decode in this process. A list of Beam pipeline flags (``[]`` for the
+            default, the DirectRunner in multi-processing mode with ``workers`` processes; see
+            :func:`coreecho_jax.data.corpus.runners.pipeline_options`): prepare the same records and
+            report as an Apache Beam pipeline (needs ``apache-beam``, requirements-beam.txt).
         max_shard_size: bytes per TFRecord shard (more shards = better file-level shuffling).
 
     Returns:
@@ -657,10 +761,14 @@ def prepare_echonet(
         EchoNetNotFoundError / EchoNetLayoutError: bad source layout or labels (before any decoding).
         EchoNetPreparationError: every video of a split is unreadable, frame sizes differ, or
             ``data_dir`` cannot be written.
+        BeamOptionsError: a Beam pipeline flag is unknown or malformed (before any work).
     """
     tf_runtime.hide_gpus_from_tensorflow()
     config = config_for(root, options, **fields)
     reader.read_echonet(config.source_root, drop_untraced=config.options.drop_untraced)  # fail fast
+    beam_options = None
+    if beam is not None:
+        beam_options = runners.pipeline_options(beam, workers=workers or os.cpu_count() or 1)
     path = _dataset_dir(data_dir, config)
     if (path / "dataset_info.json").is_file() and (path / REPORT_NAME).is_file():
         return _open(data_dir, config)  # prepared and complete: no lock (the folder may be read-only)
@@ -676,17 +784,24 @@ def prepare_echonet(
                     "; ".join(changes) or "identity differs",
                     path,
                 )
-            builder = EchonetDynamic(config=config, data_dir=os.fspath(data_dir), workers=workers)
+            builder = EchonetDynamic(
+                config=config, data_dir=os.fspath(data_dir), workers=workers, beam=beam is not None
+            )
+            failures = contextlib.nullcontext()
+            if beam is not None:
+                failures = runners.one_line_failures(config.source_root, EchoNetPreparationError)
             tfds.display_progress_bar(False)  # one bar (ours, over the videos), none nested from TFDS
             try:
-                builder.download_and_prepare(
-                    download_config=tfds.download.DownloadConfig(
-                        manual_dir=config.source_root,
-                        try_download_gcs=False,
-                        max_shard_size=max_shard_size,
-                        min_shard_size=min(max_shard_size, 16 << 20),
+                with failures:
+                    builder.download_and_prepare(
+                        download_config=tfds.download.DownloadConfig(
+                            manual_dir=config.source_root,
+                            try_download_gcs=False,
+                            max_shard_size=max_shard_size,
+                            min_shard_size=min(max_shard_size, 16 << 20),
+                            beam_options=beam_options,
+                        )
                     )
-                )
             finally:
                 builder.close_bar()
                 tfds.display_progress_bar(True)  # TFDS's default, for other builders
@@ -864,8 +979,13 @@ def split_files(builder: tfds.core.DatasetBuilder, split: str) -> list[str]:
 
 
 def options_of(builder: tfds.core.DatasetBuilder) -> PrepareOptions:
-    """The :class:`PrepareOptions` a dataset was prepared with (``collapse_grey`` False before version 1.2)."""
-    return PrepareOptions(**{"collapse_grey": False, **builder.info.metadata["options"]})
+    """The :class:`PrepareOptions` a dataset was prepared with (``collapse_grey`` False before version 1.2).
+
+    Options of other builders in this layout (a DICOM corpus) are read for the fields they share.
+    """
+    names = {f.name for f in dataclasses.fields(PrepareOptions)}
+    stored = {k: v for k, v in builder.info.metadata["options"].items() if k in names}
+    return PrepareOptions(**{"collapse_grey": False, **stored})
 
 
 def frame_format(builder: tfds.core.DatasetBuilder) -> str:

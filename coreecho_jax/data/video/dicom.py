@@ -22,9 +22,23 @@ frame never holds the full-resolution video. Pixel data that is not 8-bit is sca
 -2**(BitsStored-1) .. 2**(BitsStored-1) - 1, the same for every frame). MONOCHROME1 is inverted;
 PALETTE COLOR goes through its LUT.
 
-Frame rate, in order: FrameTime (ms/frame, fps = 1000/FrameTime), CineRate,
-RecommendedDisplayFrameRate, mean of FrameTimeVector (ms, first entry skipped
-because it is the 0 offset of frame 0). If none is present, fps is ``None``.
+Frame rate, in order (:data:`FPS_TAGS`, the first usable one wins): FrameTime (ms/frame, fps =
+1000/FrameTime: the acquisition timing of the frames stored), CineRate (the rate the modality meant the
+loop to be replayed at, usually the acquisition rate), RecommendedDisplayFrameRate (a display hint), mean
+of FrameTimeVector (ms, first entry skipped because it is the 0 offset of frame 0). If none is present,
+fps is ``None``. Tags that disagree by more than 5% are named by :func:`fps_disagreement` (a note, the
+winner is kept). The rate is never re-timed here.
+
+What a DICOM object is, from its header alone (no pixel decoded): :func:`dicom_facts` (SOP class,
+modality, study/series/SOP instance UIDs for joins, frames, transfer syntax, photometric interpretation,
+regions, a timing-tag disagreement). :func:`cine_facts` is the one check that prediction
+(:mod:`coreecho_jax.inference.quality`) and corpus preparation (:mod:`coreecho_jax.data.corpus.reading`)
+share: a file that is not DICOM or whose image object lost its pixel data (damaged) is unreadable; an
+object without pixel data (a structured report, a key object, a DICOMDIR) or of another modality than
+ultrasound is no echo cine (:func:`cine_refusal`); a transfer syntax no installed plugin decodes is refused
+naming what to install (:func:`decoder_of`, the one decoder table; :func:`transfer_syntax_support` lists
+it for every syntax pydicom knows). A single frame is refused once decoded, as any still image
+(:func:`~coreecho_jax.data.video.echo_loop.check_echo_loop`).
 
 Layouts: ``[T, H, W]`` uint8 grayscale, ``[T, H, W, 3]`` uint8 RGB.
 No TensorFlow here.
@@ -39,7 +53,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from coreecho_jax.data.video.video_types import CropBox, VideoNotFoundError, VideoReadError, to_channels
+from coreecho_jax.data.video.video_types import (
+    CropBox,
+    NotAnEchoVideoError,
+    VideoNotFoundError,
+    VideoReadError,
+    to_channels,
+)
 
 #: File name suffixes taken as DICOM without looking inside (files without one are recognised by
 #: the 'DICM' magic).
@@ -47,6 +67,11 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
 #: RegionSpatialFormat (0018,6012) value of a 2-D tissue/flow image region.
 REGION_FORMAT_2D = 1
+
+#: Timing tags in the order :func:`dicom_fps` trusts them (the first usable one wins).
+FPS_TAGS = ("FrameTime", "CineRate", "RecommendedDisplayFrameRate", "FrameTimeVector")
+#: Timing tags whose rates differ by more than this factor get a note (:func:`fps_disagreement`).
+FPS_DISAGREE_RATIO = 1.05
 
 
 class UltrasoundRegion(NamedTuple):
@@ -76,14 +101,16 @@ def is_dicom_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in DICOM_SUFFIXES or is_dicom_file(path)
 
 
-def _read_dataset(path: Path, *, stop_before_pixels: bool = False):
+def _read_dataset(path: Path, *, stop_before_pixels: bool = False, defer_size: int | None = None):
     import pydicom  # local import: pydicom is only needed for DICOM input
     from pydicom.errors import InvalidDicomError
 
     if not path.exists():
         raise VideoNotFoundError(f"{path}: file not found (expected a DICOM file)")
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=not is_dicom_file(path))
+        return pydicom.dcmread(
+            path, stop_before_pixels=stop_before_pixels, defer_size=defer_size, force=not is_dicom_file(path)
+        )
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as e:
         raise VideoReadError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from e
 
@@ -93,36 +120,71 @@ def _transfer_syntax(ds: Any) -> Any:
     return None if meta is None else meta.get("TransferSyntaxUID", None)
 
 
-def dicom_fps(ds: Any) -> tuple[float | None, str]:
-    """Frames per second from a DICOM dataset and the tag it came from.
+def _positive(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) and v > 0 else None
 
-    Returns:
-        ``(fps, source)``; ``(None, reason)`` when no timing tag is usable.
-    """
 
-    def positive(value: Any) -> float | None:
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            return None
-        return v if np.isfinite(v) and v > 0 else None
-
-    frame_time = positive(ds.get("FrameTime"))
+def dicom_fps_candidates(ds: Any) -> dict[str, float]:
+    """The fps every usable timing tag gives, in :data:`FPS_TAGS` order (``{}`` when none is usable)."""
+    out = {}
+    frame_time = _positive(ds.get("FrameTime"))
     if frame_time is not None:
-        return 1000.0 / frame_time, "FrameTime"
+        out["FrameTime"] = 1000.0 / frame_time
     for keyword in ("CineRate", "RecommendedDisplayFrameRate"):
-        rate = positive(ds.get(keyword))
+        rate = _positive(ds.get(keyword))
         if rate is not None:
-            return rate, keyword
+            out[keyword] = rate
     vector = ds.get("FrameTimeVector")
     if vector is not None:
-        values = np.atleast_1d(np.asarray(vector, dtype=np.float64))
+        try:
+            values = np.atleast_1d(np.asarray(vector, dtype=np.float64))
+        except (TypeError, ValueError):
+            values = np.zeros(0)
         # Entry 0 is the time offset of frame 0 (normally 0 ms); the rest are increments.
         increments = values[1:] if values.size > 1 else values
         increments = increments[np.isfinite(increments) & (increments > 0)]
         if increments.size:
-            return 1000.0 / float(increments.mean()), "FrameTimeVector"
+            out["FrameTimeVector"] = 1000.0 / float(increments.mean())
+    return out
+
+
+def dicom_fps(ds: Any) -> tuple[float | None, str]:
+    """Frames per second from a DICOM dataset and the tag it came from (the first of :data:`FPS_TAGS`).
+
+    Returns:
+        ``(fps, source)``; ``(None, reason)`` when no timing tag is usable.
+    """
+    candidates = dicom_fps_candidates(ds)
+    if candidates:
+        keyword = next(iter(candidates))
+        return candidates[keyword], keyword
     return None, ("no FrameTime, CineRate, RecommendedDisplayFrameRate or FrameTimeVector: fps unknown")
+
+
+def fps_disagreement(ds: Any) -> str | None:
+    """A note when the timing tags give rates more than :data:`FPS_DISAGREE_RATIO` apart, else None."""
+    candidates = dicom_fps_candidates(ds)
+    if len(candidates) < 2 or max(candidates.values()) <= FPS_DISAGREE_RATIO * min(candidates.values()):
+        return None
+    (winner, fps), *_ = candidates.items()
+    given = ", ".join(f"{k} {v:.2f} fps" for k, v in candidates.items())
+    return f"the timing tags disagree ({given}); {winner} wins: {fps:.2f} fps"
+
+
+def read_header(path: str | os.PathLike) -> Any:
+    """The pydicom dataset of a file with its large values (pixel data) left unread.
+
+    Values over 4 KiB are read only when accessed, so ``"PixelData" in ds`` answers without reading
+    the pixels.
+
+    Raises:
+        VideoNotFoundError / VideoReadError: missing, or not a readable DICOM file.
+    """
+    return _read_dataset(Path(path), defer_size=4096)
 
 
 def dicom_regions(ds: Any) -> list[UltrasoundRegion]:
@@ -340,9 +402,11 @@ def probe_dicom(path: str | os.PathLike) -> dict[str, Any]:
 class DicomFacts(NamedTuple):
     """What the header of a DICOM file says about its object (no pixel data decoded).
 
-    ``sop_class`` is the SOP class's name (or its UID when pydicom does not know it); the UIDs and
-    ``modality`` are None when absent; ``num_frames`` is NumberOfFrames (1 when absent); ``regions`` the
-    items of SequenceOfUltrasoundRegions; ``transfer_syntax`` the UID of the pixel data's encoding.
+    ``sop_class`` is the SOP class's name (or its UID when pydicom does not know it); the UIDs,
+    ``modality``, ``transfer_syntax`` (the UID of the pixel data's encoding) and
+    ``photometric_interpretation`` are None when absent; ``num_frames`` is NumberOfFrames (1 when absent);
+    ``regions`` the number of items of SequenceOfUltrasoundRegions; ``fps_note`` what
+    :func:`fps_disagreement` says (None when the timing tags agree).
     """
 
     sop_class: str
@@ -354,24 +418,25 @@ class DicomFacts(NamedTuple):
     has_pixels: bool
     transfer_syntax: str | None
     regions: int
+    photometric_interpretation: str | None
+    fps_note: str | None
+
+
+#: :attr:`DicomFacts.sop_class` of a file without SOPClassUID.
+UNKNOWN_SOP_CLASS = "unknown SOP class"
+
+
+class NoDecoderError(VideoReadError):
+    """A DICOM whose transfer syntax no installed plugin decodes (the message names what to install)."""
 
 
 def dicom_facts(path: str | os.PathLike) -> DicomFacts:
     """The :class:`DicomFacts` of a DICOM file, read from its header (the pixel data is not loaded).
 
     Raises:
-        VideoReadError: a missing or unreadable file.
+        VideoNotFoundError / VideoReadError: a missing or unreadable file.
     """
-    import pydicom  # local import: pydicom is only needed for DICOM input
-    from pydicom.errors import InvalidDicomError
-
-    path = Path(path)
-    if not path.exists():
-        raise VideoNotFoundError(f"{path}: file not found (expected a DICOM file)")
-    try:  # defer_size: PixelData stays on disk, but the dataset says whether it is there
-        ds = pydicom.dcmread(path, defer_size="1 KB", force=not is_dicom_file(path))
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as e:
-        raise VideoReadError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from e
+    ds = read_header(path)
 
     def text(keyword: str) -> str | None:
         value = ds.get(keyword)
@@ -384,7 +449,7 @@ def dicom_facts(path: str | os.PathLike) -> DicomFacts:
     except (TypeError, ValueError):
         frames = 1
     return DicomFacts(
-        sop_class="unknown SOP class" if sop_class is None else str(getattr(sop_class, "name", sop_class)),
+        sop_class=UNKNOWN_SOP_CLASS if sop_class is None else str(getattr(sop_class, "name", sop_class)),
         modality=text("Modality"),
         study_uid=text("StudyInstanceUID"),
         series_uid=text("SeriesInstanceUID"),
@@ -393,16 +458,56 @@ def dicom_facts(path: str | os.PathLike) -> DicomFacts:
         has_pixels="PixelData" in ds,
         transfer_syntax=None if syntax is None else str(syntax),
         regions=len(ds.get("SequenceOfUltrasoundRegions", None) or []),
+        photometric_interpretation=text("PhotometricInterpretation"),
+        fps_note=fps_disagreement(ds),
     )
 
 
 def cine_refusal(facts: DicomFacts) -> str | None:
-    """Why a DICOM object cannot be an echo cine from its header alone: no pixel data (a structured
-    report, a key object, a presentation state, a DICOMDIR, ...); None for an image. (A single frame is
-    refused once decoded, as any still image: :func:`~coreecho_jax.data.video.echo_loop.check_echo_loop`.)"""
+    """Why a DICOM object cannot be an echo cine from its header alone (one line), or None.
+
+    Refused: no pixel data (a structured report, a key object, a presentation state, a DICOMDIR, ...) and
+    another modality than ultrasound (Modality given and not ``US``). (A single frame is refused once
+    decoded, as any still image: :func:`~coreecho_jax.data.video.echo_loop.check_echo_loop`.)
+    """
     if not facts.has_pixels:
         return f"a DICOM {facts.sop_class} object without pixel data, not an echo cine"
+    if facts.modality not in (None, "US"):
+        return f"a DICOM {facts.sop_class} object of Modality {facts.modality}, not an ultrasound cine"
     return None
+
+
+def cine_facts(path: str | os.PathLike) -> DicomFacts:
+    """The :class:`DicomFacts` of a DICOM file that can be an echo cine (module doc), before any pixel is
+    decoded.
+
+    Raises:
+        VideoNotFoundError: no such file.
+        VideoReadError: not a DICOM file, or an image object without its pixel data (damaged), or no
+            TransferSyntaxUID.
+        NotAnEchoVideoError: no echo cine (:func:`cine_refusal`).
+        NoDecoderError: a transfer syntax no installed plugin decodes (:func:`decoder_of`).
+    """
+    facts = dicom_facts(path)
+    if facts.sop_class == UNKNOWN_SOP_CLASS and not is_dicom_file(path):
+        raise VideoReadError(f"{path}: not a DICOM file (no 'DICM' magic at byte 128, no SOP class)")
+    if not facts.has_pixels and facts.sop_class == UNKNOWN_SOP_CLASS:
+        raise VideoReadError(
+            f"{path}: a DICOM file with neither a SOP class nor pixel data: truncated or damaged"
+        )
+    if not facts.has_pixels and facts.sop_class.endswith("Image Storage"):
+        raise VideoReadError(
+            f"{path}: a DICOM {facts.sop_class} object without its pixel data: truncated or damaged"
+        )
+    refusal = cine_refusal(facts)
+    if refusal:
+        raise NotAnEchoVideoError(f"{path}: {refusal}")
+    if facts.transfer_syntax is None:
+        raise VideoReadError(f"{path}: DICOM file has no TransferSyntaxUID (0002,0010)")
+    decoder, why = decoder_of(facts.transfer_syntax)
+    if decoder is None:
+        raise NoDecoderError(f"{path}: {why}")
+    return facts
 
 
 #: How a transfer syntax without a pydicom decoder is read: the encapsulated video streams go to FFmpeg.

@@ -1,0 +1,195 @@
+"""Apache Beam pipeline options for a preparation, checked before any work starts. No TensorFlow.
+
+Default (no ``--runner`` given): the DirectRunner in multi-processing mode with ``workers`` worker
+processes, on this machine, offline::
+
+    --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=<workers>
+    --default_sdk_harness_log_level=WARNING
+
+Other runners are the same pipeline with other flags (the docs page lists them for Dataflow, Flink and
+Spark); flags given by the caller override the defaults. An option Beam does not know, a bad value or
+an unknown runner is one :class:`BeamOptionsError` line (Beam itself would drop an unknown option with a
+warning, or exit the process on a bad value).
+
+The shape of a preparation split on Beam (:func:`split_transform`), shared by the EchoNet and the
+corpus builders: the work items are written as JSON lines into the dataset's temporary folder
+(:func:`write_lines`; read back with ``ReadFromText``, so a large corpus does not travel inside the
+pipeline graph), redistributed, and each goes through the builder's per-item function, which returns
+``(row, example or None)``. Examples go to TFDS's writer (keyed, so the output does not depend on the
+worker count); the rows, the report of each item, travel as pipeline data into text shards
+(``WriteToText``) that the builder reads back (:func:`read_lines`) after the pipeline ran, because
+metadata written inside Beam workers is lost. Files go through Beam's ``FileSystems``: local folders,
+``gs://``, ``s3://`` and ``hdfs://`` alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from coreecho_jax.errors import ConfigError, CoreEchoError
+
+#: The log level of the Beam workers (their INFO lines, several per worker and bundle, are Beam's
+#: bookkeeping; a file's refusal is a report row, not a worker log line).
+WORKER_LOG_LEVEL = "WARNING"
+
+
+class BeamOptionsError(ConfigError):
+    """A Beam pipeline option is unknown, malformed or names an unknown runner."""
+
+
+def default_flags(workers: int) -> list[str]:
+    """The DirectRunner in multi-processing mode with ``workers`` processes."""
+    if workers < 1:
+        raise BeamOptionsError(f"Beam workers must be >= 1, got {workers}")
+    return [
+        "--runner=DirectRunner",
+        "--direct_running_mode=multi_processing",
+        f"--direct_num_workers={workers}",
+        f"--default_sdk_harness_log_level={WORKER_LOG_LEVEL}",
+    ]
+
+
+def pipeline_options(flags: Sequence[str] = (), *, workers: int = 1) -> Any:
+    """``apache_beam`` ``PipelineOptions`` of ``flags`` on top of :func:`default_flags` (module doc).
+
+    Args:
+        flags: ``--name=value`` flags as ``tfds build --beam_pipeline_options`` takes them (split on
+            commas there; a list here).
+        workers: worker processes of the default DirectRunner (ignored by other runners).
+
+    Raises:
+        BeamOptionsError: a flag that does not start with ``--``, an option Beam does not know, a
+            bad value, or an unknown runner (each named).
+    """
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    flags = [str(f) for f in flags]
+    bad = [f for f in flags if not f.startswith("--")]
+    if bad:
+        raise BeamOptionsError(f"Beam pipeline options must look like --name=value, got {bad}")
+    options = PipelineOptions(default_flags(workers) + flags)
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            known = options.get_all_options()
+            every = options.get_all_options(retain_unknown_options=True)
+    except SystemExit:  # argparse exits on a bad value; its message is the last line it printed
+        lines = [line for line in errors.getvalue().splitlines() if "error:" in line]
+        message = lines[-1].split("error:", 1)[1].strip() if lines else errors.getvalue().strip()
+        raise BeamOptionsError(f"Beam pipeline options {flags}: {message}") from None
+    unknown = sorted(set(every) - set(known))
+    if unknown:
+        raise BeamOptionsError(
+            f"Beam does not know the pipeline option(s) {', '.join('--' + u for u in unknown)} "
+            f"(given: {flags}); see the options of your runner (docs: Preparing a corpus on Beam)"
+        )
+    runner = options.view_as(StandardOptions).runner
+    try:
+        beam.runners.create_runner(runner)
+    except (ValueError, ImportError) as err:
+        raise BeamOptionsError(f"Beam runner {runner!r}: {str(err).splitlines()[0]}") from None
+    return options
+
+
+#: Tag of the report rows beside the examples.
+ROWS = "rows"
+
+
+def write_lines(path: str, items: Iterable[dict[str, Any]]) -> None:
+    """Writes ``items`` as JSON lines to ``path`` (any Beam file system)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.create(path) as f:
+        for item in items:
+            f.write(json.dumps(item).encode() + b"\n")
+
+
+def read_lines(pattern: str) -> list[dict[str, Any]]:
+    """The JSON lines of every file matching ``pattern`` (shards ``prefix*``), in no particular order."""
+    from apache_beam.io.filesystems import FileSystems
+
+    out = []
+    for match in FileSystems.match([pattern])[0].metadata_list:
+        with FileSystems.open(match.path) as f:
+            out += [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+    return out
+
+
+def delete(paths: Sequence[str]) -> None:
+    """Deletes files or folders (any Beam file system); missing ones are ignored."""
+    from apache_beam.io.filesystems import FileSystems
+
+    existing = [p for p in paths if FileSystems.exists(p)]
+    if existing:
+        FileSystems.delete(existing)
+
+
+def _emit(line: str, task: Callable[..., tuple[dict, Any]], kwargs: dict[str, Any]) -> Iterator[Any]:
+    from apache_beam import pvalue
+
+    row, example = task(json.loads(line), **kwargs)
+    yield pvalue.TaggedOutput(ROWS, json.dumps(row))
+    if example is not None:
+        yield row["key"], example
+
+
+def split_transform(
+    items_path: str, rows_prefix: str, fn: Callable[..., tuple[dict, Any]], **kwargs: Any
+) -> Any:
+    """The PTransform of one split (module doc): items of ``items_path`` -> ``fn(item, **kwargs)``.
+
+    ``fn`` returns ``(row, example or None)``; ``row["key"]`` is the example's key. Rows are written
+    to ``rows_prefix-*`` shards; the examples are the transform's output, for TFDS's writer.
+    """
+    import apache_beam as beam
+
+    def expand(pipeline: Any) -> Any:
+        out = (
+            pipeline
+            | "ReadItems" >> beam.io.ReadFromText(items_path)
+            | "Spread" >> beam.Reshuffle()
+            | "Prepare" >> beam.FlatMap(_emit, task=fn, kwargs=kwargs).with_outputs(ROWS, main="examples")
+        )
+        _ = out[ROWS] | "WriteRows" >> beam.io.WriteToText(rows_prefix)
+        return out.examples
+
+    return beam.ptransform_fn(expand)()
+
+
+_ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit)): .+$")
+
+
+def failure_line(err: BaseException) -> str:
+    """The last ``SomeError: message`` line of a failed pipeline's error (Beam wraps the workers'
+    tracebacks into one RuntimeError), else the error's first line."""
+    text = str(err)
+    lines = [line.strip() for line in text.splitlines() if _ERROR_LINE.match(line)]
+    return lines[-1] if lines else f"{type(err).__name__}: {(text.splitlines() or [''])[0]}"
+
+
+@contextlib.contextmanager
+def one_line_failures(where: str, error: type[CoreEchoError]) -> Iterator[None]:
+    """Re-raises a failed Beam preparation as ``error``: one line naming ``where`` and the root error.
+
+    The library's own errors pass unchanged. TFDS removes its temporary folder on the way out, so
+    nothing of the failed run is left for a later run to trust.
+    """
+    try:
+        yield
+    except CoreEchoError:
+        raise
+    except Exception as err:
+        line = failure_line(err)
+        hint = ""
+        if "generated examples is 0" in line:
+            hint = (
+                " (no file of that split could be prepared; prepare without Beam, or a few of its files, "
+                "to list each file's reason)"
+            )
+        raise error(f"{where}: the Beam preparation failed and nothing was kept: {line}{hint}") from err
