@@ -302,6 +302,19 @@ class InlineExecutor(concurrent.futures.Executor):
 _END = object()  # the end of decode_ahead's jobs
 
 
+def _submitted(
+    executor: concurrent.futures.Executor, decode: Callable[[Any], Any], job: Any
+) -> concurrent.futures.Future:
+    """``executor.submit(decode, job)``; when a process died since the last look (the pool raises at
+    submit), a future holding that error: the job is then handled at the head like one that died running."""
+    try:
+        return executor.submit(decode, job)
+    except concurrent.futures.process.BrokenProcessPool as broken:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_exception(broken)
+        return future
+
+
 def decode_ahead(
     jobs: Iterable[Any],
     decode: Callable[[Any], Any],
@@ -337,7 +350,7 @@ def decode_ahead(
     executor = new_executor()
 
     def submit(job: Any) -> None:
-        pending.append((job, executor.submit(decode, job)))
+        pending.append((job, _submitted(executor, decode, job)))
 
     def restart() -> None:
         nonlocal executor

@@ -353,6 +353,32 @@ def test_a_decoding_process_that_dies_costs_only_its_own_file():
         list(batch.decode_ahead(jobs, batch_helpers.crash_on, new, 3))
 
 
+class BreakingExecutor(concurrent.futures.Executor):
+    """Runs jobs at once; ``"crash"`` breaks it, and every later ``submit`` raises as a broken pool does."""
+
+    def __init__(self) -> None:
+        self.broken = False
+
+    def submit(self, fn, /, *args, **kwargs):
+        if self.broken:
+            raise concurrent.futures.process.BrokenProcessPool("a process died")
+        future = concurrent.futures.Future()
+        if args == ("crash",):
+            self.broken = True
+            future.set_exception(concurrent.futures.process.BrokenProcessPool("a process died"))
+        else:
+            future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_a_pool_that_breaks_before_a_submit_costs_only_the_dead_job():
+    """The crash is seen by ``submit`` of the next jobs (the pool broke between two looks), not only by a
+    result: those jobs run again in a new pool, the crashed one gets ``died``."""
+    jobs = ["a", "crash", "b", "c"]
+    results = list(batch.decode_ahead(jobs, str.upper, BreakingExecutor, 3, died=lambda job: f"died: {job}"))
+    assert results == [("a", "A"), ("crash", "died: crash"), ("b", "B"), ("c", "C")]
+
+
 def test_decoding_processes_are_spawned_and_import_no_jax(model):
     settings = batch.DecodeSettings(model.config, 3)
     executor = batch.process_pool(1, settings)()
