@@ -126,6 +126,12 @@ COMMANDS: dict[str, Command] = {
             "coreecho predict-folder --weights=/weights/echonet --input=/data/echoes --out=preds.csv",
         ),
         Command(
+            "predict-archive",
+            "archive",
+            "predict-folder's rows computed on Apache Beam (RunInference; DirectRunner, Dataflow, Flink, Spark)",
+            "coreecho predict-archive --weights=/weights/echonet --input=/data/echoes --out=preds.csv --workers=2",
+        ),
+        Command(
             "embed",
             "runs",
             "encoder embeddings of splits, their continuity numbers and UMAP pictures",
