@@ -6,20 +6,22 @@ processes at the same time: CAMUS probing from an EchoNet run's checkpoint (``tr
 weights a process restores must reach the other's devices), and HMC-QU fine-tuning from scratch (the
 whole model trained: dropout and BatchNorm over the global batch, a classification). Process 0 alone
 must speak and write the fold's files and the summary, every tested video must appear once, and the
-outputs must be the one-process run's.
+outputs must be the one-process run's. A unit test covers the stale fold folder on several processes.
 """
 
 import json
 import re
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
-from configs import camus_demo, hmcqu_demo
+from configs import camus, camus_demo, hmcqu_demo
 from coreecho_jax.checkpoints import manager as ckpt_lib
 from coreecho_jax.models import build_model
 from coreecho_jax.transfer import data as transfer_sets
+from coreecho_jax.transfer import loop
 from tests.multihost_procs import (
     Process,
     assert_all_succeeded,
@@ -29,6 +31,7 @@ from tests.multihost_procs import (
     slurm_env,
     strict_json,
 )
+from tests.transfer.test_transfer import _finetune, _fold_run, _prepared, _stub_training
 
 
 def write_run_workdir(config, path) -> None:
@@ -129,3 +132,32 @@ def test_main_py_under_srun_fine_tunes_an_hmcqu_fold_like_one_process(tmp_path):
     procs = start_like_one_process(tmp_path, "hmcqu_demo", root, extra)
     fold = assert_reported_like_one_process(procs, tmp_path, "hmcqu", data.folds[0].test)
     assert fold["sizes"]["test"] == len(data.folds[0].test)
+
+
+def test_a_stale_fold_folder_moves_only_after_every_process_has_looked_at_it(tmp_path, monkeypatch):
+    """On several processes process 0 moves a stale fold folder aside; a process that looked only after
+    the move would find no stale folder, skip the barriers and meet the others' training instead."""
+    monkeypatch.setattr(loop.FoldRun, "train_and_test", _stub_training)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    c = _finetune(camus.get_config())
+    data = _prepared("camus", [50.0, 60.0, 70.0, 40.0], [([0, 1], [2, 3])])
+    edited = _prepared("camus", [50.0, 60.0, 70.0, 45.0], [([0, 1], [2, 3])])
+    work = tmp_path / "work"
+    fold_dir = work / "folds" / "fold0"
+    fold_dir.mkdir(parents=True)
+    (fold_dir / "inputs.json").write_text(json.dumps(_fold_run(c, work, data).inputs))
+    (fold_dir / "checkpoints" / "latest" / "1").mkdir(parents=True)
+    (fold_dir / "checkpoints" / "latest" / "1" / "state").write_text("weights")
+    barriers = []
+    monkeypatch.setattr(
+        loop.multihost_utils,
+        "sync_global_devices",
+        lambda name: barriers.append((name, (fold_dir / "checkpoints").is_dir())),
+    )
+    result = _fold_run(c, work, edited).run(recompute_stale=True)
+    assert result["recomputed"]["old_folder"] == str(work / "folds" / "fold0.stale-1")
+    # the first barrier is met while the old folder is still in place, the second after the move
+    assert barriers == [
+        ("coreecho_jax stale check fold 0", True),
+        ("coreecho_jax stale fold 0", False),
+    ]
