@@ -55,6 +55,18 @@ def clean_env(devices: int = 1, **extra: str) -> dict[str, str]:
     return env
 
 
+def compile_cache_env(cache_dir: Path) -> dict[str, str]:
+    """JAX's persistent compilation cache in ``cache_dir``, for every compilation: a run after the first
+    reuses the first's executables (the same executables, so the same numerics). Several CPU processes:
+    JAX writes entries from process 0 only and the other processes' keys differ (JAX 0.10 hashes each
+    process's own device topology into them), so only process 0 compiles less."""
+    return {
+        "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+
+
 def slurm_env(process_id: int, num_processes: int, port: int) -> dict[str, str]:
     """A simulated ``srun`` task on this machine: every variable JAX's SLURM detection reads, and the
     coordinator port (otherwise derived from the job id) set to a free one."""
@@ -112,6 +124,23 @@ def wait_all(procs: list[Process], timeout: float, *, stop_at_failure: bool = Fa
         logs = "\n\n".join(f"{p.name}:\n{p.tail()}" for p in procs)
         pytest.fail(f"stopped (timeout or a failed peer): {stopped}\n{logs}")
     return [p.popen.returncode for p in procs]
+
+
+def wait_until(condition, procs: list[Process], timeout: float, what: str) -> float:
+    """Polls ``condition()`` until it holds and returns the seconds waited; the test fails (showing the
+    logs) when a process ends first or ``timeout`` s pass."""
+    t0 = time.time()
+    while not condition():
+        ended = [p.name for p in procs if p.popen.poll() is not None]
+        if ended or time.time() - t0 > timeout:
+            for p in procs:
+                if p.popen.poll() is None:
+                    p.popen.kill()
+                p.popen.wait()
+            logs = "\n\n".join(f"{p.name}:\n{p.tail()}" for p in procs)
+            pytest.fail(f"waiting for {what}: {'ended: ' + str(ended) if ended else 'timeout'}\n{logs}")
+        time.sleep(0.2)
+    return time.time() - t0
 
 
 def assert_all_succeeded(procs: list[Process], timeout: float) -> None:

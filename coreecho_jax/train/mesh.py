@@ -65,8 +65,26 @@ def shard_batch(batch: dict[str, Any], mesh: jax.sharding.Mesh) -> dict[str, Any
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-    """Places every array of ``tree`` on all devices of ``mesh`` (parameters, optimizer state, keys)."""
-    return rng_lib.device_put(tree, replicated(mesh))
+    """Places every array of ``tree`` on all devices of ``mesh`` (parameters, optimizer state, keys).
+
+    On several processes an array held on this process's devices alone goes by its value: jax 0.10
+    refuses to move an array committed to them (what an Orbax restore into a fresh model or optimizer
+    gives: the checkpoint a run resumes from, ``transfer.init``) onto devices of other processes ("does
+    not support cross-host device transfers"). Every process holds the same value (the same
+    checkpoint, the same seed)."""
+    sharding = replicated(mesh)
+    if not sharding.is_fully_addressable:
+        tree = jax.tree.map(lambda x: np.asarray(x) if _process_local(x) else x, tree)
+    return rng_lib.device_put(tree, sharding)
+
+
+def _process_local(x: Any) -> bool:
+    """An array on this process's devices only, not a PRNG key (:func:`rng_lib.device_put` places those)."""
+    return (
+        isinstance(x, jax.Array)
+        and x.is_fully_addressable
+        and not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    )
 
 
 def host_local_fn(

@@ -307,7 +307,11 @@ class FoldRun:
         return "; ".join(diffs) or None
 
     def set_aside(self, reason: str, recompute: bool) -> dict:
-        """Refuses a stale fold folder (StaleFoldError) or, with ``recompute``, moves it aside whole."""
+        """Refuses a stale fold folder (StaleFoldError) or, with ``recompute``, moves it aside whole.
+
+        On several processes process 0 moves it between two barriers: every process has looked at the
+        folder before it moves (a process that looked after the move would find no stale folder, skip
+        these barriers and meet the others' training instead), and none goes on before it has moved."""
         target = provenance.stale_path(self.dir)
         if not recompute:
             raise provenance.StaleFoldError(
@@ -315,6 +319,8 @@ class FoldRun:
                 f"--allow_config_change to compute fold {self.fold.index} again (the folder moves to "
                 f"{target.name}), or use another --workdir"
             )
+        if jax.process_count() > 1:  # every process has read the folder before it moves
+            multihost_utils.sync_global_devices(f"coreecho_jax stale check fold {self.fold.index}")
         if jax.process_index() == 0:
             self.dir.rename(target)
         if jax.process_count() > 1:
