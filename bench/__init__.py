@@ -7,9 +7,11 @@ import one another as ``bench.<script>`` and the library as ``coreecho_jax``, as
 
 from __future__ import annotations
 
+import platform
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -17,6 +19,18 @@ def command_line(module: str, argv: Sequence[str] | None = None) -> str:
     """The command that ran ``module`` (e.g. ``bench.gpu``) with ``argv`` (default: this process's
     arguments), as the reports record it: ``python -m bench.gpu --smoke``."""
     return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
+
+
+def cpu_model() -> str:
+    """The CPU's model name (the first ``model name`` of ``/proc/cpuinfo``), else what
+    :func:`platform.processor` says, else ``unknown``: the reports' machine line."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def paper_model_config(**overrides: Any) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import command_line
+from bench import command_line, cpu_model
 
 
 def make_weights(root: Path) -> Path:
@@ -58,17 +58,6 @@ def make_cines(root: Path, n: int) -> Path:
 
     data = write_echonet_dataset(root / "synthetic", n_videos=n, workers=1, progress=False)
     return data / "Videos"
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

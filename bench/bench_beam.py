@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import command_line
+from bench import command_line, cpu_model
 
 
 def _cpu() -> float:
@@ -56,17 +56,6 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def _cpu_name() -> str:
-    """The CPU model (``/proc/cpuinfo``'s first ``model name``; else ``platform.processor()``)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine() -> dict[str, Any]:
     """What ran the benchmark: architecture, CPU, cores, memory (GiB), Python, Beam and TFDS versions."""
     try:
@@ -75,7 +64,7 @@ def machine() -> dict[str, Any]:
         memory_gib = None
     return {
         "arch": platform.machine(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "memory_gib": memory_gib,
         "os": platform.platform(),

@@ -62,6 +62,8 @@ from typing import Any
 
 import ml_collections
 
+from bench import cpu_model
+
 #: The goals of issue 23 §4.
 GOAL_RATIO = 1.8
 GOAL_MEMORY_GROWTH = 0.10
@@ -86,17 +88,6 @@ def machine() -> dict[str, Any]:
         "jax": importlib.metadata.version("jax"),
         "load_average_before": list(os.getloadavg()),
     }
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what :func:`platform.processor` says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def header(argv: list[str]) -> dict[str, Any]:

@@ -14,11 +14,10 @@ import ml_collections
 from absl import flags
 
 from coreecho_jax.commands import Spec
-from coreecho_jax.commands.runs import COMPILE_CACHE_HELP
+from coreecho_jax.commands.runs import define_row_flags
 
 
 def _define(fv: flags.FlagValues) -> None:
-    from coreecho_jax.data.video.video_io import CROP_MODES
     from coreecho_jax.inference import batch
 
     flags.DEFINE_string(
@@ -62,29 +61,12 @@ def _define(fv: flags.FlagValues) -> None:
         "shard_files", None, "Files per shard, the unit a worker takes (default: up to 16).", flag_values=fv
     )
     flags.DEFINE_bool(
-        "cardiobench",
-        False,
-        "Append the columns FileName,EF_pred (CardioBench-style scoring).",
-        flag_values=fv,
-    )
-    flags.DEFINE_bool("retry_errors", False, "Redo the files whose earlier row is an error.", flag_values=fv)
-    flags.DEFINE_bool(
         "parquet",
         False,
         "Also write the rows as Parquet beside the CSV (its name with .parquet).",
         flag_values=fv,
     )
-    flags.DEFINE_enum(
-        "crop",
-        None,
-        list(CROP_MODES),
-        "The crop (default: none for 112x112 videos, else auto).",
-        flag_values=fv,
-    )
-    flags.DEFINE_float(
-        "target_fps", None, "Resample each video to this frame rate first (e.g. 50).", flag_values=fv
-    )
-    flags.DEFINE_string("compile_cache", None, COMPILE_CACHE_HELP, flag_values=fv)
+    define_row_flags(fv)
 
 
 def _run(fv: flags.FlagValues, config: ml_collections.ConfigDict | None):

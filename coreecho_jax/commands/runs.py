@@ -77,7 +77,6 @@ def _predict(fv: flags.FlagValues, config: ml_collections.ConfigDict) -> dict:
 
 
 def _define_predict_folder(fv: flags.FlagValues) -> None:
-    from coreecho_jax.data.video.video_io import CROP_MODES
     from coreecho_jax.inference import batch
 
     flags.DEFINE_string(
@@ -110,6 +109,15 @@ def _define_predict_folder(fv: flags.FlagValues) -> None:
         "Decoded videos held per worker (memory bound: workers x this).",
         flag_values=fv,
     )
+    flags.DEFINE_bool("progress", True, "A progress bar with the rate and the time left.", flag_values=fv)
+    define_row_flags(fv)
+
+
+def define_row_flags(fv: flags.FlagValues) -> None:
+    """The flags of the rows' content, alike in predict-folder and predict-archive: the CardioBench
+    columns, retrying errors, the crop, the frame rate, the compilation cache."""
+    from coreecho_jax.data.video.video_io import CROP_MODES
+
     flags.DEFINE_bool(
         "cardiobench",
         False,
@@ -117,7 +125,6 @@ def _define_predict_folder(fv: flags.FlagValues) -> None:
         flag_values=fv,
     )
     flags.DEFINE_bool("retry_errors", False, "Redo the files whose earlier row is an error.", flag_values=fv)
-    flags.DEFINE_bool("progress", True, "A progress bar with the rate and the time left.", flag_values=fv)
     flags.DEFINE_enum(
         "crop",
         None,

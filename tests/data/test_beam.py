@@ -71,10 +71,14 @@ def test_a_beam_preparation_whose_every_file_is_refused_leaves_nothing(tmp_path)
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--no_such_option=1"], r"Beam does not know the pipeline option\(s\) --no_such_option \(given: "),
+        (
+            ["--no_such_option=1"],
+            r"^Beam does not know the pipeline option --no_such_option; check its spelling and your runner's "
+            r"options \(docs/beam.md\)$",
+        ),
         (["--direct_running_mode=bogus"], r"argument --direct_running_mode: invalid choice: 'bogus'"),
         (["--runner=NoSuchRunner"], r"Beam runner 'NoSuchRunner': Unexpected pipeline runner: NoSuchRunner"),
-        (["runner=DirectRunner"], r"must look like --name=value, got \['runner=DirectRunner'\]"),
+        (["runner=DirectRunner"], r"^Beam pipeline options look like --name=value, got runner=DirectRunner$"),
     ],
 )
 def test_a_bad_beam_option_is_one_line_before_any_work(tmp_path, flags, message):

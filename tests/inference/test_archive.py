@@ -19,6 +19,7 @@ import pytest
 
 import coreecho_jax
 from coreecho_jax import cli
+from coreecho_jax.data.corpus import runners
 from coreecho_jax.inference import batch
 from coreecho_jax.inference.archive import run, transforms
 from tests.conftest import run_python
@@ -170,7 +171,7 @@ def test_the_command_writes_predict_folder_s_rows(root, folder, model, capsys):
     ],
 )
 def test_a_bad_pipeline_option_is_one_line(flags, message):
-    with pytest.raises(run.BeamOptionsError) as info:
+    with pytest.raises(runners.BeamOptionsError) as info:
         run.pipeline_options(flags, workers=2)
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
@@ -183,7 +184,7 @@ def test_the_default_runner_is_the_direct_runner_with_n_processes_and_flags_over
     assert options.view_as(StandardOptions).runner == "DirectRunner"
     assert (direct.direct_running_mode, direct.direct_num_workers) == ("multi_processing", 3)
     assert run.pipeline_options([], workers=2).view_as(DirectOptions).direct_num_workers == 2
-    with pytest.raises(run.BeamOptionsError, match=r"^Beam workers must be >= 1, got 0$"):
+    with pytest.raises(runners.BeamOptionsError, match=r"^Beam workers must be >= 1, got 0$"):
         run.pipeline_options([], workers=0)
 
 

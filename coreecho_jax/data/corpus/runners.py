@@ -31,36 +31,45 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from coreecho_jax import logs
 from coreecho_jax.errors import ConfigError, CoreEchoError
 
 #: The log level of the Beam workers (their INFO lines, several per worker and bundle, are Beam's
 #: bookkeeping; a file's refusal is a report row, not a worker log line).
 WORKER_LOG_LEVEL = "WARNING"
 
+#: The page with each runner's options.
+DOCS = "docs/beam.md"
+
 
 class BeamOptionsError(ConfigError):
     """A Beam pipeline option is unknown, malformed or names an unknown runner."""
 
 
-def default_flags(workers: int) -> list[str]:
-    """The DirectRunner in multi-processing mode with ``workers`` processes."""
+def default_flags(workers: int, log_level: str = WORKER_LOG_LEVEL) -> list[str]:
+    """The DirectRunner in multi-processing mode with ``workers`` processes, logging at ``log_level``."""
     if workers < 1:
         raise BeamOptionsError(f"Beam workers must be >= 1, got {workers}")
     return [
         "--runner=DirectRunner",
         "--direct_running_mode=multi_processing",
         f"--direct_num_workers={workers}",
-        f"--default_sdk_harness_log_level={WORKER_LOG_LEVEL}",
+        f"--default_sdk_harness_log_level={log_level}",
     ]
 
 
-def pipeline_options(flags: Sequence[str] = (), *, workers: int = 1) -> Any:
-    """``apache_beam`` ``PipelineOptions`` of ``flags`` on top of :func:`default_flags` (module doc).
+def pipeline_options(
+    flags: Sequence[str] = (), *, workers: int = 1, log_level: str = WORKER_LOG_LEVEL, docs: str = DOCS
+) -> Any:
+    """``apache_beam`` ``PipelineOptions`` of ``flags`` on top of :func:`default_flags` (module doc); the
+    one check of Beam flags, for the preparations and for ``predict-archive``.
 
     Args:
         flags: ``--name=value`` flags as ``tfds build --beam_pipeline_options`` takes them (split on
-            commas there; a list here).
+            commas there; a list here). Later flags win over the defaults.
         workers: worker processes of the default DirectRunner (ignored by other runners).
+        log_level: the workers' log level unless a flag sets it.
+        docs: the page an unknown option's message points to.
 
     Raises:
         BeamOptionsError: a flag that does not start with ``--``, an option Beam does not know, a
@@ -72,22 +81,27 @@ def pipeline_options(flags: Sequence[str] = (), *, workers: int = 1) -> Any:
     flags = [str(f) for f in flags]
     bad = [f for f in flags if not f.startswith("--")]
     if bad:
-        raise BeamOptionsError(f"Beam pipeline options must look like --name=value, got {bad}")
-    options = PipelineOptions(default_flags(workers) + flags)
+        raise BeamOptionsError(f"Beam pipeline options look like --name=value, got {' '.join(bad)}")
+    options = PipelineOptions(default_flags(workers, log_level) + flags)
     errors = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(errors):
+    try:  # Beam warns of unknown options and drops them; they are refused below
+        with (
+            contextlib.redirect_stderr(errors),
+            logs.hidden("Discarding unparseable args", logger="apache_beam.options.pipeline_options"),
+        ):
             known = options.get_all_options()
             every = options.get_all_options(retain_unknown_options=True)
     except SystemExit:  # argparse exits on a bad value; its message is the last line it printed
-        lines = [line for line in errors.getvalue().splitlines() if "error:" in line]
-        message = lines[-1].split("error:", 1)[1].strip() if lines else errors.getvalue().strip()
-        raise BeamOptionsError(f"Beam pipeline options {flags}: {message}") from None
+        said = [
+            line.split("error:", 1)[1].strip() for line in errors.getvalue().splitlines() if "error:" in line
+        ]
+        message = said[-1] if said else "a bad value"
+        raise BeamOptionsError(f"Beam pipeline options {' '.join(flags)}: {message}") from None
     unknown = sorted(set(every) - set(known))
     if unknown:
         raise BeamOptionsError(
-            f"Beam does not know the pipeline option(s) {', '.join('--' + u for u in unknown)} "
-            f"(given: {flags}); see the options of your runner (docs: Preparing a corpus on Beam)"
+            f"Beam does not know the pipeline option {', '.join('--' + u for u in unknown)}; check its "
+            f"spelling and your runner's options ({docs})"
         )
     runner = options.view_as(StandardOptions).runner
     try:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import io
 import json
 import logging
 import math
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from coreecho_jax import logs
+from coreecho_jax.data.corpus import runners
 from coreecho_jax.data.video import video_io
 from coreecho_jax.errors import ConfigError, CoreEchoError
 from coreecho_jax.inference import batch
@@ -51,10 +51,6 @@ FLOAT_COLUMNS = (
 
 class BeamMissingError(CoreEchoError, ImportError):
     """apache-beam (the optional extra) is not installed."""
-
-
-class BeamOptionsError(ConfigError):
-    """A Beam pipeline option is malformed, unknown to Beam, or names an unknown runner."""
 
 
 class ArchiveError(CoreEchoError, RuntimeError):
@@ -106,20 +102,9 @@ def require_beam() -> None:
         ) from None
 
 
-def default_flags(workers: int) -> list[str]:
-    """The DirectRunner in multi-processing mode with ``workers`` processes, on this machine, offline."""
-    if workers < 1:
-        raise BeamOptionsError(f"Beam workers must be >= 1, got {workers}")
-    return [
-        "--runner=DirectRunner",
-        "--direct_running_mode=multi_processing",
-        f"--direct_num_workers={workers}",
-        "--default_sdk_harness_log_level=ERROR",
-    ]
-
-
 def pipeline_options(flags: Sequence[str] = (), *, workers: int = 1) -> Any:
-    """Beam ``PipelineOptions`` of ``flags`` over :func:`default_flags` (later flags win).
+    """Beam ``PipelineOptions`` of ``flags`` over the DirectRunner with ``workers`` processes (later flags
+    win; :func:`coreecho_jax.data.corpus.runners.pipeline_options`, the workers logging errors only).
 
     Raises:
         BeamMissingError: no apache-beam.
@@ -127,40 +112,7 @@ def pipeline_options(flags: Sequence[str] = (), *, workers: int = 1) -> Any:
             would only warn and drop it), a bad value (Beam would exit), an unknown runner.
     """
     require_beam()
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-    flags = [str(f) for f in flags]
-    bad = [f for f in flags if not f.startswith("--")]
-    if bad:
-        raise BeamOptionsError(f"Beam pipeline options look like --name=value, got {' '.join(bad)}")
-    options = PipelineOptions(default_flags(workers) + flags)
-    errors = io.StringIO()
-    try:  # Beam warns of unknown options and drops them; they are refused below
-        with (
-            contextlib.redirect_stderr(errors),
-            logs.hidden("Discarding unparseable args", logger="apache_beam.options.pipeline_options"),
-        ):
-            known = options.get_all_options()
-            every = options.get_all_options(retain_unknown_options=True)
-    except SystemExit:  # argparse exits on a bad value; its message is the last line it printed
-        said = [
-            line.split("error:", 1)[1].strip() for line in errors.getvalue().splitlines() if "error:" in line
-        ]
-        message = said[-1] if said else "a bad value"
-        raise BeamOptionsError(f"Beam pipeline options {' '.join(flags)}: {message}") from None
-    unknown = sorted(set(every) - set(known))
-    if unknown:
-        raise BeamOptionsError(
-            f"Beam does not know the pipeline option {', '.join('--' + u for u in unknown)}; check its "
-            f"spelling and your runner's options ({DOCS})"
-        )
-    runner = options.view_as(StandardOptions).runner
-    try:
-        beam.runners.create_runner(runner)
-    except (ValueError, ImportError) as e:
-        raise BeamOptionsError(f"Beam runner {runner!r}: {str(e).splitlines()[0]}") from None
-    return options
+    return runners.pipeline_options(flags, workers=workers, log_level="ERROR", docs=DOCS)
 
 
 def shards(files: Sequence[tuple[int, batch.InputFile]], workers: int, size: int | None = None) -> list[list]:
