@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -123,17 +122,6 @@ def shards(files: Sequence[tuple[int, batch.InputFile]], workers: int, size: int
     return [list(files[i : i + size]) for i in range(0, len(files), size)]
 
 
-_ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit)): .+$")
-
-
-def failure_line(err: BaseException) -> str:
-    """The last ``SomeError: message`` line of a failed pipeline's error (Beam wraps the workers'
-    tracebacks into one error), else the error's first line."""
-    text = str(err)
-    lines = [line.strip() for line in text.splitlines() if _ERROR_LINE.match(line)]
-    return lines[-1] if lines else f"{type(err).__name__}: {(text.splitlines() or [''])[0]}"
-
-
 @contextlib.contextmanager
 def _scratch(out: Path) -> Iterator[Path]:
     """A fresh hidden folder beside ``out`` for the shards and the rows, removed on the way out."""
@@ -190,7 +178,9 @@ def _run_pipeline(
     except CoreEchoError:
         raise
     except Exception as e:
-        raise ArchiveError(f"the Beam pipeline failed and no CSV was written: {failure_line(e)}") from e
+        raise ArchiveError(
+            f"the Beam pipeline failed and no CSV was written: {runners.failure_line(e)}"
+        ) from e
     rows = dict(_read_rows(scratch.glob("rows*")))
     missing = [f.path for i, f in todo if i not in rows]
     if missing:  # a runner that lost rows: never write a CSV that looks complete
