@@ -166,10 +166,11 @@ def hidden(start: str, logger: str = "absl") -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def native_chatter_hidden() -> Iterator[None]:
-    """Around an import of TensorFlow: at verbosity 0, the :data:`NATIVE_CHATTER` lines its C++ code
-    writes to file descriptor 2 are dropped and everything else written there is passed on after the
-    block. Does nothing unless :func:`configure` set verbosity 0."""
+def native_chatter_hidden(chatter: Sequence[str] = NATIVE_CHATTER) -> Iterator[None]:
+    """Around an import of TensorFlow (or a run of worker processes that write to the same stderr): at
+    verbosity 0, the lines containing one of ``chatter`` (default :data:`NATIVE_CHATTER`) written to file
+    descriptor 2 are dropped and everything else written there is passed on after the block. Does
+    nothing unless :func:`configure` set verbosity 0."""
     if _verbosity != QUIET:
         yield
         return
@@ -190,7 +191,7 @@ def native_chatter_hidden() -> Iterator[None]:
             os.close(saved)
             captured.seek(0)
             lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            kept = "".join(line for line in lines if not any(text in line for text in NATIVE_CHATTER))
+            kept = "".join(line for line in lines if not any(text in line for text in chatter))
             if kept:
                 os.write(2, kept.encode())
 

@@ -134,7 +134,7 @@ def test_a_rerun_of_the_command_skips_the_files_done_without_a_pipeline(beam_run
 
 
 @pytest.mark.slow  # a Beam pipeline on 1 worker
-def test_the_command_writes_predict_folder_s_rows(root, folder, model, capsys):
+def test_the_command_writes_predict_folder_s_rows_and_its_worker_says_nothing(root, folder, model, capfd):
     d = root / "small"
     d.mkdir()
     write_echo(d / "v.avi", t=44, seed=2)
@@ -142,7 +142,9 @@ def test_the_command_writes_predict_folder_s_rows(root, folder, model, capsys):
     out = root / "small.csv"
     argv = ["predict-archive", f"--input={d}", f"--out={out}", f"--weights={folder}", "--workers=1"]
     assert cli.main([*argv, "--compile_cache=off"]) == 0
-    assert f"{out}: 1 predicted, 1 failed (see the error column), 0 skipped" in capsys.readouterr().out
+    said = capfd.readouterr()  # file descriptors: the Beam worker's stderr too
+    assert f"{out}: 1 predicted, 1 failed (see the error column), 0 skipped" in said.out
+    assert said.err.splitlines() == [f"wrote: {out}"]  # no worker chatter (apitools, handler notices, TF)
     batch.predict_folder(model, d, root / "small_folder.csv", workers=0, progress=False)
     assert read_rows(out) == read_rows(root / "small_folder.csv")
 

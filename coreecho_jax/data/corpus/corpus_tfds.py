@@ -562,7 +562,7 @@ def prepare_corpus(
             )
             failures = contextlib.nullcontext()
             if beam is not None:
-                failures = runners.one_line_failures(str(config.source.location), CorpusPreparationError)
+                failures = runners.preparation_run(str(config.source.location), CorpusPreparationError)
             tfds.display_progress_bar(False)  # one bar (ours, over the files), none nested from TFDS
             try:
                 with failures:

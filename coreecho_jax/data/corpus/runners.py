@@ -38,6 +38,17 @@ from coreecho_jax.errors import ConfigError, CoreEchoError
 #: bookkeeping; a file's refusal is a report row, not a worker log line).
 WORKER_LOG_LEVEL = "WARNING"
 
+#: What Beam's worker processes write to the stderr they share with the command, before their log level
+#: applies (each worker, at start), hidden at verbosity 0 with TensorFlow's import lines
+#: (:func:`workers_quiet`): a missing Google Cloud client Beam does not need here, its handler notice, its
+#: staging notice, and a DirectRunner flag its workers do not parse.
+WORKER_CHATTER: tuple[str, ...] = (
+    "apitools not found, and bigquery client libraries are not available",
+    "Logging handler created.",
+    "No semi_persistent_directory found",
+    "Discarding unparseable args: ['--direct_runner_use_stacked_bundle']",
+)
+
 #: The page with each runner's options.
 DOCS = "docs/beam.md"
 
@@ -185,6 +196,21 @@ def failure_line(err: BaseException) -> str:
     text = str(err)
     lines = [line.strip() for line in text.splitlines() if _ERROR_LINE.match(line)]
     return lines[-1] if lines else f"{type(err).__name__}: {(text.splitlines() or [''])[0]}"
+
+
+def workers_quiet() -> contextlib.AbstractContextManager[None]:
+    """Around a pipeline run: at verbosity 0 (:func:`coreecho_jax.logs.configure`), the workers'
+    :data:`WORKER_CHATTER` and TensorFlow's import lines are dropped from stderr; the rest (a worker's
+    traceback among it) is passed on when the run ends."""
+    return logs.native_chatter_hidden(logs.NATIVE_CHATTER + WORKER_CHATTER)
+
+
+@contextlib.contextmanager
+def preparation_run(where: str, error: type[CoreEchoError]) -> Iterator[None]:
+    """Around a preparation on Beam: its workers quiet (:func:`workers_quiet`) and its failure one line
+    (:func:`one_line_failures`)."""
+    with one_line_failures(where, error), workers_quiet():
+        yield
 
 
 @contextlib.contextmanager

@@ -789,7 +789,7 @@ def prepare_echonet(
             )
             failures = contextlib.nullcontext()
             if beam is not None:
-                failures = runners.one_line_failures(config.source_root, EchoNetPreparationError)
+                failures = runners.preparation_run(config.source_root, EchoNetPreparationError)
             tfds.display_progress_bar(False)  # one bar (ours, over the videos), none nested from TFDS
             try:
                 with failures:

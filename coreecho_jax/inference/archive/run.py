@@ -171,7 +171,11 @@ def _run_pipeline(
             f.write(transforms.shard_line(shard) + "\n")
     handler = transforms.EchoModelHandler(load, cardiobench=options.cardiobench)
     try:
-        with _worker_errors_hidden(), beam.Pipeline(options=beam_options) as pipeline:
+        with (
+            runners.workers_quiet(),
+            _worker_errors_hidden(),
+            beam.Pipeline(options=beam_options) as pipeline,
+        ):
             transforms.expand(
                 pipeline, str(shards_path), str(scratch / "rows"), settings, handler, options.prefetch
             )
