@@ -62,6 +62,7 @@ EXTRAS = {
     "openpyxl": "transfer",
     "PIL": "transfer",
     "umap": "analysis",
+    "apache_beam": "beam",
 }
 
 
@@ -130,6 +131,12 @@ COMMANDS: dict[str, Command] = {
             "archive",
             "predict-folder's rows computed on Apache Beam (RunInference; DirectRunner, Dataflow, Flink, Spark)",
             "coreecho predict-archive --weights=/weights/echonet --input=/data/echoes --out=preds.csv --workers=2",
+        ),
+        Command(
+            "prepare-corpus",
+            "corpus",
+            "prepare a DICOM tree or manifest once into a TFDS dataset, in this process or on Apache Beam",
+            "coreecho prepare-corpus --source=/data/mimic-iv-echo/files --data_dir=/data/tfds --beam --workers=8",
         ),
         Command(
             "embed",
@@ -208,8 +215,8 @@ class Invocation:
     overrides: list[str]
 
     def run(self) -> Any:
-        """Runs the command; returns what its library call returns. A command that writes (a ``--workdir``,
-        ``--out`` or ``--root`` flag) ends with the ``wrote: ...`` line (:func:`coreecho_jax.logs.closing`)."""
+        """Runs the command; returns what its library call returns. A command that writes (a
+        :data:`OUTPUT_FLAGS` flag) ends with the ``wrote: ...`` line (:func:`coreecho_jax.logs.closing`)."""
         from coreecho_jax import logs
 
         roots = [self.flags[n].value for n in OUTPUT_FLAGS if n in self.flags and self.flags[n].value]
@@ -220,7 +227,7 @@ class Invocation:
 
 
 #: The flags that name where a command writes (the roots its closing ``wrote: ...`` line lists).
-OUTPUT_FLAGS = ("workdir", "out", "root")
+OUTPUT_FLAGS = ("workdir", "out", "root", "data_dir")
 
 
 def config_overrides(argv: Sequence[str], flag: str = "config") -> tuple[str | None, list[str]]:

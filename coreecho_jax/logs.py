@@ -166,6 +166,29 @@ def hidden(start: str, logger: str = "absl") -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def relayed_chatter_hidden(chatter: Sequence[str], logger: str) -> Iterator[None]:
+    """Within the block and at verbosity 0, drops ``logger``'s records whose text contains one of
+    ``chatter``: for a library that relays its worker processes' log lines through a logger of its own
+    (Beam's job service). Does nothing unless :func:`configure` set verbosity 0."""
+
+    class _Hide(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            text = record.getMessage()
+            return not any(c in text for c in chatter)
+
+    if _verbosity != QUIET:
+        yield
+        return
+    hide = _Hide()
+    target = logging.getLogger(logger)
+    target.addFilter(hide)
+    try:
+        yield
+    finally:
+        target.removeFilter(hide)
+
+
+@contextlib.contextmanager
 def native_chatter_hidden(chatter: Sequence[str] = NATIVE_CHATTER) -> Iterator[None]:
     """Around an import of TensorFlow (or a run of worker processes that write to the same stderr): at
     verbosity 0, the lines containing one of ``chatter`` (default :data:`NATIVE_CHATTER`) written to file

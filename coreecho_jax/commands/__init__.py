@@ -6,6 +6,7 @@ one library call it makes.
 * :mod:`.analysis`: gradcam, umap, shift (:mod:`coreecho_jax.analysis`).
 * :mod:`.tools`: calibrate, import-weights, synthetic.
 * :mod:`.archive`: predict-archive (:mod:`coreecho_jax.inference.archive`, on Apache Beam).
+* :mod:`.corpus`: prepare-corpus (:mod:`coreecho_jax.data.corpus`, in process or on Apache Beam).
 
 A module defines its flags on the ``absl.flags.FlagValues`` it is given, when the command runs; the
 library code each ``run`` calls is imported inside it, so ``coreecho <command> --help`` stays quick.

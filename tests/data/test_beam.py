@@ -55,6 +55,27 @@ def test_a_corpus_on_beam_with_two_workers_gives_the_in_process_records_and_repo
 
 
 @pytest.mark.slow
+def test_the_command_on_beam_prepares_the_corpus_and_its_workers_say_nothing(tmp_path, capfd):
+    from coreecho_jax import cli, logs
+
+    source = synth.write_dicom_corpus(tmp_path / "src", **SMALL) / synth.FILES_DIR
+    argv = [
+        "prepare-corpus",
+        f"--source={source}",
+        f"--data_dir={tmp_path / 'tfds'}",
+        "--beam",
+        "--workers=2",
+    ]
+    assert cli.main(argv) == 0
+    said = capfd.readouterr()  # file descriptors: the Beam workers' stderr too
+    report = json.loads(report_of(ct.load_corpus(tmp_path / "tfds", source)))
+    assert f"{report['num_prepared']} of {report['num_files']} files prepared" in said.out
+    chatter = (*runners.WORKER_CHATTER, *logs.NATIVE_CHATTER, "local_job_service")
+    assert not [line for line in said.err.splitlines() if any(c in line for c in chatter)], said.err
+    assert said.err.splitlines()[-1].startswith(f"wrote: {tmp_path / 'tfds'}")
+
+
+@pytest.mark.slow
 def test_a_beam_preparation_whose_every_file_is_refused_leaves_nothing(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a.dcm").write_bytes(b"not dicom")

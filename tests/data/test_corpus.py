@@ -475,6 +475,36 @@ def test_the_output_does_not_depend_on_the_worker_count_and_is_reused(prepared, 
     assert ct.load_corpus(tmp_path, corpus / synth.FILES_DIR).data_dir == one.data_dir
 
 
+def test_the_command_prepares_in_process_and_says_what_it_read(prepared, corpus, tmp_path, capsys):
+    from coreecho_jax import cli
+
+    source = corpus / synth.FILES_DIR
+    assert cli.main(["prepare-corpus", f"--source={source}", f"--data_dir={tmp_path}", "--workers=1"]) == 0
+    built = ct.load_corpus(tmp_path, source)
+    report = json.loads((Path(built.data_dir) / ct.REPORT_NAME).read_text())
+    assert report == json.loads((Path(prepared.data_dir) / ct.REPORT_NAME).read_text())
+    said = capsys.readouterr()
+    assert said.out.splitlines()[-1] == (
+        f"{built.data_dir}: {report['num_prepared']} of {report['num_files']} files prepared, "
+        f"{report['num_refused']} refused (reasons in {ct.REPORT_NAME})"
+    )
+    assert said.err.splitlines()[-1].startswith(f"wrote: {tmp_path}")
+
+
+def test_the_command_s_bad_beam_options_are_one_line_before_any_work(corpus, tmp_path, capsys):
+    from tests.test_cli import _one_error_line
+
+    argv = ["prepare-corpus", f"--source={corpus / synth.FILES_DIR}", f"--data_dir={tmp_path / 'tfds'}"]
+    assert _one_error_line([*argv, "--beam_options=--runer=FlinkRunner"], capsys) == (
+        "Beam does not know the pipeline option --runer; check its spelling and your runner's options "
+        "(docs/beam.md)"
+    )
+    assert _one_error_line([*argv, "--beam_options='--runner"], capsys) == (
+        "--beam_options: No closing quotation (quote it as one shell word)"
+    )
+    assert not (tmp_path / "tfds").exists()
+
+
 def test_a_preparation_killed_half_way_is_redone_without_duplicates(prepared, corpus, tmp_path, caplog):
     """Killed after some files were written: nothing is trusted, the rerun holds each file once."""
     data_dir = tmp_path / "tfds"

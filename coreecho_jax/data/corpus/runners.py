@@ -46,7 +46,7 @@ WORKER_CHATTER: tuple[str, ...] = (
     "apitools not found, and bigquery client libraries are not available",
     "Logging handler created.",
     "No semi_persistent_directory found",
-    "Discarding unparseable args: ['--direct_runner_use_stacked_bundle']",
+    "direct_runner_use_stacked_bundle",  # "Discarding unparseable args: [...]", quoted as repr when relayed
 )
 
 #: The page with each runner's options.
@@ -86,7 +86,7 @@ def pipeline_options(
         BeamOptionsError: a flag that does not start with ``--``, an option Beam does not know, a
             bad value, or an unknown runner (each named).
     """
-    import apache_beam as beam
+    beam = import_beam()
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     flags = [str(f) for f in flags]
@@ -198,11 +198,26 @@ def failure_line(err: BaseException) -> str:
     return lines[-1] if lines else f"{type(err).__name__}: {(text.splitlines() or [''])[0]}"
 
 
-def workers_quiet() -> contextlib.AbstractContextManager[None]:
+@contextlib.contextmanager
+def workers_quiet() -> Iterator[None]:
     """Around a pipeline run: at verbosity 0 (:func:`coreecho_jax.logs.configure`), the workers'
-    :data:`WORKER_CHATTER` and TensorFlow's import lines are dropped from stderr; the rest (a worker's
-    traceback among it) is passed on when the run ends."""
-    return logs.native_chatter_hidden(logs.NATIVE_CHATTER + WORKER_CHATTER)
+    :data:`WORKER_CHATTER` and TensorFlow's import lines are dropped, from the stderr they share with
+    this process and from the lines the DirectRunner's job service relays; the rest (a worker's traceback
+    among it) is passed on when the run ends."""
+    with (
+        logs.relayed_chatter_hidden(WORKER_CHATTER, "apache_beam.runners.portability.local_job_service"),
+        logs.native_chatter_hidden(logs.NATIVE_CHATTER + WORKER_CHATTER),
+    ):
+        yield
+
+
+def import_beam() -> Any:
+    """``apache_beam``, imported without its warning that Google Cloud's clients are missing (they are
+    needed by Dataflow only, whose install brings them). Raises ``ModuleNotFoundError`` without it."""
+    with logs.hidden("apitools not found", logger="root"):
+        import apache_beam
+
+    return apache_beam
 
 
 @contextlib.contextmanager

@@ -90,8 +90,7 @@ class ArchiveOptions:
 def require_beam() -> None:
     """Raises :class:`BeamMissingError` (one line saying what to install) when apache-beam is missing."""
     try:
-        with logs.hidden("apitools not found", logger="root"):  # Beam's warning about Google Cloud clients
-            import apache_beam  # noqa: F401
+        runners.import_beam()
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] != "apache_beam":
             raise
