@@ -8,6 +8,11 @@ e.g. ``ValueError``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+#: How many names an error or log line shows before "... (N in all)".
+SHOWN = 10
+
 
 class CoreEchoError(Exception):
     """Base of every error raised on purpose: bad input, bad config, damaged or unsafe files."""
@@ -27,3 +32,9 @@ class CheckpointError(CoreEchoError, ValueError):
 
 class WorkdirError(CoreEchoError, RuntimeError):
     """A workdir is in use by another run or holds a run that the current config would contradict."""
+
+
+def shown(names: Sequence[str], limit: int = SHOWN) -> str:
+    """``names`` for an error or log line: the first ``limit``, then ``... (N in all)`` if there are more."""
+    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more

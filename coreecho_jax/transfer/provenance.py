@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from coreecho_jax.data.transfer.folds import Fold
-from coreecho_jax.errors import DataError, WorkdirError
+from coreecho_jax.errors import DataError, WorkdirError, shown
 from coreecho_jax.transfer.data import PreparedSet
 
 #: Hex characters kept of each video's SHA-1 (64 bits: no collision among a dataset's videos).
@@ -64,11 +64,6 @@ def fold_inputs(fold: Fold, digests: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def _names(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:SHOWN])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > SHOWN else "")
-
-
 def differences(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> list[str]:
     """What differs between a fold's ``recorded`` inputs and the ``current`` ones, a phrase each
     (empty: the same). ``recorded=None``: the fold folder records none (written by an older version)."""
@@ -79,13 +74,13 @@ def differences(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) 
         old, new = set(recorded[role]), set(current[role])
         gone, added = sorted(old - new), sorted(new - old)
         if gone:
-            out.append(f"{role}: {len(gone)} video(s) no longer there ({_names(gone)})")
+            out.append(f"{role}: {len(gone)} video(s) no longer there ({shown(gone, SHOWN)})")
         if added:
-            out.append(f"{role}: {len(added)} new video(s) ({_names(added)})")
+            out.append(f"{role}: {len(added)} new video(s) ({shown(added, SHOWN)})")
     old_videos, new_videos = recorded["videos"], current["videos"]
     changed = sorted(n for n in new_videos if n in old_videos and old_videos[n] != new_videos[n])
     if changed:
-        out.append(f"label, group or clip of {len(changed)} video(s) changed ({_names(changed)})")
+        out.append(f"label, group or clip of {len(changed)} video(s) changed ({shown(changed, SHOWN)})")
     return out
 
 
@@ -140,6 +135,6 @@ def check_tested_once(results: Iterable[Mapping[str, Any]], known: Iterable[str]
     unknown = sorted(set(folds_of) - known)
     if unknown:
         raise DataError(
-            f"{len(unknown)} tested video(s) not in the current set ({_names(unknown)}): a fold result "
+            f"{len(unknown)} tested video(s) not in the current set ({shown(unknown, SHOWN)}): a fold result "
             "was computed from other data"
         )

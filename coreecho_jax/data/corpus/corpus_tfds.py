@@ -45,7 +45,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -74,7 +73,6 @@ REPORT_NAME = echonet_tfds.REPORT_NAME
 READER = "coreecho_jax.data.corpus.reading:read_corpus_file"
 #: Folder (inside the dataset's temporary folder) of a Beam preparation's work items and report rows.
 BEAM_WORK_DIR = "beam_work"
-SHOWN = sources.SHOWN
 
 
 class CorpusPreparationError(DataError):
@@ -411,11 +409,6 @@ class EchoCorpus(tfds.core.GeneratorBasedBuilder):
         runners.delete([work])
 
 
-def _shown(names: list[str]) -> str:
-    more = f", ... ({len(names)} in all)" if len(names) > SHOWN else ""
-    return ", ".join(names[:SHOWN]) + more
-
-
 def _counts(values: Any) -> dict[str, int]:
     return dict(sorted(collections.Counter(values).items()))
 
@@ -505,19 +498,6 @@ def _refused_kinds() -> dict[str, str]:
     }
 
 
-def _remove_incomplete(path: Path) -> None:
-    """Deletes TFDS's ``incomplete.*_<version>`` folders beside ``path`` (left by a killed preparation)."""
-    leftovers = sorted(path.parent.glob(f"{echonet_tfds.INCOMPLETE_PREFIX}*_{path.name}"))
-    for folder in leftovers:
-        shutil.rmtree(folder, ignore_errors=True)
-    if leftovers:
-        log.warning(
-            "corpus: deleted %d unfinished preparation folder(s): %s",
-            len(leftovers),
-            _shown([str(f) for f in leftovers]),
-        )
-
-
 def prepare_corpus(
     source: PathLike,
     data_dir: PathLike,
@@ -556,7 +536,7 @@ def prepare_corpus(
         return _open(data_dir, config)
     with echonet_tfds.preparation_lock(Path(data_dir) / DATASET_NAME / f"{config.name}.lock", str(path)):
         if not (path / "dataset_info.json").is_file():
-            _remove_incomplete(path)
+            echonet_tfds.remove_incomplete(path, "corpus")
             builder = EchoCorpus(
                 config=config, data_dir=os.fspath(data_dir), workers=workers, beam=beam is not None
             )

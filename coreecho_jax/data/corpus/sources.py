@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from coreecho_jax.data.video.dicom import DICOM_SUFFIXES, is_dicom_file
-from coreecho_jax.errors import DataError
+from coreecho_jax.errors import DataError, shown
 
 #: Video containers a corpus may hold besides DICOM (read with OpenCV's FFmpeg).
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv")
@@ -38,8 +38,6 @@ DEFAULT_SPLIT = "corpus"
 PATH_COLUMN = "path"
 LABEL_COLUMNS = ("ef", "edv", "esv")
 SPLIT_COLUMN = "split"
-#: How many names an error line shows before "... (N in all)".
-SHOWN = 10
 
 
 class CorpusSourceError(DataError):
@@ -99,11 +97,6 @@ class CorpusSource:
         return digest.hexdigest()
 
 
-def _shown(names: list[str]) -> str:
-    more = f", ... ({len(names)} in all)" if len(names) > SHOWN else ""
-    return ", ".join(names[:SHOWN]) + more
-
-
 def _walk(root: Path) -> Iterator[Path]:
     """Files under ``root`` in sorted order, hidden files and folders left out."""
     for folder, dirs, files in os.walk(root):
@@ -134,7 +127,7 @@ def list_tree(root: Path) -> CorpusSource:
         else:
             ignored.append(key)
     if not entries:
-        other = f"; {len(ignored)} other file(s) found: {_shown(ignored)}" if ignored else " (it is empty)"
+        other = f"; {len(ignored)} other file(s) found: {shown(ignored)}" if ignored else " (it is empty)"
         raise CorpusSourceError(
             f"{root}: no DICOM or video file in this folder tree (looked for {', '.join(DICOM_SUFFIXES)}, "
             f"suffix-less files starting with the DICOM magic, and {', '.join(VIDEO_SUFFIXES)}){other}"
@@ -201,7 +194,7 @@ def read_manifest(manifest: Path) -> CorpusSource:
         raise CorpusSourceError(f"{manifest}: the manifest lists no file")
     twice = sorted(k for k, n in collections.Counter(e.key for e in entries).items() if n > 1)
     if twice:
-        raise CorpusSourceError(f"{manifest}: {len(twice)} path(s) listed more than once: {_shown(twice)}")
+        raise CorpusSourceError(f"{manifest}: {len(twice)} path(s) listed more than once: {shown(twice)}")
     return CorpusSource(str(manifest), "manifest", tuple(sorted(entries, key=lambda e: e.key)))
 
 

@@ -80,7 +80,7 @@ from coreecho_jax.data import echonet_layout as layout
 from coreecho_jax.data.corpus import runners
 from coreecho_jax.data.echonet import reader, tf_runtime
 from coreecho_jax.data.video.video_io import VideoReadError, probe_video, read_video, rgb_to_gray
-from coreecho_jax.errors import DataError
+from coreecho_jax.errors import DataError, shown
 from coreecho_jax.locks import HolderLock, describe_holder
 
 PathLike = str | os.PathLike
@@ -90,8 +90,6 @@ DATASET_NAME = "echonet_dynamic"
 FRAME_FORMATS = ("png", "raw")
 CHANNELS = (1, 3)
 REPORT_NAME = "preparation_report.json"
-#: How many file names an error or log line shows before "... (N in all)".
-SHOWN = 10
 #: Prefix of the folder TFDS writes a dataset into before renaming it (tfds.core.constants).
 INCOMPLETE_PREFIX = "incomplete."
 
@@ -189,11 +187,6 @@ def source_identity(root: Path, hash_videos: bool = False) -> dict[str, Any]:
     }
 
 
-def _shown(names: Sequence[str]) -> str:
-    more = f", ... ({len(names)} in all)" if len(names) > SHOWN else ""
-    return ", ".join(names[:SHOWN]) + more
-
-
 def _file_change(old: Any, new: Any) -> str | None:
     """How one file changed between two identities (a SHA-1, or a :func:`video_identity`); None if not."""
     if old == new:
@@ -218,13 +211,13 @@ def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
     changed = [(n, _file_change(old_v[n], new_v[n])) for n in sorted(set(old_v) & set(new_v))]
     changed = [f"{n} ({c})" for n, c in changed if c]
     if changed:
-        out.append(f"{len(changed)} video file(s) changed: {_shown(changed)}")
+        out.append(f"{len(changed)} video file(s) changed: {shown(changed)}")
     for names, what in (
         (set(new_v) - set(old_v), "newly listed"),
         (set(old_v) - set(new_v), "no longer listed"),
     ):
         if names:
-            out.append(f"{len(names)} video(s) {what}: {_shown(sorted(names))}")
+            out.append(f"{len(names)} video(s) {what}: {shown(sorted(names))}")
     return out
 
 
@@ -374,7 +367,7 @@ def majority_frame_size(records: Sequence[reader.EchoNetRecord], workers: int = 
     if odd:
         raise EchoNetPreparationError(
             f"{len(odd)} video(s) differ from the frame size of the other {n} ({h}x{w}, height x width): "
-            f"{_shown(odd)}. Every video must have the same frame size (EchoNet-Dynamic: "
+            f"{shown(odd)}. Every video must have the same frame size (EchoNet-Dynamic: "
             f"{layout.FRAME_SIZE}x{layout.FRAME_SIZE}); resize or remove the odd ones"
         )
     return int(h), int(w)
@@ -668,7 +661,7 @@ def _finish_split(
             len(truncated),
             "dropped" if options.drop_truncated else "kept with the frames that decode",
             REPORT_NAME,
-            _shown([t["filename"] for t in truncated]),
+            shown([t["filename"] for t in truncated]),
         )
     if not names:
         problems = skipped + truncated
@@ -774,7 +767,7 @@ def prepare_echonet(
         return _open(data_dir, config)  # prepared and complete: no lock (the folder may be read-only)
     with preparation_lock(Path(data_dir) / DATASET_NAME / f"{config.name}.lock", str(path)):
         if not (path / "dataset_info.json").is_file():
-            _remove_incomplete(path)
+            remove_incomplete(path)
             for old, changes in stale_preparations(data_dir, config):
                 log.warning(
                     "EchoNet: %s changed since %s was prepared from it (%s); preparing again into %s. "
@@ -862,8 +855,9 @@ def preparation_lock(lock_path: PathLike, what: str) -> Iterator[None]:
         lock.release()
 
 
-def _remove_incomplete(path: Path) -> None:
-    """Deletes TFDS's ``incomplete.*_<version>`` folders beside ``path`` (left by a killed preparation).
+def remove_incomplete(path: Path, what: str = "EchoNet") -> None:
+    """Deletes TFDS's ``incomplete.*_<version>`` folders beside ``path`` (left by a killed preparation),
+    saying so in a warning that begins with ``what`` (the dataset's name).
 
     Called under the preparation lock, when nobody else writes them.
     """
@@ -872,9 +866,10 @@ def _remove_incomplete(path: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
     if leftovers:
         log.warning(
-            "EchoNet: deleted %d unfinished preparation folder(s) left by a process that stopped: %s",
+            "%s: deleted %d unfinished preparation folder(s) left by a process that stopped: %s",
+            what,
             len(leftovers),
-            _shown([str(f) for f in leftovers]),
+            shown([str(f) for f in leftovers]),
         )
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 from coreecho_jax.data import echonet_layout as layout
 from coreecho_jax.data import ef_labels
 from coreecho_jax.data.echonet_layout import LAYOUT, SPLITS
-from coreecho_jax.errors import DataError
+from coreecho_jax.errors import DataError, shown
 
 PathLike = str | os.PathLike
 
@@ -266,7 +266,6 @@ def check_video_files(records: Iterable[EchoNetRecord], root: PathLike) -> None:
     present = {p.name for p in videos.iterdir()}
     missing = [r.avi_name for r in records if r.avi_name not in present]
     if missing:
-        shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
         raise EchoNetNotFoundError(
-            f"{len(missing)} video(s) listed in FileList.csv are missing from {videos}: {shown}. {LAYOUT}"
+            f"{len(missing)} video(s) listed in FileList.csv are missing from {videos}: {shown(missing)}. {LAYOUT}"
         )

@@ -26,7 +26,7 @@ import numpy as np
 from coreecho_jax import safe_pickle, seeds
 from coreecho_jax.data import clips
 from coreecho_jax.data.echonet_layout import CLIP_FRAMES, CLIP_STRIDE, stem
-from coreecho_jax.errors import DataError
+from coreecho_jax.errors import DataError, shown
 
 PathLike = str | os.PathLike
 StartIndexes = dict[str, np.ndarray]
@@ -215,8 +215,9 @@ def validate_start_indexes(
     by_stem = {stem(k): v for k, v in starts.items()}
     missing = [n for n in num_frames_by_name if stem(n) not in by_stem]
     if missing:
-        shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
-        raise StartIndexError(f"{source}: no clip starts for {len(missing)} video(s) of the split: {shown}")
+        raise StartIndexError(
+            f"{source}: no clip starts for {len(missing)} video(s) of the split: {shown(missing)}"
+        )
     out: StartIndexes = {}
     counts = set()
     for name, num_frames in num_frames_by_name.items():
