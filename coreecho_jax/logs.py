@@ -148,44 +148,33 @@ def reset() -> None:
 
 
 @contextlib.contextmanager
-def hidden(start: str, logger: str = "absl") -> Iterator[None]:
-    """Within the block, drops ``logger``'s records whose message format begins with ``start``: for a
-    library warning that our own call causes on purpose (e.g. Orbax's on a read-only manager)."""
+def dropped(logger: str, drop: Callable[[logging.LogRecord], bool]) -> Iterator[None]:
+    """Within the block, ``logger``'s records for which ``drop(record)`` holds are not emitted."""
 
-    class _Hide(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return not str(record.msg).startswith(start)
+    def keep(record: logging.LogRecord) -> bool:
+        return not drop(record)
 
-    hide = _Hide()
     target = logging.getLogger(logger)
-    target.addFilter(hide)
+    target.addFilter(keep)  # logging takes a callable as a filter
     try:
         yield
     finally:
-        target.removeFilter(hide)
+        target.removeFilter(keep)
 
 
-@contextlib.contextmanager
-def relayed_chatter_hidden(chatter: Sequence[str], logger: str) -> Iterator[None]:
+def hidden(start: str, logger: str = "absl") -> contextlib.AbstractContextManager[None]:
+    """Within the block, drops ``logger``'s records whose message format begins with ``start``: for a
+    library warning that our own call causes on purpose (e.g. Orbax's on a read-only manager)."""
+    return dropped(logger, lambda record: str(record.msg).startswith(start))
+
+
+def relayed_chatter_hidden(chatter: Sequence[str], logger: str) -> contextlib.AbstractContextManager[None]:
     """Within the block and at verbosity 0, drops ``logger``'s records whose text contains one of
     ``chatter``: for a library that relays its worker processes' log lines through a logger of its own
     (Beam's job service). Does nothing unless :func:`configure` set verbosity 0."""
-
-    class _Hide(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            text = record.getMessage()
-            return not any(c in text for c in chatter)
-
     if _verbosity != QUIET:
-        yield
-        return
-    hide = _Hide()
-    target = logging.getLogger(logger)
-    target.addFilter(hide)
-    try:
-        yield
-    finally:
-        target.removeFilter(hide)
+        return contextlib.nullcontext()
+    return dropped(logger, lambda record: any(c in record.getMessage() for c in chatter))
 
 
 @contextlib.contextmanager

@@ -49,6 +49,9 @@ WORKER_CHATTER: tuple[str, ...] = (
     "direct_runner_use_stacked_bundle",  # "Discarding unparseable args: [...]", quoted as repr when relayed
 )
 
+#: The logger through which the DirectRunner's job service relays its workers' log lines.
+JOB_SERVICE_LOGGER = "apache_beam.runners.portability.local_job_service"
+
 #: The page with each runner's options.
 DOCS = "docs/beam.md"
 
@@ -205,7 +208,7 @@ def workers_quiet() -> Iterator[None]:
     this process and from the lines the DirectRunner's job service relays; the rest (a worker's traceback
     among it) is passed on when the run ends."""
     with (
-        logs.relayed_chatter_hidden(WORKER_CHATTER, "apache_beam.runners.portability.local_job_service"),
+        logs.relayed_chatter_hidden(WORKER_CHATTER, JOB_SERVICE_LOGGER),
         logs.native_chatter_hidden(logs.NATIVE_CHATTER + WORKER_CHATTER),
     ):
         yield

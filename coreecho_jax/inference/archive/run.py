@@ -133,22 +133,13 @@ def _scratch(out: Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-class _HideWorkerErrors(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno >= logging.ERROR and str(record.msg).startswith("Worker: "))
-
-
-@contextlib.contextmanager
-def _worker_errors_hidden() -> Iterator[None]:
+def _worker_errors_hidden() -> contextlib.AbstractContextManager[None]:
     """Within the block, the DirectRunner's copies of its workers' error records are dropped: a failed
     pipeline is one :class:`ArchiveError` line (its cause keeps Beam's whole error)."""
-    hide = _HideWorkerErrors()
-    target = logging.getLogger("apache_beam.runners.portability.local_job_service")
-    target.addFilter(hide)
-    try:
-        yield
-    finally:
-        target.removeFilter(hide)
+    return logs.dropped(
+        runners.JOB_SERVICE_LOGGER,
+        lambda record: record.levelno >= logging.ERROR and str(record.msg).startswith("Worker: "),
+    )
 
 
 def _run_pipeline(
