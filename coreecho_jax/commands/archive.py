@@ -14,7 +14,7 @@ import ml_collections
 from absl import flags
 
 from coreecho_jax.commands import Spec
-from coreecho_jax.commands.runs import define_row_flags
+from coreecho_jax.commands.runs import define_row_flags, define_weights_flags
 
 
 def _define(fv: flags.FlagValues) -> None:
@@ -33,13 +33,7 @@ def _define(fv: flags.FlagValues) -> None:
         "The CSV written (predict-folder's columns), one row per file; a rerun skips the files done.",
         flag_values=fv,
     )
-    flags.DEFINE_string(
-        "weights",
-        None,
-        "A weights folder (coreecho export-weights), a run workdir, or a Hugging Face Hub id owner/name.",
-        flag_values=fv,
-    )
-    flags.DEFINE_string("revision", None, "The Hub revision to pin (a Hub id only).", flag_values=fv)
+    define_weights_flags(fv)
     flags.DEFINE_integer(
         "workers",
         None,
@@ -69,16 +63,22 @@ def _define(fv: flags.FlagValues) -> None:
     define_row_flags(fv)
 
 
-def _run(fv: flags.FlagValues, config: ml_collections.ConfigDict | None):
+def beam_option_words(value: str) -> list[str]:
+    """A ``--beam_options`` value split as a shell splits words (prepare-corpus takes it too)."""
     from coreecho_jax import cli
+
+    try:
+        return shlex.split(value)
+    except ValueError as e:
+        raise cli.UsageError(f"--beam_options: {e} (quote it as one shell word)") from None
+
+
+def _run(fv: flags.FlagValues, config: ml_collections.ConfigDict | None):
     from coreecho_jax.inference import compile_cache
     from coreecho_jax.inference.archive import run
     from coreecho_jax.weights import api, hub
 
-    try:
-        beam_options = tuple(shlex.split(fv.beam_options))
-    except ValueError as e:
-        raise cli.UsageError(f"--beam_options: {e} (quote it as one shell word)") from None
+    beam_options = tuple(beam_option_words(fv.beam_options))
     options = run.ArchiveOptions(
         workers=fv.workers,
         beam_options=beam_options,

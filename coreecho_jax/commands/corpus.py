@@ -5,13 +5,13 @@ process (threads) or as an Apache Beam pipeline (``--beam``; the optional extra 
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import Path
 
 import ml_collections
 from absl import flags
 
 from coreecho_jax.commands import Spec
+from coreecho_jax.commands.archive import beam_option_words
 
 
 def _define(fv: flags.FlagValues) -> None:
@@ -59,15 +59,9 @@ def _define(fv: flags.FlagValues) -> None:
 
 
 def _run(fv: flags.FlagValues, config: ml_collections.ConfigDict | None) -> dict:
-    from coreecho_jax import cli
     from coreecho_jax.data.corpus import corpus_tfds
 
-    beam = None
-    if fv.beam or fv.beam_options:
-        try:
-            beam = shlex.split(fv.beam_options)
-        except ValueError as e:
-            raise cli.UsageError(f"--beam_options: {e} (quote it as one shell word)") from None
+    beam = beam_option_words(fv.beam_options) if fv.beam or fv.beam_options else None
     builder = corpus_tfds.prepare_corpus(
         fv.source, fv.data_dir, workers=fv.workers, beam=beam, timeout_s=fv.timeout_s, memory_mb=fv.memory_mb
     )

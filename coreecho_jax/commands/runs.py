@@ -89,13 +89,7 @@ def _define_predict_folder(fv: flags.FlagValues) -> None:
     flags.DEFINE_string(
         "out", None, "The CSV written, one row per file (a rerun skips the files done).", flag_values=fv
     )
-    flags.DEFINE_string(
-        "weights",
-        None,
-        "A weights folder (coreecho export-weights), a run workdir, or a Hugging Face Hub id owner/name.",
-        flag_values=fv,
-    )
-    flags.DEFINE_string("revision", None, "The Hub revision to pin (a Hub id only).", flag_values=fv)
+    define_weights_flags(fv)
     flags.DEFINE_integer(
         "workers",
         None,
@@ -111,6 +105,18 @@ def _define_predict_folder(fv: flags.FlagValues) -> None:
     )
     flags.DEFINE_bool("progress", True, "A progress bar with the rate and the time left.", flag_values=fv)
     define_row_flags(fv)
+
+
+def define_weights_flags(fv: flags.FlagValues) -> None:
+    """Where the model comes from, alike in predict-folder and predict-archive: ``--weights`` and the
+    Hub ``--revision``."""
+    flags.DEFINE_string(
+        "weights",
+        None,
+        "A weights folder (coreecho export-weights), a run workdir, or a Hugging Face Hub id owner/name.",
+        flag_values=fv,
+    )
+    flags.DEFINE_string("revision", None, "The Hub revision to pin (a Hub id only).", flag_values=fv)
 
 
 def define_row_flags(fv: flags.FlagValues) -> None:
